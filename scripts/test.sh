@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# The test command: installs everything the suite needs on a fresh machine,
+# lints, then runs the whole suite against real services (redis-server,
+# moto's S3 server, celery workers, flower), which the tests start.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! command -v redis-server >/dev/null 2>&1; then
+  echo "== installing redis-server"
+  apt-get update -qq && apt-get install -y -qq redis-server >/dev/null
+fi
+if ! command -v docker-compose >/dev/null 2>&1; then
+  echo "== installing docker-compose (to validate compose.yaml)"
+  apt-get update -qq && apt-get install -y -qq docker-compose >/dev/null || \
+    echo "docker-compose unavailable; compose validation tests will fail"
+fi
+
+echo "== installing spacer_worker[dev] (torch 2.13.0 CPU build first)"
+python3 -m pip install -q torch==2.13.0
+python3 -m pip install -q -e '.[dev]'
+
+echo "== PySpacer 0.14.0 reference environment"
+bash scripts/reference-venv.sh
+
+echo "== ruff"
+python3 -m ruff check .
+
+echo "== pytest"
+set +e
+python3 -m pytest "$@"
+status=$?
+set -e
+if [ "$status" -eq 5 ]; then
+  echo "pytest collected no tests: that is a failure, not a pass." >&2
+  exit 1
+fi
+exit "$status"

@@ -1,0 +1,223 @@
+"""Settings, read when first needed, from the same sources as PySpacer.
+
+Precedence for each setting: the ``SPACER_<NAME>`` environment variable,
+then ``secrets.json``, or else Django's ``settings.SPACER`` (a secrets file,
+when present, shuts Django out, as in PySpacer), then the default below.
+
+``config.MAX_IMAGE_PIXELS`` style attribute access works as in PySpacer, but
+each access reads the sources (files are cached until :func:`reload`), so
+nothing is read as a side effect of ``import spacer_worker``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from spacer_worker.exceptions import ConfigError
+
+ENV_PREFIX = 'SPACER_'
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    type: type
+    default: Any
+    help: str
+    secret: bool = False
+
+
+_DEFAULT_BROKER = 'redis://localhost:6379/0'
+
+SETTINGS: dict[str, Setting] = {s.name: s for s in [
+    # --- PySpacer's own settings -------------------------------------
+    Setting('AWS_ACCESS_KEY_ID', str, None, 'S3 access key id.', True),
+    Setting('AWS_SECRET_ACCESS_KEY', str, None, 'S3 secret key.', True),
+    Setting('AWS_SESSION_TOKEN', str, None, 'S3 session token.', True),
+    Setting('AWS_PROFILE_NAME', str, None, 'Named AWS profile to use.'),
+    Setting('AWS_ANONYMOUS', bool, False,
+            'Unsigned S3 requests (public buckets).'),
+    Setting('AWS_REGION', str, None, 'S3 region.'),
+    Setting('EXTRACTORS_CACHE_DIR', str, None,
+            'Local cache for remote extractor weights (s3/url).'),
+    Setting('MAX_IMAGE_PIXELS', int, 10000 * 10000,
+            'Largest image (width*height) accepted, checked before decoding.'),
+    Setting('MAX_POINTS_PER_IMAGE', int, 1000,
+            'Most points one extraction may ask for.'),
+    Setting('TRAINING_BATCH_LABEL_COUNT', int, 5000,
+            'Labels per training mini-batch.'),
+    Setting('LOG_DESTINATION', str, None,
+            "'console', a file path, or unset for no logging setup."),
+    Setting('LOG_LEVEL', str, 'INFO', 'Log level when LOG_DESTINATION set.'),
+    # --- storage ----------------------------------------------------------
+    Setting('S3_ENDPOINT_URL', str, None,
+            'S3-compatible endpoint (MinIO, moto...); unset for AWS.'),
+    Setting('URL_TIMEOUT', float, 30.0,
+            'Seconds before a URL download (connect or read) gives up.'),
+    Setting('URL_MAX_BYTES', int, 512 * 1024 * 1024,
+            'Largest URL download accepted, in bytes.'),
+    # --- extraction ---------------------------------------------------------
+    Setting('EXTRA_EXTRACTOR_CLASSES', str, '',
+            'Comma-separated class paths of extra allowed extractors.'),
+    Setting('TORCH_DEVICE', str, 'auto',
+            "'auto' (cuda when available), 'cpu', 'cuda', 'cuda:1'..."),
+    Setting('EXTRACT_PRECISION', str, 'fp32',
+            "'fp32', or 'fp16' (GPU only; see docs for its feature drift)."),
+    Setting('EXTRACT_BATCH_SIZE', int, 0,
+            'Patches per forward pass; 0 picks a size for the device.'),
+    # --- training -----------------------------------------------------------
+    Setting('EXTRA_TRAINER_CLASSES', str, '',
+            'Comma-separated class paths of extra allowed trainers.'),
+    # --- Celery -------------------------------------------------------------
+    Setting('BROKER_URL', str, _DEFAULT_BROKER, 'Celery broker URL.', True),
+    Setting('RESULT_BACKEND', str, None,
+            'Celery result backend URL; defaults to BROKER_URL.', True),
+]}
+
+
+def register(setting: Setting) -> None:
+    """Add a setting (used by modules that own one, e.g. the Celery app)."""
+    SETTINGS[setting.name] = setting
+
+
+def secrets_path() -> Path | None:
+    """secrets.json: $SPACER_SECRETS_PATH, else next to the package, else cwd."""
+    explicit = os.environ.get(ENV_PREFIX + 'SECRETS_PATH')
+    if explicit:
+        return Path(explicit)
+    for candidate in (Path(__file__).resolve().parent.parent / 'secrets.json',
+                      Path.cwd() / 'secrets.json'):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+@lru_cache(maxsize=1)
+def _secrets() -> dict | None:
+    path = secrets_path()
+    if path is None or not path.is_file():
+        return None
+    try:
+        with open(path) as f:
+            data = json.load(f)
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"Could not read settings file {path}: {e}") from e
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} must hold a JSON object of settings.")
+    return data
+
+
+@lru_cache(maxsize=1)
+def _django_settings() -> dict | None:
+    try:
+        from django.conf import settings
+        from django.core.exceptions import ImproperlyConfigured
+    except ImportError:
+        return None
+    try:
+        value = settings.SPACER
+    except (ImproperlyConfigured, AttributeError):
+        return None
+    return dict(value) if value else None
+
+
+def reload() -> None:
+    """Forget cached file sources (after editing secrets.json, in tests)."""
+    _secrets.cache_clear()
+    _django_settings.cache_clear()
+
+
+def _cast(setting: Setting, value: Any, source: str) -> Any:
+    if isinstance(value, setting.type) and not (
+            setting.type is int and isinstance(value, bool)):
+        return value
+    if setting.type is float and isinstance(value, int):
+        return float(value)
+    text = str(value).strip()
+    try:
+        if setting.type is bool:
+            lowered = text.lower()
+            if lowered in ('true', '1', 'yes', 'on'):
+                return True
+            if lowered in ('false', '0', 'no', 'off'):
+                return False
+            raise ValueError(text)
+        return setting.type(text)
+    except ValueError:
+        raise ConfigError(
+            f"Setting {setting.name} from {source} must be of type "
+            f"{setting.type.__name__}, got {value!r}.") from None
+
+
+def lookup(name: str) -> tuple[Any, str]:
+    """Return (value, source) where source names where the value came from."""
+    try:
+        setting = SETTINGS[name]
+    except KeyError:
+        raise ConfigError(f"Unknown setting {name!r}; known settings: "
+                          f"{', '.join(sorted(SETTINGS))}.") from None
+    env_value = os.environ.get(ENV_PREFIX + name)
+    if env_value not in (None, ''):
+        source = f'environment ({ENV_PREFIX}{name})'
+        return _cast(setting, env_value, source), source
+    secrets = _secrets()
+    if secrets is not None:
+        value = secrets.get(name)
+        if value not in (None, ''):
+            source = f'secrets file ({secrets_path()})'
+            return _cast(setting, value, source), source
+    else:
+        django = _django_settings()
+        if django is not None and django.get(name) not in (None, ''):
+            source = 'Django settings.SPACER'
+            return _cast(setting, django[name], source), source
+    return setting.default, 'default'
+
+
+def get(name: str) -> Any:
+    return lookup(name)[0]
+
+
+def redact(name: str, value: Any) -> str:
+    if value is None:
+        return 'None'
+    setting = SETTINGS.get(name)
+    if setting is not None and setting.secret:
+        text = str(value)
+        if '://' in text and '@' in text:
+            # Keep the URL readable, hide only its password.
+            scheme, rest = text.split('://', 1)
+            creds, host = rest.rsplit('@', 1)
+            user = creds.split(':', 1)[0]
+            return f'{scheme}://{user}:***@{host}'
+        if '://' in text:
+            return text
+        return '***'
+    return repr(value)
+
+
+def describe() -> list[tuple[str, str, str]]:
+    """(name, redacted value, source) for every setting, for the CLI."""
+    return [(name, redact(name, value), source)
+            for name in sorted(SETTINGS)
+            for value, source in [lookup(name)]]
+
+
+def broker_url() -> str:
+    return get('BROKER_URL')
+
+
+def result_backend_url() -> str:
+    return get('RESULT_BACKEND') or broker_url()
+
+
+def __getattr__(name: str) -> Any:
+    # PySpacer-style ``config.MAX_IMAGE_PIXELS``, read at access time.
+    if name in SETTINGS:
+        return get(name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,137 @@
+"""Every error spacer_worker raises on purpose.
+
+The tree splits errors a retry cannot fix from errors a retry may fix, so
+the task layer retries only the second kind::
+
+    SpacerError
+    ├── PermanentError                 bad input or state: never retried
+    │   ├── ConfigError                a setting is missing or malformed
+    │   ├── MessageError               a message or payload is malformed
+    │   │   └── UnknownClassError      a class_path outside the allowlist
+    │   ├── InvalidLocationError       DataLocation that cannot be used
+    │   ├── StorageReadOnlyError       write to read-only storage (url)
+    │   ├── DataNotFoundError          key/object/URL does not exist (404)
+    │   ├── StorageAccessDeniedError   credentials/permission refused (403)
+    │   ├── URLDownloadError           URL unusable: bad status, too big
+    │   ├── DataLimitError             image/points over configured limits
+    │   ├── ImageDecodeError           bytes are not a readable image
+    │   ├── FeatureFileError           feature file unreadable/malformed
+    │   ├── ClassifierLoadError        pickle unreadable or wrong type
+    │   │   └── UnsafePickleError      pickle names a forbidden global
+    │   ├── HashMismatchError          downloaded weights fail their sha256
+    │   ├── RowColumnInvalidError      point not integer / out of image
+    │   ├── RowColumnMismatchError     labels/features point sets differ
+    │   ├── RowColumnMissingError      a labelled point has no feature
+    │   ├── TrainingLabelsError        too few labels/classes to train
+    │   └── ExtractorNotSupportedError extractor cannot run here (Caffe)
+    └── TransientError                 may succeed later: retried
+        └── StorageUnavailableError    timeouts, resets, throttling, 5xx
+            └── URLUnavailableError    URL: timeout, reset, 5xx
+
+URLDownloadError is the common base of the two URL errors, so callers can
+catch every URL failure at once while retries still see the split.
+
+PySpacer's exception names are kept so ``except`` clauses port unchanged.
+"""
+
+from __future__ import annotations
+
+
+class SpacerError(Exception):
+    """Base of every error raised on purpose by spacer_worker."""
+
+
+class PermanentError(SpacerError):
+    """The input or state is wrong; retrying the same task cannot help."""
+
+
+class TransientError(SpacerError):
+    """A dependency failed in a way that may pass; the task may be retried."""
+
+
+class ConfigError(PermanentError):
+    pass
+
+
+class MessageError(PermanentError, ValueError):
+    """A message field has a wrong type or value; names field and value."""
+
+
+class UnknownClassError(MessageError):
+    """A class_path is not in the extractor/trainer allowlist."""
+
+
+class InvalidLocationError(PermanentError, ValueError):
+    pass
+
+
+class StorageReadOnlyError(InvalidLocationError):
+    pass
+
+
+class DataNotFoundError(PermanentError, FileNotFoundError):
+    pass
+
+
+class StorageAccessDeniedError(PermanentError, PermissionError):
+    pass
+
+
+class URLDownloadError(SpacerError):
+    """A URL could not be downloaded; see the two subclasses below."""
+
+
+class URLUnusableError(URLDownloadError, PermanentError):
+    """The URL answered 4xx, is too large, or has an unsupported scheme."""
+
+
+class DataLimitError(PermanentError):
+    pass
+
+
+class ImageDecodeError(PermanentError):
+    pass
+
+
+class FeatureFileError(PermanentError):
+    pass
+
+
+class ClassifierLoadError(PermanentError):
+    pass
+
+
+class UnsafePickleError(ClassifierLoadError):
+    pass
+
+
+class HashMismatchError(PermanentError):
+    pass
+
+
+class RowColumnInvalidError(PermanentError, ValueError):
+    pass
+
+
+class RowColumnMismatchError(PermanentError, ValueError):
+    pass
+
+
+class RowColumnMissingError(PermanentError, ValueError):
+    pass
+
+
+class TrainingLabelsError(PermanentError, ValueError):
+    pass
+
+
+class ExtractorNotSupportedError(PermanentError):
+    pass
+
+
+class StorageUnavailableError(TransientError):
+    """Timeouts, connection resets, throttling and 5xx answers."""
+
+
+class URLUnavailableError(URLDownloadError, StorageUnavailableError):
+    """The URL timed out, reset the connection or answered 5xx."""
