@@ -7,6 +7,7 @@ scikit-learn.
 
 from __future__ import annotations
 
+import functools
 import logging
 import traceback
 from collections.abc import Callable
@@ -95,8 +96,7 @@ def process_job(job_msg: JobMsg,
         try:
             task_progress = None
             if progress is not None and job_msg.task_name == 'train_classifier':
-                def task_progress(**info: Any) -> None:
-                    progress(done=index, total=total, **info)
+                task_progress = functools.partial(progress, done=index, total=total)
             results.append(run_task(job_msg.task_name, task, task_progress))
         except Exception as e:
             logger.error("Job task %s (%s) failed: %s: %s",
