@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# The main job on a fresh machine: install spacer_worker with its worker
+# extra (torch 2.13.0 CPU build first), then run the whole pipeline through
+# the queues with `spacer-worker demo`. With SPACER_BROKER_URL set it uses
+# that broker and your running workers; otherwise an embedded default.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+echo "== installing spacer_worker[worker] (torch 2.13.0 CPU build first)"
+python3 -m pip install -q torch==2.13.0
+python3 -m pip install -q -e '.[worker]'
+echo "== spacer-worker demo $*"
+exec spacer-worker demo "$@"
