@@ -61,6 +61,11 @@ SETTINGS: dict[str, Setting] = {s.name: s for s in [
             'Seconds before a URL download (connect or read) gives up.'),
     Setting('URL_MAX_BYTES', int, 512 * 1024 * 1024,
             'Largest URL download accepted, in bytes.'),
+    Setting('URL_DOWNLOAD_TIMEOUT', float, 600.0,
+            'Seconds a whole URL download may take (stops slow trickles).'),
+    Setting('S3_MAX_ATTEMPTS', int, 3,
+            'Attempts boto makes per S3 call (throttling, 5xx) before the '
+            'error goes to the task retry.'),
     # --- extraction ---------------------------------------------------------
     Setting('EXTRA_EXTRACTOR_CLASSES', str, '',
             'Comma-separated class paths of extra allowed extractors.'),

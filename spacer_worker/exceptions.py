@@ -28,6 +28,12 @@ the task layer retries only the second kind::
         └── StorageUnavailableError    timeouts, resets, throttling, 5xx
             └── URLUnavailableError    URL: timeout, reset, 5xx
 
+URLUnusableError (URLDownloadError + PermanentError) has three narrower
+kinds that also carry the generic meaning: URLNotFoundError (404/410, a
+DataNotFoundError), URLAccessDeniedError (401/403, a
+StorageAccessDeniedError), URLTooLargeError (over URL_MAX_BYTES, a
+DataLimitError).
+
 URLDownloadError is the common base of the two URL errors, so callers can
 catch every URL failure at once while retries still see the split.
 
@@ -135,3 +141,15 @@ class StorageUnavailableError(TransientError):
 
 class URLUnavailableError(URLDownloadError, StorageUnavailableError):
     """The URL timed out, reset the connection or answered 5xx."""
+
+
+class URLNotFoundError(URLUnusableError, DataNotFoundError):
+    """The URL answered 404 or 410."""
+
+
+class URLAccessDeniedError(URLUnusableError, StorageAccessDeniedError):
+    """The URL answered 401 or 403."""
+
+
+class URLTooLargeError(URLUnusableError, DataLimitError):
+    """The download is larger than the URL_MAX_BYTES setting."""
