@@ -1,0 +1,536 @@
+"""One declarative way to define a message and its JSON (de)serialization.
+
+A message is a dataclass deriving from :class:`Message`; each field names a
+:class:`Codec` with :func:`field`. The codec does three things for its
+field, so no class writes its own ``serialize``/``deserialize`` pair:
+
+* ``convert(value)``: what the constructor accepts (validation + light
+  normalisation, e.g. lists of pairs become lists of tuples);
+* ``encode(value)``: to JSON-native data, in PySpacer's exact shape;
+* ``decode(data)``: from JSON-native data.
+
+Every failure surfaces as a typed error from :mod:`spacer_worker.exceptions`
+naming the class, the field and the offending value, with the original
+exception chained. A value that is not a message but has a fixed JSON shape
+(``ImageLabels``) uses :class:`Encoded` with one codec for the whole value.
+
+Nothing here imports numpy: JSON-facing code must run on a client with only
+celery installed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import operator
+from collections.abc import Callable, Mapping
+from typing import Any, ClassVar, TypeVar
+
+from spacer_worker.exceptions import MessageError, SpacerError
+
+T = TypeVar('T')
+
+_MAX_REPR = 120
+
+
+def show(value: Any) -> str:
+    """A short repr for error messages (payloads can be megabytes)."""
+    text = repr(value)
+    if len(text) > _MAX_REPR:
+        text = text[:_MAX_REPR - 15] + f'... ({len(text)} chars)'
+    return text
+
+
+class Invalid(Exception):
+    """Raised by codecs for a bad value; turned into a typed error by the
+    caller, which knows the class and field. ``error_type`` picks the
+    exception class the user sees (MessageError unless a more precise one
+    fits, e.g. RowColumnInvalidError)."""
+
+    def __init__(self, reason: str, error_type: type[SpacerError] = MessageError):
+        super().__init__(reason)
+        self.reason = reason
+        self.error_type = error_type
+
+
+def relabel(error: BaseException, prefix: str) -> SpacerError:
+    """Copy a typed error with ``prefix`` in front of its message, keeping
+    its class so ``except InvalidLocationError`` still works upstream."""
+    if isinstance(error, Invalid):
+        return error.error_type(f'{prefix}: {error.reason}')
+    if isinstance(error, SpacerError):
+        try:
+            return type(error)(f'{prefix}: {error}')
+        except TypeError:
+            return MessageError(f'{prefix}: {error}')
+    return MessageError(f'{prefix}: {type(error).__name__}: {error}')
+
+
+# --------------------------------------------------------------------------
+# Codecs
+
+
+class Codec:
+    """Base codec: identity on all three paths."""
+
+    def convert(self, value: Any) -> Any:
+        return value
+
+    def encode(self, value: Any) -> Any:
+        return value
+
+    def decode(self, data: Any) -> Any:
+        return self.convert(data)
+
+
+class Scalar(Codec):
+    """A JSON scalar of given Python types (bool is never an int here)."""
+
+    def __init__(self, *types: type, optional: bool = False, name: str = ''):
+        self.types = types
+        self.optional = optional
+        self.name = name or ' or '.join(t.__name__ for t in types)
+
+    def convert(self, value: Any) -> Any:
+        if value is None and self.optional:
+            return None
+        if isinstance(value, bool) and bool not in self.types:
+            raise Invalid(f'expected {self.name}, got {show(value)}')
+        if isinstance(value, self.types):
+            if float in self.types and not isinstance(value, float) \
+                    and int not in self.types:
+                return float(value)
+            return value
+        # numpy scalars and other number-likes.
+        if int in self.types and hasattr(value, '__index__'):
+            return operator.index(value)
+        if float in self.types and hasattr(value, '__float__') \
+                and not isinstance(value, str):
+            return float(value)
+        raise Invalid(f'expected {self.name}'
+                      f'{" or None" if self.optional else ""}, '
+                      f'got {show(value)} ({type(value).__name__})')
+
+
+STR = Scalar(str, name='a string')
+OPT_STR = Scalar(str, optional=True, name='a string')
+INT = Scalar(int, name='an integer')
+BOOL = Scalar(bool, name='a boolean')
+NUMBER = Scalar(float, int, name='a number')
+
+
+class Floats(Codec):
+    """A list of numbers (scores, accuracies), checked in one pass: these
+    lists hold thousands of values in classify results."""
+
+    def convert(self, value: Any) -> list:
+        if isinstance(value, tuple):
+            value = list(value)
+        if not isinstance(value, list):
+            raise Invalid(f'expected a list of numbers, got {show(value)} '
+                          f'({type(value).__name__})')
+        if all(type(x) is float or type(x) is int for x in value):
+            return value
+        return [NUMBER.convert(x) for x in value]
+
+
+FLOATS = Floats()
+
+
+class LabelIdCodec(Codec):
+    """A class label id: an int or a str (scikit-learn target)."""
+
+    def convert(self, value: Any) -> Any:
+        if isinstance(value, str):
+            return value
+        if isinstance(value, bool) or not hasattr(value, '__index__'):
+            raise Invalid(f'label ids must be int or str, got {show(value)} '
+                          f'({type(value).__name__})')
+        return operator.index(value)
+
+
+LABEL_ID = LabelIdCodec()
+
+
+class Choice(Codec):
+    """A value of a ``str`` enum, stored as its plain string."""
+
+    def __init__(self, enum: type):
+        self.enum = enum
+
+    def convert(self, value: Any) -> Any:
+        try:
+            return self.enum(value)
+        except ValueError:
+            allowed = ', '.join(repr(m.value) for m in self.enum)
+            raise Invalid(f'{show(value)} is not one of {allowed}') from None
+
+    def encode(self, value: Any) -> Any:
+        return value.value
+
+
+class ListOf(Codec):
+    def __init__(self, item: Codec, *, min_len: int = 0, what: str = ''):
+        self.item = item
+        self.min_len = min_len
+        self.what = what or 'items'
+
+    def _check(self, value: Any) -> None:
+        if not isinstance(value, (list, tuple)):
+            raise Invalid(f'expected a list of {self.what}, got '
+                          f'{show(value)} ({type(value).__name__})')
+        if len(value) < self.min_len:
+            raise Invalid(f'needs at least {self.min_len} {self.what}, '
+                          f'got {show(value)}')
+
+    def _each(self, value: Any, op: Callable[[Any], Any]) -> list:
+        self._check(value)
+        out = []
+        for index, item in enumerate(value):
+            try:
+                out.append(op(item))
+            except (Invalid, SpacerError) as e:
+                raise relabel(e, f'[{index}]') from e
+        return out
+
+    def convert(self, value: Any) -> list:
+        return self._each(value, self.item.convert)
+
+    def encode(self, value: Any) -> list:
+        return [self.item.encode(v) for v in value]
+
+    def decode(self, data: Any) -> list:
+        return self._each(data, self.item.decode)
+
+
+class TupleOf(Codec):
+    """A fixed-length tuple; JSON arrays become tuples (as PySpacer does)."""
+
+    def __init__(self, *items: Codec, what: str = ''):
+        self.items = items
+        self.what = what or f'{len(items)}-tuple'
+
+    def _each(self, value: Any, ops: list[Callable[[Any], Any]]) -> tuple:
+        if not isinstance(value, (list, tuple)) or len(value) != len(ops):
+            raise Invalid(f'expected a {self.what}, got {show(value)}')
+        try:
+            return tuple(op(v) for op, v in zip(ops, value, strict=True))
+        except Invalid as e:
+            raise Invalid(f'in {self.what} {show(value)}: {e.reason}',
+                          e.error_type) from e
+
+    def convert(self, value: Any) -> tuple:
+        return self._each(value, [c.convert for c in self.items])
+
+    def encode(self, value: Any) -> list:
+        # json.dumps writes tuples and lists alike; keep tuples as given.
+        return tuple(c.encode(v) for c, v in zip(self.items, value, strict=True))
+
+    def decode(self, data: Any) -> tuple:
+        return self._each(data, [c.decode for c in self.items])
+
+
+class DictOf(Codec):
+    def __init__(self, key: Codec, value: Codec):
+        self.key = key
+        self.value = value
+
+    def _each(self, data: Any, key_op: Callable, value_op: Callable) -> dict:
+        if not isinstance(data, Mapping):
+            raise Invalid(f'expected a mapping, got {show(data)} '
+                          f'({type(data).__name__})')
+        out = {}
+        for k, v in data.items():
+            try:
+                out[key_op(k)] = value_op(v)
+            except (Invalid, SpacerError) as e:
+                raise relabel(e, f'[{show(k)}]') from e
+        return out
+
+    def convert(self, value: Any) -> dict:
+        return self._each(value, self.key.convert, self.value.convert)
+
+    def encode(self, value: Any) -> dict:
+        return {self.key.encode(k): self.value.encode(v)
+                for k, v in value.items()}
+
+    def decode(self, data: Any) -> dict:
+        return self._each(data, self.key.decode, self.value.decode)
+
+
+class JsonText(Codec):
+    """A value whose JSON form is the ``json.dumps`` text of another codec's
+    form; PySpacer keys ImageLabels by ``json.dumps(loc.serialize())``."""
+
+    def __init__(self, inner: Codec):
+        self.inner = inner
+
+    def convert(self, value: Any) -> Any:
+        return self.inner.convert(value)
+
+    def encode(self, value: Any) -> str:
+        return json.dumps(self.inner.encode(value))
+
+    def decode(self, data: Any) -> Any:
+        if not isinstance(data, str):
+            raise Invalid(f'expected JSON text, got {show(data)}')
+        try:
+            parsed = json.loads(data)
+        except ValueError as e:
+            raise Invalid(f'{show(data)} is not JSON ({e})') from e
+        return self.inner.decode(parsed)
+
+
+class Nested(Codec):
+    """Another serializable class (anything with serialize/deserialize)."""
+
+    def __init__(self, cls: Any, name: str = ''):
+        self.cls = cls
+        self.name = name
+
+    def _cls(self) -> type:
+        return self.cls() if callable(self.cls) and not isinstance(
+            self.cls, type) else self.cls
+
+    def convert(self, value: Any) -> Any:
+        cls = self._cls()
+        if not isinstance(value, cls):
+            raise Invalid(f'expected a {self.name or cls.__name__}, got '
+                          f'{show(value)} ({type(value).__name__})')
+        return value
+
+    def encode(self, value: Any) -> Any:
+        return value.serialize()
+
+    def decode(self, data: Any) -> Any:
+        return self._cls().deserialize(data)
+
+
+class Optional(Codec):
+    def __init__(self, inner: Codec):
+        self.inner = inner
+
+    def convert(self, value: Any) -> Any:
+        return None if value is None else self.inner.convert(value)
+
+    def encode(self, value: Any) -> Any:
+        return None if value is None else self.inner.encode(value)
+
+    def decode(self, data: Any) -> Any:
+        return None if data is None else self.inner.decode(data)
+
+
+class Custom(Codec):
+    """A codec from three functions, for the few one-off shapes."""
+
+    def __init__(self, convert: Callable[[Any], Any],
+                 encode: Callable[[Any], Any] | None = None,
+                 decode: Callable[[Any], Any] | None = None):
+        self._convert = convert
+        self._encode = encode or (lambda v: v)
+        self._decode = decode or convert
+
+    def convert(self, value: Any) -> Any:
+        return self._convert(value)
+
+    def encode(self, value: Any) -> Any:
+        return self._encode(value)
+
+    def decode(self, data: Any) -> Any:
+        return self._decode(data)
+
+
+# --------------------------------------------------------------------------
+# Messages
+
+CodecSpec = Codec | Callable[[Mapping[str, Any]], Codec]
+
+
+def field(codec: CodecSpec, *, default: Any = dataclasses.MISSING,
+          default_factory: Any = dataclasses.MISSING,
+          aliases: tuple[str, ...] = (), **kwargs: Any) -> Any:
+    """Declare a message field. ``codec`` may be a function of the fields
+    before it (by name) when the shape depends on them (JobMsg.tasks).
+    ``aliases`` are legacy JSON keys accepted on decode."""
+    return dataclasses.field(
+        default=default, default_factory=default_factory,
+        metadata={'codec': codec, 'aliases': aliases}, **kwargs)
+
+
+def _codec_for(f: dataclasses.Field, values: Mapping[str, Any]) -> Codec:
+    spec = f.metadata['codec']
+    return spec if isinstance(spec, Codec) else spec(values)
+
+
+class Message:
+    """Base of every dataclass message: validation at construction, one
+    encode path (``serialize``), one decode path (``deserialize``).
+
+    Subclasses are ``@dataclass`` classes whose fields are declared with
+    :func:`field`, in PySpacer's JSON key order; ``validate()`` may add
+    checks across fields.
+    """
+
+    _fields: ClassVar[tuple[dataclasses.Field, ...]]
+
+    @classmethod
+    def _codec_fields(cls) -> tuple[dataclasses.Field, ...]:
+        cached = cls.__dict__.get('_fields_cache')
+        if cached is None:
+            cached = tuple(f for f in dataclasses.fields(cls)
+                           if 'codec' in f.metadata)
+            cls._fields_cache = cached
+        return cached
+
+    def __post_init__(self) -> None:
+        values: dict[str, Any] = {}
+        for f in self._codec_fields():
+            value = getattr(self, f.name)
+            try:
+                converted = _codec_for(f, values).convert(value)
+            except (Invalid, SpacerError) as e:
+                raise relabel(e, self._where(f.name, value)) from e
+            except (TypeError, ValueError, KeyError, AttributeError) as e:
+                raise relabel(e, self._where(f.name, value)) from e
+            values[f.name] = converted
+            if converted is not value:
+                object.__setattr__(self, f.name, converted)
+        self.validate()
+
+    def validate(self) -> None:
+        """Checks across fields; override where needed."""
+
+    @classmethod
+    def _where(cls, name: str, value: Any = dataclasses.MISSING) -> str:
+        where = f'{cls.__name__}.{name}'
+        if value is not dataclasses.MISSING:
+            where += f' = {show(value)}'
+        return where
+
+    def serialize(self) -> dict:
+        """PySpacer's JSON-native dict for this message."""
+        values = {f.name: getattr(self, f.name) for f in self._codec_fields()}
+        return {f.name: _codec_for(f, values).encode(values[f.name])
+                for f in self._codec_fields()}
+
+    @classmethod
+    def deserialize(cls: type[T], data: Any) -> T:
+        """Build from PySpacer's JSON-native dict; a bad payload raises a
+        MessageError (or a more precise PermanentError) naming the field."""
+        if not isinstance(data, Mapping):
+            raise MessageError(
+                f'{cls.__name__}: expected a JSON object, got {show(data)} '
+                f'({type(data).__name__})')
+        fields = cls._codec_fields()
+        known = {f.name for f in fields}
+        known.update(a for f in fields for a in f.metadata['aliases'])
+        unknown = [k for k in data if k not in known]
+        if unknown:
+            raise MessageError(
+                f'{cls.__name__}: unknown key(s) {", ".join(map(repr, unknown))}'
+                f'; expected {", ".join(f.name for f in fields)}.')
+        values: dict[str, Any] = {}
+        for f in fields:
+            key = next((k for k in (f.name, *f.metadata['aliases'])
+                        if k in data), None)
+            if key is None:
+                if f.default is dataclasses.MISSING and \
+                        f.default_factory is dataclasses.MISSING:
+                    raise MessageError(
+                        f'{cls.__name__}: missing key {f.name!r}.')
+                continue
+            raw = data[key]
+            try:
+                values[f.name] = _codec_for(f, values).decode(raw)
+            except (Invalid, SpacerError) as e:
+                raise relabel(e, cls._where(key, raw)) from e
+            except (TypeError, ValueError, KeyError, AttributeError) as e:
+                raise relabel(e, cls._where(key, raw)) from e
+        return cls(**values)
+
+    @classmethod
+    def load(cls: type[T], loc: Any) -> T:
+        """Read this message as JSON from a DataLocation (worker side)."""
+        from spacer_worker.storage import load_bytes
+        try:
+            data = json.loads(load_bytes(loc).decode('utf-8'))
+        except ValueError as e:
+            raise MessageError(
+                f'{cls.__name__}: {loc.key!r} is not JSON: {e}') from e
+        return cls.deserialize(data)
+
+    def store(self, loc: Any) -> None:
+        """Write this message as JSON to a DataLocation (worker side)."""
+        from spacer_worker.storage import store_bytes
+        store_bytes(loc, json.dumps(self.serialize()).encode('utf-8'))
+
+
+class Encoded:
+    """Mixin for a value class whose whole JSON form is one codec
+    (``_codec``) over its ``_encoded()`` state, rebuilt by ``_from_decoded``."""
+
+    _codec: ClassVar[Codec]
+
+    def _encoded(self) -> Any:
+        raise NotImplementedError
+
+    @classmethod
+    def _from_decoded(cls, value: Any) -> Any:
+        raise NotImplementedError
+
+    def serialize(self) -> Any:
+        return self._codec.encode(self._encoded())
+
+    @classmethod
+    def deserialize(cls, data: Any) -> Any:
+        try:
+            value = cls._codec.decode(data)
+        except (Invalid, SpacerError) as e:
+            raise relabel(e, cls.__name__) from e
+        except (TypeError, ValueError, KeyError, AttributeError) as e:
+            raise relabel(e, f'{cls.__name__} = {show(data)}') from e
+        return cls._from_decoded(value)
+
+
+# --------------------------------------------------------------------------
+# Class paths in messages (extractors, trainers)
+
+
+def resolve_class(class_path: Any, *, kind: str, builtins: Mapping[str, type],
+                  setting: str, base: type) -> type:
+    """The class a message's ``class_path`` names, from an allowlist only.
+
+    ``builtins`` maps every accepted spelling (PySpacer's and ours) to our
+    class; the ``setting`` (comma-separated class paths) admits more.
+    Nothing outside the allowlist is ever imported: a message must not be
+    able to make a worker import arbitrary modules.
+    """
+    from importlib import import_module
+
+    from spacer_worker import config
+    from spacer_worker.exceptions import UnknownClassError
+
+    if not isinstance(class_path, str):
+        raise MessageError(f'{kind} class_path must be a string, got '
+                           f'{show(class_path)} ({type(class_path).__name__}).')
+    if class_path in builtins:
+        return builtins[class_path]
+    extra = [p.strip() for p in (config.get(setting) or '').split(',')
+             if p.strip()]
+    if class_path not in extra:
+        raise UnknownClassError(
+            f'{kind} class_path {class_path!r} is not allowed. Built-in: '
+            f'{", ".join(sorted(set(builtins)))}. To allow your own class, '
+            f'add its path to the {setting} setting (SPACER_{setting}).')
+    module_path, _, name = class_path.rpartition('.')
+    try:
+        cls = getattr(import_module(module_path), name)
+    except (ImportError, AttributeError, ValueError) as e:
+        raise UnknownClassError(
+            f'{kind} class_path {class_path!r} is allowed by {setting} but '
+            f'cannot be imported: {type(e).__name__}: {e}') from e
+    if not (isinstance(cls, type) and issubclass(cls, base)):
+        raise UnknownClassError(
+            f'{kind} class_path {class_path!r} names {show(cls)}, which is '
+            f'not a {base.__name__} subclass.')
+    return cls

@@ -1,0 +1,232 @@
+"""Feature extractor descriptions: what to run, not the running network.
+
+A :class:`FeatureExtractor` in a message is a class path plus the data
+locations (weights...) and their sha256 hashes. It builds and serializes
+without torch; calling it (worker only) materialises the network through
+:mod:`spacer_worker.extractors.runtime`.
+
+Deserializing instantiates only allowlisted classes: the built-ins (under
+PySpacer's or our module paths) and the class paths listed in the
+``EXTRA_EXTRACTOR_CLASSES`` setting. Anything else raises
+UnknownClassError without importing it.
+"""
+
+from __future__ import annotations
+
+import abc
+import hashlib
+import random
+import time
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from spacer_worker.codec import (
+    STR,
+    DictOf,
+    Invalid,
+    relabel,
+    resolve_class,
+    show,
+)
+from spacer_worker.data_classes import LOCATION, DataLocation, ImageFeatures
+from spacer_worker.exceptions import HashMismatchError, MessageError, SpacerError
+
+if TYPE_CHECKING:
+    from PIL.Image import Image
+
+    from spacer_worker.messages import ExtractFeaturesReturnMsg
+
+LOCATIONS = DictOf(STR, LOCATION)
+HASHES = DictOf(STR, STR)
+
+
+class FeatureExtractor(abc.ABC):
+    """Base of extractor descriptions, with PySpacer's constructor.
+
+    Subclasses list their required ``data_locations`` keys in
+    ``DATA_LOCATION_KEYS``. A custom subclass (allowed through
+    EXTRA_EXTRACTOR_CLASSES) either overrides ``__call__`` or, as in
+    PySpacer, implements ``patches_to_features``.
+    """
+
+    DATA_LOCATION_KEYS: ClassVar[list[str]] = []
+    CROP_SIZE: ClassVar[int] = 224
+    BATCH_SIZE: ClassVar[int] = 10
+    # PySpacer's path for a built-in class; serialize() writes it so that
+    # PySpacer reads our messages. Only read from the class's own __dict__.
+    PYSPACER_CLASS_PATH: ClassVar[str | None] = None
+
+    def __init__(self, data_locations: Mapping[str, DataLocation],
+                 data_hashes: Mapping[str, str] | None = None,
+                 **kwargs: Any):
+        name = type(self).__name__
+        try:
+            self.data_locations: dict[str, DataLocation] = LOCATIONS.convert(
+                data_locations)
+        except (Invalid, SpacerError) as e:
+            raise relabel(e, f'{name}.data_locations') from e
+        for key in self.DATA_LOCATION_KEYS:
+            if key not in self.data_locations:
+                raise MessageError(
+                    f'{name}.data_locations = {show(data_locations)}: '
+                    f'missing the {key!r} location; {name} needs '
+                    f'{", ".join(map(repr, self.DATA_LOCATION_KEYS))}.')
+        try:
+            self.data_hashes: dict[str, str] = HASHES.convert(
+                data_hashes or {})
+        except (Invalid, SpacerError) as e:
+            raise relabel(e, f'{name}.data_hashes') from e
+
+    # --- running (worker only) ---------------------------------------------
+
+    def __call__(self, im: Image, rowcols: Sequence[tuple[int, int]]
+                 ) -> tuple[ImageFeatures, ExtractFeaturesReturnMsg]:
+        """Features at ``rowcols``; PySpacer's generic path: crop patches,
+        then ``patches_to_features``."""
+        from spacer_worker.extractors.runtime.patches import crop_patch
+        from spacer_worker.messages import ExtractFeaturesReturnMsg
+
+        start = time.time()
+        patches = [crop_patch(im, int(r), int(c), self.CROP_SIZE)
+                   for r, c in rowcols]
+        feats, loaded_remotely = self.patches_to_features(patches)
+        features = ImageFeatures.from_arrays(
+            [r for r, _ in rowcols], [c for _, c in rowcols], feats)
+        return features, ExtractFeaturesReturnMsg(
+            extractor_loaded_remotely=bool(loaded_remotely),
+            runtime=time.time() - start)
+
+    def patches_to_features(self, patch_list: list[Any]) -> tuple[Any, bool]:
+        """Vectors for RGB uint8 patches, and whether data was loaded
+        remotely; custom extractors implement this or ``__call__``."""
+        raise NotImplementedError(
+            f'{type(self).__name__} implements neither __call__ nor '
+            f'patches_to_features, so it cannot extract features.')
+
+    @property
+    @abc.abstractmethod
+    def feature_dim(self) -> int:
+        """Length of each feature vector."""
+
+    def check_data_hash(self, data: bytes, key: str) -> None:
+        """Raise HashMismatchError if ``data`` does not match the sha256
+        given for ``key`` in data_hashes (no hash given: no check)."""
+        expected = self.data_hashes.get(key)
+        if expected is None:
+            return
+        actual = hashlib.sha256(data).hexdigest()
+        if actual != expected:
+            raise HashMismatchError(
+                f"{type(self).__name__}: the '{key}' data at "
+                f'{self.data_locations[key]!r} has sha256 {actual}, but '
+                f'data_hashes says {expected}. The file changed or is '
+                f'corrupt; fix the file or the hash.')
+
+    # --- serialization -------------------------------------------------------
+
+    @classmethod
+    def class_path(cls) -> str:
+        own = cls.__dict__.get('PYSPACER_CLASS_PATH')
+        return own or f'{cls.__module__}.{cls.__qualname__}'
+
+    def serialize(self) -> dict:
+        return {
+            'class_path': self.class_path(),
+            'data_locations': LOCATIONS.encode(self.data_locations),
+            'data_hashes': dict(self.data_hashes),
+        }
+
+    @staticmethod
+    def deserialize(data: Any) -> FeatureExtractor:
+        """Rebuild an allowlisted extractor from PySpacer's dict. Keys other
+        than class_path/data_locations go to the constructor, as in
+        PySpacer (whose base class ignores the ones it does not know)."""
+        if not isinstance(data, Mapping):
+            raise MessageError(f'FeatureExtractor: expected a JSON object, '
+                               f'got {show(data)}.')
+        kwargs = dict(data)
+        if 'class_path' not in kwargs:
+            raise MessageError(f'FeatureExtractor: missing key class_path in '
+                               f'{show(data)}.')
+        cls = extractor_class(kwargs.pop('class_path'))
+        try:
+            kwargs['data_locations'] = LOCATIONS.decode(
+                kwargs.get('data_locations', {}))
+        except (Invalid, SpacerError) as e:
+            raise relabel(e, f'{cls.__name__}.data_locations') from e
+        try:
+            return cls(**kwargs)
+        except TypeError as e:
+            raise MessageError(
+                f'{cls.__name__}: cannot be built from {show(data)}: {e}') from e
+
+    def __repr__(self) -> str:
+        return str(self.serialize())
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, FeatureExtractor):
+            return NotImplemented
+        return self.serialize() == other.serialize()
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+class DummyExtractor(FeatureExtractor):
+    """Random features of the right shape; no model (tests, demos)."""
+
+    PYSPACER_CLASS_PATH = 'spacer.extractors.base.DummyExtractor'
+
+    def __init__(self, data_locations: Mapping[str, DataLocation] | None = None,
+                 feature_dim: int = 4096, **kwargs: Any):
+        super().__init__(data_locations or {}, **kwargs)
+        if isinstance(feature_dim, bool) or not isinstance(feature_dim, int) \
+                or feature_dim < 1:
+            raise MessageError(f'DummyExtractor.feature_dim = '
+                               f'{show(feature_dim)}: expected a positive int.')
+        self._feature_dim = feature_dim
+
+    @property
+    def feature_dim(self) -> int:
+        return self._feature_dim
+
+    def __call__(self, im: Any, rowcols: Sequence[tuple[int, int]]
+                 ) -> tuple[ImageFeatures, ExtractFeaturesReturnMsg]:
+        from spacer_worker.messages import ExtractFeaturesReturnMsg
+        try:
+            import numpy as np
+        except ImportError:
+            feat: Any = [[random.random() for _ in range(self._feature_dim)]
+                         for _ in rowcols]
+        else:
+            feat = np.random.default_rng().random(
+                (len(rowcols), self._feature_dim), dtype=np.float32)
+        features = ImageFeatures.from_arrays(
+            [r for r, _ in rowcols], [c for _, c in rowcols], feat)
+        return features, ExtractFeaturesReturnMsg.example()
+
+    def serialize(self) -> dict:
+        data = super().serialize()
+        data['feature_dim'] = self._feature_dim
+        return data
+
+
+def _builtins() -> dict[str, type]:
+    from spacer_worker.extractors.efficientnet import EfficientNetExtractor
+    from spacer_worker.extractors.vgg16 import VGG16CaffeExtractor
+
+    table: dict[str, type] = {}
+    for cls in (DummyExtractor, EfficientNetExtractor, VGG16CaffeExtractor):
+        pyspacer_path = cls.__dict__['PYSPACER_CLASS_PATH']
+        ours = f'{cls.__module__}.{cls.__name__}'
+        for path in (pyspacer_path, ours,
+                     f'spacer.extractors.{cls.__name__}',
+                     f'spacer_worker.extractors.{cls.__name__}'):
+            table[path] = cls
+    return table
+
+
+def extractor_class(class_path: Any) -> type[FeatureExtractor]:
+    """The allowlisted extractor class for a class path."""
+    return resolve_class(class_path, kind='Extractor', builtins=_builtins(),
+                         setting='EXTRA_EXTRACTOR_CLASSES',
+                         base=FeatureExtractor)

@@ -1,0 +1,34 @@
+"""EfficientNet-b0 extractor description (CoralNet 1.0's extractor).
+
+``data_locations['weights']`` is a PyTorch file in PySpacer's layout
+(``{'net': state_dict}``); ``data_hashes['weights']`` its sha256. Calling
+the extractor runs the network in :mod:`spacer_worker.extractors.runtime`
+(torch is imported there, only in a worker).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from spacer_worker.extractors.base import FeatureExtractor
+
+if TYPE_CHECKING:
+    from spacer_worker.data_classes import ImageFeatures
+    from spacer_worker.messages import ExtractFeaturesReturnMsg
+
+
+class EfficientNetExtractor(FeatureExtractor):
+    PYSPACER_CLASS_PATH = 'spacer.extractors.efficientnet.EfficientNetExtractor'
+    DATA_LOCATION_KEYS: ClassVar[list[str]] = ['weights']
+    MODEL_NAME: ClassVar[str] = 'efficientnet-b0'
+    NUM_CLASSES: ClassVar[int] = 1275
+
+    @property
+    def feature_dim(self) -> int:
+        return 1280
+
+    def __call__(self, im: Any, rowcols: Sequence[tuple[int, int]]
+                 ) -> tuple[ImageFeatures, ExtractFeaturesReturnMsg]:
+        from spacer_worker.extractors.runtime.efficientnet import run_efficientnet
+        return run_efficientnet(self, im, rowcols)

@@ -1,0 +1,216 @@
+"""Classifier trainer descriptions and the trainer allowlist.
+
+A trainer in a TrainClassifierMsg is a class path plus its non-default
+parameters, as PySpacer serializes it; it builds without scikit-learn.
+Calling one (worker only) runs :mod:`spacer_worker.training`.
+
+Deserializing instantiates only allowlisted classes: MiniBatchTrainer
+(under PySpacer's or our path) and the class paths in the
+``EXTRA_TRAINER_CLASSES`` setting; anything else raises UnknownClassError
+without importing it.
+"""
+
+from __future__ import annotations
+
+import abc
+import inspect
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from spacer_worker.codec import (
+    BOOL,
+    INT,
+    STR,
+    Codec,
+    Invalid,
+    Optional,
+    Scalar,
+    TupleOf,
+    resolve_class,
+    show,
+)
+from spacer_worker.exceptions import MessageError, UnknownClassError
+
+if TYPE_CHECKING:
+    from spacer_worker.data_classes import DataLocation, ValResults
+    from spacer_worker.messages import TrainClassifierReturnMsg, TrainingTaskLabels
+
+ProgressCallback = Callable[[int, int, float], None]
+
+BUILTIN_TRAINERS: dict[str, str] = {
+    'minibatch': 'spacer.train_classifier.MiniBatchTrainer',
+}
+
+
+class ClassifierTrainer(abc.ABC):
+    """Base of trainer descriptions (PySpacer's extension point)."""
+
+    # PySpacer's path for a built-in; read only from the class's own dict.
+    PYSPACER_CLASS_PATH: str | None = None
+
+    @abc.abstractmethod
+    def __call__(self, labels: TrainingTaskLabels, nbr_epochs: int,
+                 pc_models: list[Any], feature_loc: DataLocation | None,
+                 clf_type: str, progress: ProgressCallback | None = None,
+                 ) -> tuple[Any, ValResults, TrainClassifierReturnMsg]:
+        """Train; return (CalibratedClassifierCV, ValResults, return msg).
+        ``progress(epoch, nbr_epochs, ref_acc)`` is called after each epoch."""
+
+    @classmethod
+    def class_path(cls) -> str:
+        own = cls.__dict__.get('PYSPACER_CLASS_PATH')
+        return own or f'{cls.__module__}.{cls.__qualname__}'
+
+    def serialize(self) -> dict:
+        return {'class_path': self.class_path()}
+
+    @staticmethod
+    def deserialize(data: Any) -> ClassifierTrainer:
+        """Rebuild an allowlisted trainer; other keys are its parameters."""
+        if not isinstance(data, Mapping):
+            raise MessageError(f'ClassifierTrainer: expected a JSON object, '
+                               f'got {show(data)}.')
+        kwargs = dict(data)
+        if 'class_path' not in kwargs:
+            raise MessageError(f'ClassifierTrainer: missing key class_path '
+                               f'in {show(data)}.')
+        cls = trainer_class(kwargs.pop('class_path'))
+        try:
+            return cls(**kwargs)
+        except TypeError as e:
+            raise MessageError(
+                f'{cls.__name__}: cannot be built from {show(data)}: {e}') from e
+
+    def __repr__(self) -> str:
+        return str(self.serialize())
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, ClassifierTrainer):
+            return NotImplemented
+        return self.serialize() == other.serialize()
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+class _PositiveInt(Scalar):
+    def __init__(self) -> None:
+        super().__init__(int, name='a positive integer')
+
+    def convert(self, value: Any) -> int:
+        value = super().convert(value)
+        if value < 1:
+            raise Invalid(f'expected a positive integer, got {value}')
+        return value
+
+
+class _LayerSizes(Codec):
+    """MLP hidden layer sizes: a non-empty sequence of positive ints; kept
+    as a tuple (JSON gives a list)."""
+
+    def convert(self, value: Any) -> tuple[int, ...]:
+        if not isinstance(value, (list, tuple)) or not value:
+            raise Invalid(f'expected a non-empty list of layer sizes, got '
+                          f'{show(value)}')
+        return TupleOf(*[_POSITIVE] * len(value),
+                       what='list of layer sizes').convert(value)
+
+    def encode(self, value: Any) -> list[int]:
+        return list(value)
+
+
+_POSITIVE = _PositiveInt()
+_RATE = Scalar(float, int, name='a number')
+
+# Parameter name -> codec; defaults are MiniBatchTrainer.__init__'s.
+_MINIBATCH_PARAMS: dict[str, Codec] = {
+    'batch_size': _POSITIVE,
+    'mlp_hidden_layer_sizes': Optional(_LayerSizes()),
+    'mlp_learning_rate_init': Optional(_RATE),
+    'mlp_large_data_threshold': _POSITIVE,
+    'sgd_loss': STR,
+    'sgd_average': BOOL,
+    'sgd_random_state': Optional(INT),
+}
+
+
+class MiniBatchTrainer(ClassifierTrainer):
+    """PySpacer's default trainer: SGD (LR) or MLP fitted on mini-batches
+    with partial_fit, one pass over the training set per epoch, then
+    calibrated on the reference set.
+
+    ``batch_size`` defaults to the TRAINING_BATCH_LABEL_COUNT setting, read
+    when the trainer is made (PySpacer reads it at import).
+    """
+
+    PYSPACER_CLASS_PATH = 'spacer.train_classifier.MiniBatchTrainer'
+
+    def __init__(self, batch_size: int | None = None,
+                 mlp_hidden_layer_sizes: tuple[int, ...] | None = None,
+                 mlp_learning_rate_init: float | None = None,
+                 mlp_large_data_threshold: int = 50000,
+                 sgd_loss: str = 'log_loss',
+                 sgd_average: bool = True,
+                 sgd_random_state: int | None = 0):
+        if batch_size is None:
+            batch_size = _default_batch_size()
+        given = dict(locals())
+        for name, codec in _MINIBATCH_PARAMS.items():
+            try:
+                setattr(self, name, codec.convert(given[name]))
+            except Invalid as e:
+                raise e.error_type(
+                    f'MiniBatchTrainer.{name} = {show(given[name])}: '
+                    f'{e.reason}') from e
+
+    def serialize(self) -> dict:
+        """class_path plus the parameters that differ from their defaults
+        (PySpacer's shape)."""
+        data = super().serialize()
+        defaults = {name: p.default for name, p in
+                    inspect.signature(type(self).__init__).parameters.items()
+                    if name in _MINIBATCH_PARAMS}
+        defaults['batch_size'] = _default_batch_size()
+        for name, codec in _MINIBATCH_PARAMS.items():
+            value = getattr(self, name)
+            if value != defaults[name]:
+                data[name] = codec.encode(value)
+        return data
+
+    def __call__(self, labels: TrainingTaskLabels, nbr_epochs: int,
+                 pc_models: list[Any], feature_loc: DataLocation | None,
+                 clf_type: str, progress: ProgressCallback | None = None,
+                 ) -> tuple[Any, ValResults, TrainClassifierReturnMsg]:
+        from spacer_worker.training.minibatch import train_minibatch
+        return train_minibatch(self, labels, nbr_epochs, pc_models,
+                               feature_loc, clf_type, progress)
+
+
+def _default_batch_size() -> int:
+    from spacer_worker import config
+    return config.get('TRAINING_BATCH_LABEL_COUNT')
+
+
+_BUILTIN_CLASSES: dict[str, type[ClassifierTrainer]] = {
+    'spacer.train_classifier.MiniBatchTrainer': MiniBatchTrainer,
+    'spacer_worker.train_classifier.MiniBatchTrainer': MiniBatchTrainer,
+}
+
+
+def trainer_class(class_path: Any) -> type[ClassifierTrainer]:
+    """The allowlisted trainer class for a class path."""
+    return resolve_class(class_path, kind='Trainer', builtins=_BUILTIN_CLASSES,
+                         setting='EXTRA_TRAINER_CLASSES', base=ClassifierTrainer)
+
+
+def trainer_factory(trainer_name: str) -> ClassifierTrainer:
+    """A trainer from a built-in name ('minibatch') or an allowed class path,
+    with default parameters."""
+    if not isinstance(trainer_name, str):
+        raise MessageError(f'trainer name must be a string, got '
+                           f'{show(trainer_name)}.')
+    class_path = BUILTIN_TRAINERS.get(trainer_name, trainer_name)
+    if '.' not in class_path:
+        raise UnknownClassError(
+            f'Unknown trainer name {trainer_name!r}; built-in names: '
+            f'{", ".join(BUILTIN_TRAINERS)} (or give an allowed class path).')
+    return ClassifierTrainer.deserialize({'class_path': class_path})
