@@ -82,6 +82,11 @@ SETTINGS: dict[str, Setting] = {s.name: s for s in [
     Setting('BROKER_URL', str, _DEFAULT_BROKER, 'Celery broker URL.', True),
     Setting('RESULT_BACKEND', str, None,
             'Celery result backend URL; defaults to BROKER_URL.', True),
+    # --- CoralNet adapter (contrib.coralnet) ---------------------------------
+    Setting('CORALNET_SPEC_QUEUES', str, '',
+            "CeleryQueue: spec level -> queue, e.g. "
+            "'train_classifier:high=train_highmem'; unset keeps the "
+            "contract's queue."),
 ]}
 
 

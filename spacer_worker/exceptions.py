@@ -4,6 +4,8 @@ The tree splits errors a retry cannot fix from errors a retry may fix, so
 the task layer retries only the second kind::
 
     SpacerError
+    ├── JobFailedError                 (client) a job ended failed/cancelled
+    ├── ResultLostError                (client) a job's result expired/lost
     ├── PermanentError                 bad input or state: never retried
     │   ├── ConfigError                a setting is missing or malformed
     │   ├── MessageError               a message or payload is malformed
@@ -153,3 +155,19 @@ class URLAccessDeniedError(URLUnusableError, StorageAccessDeniedError):
 
 class URLTooLargeError(URLUnusableError, DataLimitError):
     """The download is larger than the URL_MAX_BYTES setting."""
+
+
+class JobFailedError(SpacerError):
+    """Client side: a job ended in FAILURE or was cancelled, and its error
+    is not one of the types above (time limit, lost worker...)."""
+
+    def __init__(self, message: str, error_type: str | None = None,
+                 traceback: str | None = None) -> None:
+        super().__init__(message)
+        self.error_type = error_type
+        self.traceback = traceback
+
+
+class ResultLostError(SpacerError):
+    """Client side: a job's record is gone from the result backend (the
+    result expired before it was read, or the backend lost its data)."""
