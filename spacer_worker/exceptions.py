@@ -21,6 +21,7 @@ the task layer retries only the second kind::
     │   ├── ClassifierLoadError        pickle unreadable or wrong type
     │   │   └── UnsafePickleError      pickle names a forbidden global
     │   ├── HashMismatchError          downloaded weights fail their sha256
+    │   ├── WeightsLoadError           extractor weights unreadable/wrong shape
     │   ├── RowColumnInvalidError      point not integer / out of image
     │   ├── RowColumnMismatchError     labels/features point sets differ
     │   ├── RowColumnMissingError      a labelled point has no feature
@@ -115,6 +116,10 @@ class UnsafePickleError(ClassifierLoadError):
 
 class HashMismatchError(PermanentError):
     pass
+
+
+class WeightsLoadError(PermanentError):
+    """Extractor weights are not a loadable file of the expected network."""
 
 
 class RowColumnInvalidError(PermanentError, ValueError):
