@@ -82,6 +82,38 @@ SETTINGS: dict[str, Setting] = {s.name: s for s in [
     Setting('BROKER_URL', str, _DEFAULT_BROKER, 'Celery broker URL.', True),
     Setting('RESULT_BACKEND', str, None,
             'Celery result backend URL; defaults to BROKER_URL.', True),
+    Setting('QUEUE_EXTRACT', str, 'extract',
+            'Queue of extract_features and classify_image (GPU workers).'),
+    Setting('QUEUE_TRAIN', str, 'train',
+            'Queue of train_classifier (CPU workers, long tasks).'),
+    Setting('QUEUE_CLASSIFY', str, 'classify',
+            'Queue of classify_features (light CPU work).'),
+    Setting('EXTRACT_TIME_LIMIT', int, 1800,
+            'Hard time limit (s) of extract-queue tasks; the soft limit, '
+            'which fails the task cleanly, is 90% of it.'),
+    Setting('TRAIN_TIME_LIMIT', int, 8 * 3600,
+            'Hard time limit (s) of train-queue tasks (soft: 90%).'),
+    Setting('CLASSIFY_TIME_LIMIT', int, 600,
+            'Hard time limit (s) of classify-queue tasks (soft: 90%).'),
+    Setting('VISIBILITY_TIMEOUT', int, 0,
+            'Seconds before Redis redelivers an unacknowledged task; 0 = '
+            'the longest hard time limit + 1 h, so a live task never runs '
+            'twice (dead workers are handled by leases, see LEASE_TTL).'),
+    Setting('LEASE_TTL', float, 30.0,
+            'Worker lease lifetime (s): tasks held by a worker whose lease '
+            'lapsed are requeued after about 2x this; 0 disables leases.'),
+    Setting('RESULT_EXPIRES', int, 7 * 24 * 3600,
+            'Seconds a finished task result is kept in the result backend.'),
+    Setting('TASK_MAX_RETRIES', int, 5,
+            'Retries of a task failing with a transient (storage/network) '
+            'error, with exponential backoff and jitter, or whose pool '
+            'process died under it (OOM kill); then it fails.'),
+    Setting('RETRY_BACKOFF_MAX', int, 600,
+            'Longest wait (s) between two retries of a transient error.'),
+    Setting('PRELOAD_EXTRACTOR', str, '',
+            'Extractor to load into each worker process at start: its JSON '
+            'serialization, or a path to a JSON file; empty loads on first '
+            'use.'),
     # --- CoralNet adapter (contrib.coralnet) ---------------------------------
     Setting('CORALNET_SPEC_QUEUES', str, '',
             "CeleryQueue: spec level -> queue, e.g. "
