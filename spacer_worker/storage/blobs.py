@@ -1,0 +1,31 @@
+"""Bytes at a ``DataLocation``: the base every format helper builds on."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from spacer_worker.storage.factory import storage_for
+
+
+def load_bytes(loc: Any) -> bytes:
+    """The whole object at ``loc``."""
+    return storage_for(loc).load(loc.key)
+
+
+def store_bytes(loc: Any, data: bytes) -> None:
+    """Write ``data`` at ``loc`` whole (atomic on every backend)."""
+    storage_for(loc).store(loc.key, data)
+
+
+def delete(loc: Any) -> None:
+    """Remove the object at ``loc``; a missing object is not an error."""
+    storage_for(loc).delete(loc.key)
+
+
+def exists(loc: Any) -> bool:
+    return storage_for(loc).exists(loc.key)
+
+
+def describe(loc: Any) -> str:
+    """How messages name ``loc`` (``s3://bucket/key``, ``file 'x'``...)."""
+    return storage_for(loc).describe(loc.key)

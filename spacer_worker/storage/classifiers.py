@@ -1,0 +1,126 @@
+"""Classifiers: pickled ``CalibratedClassifierCV``s, as PySpacer stores them.
+
+Written with pickle protocol 2 like PySpacer 0.14.0, so files go both ways
+(both sides pin scikit-learn 1.5.2: estimator pickles are only guaranteed
+between identical scikit-learn versions). Loading goes through
+:mod:`.unpickler`, which refuses any global a classifier does not need, then
+applies PySpacer's upgrades for classifiers pickled by older scikit-learn
+(0.17.1, 0.22.1, 1.1.3).
+
+No cache here: a classifier overwritten at the same location must not be
+served stale; callers that want one should key it by the file's hash.
+"""
+
+from __future__ import annotations
+
+import pickle
+import warnings
+from typing import TYPE_CHECKING, Any
+
+from spacer_worker.exceptions import ClassifierLoadError, UnsafePickleError
+from spacer_worker.storage.blobs import describe, load_bytes, store_bytes
+from spacer_worker.storage.unpickler import restricted_loads
+
+if TYPE_CHECKING:
+    from sklearn.calibration import CalibratedClassifierCV
+
+PICKLE_PROTOCOL = 2
+# scikit-learn versions PySpacer has trained with; their version warnings
+# are expected and silenced (any other version still warns).
+_KNOWN_OLD_VERSIONS = r'((pre-0\.18)|(0\.22\.1)|(1\.1\.3))'
+
+
+def dump_classifier(clf: CalibratedClassifierCV) -> bytes:
+    """The pickle bytes PySpacer would write for ``clf``."""
+    from sklearn.calibration import CalibratedClassifierCV
+    if not isinstance(clf, CalibratedClassifierCV):
+        raise TypeError(
+            f"Only CalibratedClassifierCV classifiers can be stored, got "
+            f"{type(clf).__name__}.")
+    if not hasattr(clf, 'calibrated_classifiers_'):
+        raise ValueError("Only fitted classifiers can be stored; call "
+                         "fit() first.")
+    return pickle.dumps(clf, protocol=PICKLE_PROTOCOL)
+
+
+def parse_classifier(data: bytes, where: str = 'classifier'
+                     ) -> CalibratedClassifierCV:
+    """Unpickle (restricted), check the type and upgrade old classifiers."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings(
+            'ignore', category=UserWarning,
+            message=r'Trying to unpickle estimator [A-Za-z_]+ from version '
+                    + _KNOWN_OLD_VERSIONS)
+        try:
+            clf = restricted_loads(data, where)
+        except UnsafePickleError:
+            raise
+        except ClassifierLoadError:
+            raise
+        except (pickle.UnpicklingError, EOFError, AttributeError,
+                ImportError, IndexError, KeyError, TypeError, ValueError,
+                MemoryError, RecursionError) as e:
+            raise ClassifierLoadError(
+                f"{where} is not a readable classifier pickle "
+                f"({type(e).__name__}: {e}).") from e
+    return _upgrade(clf, where)
+
+
+def load_classifier(loc: Any) -> CalibratedClassifierCV:
+    """The classifier stored at ``loc``; refuses unsafe or foreign pickles."""
+    return parse_classifier(load_bytes(loc), describe(loc))
+
+
+def store_classifier(loc: Any, clf: CalibratedClassifierCV) -> None:
+    """Store a fitted ``CalibratedClassifierCV`` at ``loc`` (atomically)."""
+    store_bytes(loc, dump_classifier(clf))
+
+
+def _upgrade(clf: Any, where: str) -> CalibratedClassifierCV:
+    from sklearn.calibration import CalibratedClassifierCV
+    if not isinstance(clf, CalibratedClassifierCV):
+        raise ClassifierLoadError(
+            f"{where} holds a {type(clf).__module__}.{type(clf).__name__}, "
+            f"not a CalibratedClassifierCV.")
+    if getattr(clf, 'cv', None) != 'prefit':
+        raise ClassifierLoadError(
+            f"{where} is a CalibratedClassifierCV with cv="
+            f"{getattr(clf, 'cv', None)!r}; only cv='prefit' classifiers "
+            f"(what PySpacer trains) are supported.")
+    try:
+        # Added after scikit-learn 0.22.1; unused with cv='prefit' but
+        # expected to exist.
+        if not hasattr(clf, 'ensemble'):
+            clf.ensemble = True
+        if not hasattr(clf, 'n_jobs'):
+            clf.n_jobs = None
+        _rename_base_estimator(clf)
+        _upgrade_estimator(clf.estimator)
+        for calibrated in clf.calibrated_classifiers_:
+            _rename_base_estimator(calibrated)
+            _upgrade_estimator(calibrated.estimator)
+            # 0.17.1 had no 'classes'; 0.22.1 left it None.
+            if getattr(calibrated, 'classes', None) is None:
+                calibrated.classes = calibrated.classes_
+            # 'calibrators' replaced 'calibrators_' by 0.24.
+            if not hasattr(calibrated, 'calibrators'):
+                calibrated.calibrators = calibrated.calibrators_
+    except AttributeError as e:
+        raise ClassifierLoadError(
+            f"{where} is a CalibratedClassifierCV missing fitted parts "
+            f"({e}); it cannot classify.") from e
+    return clf
+
+
+def _rename_base_estimator(obj: Any) -> None:
+    # scikit-learn 1.2 renamed base_estimator to estimator.
+    if not hasattr(obj, 'estimator') and hasattr(obj, 'base_estimator'):
+        obj.estimator = obj.base_estimator
+        del obj.base_estimator
+
+
+def _upgrade_estimator(estimator: Any) -> None:
+    from sklearn.linear_model import SGDClassifier
+    # scikit-learn 1.1 renamed the loss 'log' to 'log_loss'.
+    if isinstance(estimator, SGDClassifier) and estimator.loss == 'log':
+        estimator.loss = 'log_loss'

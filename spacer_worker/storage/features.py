@@ -1,0 +1,210 @@
+"""Feature files: PySpacer's npz layout, and the legacy JSON forms.
+
+The npz layout (what PySpacer 0.14.0 writes and reads) is a zip of four
+arrays:
+
+* ``meta``: int64 ``[valid_rowcol, npoints, feature_dim]``
+* ``rows``, ``cols``: the point positions (uint16 as PySpacer, a wider int
+  when a position does not fit); empty float arrays for legacy features
+* ``feat``: ``[npoints, feature_dim]`` vectors. PySpacer writes float64; we
+  write float32, what the network produces, so nothing is lost and files
+  are about half the size. PySpacer reads either.
+
+Our files are byte-for-byte reproducible (fixed zip timestamps), so equal
+features give equal bytes and equal hashes.
+
+Legacy JSON files load too: a list of vectors (no positions) or PySpacer's
+JSON dict form (``point_features`` of ``{row, col, data}``). The format is
+told by the first bytes (zip magic, or ``[``/``{``), never by trying a
+parser and catching its error.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+from typing import TYPE_CHECKING, Any
+
+from spacer_worker.exceptions import FeatureFileError, MessageError
+from spacer_worker.storage.blobs import describe, load_bytes, store_bytes
+
+if TYPE_CHECKING:
+    from spacer_worker.data_classes import ImageFeatures
+
+_ZIP_MAGIC = (b'PK\x03\x04', b'PK\x05\x06')
+_KEYS = ('meta', 'rows', 'cols', 'feat')
+_ZIP_DATE = (1980, 1, 1, 0, 0, 0)
+
+
+def encode_features(features: ImageFeatures) -> bytes:
+    """The npz bytes for ``features``."""
+    import numpy as np
+
+    feat = np.ascontiguousarray(features.feature_array(), dtype=np.float32)
+    if features.valid_rowcol:
+        rows = _position_array(features.rows)
+        cols = _position_array(features.cols)
+    else:
+        rows = np.array([])
+        cols = np.array([])
+    meta = np.array([int(bool(features.valid_rowcol)), int(features.npoints),
+                     int(features.feature_dim)], dtype=np.int64)
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, 'w', compression=zipfile.ZIP_DEFLATED) as zf:
+        for name, array in zip(_KEYS, (meta, rows, cols, feat), strict=True):
+            info = zipfile.ZipInfo(name + '.npy', date_time=_ZIP_DATE)
+            info.compress_type = zipfile.ZIP_DEFLATED
+            with zf.open(info, 'w', force_zip64=True) as member:
+                np.lib.format.write_array(member, array, allow_pickle=False)
+    return out.getvalue()
+
+
+def decode_features(data: bytes, where: str = 'feature file'
+                    ) -> ImageFeatures:
+    """Read npz or legacy JSON feature bytes; FeatureFileError if malformed."""
+    if data[:4] in _ZIP_MAGIC:
+        return _decode_npz(data, where)
+    stripped = data.lstrip()[:1]
+    if stripped in (b'[', b'{'):
+        return _decode_json(data, where)
+    raise FeatureFileError(
+        f"{where} is not a feature file: expected an npz (zip) archive or "
+        f"legacy JSON, got {len(data)} bytes starting {data[:8]!r}.")
+
+
+def load_features(loc: Any) -> ImageFeatures:
+    """The :class:`ImageFeatures` stored at ``loc``."""
+    return decode_features(load_bytes(loc), describe(loc))
+
+
+def store_features(loc: Any, features: ImageFeatures) -> None:
+    """Write ``features`` at ``loc`` in PySpacer's npz layout (float32)."""
+    store_bytes(loc, encode_features(features))
+
+
+def _position_array(values: Any) -> Any:
+    import numpy as np
+
+    array = np.asarray(values)
+    if array.size and array.min() < 0:
+        raise MessageError(
+            f"ImageFeatures: point positions must be non-negative, got "
+            f"{array.min()}.")
+    if not array.size or array.max() <= np.iinfo(np.uint16).max:
+        return array.astype(np.uint16)
+    # PySpacer uses uint16, which would wrap larger positions silently.
+    return array.astype(np.int64)
+
+
+def _decode_npz(data: bytes, where: str) -> ImageFeatures:
+    import numpy as np
+
+    try:
+        with np.load(io.BytesIO(data), allow_pickle=False) as archive:
+            missing = [k for k in _KEYS if k not in archive.files]
+            if missing:
+                raise FeatureFileError(
+                    f"{where} is an npz archive without the "
+                    f"{', '.join(missing)} array(s) of a feature file "
+                    f"(it has {', '.join(archive.files) or 'none'}).")
+            meta, rows, cols, feat = (archive[k] for k in _KEYS)
+    except FeatureFileError:
+        raise
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile,
+            zipfile.LargeZipFile, NotImplementedError) as e:
+        raise FeatureFileError(f"{where} is a damaged npz archive: {e}") from e
+
+    if meta.shape != (3,) or not np.issubdtype(meta.dtype, np.number):
+        raise FeatureFileError(
+            f"{where}: 'meta' must hold [valid_rowcol, npoints, feature_dim], "
+            f"got {meta.dtype} {meta.shape}.")
+    valid_rowcol = bool(meta[0])
+    npoints, feature_dim = int(meta[1]), int(meta[2])
+    if (feat.ndim != 2 or feat.shape != (npoints, feature_dim)
+            or not np.issubdtype(feat.dtype, np.floating)):
+        raise FeatureFileError(
+            f"{where}: 'feat' must be a float [{npoints}, {feature_dim}] "
+            f"array as 'meta' says, got {feat.dtype} {feat.shape}.")
+    if npoints == 0:
+        raise FeatureFileError(f"{where} holds no points.")
+    if valid_rowcol:
+        for name, positions in (('rows', rows), ('cols', cols)):
+            if positions.shape != (npoints,) or not (
+                    np.issubdtype(positions.dtype, np.integer)):
+                raise FeatureFileError(
+                    f"{where}: '{name}' must be {npoints} integers, got "
+                    f"{positions.dtype} {positions.shape}.")
+        rows, cols = rows.astype(np.int64), cols.astype(np.int64)
+    return _build(rows, cols, feat, valid_rowcol, npoints, where)
+
+
+def _decode_json(data: bytes, where: str) -> ImageFeatures:
+    try:
+        content = json.loads(data.decode('utf-8'))
+    except (UnicodeDecodeError, ValueError) as e:
+        raise FeatureFileError(f"{where} is not valid JSON: {e}") from e
+    if isinstance(content, list):
+        # The oldest format: vectors only, no positions.
+        return _build(None, None, _vectors(content, where), False,
+                      len(content), where)
+    points = content.get('point_features')
+    if not isinstance(points, list) or not all(
+            isinstance(p, dict) and 'data' in p for p in points):
+        raise FeatureFileError(
+            f"{where}: a JSON feature dict needs 'point_features', a list of "
+            f"{{'row', 'col', 'data'}} objects.")
+    valid_rowcol = bool(content.get('valid_rowcol', True))
+    feat = _vectors([p['data'] for p in points], where)
+    rows = cols = None
+    if valid_rowcol:
+        try:
+            rows = [_int(p['row']) for p in points]
+            cols = [_int(p['col']) for p in points]
+        except (KeyError, TypeError, ValueError) as e:
+            raise FeatureFileError(
+                f"{where}: every point needs integer 'row' and 'col' "
+                f"({e}).") from e
+    npoints = content.get('npoints', len(points))
+    dim = content.get('feature_dim', feat.shape[1] if feat.ndim == 2 else 0)
+    if npoints != len(points) or dim != feat.shape[1]:
+        raise FeatureFileError(
+            f"{where}: npoints={npoints!r}, feature_dim={dim!r} do not match "
+            f"the {feat.shape[0]} x {feat.shape[1]} vectors.")
+    return _build(rows, cols, feat, valid_rowcol, len(points), where)
+
+
+def _int(value: Any) -> int:
+    if isinstance(value, bool) or int(value) != value:
+        raise ValueError(f"{value!r} is not an integer")
+    return int(value)
+
+
+def _vectors(vectors: list, where: str) -> Any:
+    import numpy as np
+
+    if not vectors:
+        raise FeatureFileError(f"{where} holds no feature vectors.")
+    try:
+        feat = np.array(vectors, dtype=np.float32)
+    except (TypeError, ValueError) as e:
+        raise FeatureFileError(
+            f"{where}: feature vectors must be equal-length lists of "
+            f"numbers ({e}).") from e
+    if feat.ndim != 2 or feat.shape[1] == 0:
+        raise FeatureFileError(
+            f"{where}: feature vectors must be equal-length, non-empty lists "
+            f"of numbers, got shape {feat.shape}.")
+    return feat
+
+
+def _build(rows: Any, cols: Any, feat: Any, valid_rowcol: bool,
+           npoints: int, where: str) -> ImageFeatures:
+    from spacer_worker.data_classes import ImageFeatures
+
+    try:
+        return ImageFeatures.from_arrays(
+            rows if valid_rowcol else [], cols if valid_rowcol else [],
+            feat, valid_rowcol=valid_rowcol, npoints=npoints)
+    except MessageError as e:
+        raise FeatureFileError(f"{where}: {e}") from e

@@ -1,0 +1,100 @@
+"""Local (or network-mounted) disk, with atomic writes.
+
+A write goes to a hidden temporary file in the destination directory, is
+flushed to disk with fsync, then renamed over the final name with
+``os.replace``. Renames within one directory are atomic on POSIX, so a
+reader sees either the old file or the new one, never a partial write, even
+when the writer is killed. After a crash a hidden ``.<name>.<random>.tmp``
+file may remain beside the destination; it is never read.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+
+from spacer_worker.storage.base import Storage
+from spacer_worker.storage.errors import os_error
+
+_CHUNK = 1 << 20
+
+
+class FileSystemStorage(Storage):
+    """Keys are paths (absolute, or relative to the working directory)."""
+
+    def describe(self, key: str) -> str:
+        return f"file {key!r}"
+
+    def load(self, key: str) -> bytes:
+        try:
+            with open(key, 'rb') as f:
+                return f.read()
+        except OSError as e:
+            raise os_error(e, 'read', self.describe(key)) from e
+
+    def store(self, key: str, data: bytes) -> None:
+        path = os.path.abspath(key)
+        directory, name = os.path.split(path)
+        where = self.describe(key)
+        try:
+            os.makedirs(directory, exist_ok=True)
+        except OSError as e:
+            raise os_error(e, 'create the directory for', where) from e
+        temp = os.path.join(directory, f'.{name}.{uuid.uuid4().hex[:12]}.tmp')
+        try:
+            # 0o666 so the umask applies as for a plain open().
+            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+            try:
+                _write_all(fd, data)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(temp, path)
+        except OSError as e:
+            _remove_quietly(temp)
+            raise os_error(e, 'write', where) from e
+        except BaseException:
+            _remove_quietly(temp)
+            raise
+        _fsync_directory(directory)
+
+    def delete(self, key: str) -> None:
+        try:
+            os.remove(key)
+        except FileNotFoundError:
+            return
+        except OSError as e:
+            raise os_error(e, 'delete', self.describe(key)) from e
+
+    def exists(self, key: str) -> bool:
+        return os.path.isfile(key)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data).cast('B')
+    while view:
+        written = os.write(fd, view[:_CHUNK])
+        view = view[written:]
+
+
+def _remove_quietly(path: str) -> None:
+    try:
+        os.remove(path)
+    except OSError:
+        pass
+
+
+def _fsync_directory(directory: str) -> None:
+    # Makes the rename itself durable; not every filesystem allows it.
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+

@@ -1,0 +1,117 @@
+"""Images at a ``DataLocation``, opened safely.
+
+The pixel count is read from the header and checked against the
+MAX_IMAGE_PIXELS setting before any pixel is decoded, so a decompression
+bomb costs a header read, not gigabytes of memory. Pixel modes are kept as
+stored; extraction converts to RGB itself.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import struct
+import warnings
+from typing import TYPE_CHECKING, Any
+
+from spacer_worker import config
+from spacer_worker.exceptions import DataLimitError, ImageDecodeError
+from spacer_worker.storage.blobs import describe, load_bytes, store_bytes
+
+if TYPE_CHECKING:
+    from PIL.Image import Image
+
+# Errors Pillow's decoders raise on corrupt or truncated data.
+_DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error,
+                  IndexError, TypeError, KeyError)
+# Formats that cannot hold every mode; images are converted for these.
+_RGB_ONLY = {'JPEG': {'RGB', 'L', 'CMYK'}}
+
+
+def decode_image(data: bytes, where: str = 'image') -> Image:
+    """Decode ``data`` fully, after checking its size against the limit."""
+    from PIL import Image as PILImage
+
+    limit = config.get('MAX_IMAGE_PIXELS')
+    _allow_pillow_up_to(limit)
+    try:
+        with warnings.catch_warnings():
+            # Our own limit below is the one that counts.
+            warnings.simplefilter('ignore', PILImage.DecompressionBombWarning)
+            image = PILImage.open(io.BytesIO(data))
+    except PILImage.DecompressionBombError as e:
+        raise DataLimitError(
+            f"{where} is larger than MAX_IMAGE_PIXELS={limit} ({e}).") from e
+    except PILImage.UnidentifiedImageError as e:
+        raise ImageDecodeError(
+            f"{where} is not an image in a format Pillow reads "
+            f"({len(data)} bytes starting {data[:8]!r}).") from e
+    except _DECODE_ERRORS as e:
+        raise ImageDecodeError(
+            f"{where} has an unreadable image header: {e}.") from e
+    width, height = image.size
+    if width * height > limit:
+        image.close()
+        raise DataLimitError(
+            f"{where} is {width} x {height} = {width * height} pixels, over "
+            f"the MAX_IMAGE_PIXELS limit of {limit}; it was not decoded.")
+    try:
+        image.load()
+    except PILImage.DecompressionBombError as e:
+        raise DataLimitError(f"{where}: {e}") from e
+    except _DECODE_ERRORS as e:
+        raise ImageDecodeError(
+            f"{where} ({image.format} {width} x {height}) is corrupt or "
+            f"truncated: {e}.") from e
+    return image
+
+
+def open_image(loc: Any) -> Image:
+    """Load and decode the image at ``loc``.
+
+    DataLimitError when it has more pixels than MAX_IMAGE_PIXELS (checked
+    from the header, before decoding); ImageDecodeError when the bytes are
+    not a complete image.
+    """
+    data = load_bytes(loc)
+    return decode_image(data, describe(loc))
+
+
+def load_image(loc: Any) -> Image:
+    """PySpacer's name for :func:`open_image`."""
+    return open_image(loc)
+
+
+def encode_image(image: Image, image_format: str = 'JPEG') -> bytes:
+    """Encode ``image``; modes a format cannot hold are converted to RGB."""
+    image_format = image_format.upper()
+    allowed = _RGB_ONLY.get(image_format)
+    if allowed is not None and image.mode not in allowed:
+        image = image.convert('RGB')
+    out = io.BytesIO()
+    image.save(out, image_format)
+    return out.getvalue()
+
+
+def store_image(loc: Any, image: Image, image_format: str | None = None
+                ) -> None:
+    """Store ``image`` at ``loc``; the format follows the key's extension
+    (``.png``, ``.jpg``...), JPEG when it has none, as PySpacer."""
+    if image_format is None:
+        image_format = _format_for(loc.key)
+    store_bytes(loc, encode_image(image, image_format))
+
+
+def _format_for(key: str) -> str:
+    from PIL import Image as PILImage
+    extension = os.path.splitext(key.split('?', 1)[0])[1].lower()
+    return PILImage.registered_extensions().get(extension, 'JPEG')
+
+
+def _allow_pillow_up_to(limit: int) -> None:
+    # Pillow refuses images over twice its own global limit before we can
+    # look at them; raise that limit only when ours is larger (never lower).
+    from PIL import Image as PILImage
+    current = PILImage.MAX_IMAGE_PIXELS
+    if current is not None and limit > 2 * current:
+        PILImage.MAX_IMAGE_PIXELS = limit

@@ -1,0 +1,170 @@
+"""Read-only downloads over HTTP(S).
+
+Bounded in every direction so a bad URL cannot hang or flood a worker:
+URL_TIMEOUT for connecting and for each read, URL_DOWNLOAD_TIMEOUT for the
+whole body, URL_MAX_BYTES checked against Content-Length before reading and
+again while streaming. Failures are URLDownloadError subclasses, split into
+permanent (404, 403, too large, bad URL) and transient (timeouts, resets,
+5xx, 429).
+"""
+
+from __future__ import annotations
+
+import http.client
+import ssl
+import time
+import urllib.error
+import urllib.request
+from typing import NoReturn
+from urllib.parse import urlsplit
+
+from spacer_worker import config
+from spacer_worker.exceptions import (
+    StorageReadOnlyError,
+    URLAccessDeniedError,
+    URLNotFoundError,
+    URLTooLargeError,
+    URLUnavailableError,
+    URLUnusableError,
+)
+from spacer_worker.storage.base import Storage
+from spacer_worker.storage.errors import (
+    http_status_is_transient,
+    is_permanent_dns_error,
+)
+
+_CHUNK = 1 << 16
+_USER_AGENT = 'spacer_worker'
+
+
+class URLStorage(Storage):
+    """Keys are http:// or https:// URLs."""
+
+    writable = False
+
+    def describe(self, key: str) -> str:
+        return f"URL {key!r}"
+
+    def load(self, key: str) -> bytes:
+        limit = config.get('URL_MAX_BYTES')
+        deadline = time.monotonic() + config.get('URL_DOWNLOAD_TIMEOUT')
+        with self._open(key, 'GET') as response:
+            declared = response.headers.get('Content-Length')
+            expected = _parse_length(declared)
+            if expected is not None and expected > limit:
+                raise URLTooLargeError(
+                    f"Download from {key!r} refused: it is {expected} bytes "
+                    f"(Content-Length), over the URL_MAX_BYTES limit of "
+                    f"{limit}.")
+            chunks: list[bytes] = []
+            total = 0
+            while True:
+                try:
+                    chunk = response.read(_CHUNK)
+                except http.client.IncompleteRead as e:
+                    raise URLUnavailableError(
+                        f"Download from {key!r} broke off after "
+                        f"{total + len(e.partial)} bytes ({e}). Retry later."
+                    ) from e
+                except OSError as e:
+                    _raise_network(e, key, 'reading')
+                if not chunk:
+                    break
+                total += len(chunk)
+                if total > limit:
+                    raise URLTooLargeError(
+                        f"Download from {key!r} stopped: over the "
+                        f"URL_MAX_BYTES limit of {limit} bytes.")
+                if time.monotonic() > deadline:
+                    raise URLUnavailableError(
+                        f"Download from {key!r} took longer than "
+                        f"URL_DOWNLOAD_TIMEOUT "
+                        f"({config.get('URL_DOWNLOAD_TIMEOUT')} s) "
+                        f"after {total} bytes. Retry later.")
+                chunks.append(chunk)
+        if expected is not None and total != expected:
+            raise URLUnavailableError(
+                f"Download from {key!r} broke off: got {total} of "
+                f"{expected} bytes. Retry later.")
+        return b''.join(chunks)
+
+    def exists(self, key: str) -> bool:
+        try:
+            with self._open(key, 'HEAD'):
+                return True
+        except URLNotFoundError:
+            return False
+
+    def store(self, key: str, data: bytes) -> None:
+        raise StorageReadOnlyError(
+            f"Cannot write to {key!r}: url storage is read-only; store to "
+            f"filesystem, s3 or memory instead.")
+
+    def delete(self, key: str) -> None:
+        raise StorageReadOnlyError(
+            f"Cannot delete {key!r}: url storage is read-only.")
+
+    def _open(self, url: str, method: str) -> http.client.HTTPResponse:
+        parts = urlsplit(url)
+        if parts.scheme not in ('http', 'https') or not parts.netloc:
+            raise URLUnusableError(
+                f"Cannot download {url!r}: only http:// and https:// URLs "
+                f"are supported.")
+        request = urllib.request.Request(
+            url, method=method, headers={'User-Agent': _USER_AGENT})
+        try:
+            return urllib.request.urlopen(
+                request, timeout=config.get('URL_TIMEOUT'))
+        except urllib.error.HTTPError as e:
+            e.close()
+            _raise_status(e.code, e.reason, url)
+        except urllib.error.URLError as e:
+            reason = e.reason
+            if isinstance(reason, OSError):
+                _raise_network(reason, url, 'connecting to')
+            raise URLUnusableError(
+                f"Cannot download {url!r}: {reason}.") from e
+        except http.client.HTTPException as e:
+            raise URLUnavailableError(
+                f"Download from {url!r} failed: the server sent a broken "
+                f"response ({type(e).__name__}: {e}). Retry later.") from e
+        except OSError as e:
+            _raise_network(e, url, 'connecting to')
+        except ValueError as e:
+            raise URLUnusableError(f"Cannot download {url!r}: {e}.") from e
+
+
+def _parse_length(value: str | None) -> int | None:
+    if value is None or not value.strip().isdigit():
+        return None
+    return int(value)
+
+
+def _raise_status(status: int, reason: object, url: str) -> NoReturn:
+    text = f"Download from {url!r} failed: HTTP {status} {reason}"
+    if status in (404, 410):
+        raise URLNotFoundError(f"{text}; check the URL.")
+    if status in (401, 403):
+        raise URLAccessDeniedError(
+            f"{text}; the server refuses access (expired signed URL?).")
+    if http_status_is_transient(status):
+        raise URLUnavailableError(f"{text}. This may pass; retry later.")
+    raise URLUnusableError(f"{text}.")
+
+
+def _raise_network(exc: OSError, url: str, doing: str) -> NoReturn:
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        raise URLUnusableError(
+            f"Refused {url!r}: its TLS certificate does not verify "
+            f"({exc.verify_message}).") from exc
+    if isinstance(exc, TimeoutError):
+        raise URLUnavailableError(
+            f"Timed out {doing} {url!r} after URL_TIMEOUT="
+            f"{config.get('URL_TIMEOUT')} s. Retry later.") from exc
+    if is_permanent_dns_error(exc):
+        raise URLUnusableError(
+            f"Cannot download {url!r}: its host name does not resolve "
+            f"({exc}).") from exc
+    # Refused, reset, unreachable network, TLS hiccups: may pass.
+    raise URLUnavailableError(
+        f"Network error {doing} {url!r}: {exc}. Retry later.") from exc

@@ -1,0 +1,202 @@
+"""Real servers for storage tests: an HTTP server with misbehaving routes,
+an S3 endpoint (moto in server mode), and a fake S3 that only errors."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from spacer_worker.storage import s3 as s3_module
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+
+
+def closed_port() -> int:
+    """A port nothing listens on (connections are refused)."""
+    return free_port()
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    files: dict[str, bytes]
+
+
+class FileServerHandler(BaseHTTPRequestHandler):
+    """Routes: /files/<name> serves bytes; the others misbehave on purpose."""
+
+    protocol_version = 'HTTP/1.1'
+
+    def log_message(self, *args) -> None:  # keep test output clean
+        pass
+
+    def _send(self, status: int, body: bytes = b'', length: int | None = None,
+              head: bool = False) -> None:
+        self.send_response(status)
+        self.send_header('Content-Length',
+                         str(len(body) if length is None else length))
+        self.end_headers()
+        if not head:
+            self.wfile.write(body)
+
+    def do_HEAD(self) -> None:
+        self.do_GET(head=True)
+
+    def do_GET(self, head: bool = False) -> None:
+        path = self.path
+        if path.startswith('/files/'):
+            data = self.server.files.get(path[len('/files/'):])
+            if data is None:
+                self._send(404, b'not found', head=head)
+            else:
+                self._send(200, data, head=head)
+        elif path == '/unavailable':
+            self._send(503, b'try later', head=head)
+        elif path == '/throttled':
+            self._send(429, b'slow down', head=head)
+        elif path == '/forbidden':
+            self._send(403, b'no', head=head)
+        elif path == '/teapot':
+            self._send(418, b'short and stout', head=head)
+        elif path == '/slow':
+            time.sleep(3)
+            self._send(200, b'late', head=head)
+        elif path == '/trickle':
+            # Headers at once, then a byte every 0.2 s for a long time.
+            self.send_response(200)
+            self.send_header('Content-Length', '1000')
+            self.end_headers()
+            try:
+                for _ in range(1000):
+                    self.wfile.write(b'x')
+                    self.wfile.flush()
+                    time.sleep(0.2)
+            except OSError:
+                pass
+        elif path == '/big-declared':
+            self._send(200, b'x' * 100, length=10 ** 9, head=head)
+            self.close_connection = True
+        elif path == '/big-stream':
+            # No Content-Length: the size shows only while streaming.
+            self.send_response(200)
+            self.send_header('Connection', 'close')
+            self.end_headers()
+            self.close_connection = True
+            try:
+                for _ in range(64):
+                    self.wfile.write(b'y' * 65536)
+            except OSError:
+                pass
+        elif path == '/truncated':
+            self._send(200, b'z' * 10, length=1000, head=head)
+            self.close_connection = True
+        else:
+            self._send(404, b'unknown route', head=head)
+
+
+def _serve(handler: type[BaseHTTPRequestHandler]) -> Iterator[_Server]:
+    server = _Server(('127.0.0.1', 0), handler)
+    server.files = {}
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture(scope='session')
+def http_server() -> Iterator[_Server]:
+    yield from _serve(FileServerHandler)
+
+
+@pytest.fixture
+def base_url(http_server: _Server) -> str:
+    http_server.files.clear()
+    return f'http://127.0.0.1:{http_server.server_address[1]}'
+
+
+@pytest.fixture(scope='session')
+def moto_endpoint() -> Iterator[str]:
+    """A real S3 HTTP endpoint: moto's server, in a thread of this process."""
+    from moto.server import ThreadedMotoServer
+    port = free_port()
+    server = ThreadedMotoServer(ip_address='127.0.0.1', port=port,
+                                verbose=False)
+    server.start()
+    try:
+        yield f'http://127.0.0.1:{port}'
+    finally:
+        server.stop()
+
+
+def use_s3_endpoint(monkeypatch: pytest.MonkeyPatch, endpoint: str) -> None:
+    monkeypatch.setenv('SPACER_S3_ENDPOINT_URL', endpoint)
+    monkeypatch.setenv('SPACER_AWS_ACCESS_KEY_ID', 'testing')
+    monkeypatch.setenv('SPACER_AWS_SECRET_ACCESS_KEY', 'testing')
+    monkeypatch.setenv('SPACER_AWS_REGION', 'us-east-1')
+    monkeypatch.setenv('SPACER_S3_MAX_ATTEMPTS', '1')
+    monkeypatch.setenv('SPACER_URL_TIMEOUT', '5')
+
+
+@pytest.fixture
+def s3_bucket(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch
+              ) -> Iterator[str]:
+    """A fresh, empty bucket on the moto endpoint; settings point at it."""
+    use_s3_endpoint(monkeypatch, moto_endpoint)
+    name = f'bucket-{time.monotonic_ns()}'
+    client = s3_module.s3_client()
+    client.create_bucket(Bucket=name)
+    yield name
+    listing = client.list_objects_v2(Bucket=name).get('Contents', [])
+    for item in listing:
+        client.delete_object(Bucket=name, Key=item['Key'])
+    client.delete_bucket(Bucket=name)
+
+
+@pytest.fixture
+def fake_s3(monkeypatch: pytest.MonkeyPatch
+            ) -> Iterator[Callable[[int, str], None]]:
+    """An HTTP server that answers every S3 call with one error; call the
+    fixture with (status, S3 error code) to choose it."""
+    state = {'status': 503, 'code': 'SlowDown'}
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = 'HTTP/1.1'
+
+        def log_message(self, *args) -> None:
+            pass
+
+        def _answer(self) -> None:
+            length = int(self.headers.get('Content-Length') or 0)
+            if length:
+                self.rfile.read(length)
+            body = (f'<?xml version="1.0" encoding="UTF-8"?><Error><Code>'
+                    f'{state["code"]}</Code><Message>fake</Message></Error>'
+                    ).encode()
+            self.send_response(state['status'])
+            self.send_header('Content-Type', 'application/xml')
+            self.send_header('Content-Length', str(len(body)))
+            self.end_headers()
+            if self.command != 'HEAD':
+                self.wfile.write(body)
+
+        do_GET = do_PUT = do_DELETE = do_HEAD = do_POST = _answer
+
+    for server in _serve(Handler):
+        use_s3_endpoint(monkeypatch,
+                        f'http://127.0.0.1:{server.server_address[1]}')
+
+        def configure(status: int, code: str) -> None:
+            state.update(status=status, code=code)
+
+        yield configure
