@@ -75,9 +75,22 @@ SETTINGS: dict[str, Setting] = {s.name: s for s in [
             "'fp32', or 'fp16' (GPU only; see docs for its feature drift)."),
     Setting('EXTRACT_BATCH_SIZE', int, 0,
             'Patches per forward pass; 0 picks a size for the device.'),
+    Setting('EXTRACT_BACKEND', str, 'auto',
+            "'auto' (ONNX Runtime on CPU when installed, else PyTorch), "
+            "'onnxruntime' (CPU only) or 'torch'."),
+    Setting('EXTRACT_THREADS', int, 0,
+            'CPU threads for the forward pass; 0 uses every CPU the process '
+            'may run on (set cores / processes when running several).'),
     # --- training -----------------------------------------------------------
     Setting('EXTRA_TRAINER_CLASSES', str, '',
             'Comma-separated class paths of extra allowed trainers.'),
+    Setting('TRAINING_IN_MEMORY_MB', int, 256,
+            'Largest feature matrix (MiB, float32) a training keeps in RAM; '
+            'a larger one goes to one file under feature_cache_dir '
+            '(unless that is DISABLED).'),
+    Setting('TRAINING_LOAD_THREADS', int, 0,
+            'Threads reading feature files for a training; 0 picks 16 for '
+            'remote (s3/url) features, else up to 4 (CPU count).'),
     # --- Celery -------------------------------------------------------------
     Setting('BROKER_URL', str, _DEFAULT_BROKER, 'Celery broker URL.', True),
     Setting('RESULT_BACKEND', str, None,
