@@ -78,12 +78,16 @@ def run_task(task_name: str, msg: Any,
 
 
 def process_job(job_msg: JobMsg,
-                progress: ProgressCallback | None = None) -> JobReturnMsg:
+                progress: ProgressCallback | None = None,
+                reraise: tuple[type[BaseException], ...] = ()
+                ) -> JobReturnMsg:
     """Run every task of a job; on the first error, return ok=False.
 
     As in PySpacer, a failure is reported in the return message (with the
     traceback text) rather than raised, so a job queue always gets an answer.
     ``progress(done=i, total=n)`` is called after each task of the job.
+    Errors of the ``reraise`` types propagate instead (the Celery adapter
+    passes TransientError, to retry the job before answering ok=False).
     """
     from spacer_worker.messages import JobMsg, JobReturnMsg
 
@@ -98,6 +102,8 @@ def process_job(job_msg: JobMsg,
             if progress is not None and job_msg.task_name == 'train_classifier':
                 task_progress = functools.partial(progress, done=index, total=total)
             results.append(run_task(job_msg.task_name, task, task_progress))
+        except reraise:
+            raise
         except Exception as e:
             logger.error("Job task %s (%s) failed: %s: %s",
                          getattr(task, 'job_token', '?'), job_msg.task_name,
