@@ -155,15 +155,18 @@ LABEL_ID = LabelIdCodec()
 class Choice(Codec):
     """A value of a ``str`` enum, stored as its plain string."""
 
-    def __init__(self, enum: type):
+    def __init__(self, enum: type,
+                 error_type: type[SpacerError] = MessageError):
         self.enum = enum
+        self.error_type = error_type
 
     def convert(self, value: Any) -> Any:
         try:
             return self.enum(value)
-        except ValueError:
+        except (ValueError, TypeError):
             allowed = ', '.join(repr(m.value) for m in self.enum)
-            raise Invalid(f'{show(value)} is not one of {allowed}') from None
+            raise Invalid(f'{show(value)} is not one of {allowed}',
+                          self.error_type) from None
 
     def encode(self, value: Any) -> Any:
         return value.value
@@ -180,8 +183,10 @@ class ListOf(Codec):
             raise Invalid(f'expected a list of {self.what}, got '
                           f'{show(value)} ({type(value).__name__})')
         if len(value) < self.min_len:
-            raise Invalid(f'needs at least {self.min_len} {self.what}, '
-                          f'got {show(value)}')
+            raise Invalid(f'is empty; give at least {self.min_len} of '
+                          f'{self.what}' if not value else
+                          f'needs at least {self.min_len} {self.what}, got '
+                          f'{len(value)}')
 
     def _each(self, value: Any, op: Callable[[Any], Any]) -> list:
         self._check(value)
@@ -396,6 +401,22 @@ class Message:
             if converted is not value:
                 object.__setattr__(self, f.name, converted)
         self.validate()
+        object.__setattr__(self, '_validated', True)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        # Assigning a field later is checked like the constructor's value;
+        # a rejected value leaves the message as it was.
+        if not self.__dict__.get('_validated') or name not in {
+                f.name for f in self._codec_fields()}:
+            object.__setattr__(self, name, value)
+            return
+        old = self.__dict__[name]
+        object.__setattr__(self, name, value)
+        try:
+            self.__post_init__()
+        except BaseException:
+            object.__setattr__(self, name, old)
+            raise
 
     def validate(self) -> None:
         """Checks across fields; override where needed."""
@@ -431,8 +452,13 @@ class Message:
                 f'; expected {", ".join(f.name for f in fields)}.')
         values: dict[str, Any] = {}
         for f in fields:
-            key = next((k for k in (f.name, *f.metadata['aliases'])
-                        if k in data), None)
+            present = [k for k in (f.name, *f.metadata['aliases'])
+                       if k in data]
+            if len(present) > 1:
+                raise MessageError(
+                    f'{cls.__name__}: keys {" and ".join(map(repr, present))} '
+                    f'both given; they mean the same field, give one.')
+            key = present[0] if present else None
             if key is None:
                 if f.default is dataclasses.MISSING and \
                         f.default_factory is dataclasses.MISSING:

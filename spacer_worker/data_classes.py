@@ -39,6 +39,7 @@ from spacer_worker.codec import (
     Scalar,
     TupleOf,
     field,
+    relabel,
     show,
 )
 from spacer_worker.exceptions import (
@@ -47,6 +48,7 @@ from spacer_worker.exceptions import (
     RowColumnInvalidError,
     RowColumnMismatchError,
     RowColumnMissingError,
+    SpacerError,
 )
 
 if TYPE_CHECKING:
@@ -96,13 +98,59 @@ ROWCOL = TupleOf(ROW, COL, what='(row, col) pair')
 ANNOTATION = TupleOf(ROW, COL, LABEL_ID, what='(row, col, label) triple')
 
 
+class PointList(ListOf):
+    """A list of (row, col) pairs or (row, col, label) triples.
+
+    Training messages carry up to millions of annotations, so well-formed
+    items (exact int/str types) take a tight loop; anything else goes
+    through the per-item codec, which names the bad item.
+    """
+
+    def __init__(self, item: TupleOf, *, min_len: int = 0, what: str):
+        super().__init__(item, min_len=min_len, what=what)
+        self.size = len(item.items)
+
+    def _fast(self, value: Any) -> list | None:
+        out = []
+        append = out.append
+        size = self.size
+        for item in value:
+            kind = type(item)
+            if (kind is tuple or kind is list) and len(item) == size:
+                row, col = item[0], item[1]
+                if type(row) is int and type(col) is int \
+                        and row >= 0 and col >= 0 and (
+                        size == 2 or type(item[2]) is int
+                        or type(item[2]) is str):
+                    append(item if kind is tuple else tuple(item))
+                    continue
+            return None
+        return out
+
+    def convert(self, value: Any) -> list:
+        self._check(value)
+        fast = self._fast(value)
+        return fast if fast is not None else super().convert(value)
+
+    def decode(self, data: Any) -> list:
+        return self.convert(data)
+
+    def encode(self, value: Any) -> list:
+        # Items are already JSON-native tuples of ints/strs.
+        return list(value)
+
+
+ROWCOLS = PointList(ROWCOL, min_len=1, what='(row, col) pairs')
+ANNOTATIONS = PointList(ANNOTATION, what='(row, col, label) triples')
+
+
 @dataclasses.dataclass(frozen=True, eq=True, repr=False)
 class DataLocation(Message):
     """Where a blob lives: a filesystem path, an in-memory key, an S3
     object (needs ``bucket_name``) or a URL (read-only). Hashable, so it
     keys ImageLabels."""
 
-    storage_type: str = field(Choice(StorageType))
+    storage_type: str = field(Choice(StorageType, InvalidLocationError))
     key: str = field(STR)
     bucket_name: str | None = field(OPT_STR, default=None)
 
@@ -150,8 +198,7 @@ class ImageLabels(Encoded):
     JSON form (PySpacer's): ``{json.dumps(loc.serialize()): [[r, c, l], ...]}``.
     """
 
-    _codec = DictOf(JsonText(LOCATION),
-                    ListOf(ANNOTATION, what='(row, col, label) triples'))
+    _codec = DictOf(JsonText(LOCATION), ANNOTATIONS)
 
     def __init__(self, data: dict[DataLocation, list[Annotation]] | None = None):
         self._data: dict[DataLocation, list[Annotation]] = {}
@@ -167,21 +214,32 @@ class ImageLabels(Encoded):
 
     def add_image(self, feature_loc: DataLocation,
                   image_annotations: Iterable[Annotation]) -> None:
+        """Add (or replace) one feature file's annotations."""
         if not isinstance(feature_loc, DataLocation):
             raise MessageError(
                 f'ImageLabels: keys must be DataLocations (the feature '
                 f'file of each image), got {show(feature_loc)} '
                 f'({type(feature_loc).__name__}); wrap a path as '
                 f"DataLocation('filesystem', path).")
+        if not isinstance(image_annotations, (list, tuple)):
+            try:
+                image_annotations = list(image_annotations)
+            except TypeError as e:
+                raise MessageError(
+                    f'ImageLabels[{feature_loc!r}]: expected a list of (row, '
+                    f'col, label) triples, got {show(image_annotations)}') from e
         try:
-            annotations = self._codec.value.convert(list(image_annotations))
-        except Invalid as e:
-            raise e.error_type(
-                f'ImageLabels[{feature_loc!r}]: {e.reason}') from e
-        except TypeError as e:
-            raise MessageError(
-                f'ImageLabels[{feature_loc!r}]: expected a list of (row, col,'
-                f' label) triples, got {show(image_annotations)}') from e
+            annotations = ANNOTATIONS.convert(image_annotations)
+        except (Invalid, SpacerError) as e:
+            raise relabel(e, f'ImageLabels[{feature_loc!r}]') from e
+        self._add(feature_loc, annotations)
+
+    def _add(self, feature_loc: DataLocation, annotations: list) -> None:
+        if feature_loc in self._data:
+            # Replacing: forget the old image's labels in the counts.
+            self.label_count_per_class.subtract(
+                label for _, _, label in self._data[feature_loc])
+            self.label_count_per_class = +self.label_count_per_class
         self._data[feature_loc] = annotations
         self.label_count_per_class.update(label for _, _, label in annotations)
         if feature_loc.is_remote:
@@ -213,7 +271,10 @@ class ImageLabels(Encoded):
 
     @classmethod
     def _from_decoded(cls, value: dict) -> ImageLabels:
-        return cls(value)
+        labels = cls()
+        for loc, checked in value.items():  # already checked by _codec
+            labels._add(loc, checked)
+        return labels
 
     def keys(self) -> Iterable[DataLocation]:
         return self._data.keys()

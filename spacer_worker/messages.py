@@ -39,7 +39,7 @@ from spacer_worker.data_classes import (
     COL,
     LOCATION,
     ROW,
-    ROWCOL,
+    ROWCOLS,
     DataLocation,
     ImageLabels,
     LabelId,
@@ -139,7 +139,6 @@ class _FeatureCacheCodec(Codec):
 
 EXTRACTOR = _ExtractorCodec()
 TRAINER = _TrainerCodec()
-ROWCOLS = ListOf(ROWCOL, min_len=1, what='(row, col) pairs')
 LOCATIONS = ListOf(LOCATION, what='DataLocations')
 SCORE = TupleOf(Optional(ROW), Optional(COL), FLOATS,
                 what='(row, col, scores) triple')
