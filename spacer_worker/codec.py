@@ -43,27 +43,53 @@ def show(value: Any) -> str:
 
 class Invalid(Exception):
     """Raised by codecs for a bad value; turned into a typed error by the
-    caller, which knows the class and field. ``error_type`` picks the
-    exception class the user sees (MessageError unless a more precise one
-    fits, e.g. RowColumnInvalidError)."""
+    caller, which knows the class and field.
 
-    def __init__(self, reason: str, error_type: type[SpacerError] = MessageError):
+    ``error_type`` picks the exception class the user sees (MessageError
+    unless a more precise one fits, e.g. RowColumnInvalidError); ``path``
+    locates the bad item inside the field (``[3]``, ``['weights']``);
+    ``named`` says the reason already names its subject (an error raised by
+    a nested message), so the outer value need not be shown.
+    """
+
+    def __init__(self, reason: str,
+                 error_type: type[SpacerError] = MessageError,
+                 path: str = '', named: bool = False):
         super().__init__(reason)
         self.reason = reason
         self.error_type = error_type
+        self.path = path
+        self.named = named
+
+    def within(self, step: str) -> Invalid:
+        return Invalid(self.reason, self.error_type, step + self.path,
+                       self.named)
 
 
-def relabel(error: BaseException, prefix: str) -> SpacerError:
-    """Copy a typed error with ``prefix`` in front of its message, keeping
-    its class so ``except InvalidLocationError`` still works upstream."""
+def as_invalid(error: BaseException) -> Invalid:
     if isinstance(error, Invalid):
-        return error.error_type(f'{prefix}: {error.reason}')
+        return error
     if isinstance(error, SpacerError):
-        try:
-            return type(error)(f'{prefix}: {error}')
-        except TypeError:
-            return MessageError(f'{prefix}: {error}')
-    return MessageError(f'{prefix}: {type(error).__name__}: {error}')
+        return Invalid(str(error), type(error), named=True)
+    return Invalid(f'{type(error).__name__}: {error}')
+
+
+_NO_VALUE = object()
+
+
+def relabel(error: BaseException, where: str,
+            value: Any = _NO_VALUE) -> SpacerError:
+    """The typed error for ``error`` at ``where`` (``Class.field``), keeping
+    its class so ``except InvalidLocationError`` still works upstream.
+    The bad value is shown when the reason does not already locate it."""
+    invalid = as_invalid(error)
+    text = where + invalid.path
+    if value is not _NO_VALUE and not invalid.path and not invalid.named:
+        text += f' = {show(value)}'
+    try:
+        return invalid.error_type(f'{text}: {invalid.reason}')
+    except TypeError:
+        return MessageError(f'{text}: {invalid.reason}')
 
 
 # --------------------------------------------------------------------------
@@ -183,8 +209,8 @@ class ListOf(Codec):
             raise Invalid(f'expected a list of {self.what}, got '
                           f'{show(value)} ({type(value).__name__})')
         if len(value) < self.min_len:
-            raise Invalid(f'is empty; give at least {self.min_len} of '
-                          f'{self.what}' if not value else
+            raise Invalid(f'is empty; it needs at least {self.min_len} '
+                          f'entry (a list of {self.what})' if not value else
                           f'needs at least {self.min_len} {self.what}, got '
                           f'{len(value)}')
 
@@ -195,7 +221,7 @@ class ListOf(Codec):
             try:
                 out.append(op(item))
             except (Invalid, SpacerError) as e:
-                raise relabel(e, f'[{index}]') from e
+                raise as_invalid(e).within(f'[{index}]') from e
         return out
 
     def convert(self, value: Any) -> list:
@@ -220,9 +246,10 @@ class TupleOf(Codec):
             raise Invalid(f'expected a {self.what}, got {show(value)}')
         try:
             return tuple(op(v) for op, v in zip(ops, value, strict=True))
-        except Invalid as e:
-            raise Invalid(f'in {self.what} {show(value)}: {e.reason}',
-                          e.error_type) from e
+        except (Invalid, SpacerError) as e:
+            invalid = as_invalid(e)
+            raise Invalid(f'{self.what} {show(value)}: {invalid.reason}',
+                          invalid.error_type) from e
 
     def convert(self, value: Any) -> tuple:
         return self._each(value, [c.convert for c in self.items])
@@ -249,7 +276,7 @@ class DictOf(Codec):
             try:
                 out[key_op(k)] = value_op(v)
             except (Invalid, SpacerError) as e:
-                raise relabel(e, f'[{show(k)}]') from e
+                raise as_invalid(e).within(f'[{show(k)}]') from e
         return out
 
     def convert(self, value: Any) -> dict:
@@ -300,8 +327,10 @@ class Nested(Codec):
     def convert(self, value: Any) -> Any:
         cls = self._cls()
         if not isinstance(value, cls):
-            raise Invalid(f'expected a {self.name or cls.__name__}, got '
-                          f'{show(value)} ({type(value).__name__})')
+            got = (f'{show(value)} ({type(value).__name__})'
+                   if type(value).__module__ == 'builtins'
+                   else f'a {type(value).__name__}')
+            raise Invalid(f'expected a {self.name or cls.__name__}, got {got}')
         return value
 
     def encode(self, value: Any) -> Any:
@@ -393,10 +422,10 @@ class Message:
             value = getattr(self, f.name)
             try:
                 converted = _codec_for(f, values).convert(value)
-            except (Invalid, SpacerError) as e:
-                raise relabel(e, self._where(f.name, value)) from e
-            except (TypeError, ValueError, KeyError, AttributeError) as e:
-                raise relabel(e, self._where(f.name, value)) from e
+            except (Invalid, SpacerError, TypeError, ValueError, KeyError,
+                    AttributeError) as e:
+                raise relabel(e, f'{type(self).__name__}.{f.name}',
+                              value) from e
             values[f.name] = converted
             if converted is not value:
                 object.__setattr__(self, f.name, converted)
@@ -420,13 +449,6 @@ class Message:
 
     def validate(self) -> None:
         """Checks across fields; override where needed."""
-
-    @classmethod
-    def _where(cls, name: str, value: Any = dataclasses.MISSING) -> str:
-        where = f'{cls.__name__}.{name}'
-        if value is not dataclasses.MISSING:
-            where += f' = {show(value)}'
-        return where
 
     def serialize(self) -> dict:
         """PySpacer's JSON-native dict for this message."""
@@ -468,10 +490,9 @@ class Message:
             raw = data[key]
             try:
                 values[f.name] = _codec_for(f, values).decode(raw)
-            except (Invalid, SpacerError) as e:
-                raise relabel(e, cls._where(key, raw)) from e
-            except (TypeError, ValueError, KeyError, AttributeError) as e:
-                raise relabel(e, cls._where(key, raw)) from e
+            except (Invalid, SpacerError, TypeError, ValueError, KeyError,
+                    AttributeError) as e:
+                raise relabel(e, f'{cls.__name__}.{key}', raw) from e
         return cls(**values)
 
     @classmethod
@@ -511,10 +532,9 @@ class Encoded:
     def deserialize(cls, data: Any) -> Any:
         try:
             value = cls._codec.decode(data)
-        except (Invalid, SpacerError) as e:
-            raise relabel(e, cls.__name__) from e
-        except (TypeError, ValueError, KeyError, AttributeError) as e:
-            raise relabel(e, f'{cls.__name__} = {show(data)}') from e
+        except (Invalid, SpacerError, TypeError, ValueError, KeyError,
+                AttributeError) as e:
+            raise relabel(e, cls.__name__, data) from e
         return cls._from_decoded(value)
 
 
@@ -544,9 +564,11 @@ def resolve_class(class_path: Any, *, kind: str, builtins: Mapping[str, type],
     extra = [p.strip() for p in (config.get(setting) or '').split(',')
              if p.strip()]
     if class_path not in extra:
+        names = sorted({cls.__name__ for cls in builtins.values()})
         raise UnknownClassError(
             f'{kind} class_path {class_path!r} is not allowed. Built-in: '
-            f'{", ".join(sorted(set(builtins)))}. To allow your own class, '
+            f'{", ".join(names)} (under spacer.* or spacer_worker.* module '
+            f'paths). To allow your own class, '
             f'add its path to the {setting} setting (SPACER_{setting}).')
     module_path, _, name = class_path.rpartition('.')
     try:

@@ -231,7 +231,8 @@ class ImageLabels(Encoded):
         try:
             annotations = ANNOTATIONS.convert(image_annotations)
         except (Invalid, SpacerError) as e:
-            raise relabel(e, f'ImageLabels[{feature_loc!r}]') from e
+            raise relabel(e, f'ImageLabels[{feature_loc!r}]',
+                          image_annotations) from e
         self._add(feature_loc, annotations)
 
     def _add(self, feature_loc: DataLocation, annotations: list) -> None:

@@ -64,7 +64,7 @@ class FeatureExtractor(abc.ABC):
             self.data_locations: dict[str, DataLocation] = LOCATIONS.convert(
                 data_locations)
         except (Invalid, SpacerError) as e:
-            raise relabel(e, f'{name}.data_locations') from e
+            raise relabel(e, f'{name}.data_locations', data_locations) from e
         for key in self.DATA_LOCATION_KEYS:
             if key not in self.data_locations:
                 raise MessageError(
@@ -75,7 +75,7 @@ class FeatureExtractor(abc.ABC):
             self.data_hashes: dict[str, str] = HASHES.convert(
                 data_hashes or {})
         except (Invalid, SpacerError) as e:
-            raise relabel(e, f'{name}.data_hashes') from e
+            raise relabel(e, f'{name}.data_hashes', data_hashes) from e
 
     # --- running (worker only) ---------------------------------------------
 
@@ -153,7 +153,8 @@ class FeatureExtractor(abc.ABC):
             kwargs['data_locations'] = LOCATIONS.decode(
                 kwargs.get('data_locations', {}))
         except (Invalid, SpacerError) as e:
-            raise relabel(e, f'{cls.__name__}.data_locations') from e
+            raise relabel(e, f'{cls.__name__}.data_locations',
+                          data.get('data_locations')) from e
         try:
             return cls(**kwargs)
         except TypeError as e:
