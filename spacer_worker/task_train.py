@@ -1,0 +1,106 @@
+"""The training-side tasks: train_classifier and classify_features.
+
+``score_features`` is the one place a classifier scores feature vectors:
+all points of an image in one vectorised ``predict_proba`` call (PySpacer
+calls it once per point). ``task_extract.classify_image`` uses it too.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from spacer_worker.data_classes import ImageFeatures
+    from spacer_worker.messages import (
+        ClassifyFeaturesMsg,
+        ClassifyReturnMsg,
+        TrainClassifierMsg,
+        TrainClassifierReturnMsg,
+    )
+
+logger = logging.getLogger(__name__)
+
+__all__ = ['train_classifier', 'classify_features', 'score_features']
+
+
+def train_classifier(msg: TrainClassifierMsg,
+                     progress: Callable[..., None] | None = None,
+                     ) -> TrainClassifierReturnMsg:
+    """Preprocess the labels, train, store the classifier and ValResults.
+
+    ``progress(epoch=, nbr_epochs=, ref_acc=)`` is called after each epoch.
+    Nothing is stored unless training and evaluation succeed.
+    """
+    from spacer_worker.storage import load_classifier, store_classifier
+    from spacer_worker.task_utils import preprocess_labels
+
+    labels = preprocess_labels(msg.labels)
+    logger.info(
+        "Training %s (%s): %d/%d/%d train/ref/val labels, %d classes",
+        msg.job_token, msg.clf_type, labels.train.label_count,
+        labels.ref.label_count, labels.val.label_count,
+        len(labels.ref.classes_set))
+    pc_models = [load_classifier(loc) for loc in msg.previous_model_locs]
+    clf, val_results, return_msg = _run_trainer(
+        msg.trainer, labels, msg.nbr_epochs, pc_models,
+        msg.feature_cache_dir, msg.clf_type, progress)
+    store_classifier(msg.model_loc, clf)
+    val_results.store(msg.valresult_loc)
+    return return_msg
+
+
+def _run_trainer(trainer: Any, labels: Any, nbr_epochs: int,
+                 pc_models: list[Any], feature_cache_dir: Any,
+                 clf_type: str, progress: Callable[..., None] | None,
+                 ) -> tuple[Any, Any, Any]:
+    # Built-in trainers take the cache setting and a progress callback; a
+    # custom trainer written for PySpacer takes only PySpacer's four
+    # arguments, so pass the extras only to those that accept them.
+    params = inspect.signature(trainer.__call__).parameters
+    takes_any = any(p.kind == p.VAR_KEYWORD for p in params.values())
+    extras = {name: value for name, value in
+              (('feature_loc', feature_cache_dir), ('progress', progress))
+              if takes_any or name in params}
+    return trainer(labels=labels, nbr_epochs=nbr_epochs,
+                   pc_models=pc_models, clf_type=str(clf_type), **extras)
+
+
+def classify_features(msg: ClassifyFeaturesMsg) -> ClassifyReturnMsg:
+    """Score every point of a stored feature file with a stored classifier."""
+    import dataclasses
+
+    from spacer_worker.storage import load_classifier, load_features
+
+    t0 = time.time()
+    features = load_features(msg.feature_loc)
+    clf = load_classifier(msg.classifier_loc)
+    result = score_features(clf, features)
+    return dataclasses.replace(result, runtime=time.time() - t0)
+
+
+def score_features(clf: Any, features: ImageFeatures) -> ClassifyReturnMsg:
+    """Scores of all points of ``features`` (runtime 0.0: callers set it).
+
+    One ``predict_proba`` over the whole float64 matrix: the same numbers
+    PySpacer's per-point calls give, in one pass.
+    """
+    import numpy as np
+
+    from spacer_worker.messages import ClassifyReturnMsg
+
+    x = np.asarray(features.feature_array(), dtype=np.float64)
+    probabilities = clf.predict_proba(x).tolist()
+    if features.valid_rowcol:
+        rows = np.asarray(features.rows).tolist()
+        cols = np.asarray(features.cols).tolist()
+    else:
+        rows = cols = [None] * len(probabilities)
+    return ClassifyReturnMsg(
+        runtime=0.0,
+        scores=list(zip(rows, cols, probabilities, strict=True)),
+        classes=np.asarray(clf.classes_).tolist(),
+        valid_rowcol=bool(features.valid_rowcol))

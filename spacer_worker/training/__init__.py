@@ -1,0 +1,20 @@
+"""The scikit-learn side of training (worker only).
+
+``loading`` reads every feature file once into one float32 matrix,
+``minibatch`` runs PySpacer's mini-batch training on it, ``evaluation``
+scores sets with the new and previous classifiers.
+"""
+
+from __future__ import annotations
+
+__all__ = ['train_minibatch', 'open_training_data']
+
+
+def __getattr__(name: str):
+    if name == 'train_minibatch':
+        from spacer_worker.training.minibatch import train_minibatch
+        return train_minibatch
+    if name == 'open_training_data':
+        from spacer_worker.training.loading import open_training_data
+        return open_training_data
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

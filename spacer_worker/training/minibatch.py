@@ -1,0 +1,199 @@
+"""PySpacer's mini-batch training, on features loaded once.
+
+Per epoch, the training images are shuffled with numpy's legacy generator
+seeded ``seed + epoch``, their rows are concatenated in that order and cut
+into batches of ``batch_size`` for ``partial_fit``; the MLP draws its
+initial weights and its in-batch shuffles from the same generator. With
+seed 0 this is the sequence PySpacer 0.14 produces by reseeding numpy's
+global generator each epoch, so both train the same classifier from the
+same data, but here nothing touches the global generator and every run
+with the same seed gives the same classifier.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import numpy as np
+
+from spacer_worker.exceptions import MessageError
+from spacer_worker.training.evaluation import (
+    CHUNK_ROWS,
+    accuracy,
+    as_float64,
+    evaluate_set,
+    predict_labels,
+)
+from spacer_worker.training.loading import FeatureSet, open_training_data
+from spacer_worker.training.matrix import DTYPE
+
+logger = logging.getLogger(__name__)
+
+CLASSIFIER_TYPES = ('MLP', 'LR')
+Progress = Callable[..., None]
+
+
+def mlp_settings(trainer: Any, train_count: int) -> tuple[tuple[int, ...],
+                                                           float]:
+    """Hidden layer sizes and learning rate: PySpacer's choice by label
+    count unless the trainer overrides them."""
+    sizes = getattr(trainer, 'mlp_hidden_layer_sizes', None)
+    rate = getattr(trainer, 'mlp_learning_rate_init', None)
+    threshold = getattr(trainer, 'mlp_large_data_threshold', 50000)
+    if sizes is not None:
+        auto_rate = 1e-3
+    elif train_count >= threshold:
+        sizes, auto_rate = (200, 100), 1e-4
+    else:
+        sizes, auto_rate = (100,), 1e-3
+    return tuple(int(s) for s in sizes), float(rate or auto_rate)
+
+
+def make_classifier(trainer: Any, clf_type: str, train_count: int,
+                    rng: np.random.RandomState) -> Any:
+    if clf_type == 'MLP':
+        from sklearn.neural_network import MLPClassifier
+        sizes, rate = mlp_settings(trainer, train_count)
+        return MLPClassifier(hidden_layer_sizes=sizes,
+                             learning_rate_init=rate, random_state=rng)
+    from sklearn.linear_model import SGDClassifier
+    return SGDClassifier(
+        loss=getattr(trainer, 'sgd_loss', 'log_loss'),
+        average=getattr(trainer, 'sgd_average', True),
+        random_state=getattr(trainer, 'sgd_random_state', 0))
+
+
+def epoch_batches(train: FeatureSet, order: np.ndarray, batch_size: int,
+                  buffer: np.ndarray) -> Iterator[tuple[np.ndarray,
+                                                        np.ndarray]]:
+    """The rows of the images in ``order``, concatenated and cut into
+    batches of ``batch_size`` (the last one shorter), read into
+    ``buffer``."""
+    base = train.start
+    segments: list[tuple[int, int]] = []
+    filled = 0
+    for start, count in zip(train.block_starts[order].tolist(),
+                            train.block_counts[order].tolist(),
+                            strict=True):
+        while count:
+            take = min(count, batch_size - filled)
+            segments.append((start, take))
+            start += take
+            count -= take
+            filled += take
+            if filled == batch_size:
+                yield _batch(train, segments, buffer, base)
+                segments, filled = [], 0
+    if segments:
+        yield _batch(train, segments, buffer, base)
+
+
+def _batch(train: FeatureSet, segments: list[tuple[int, int]],
+           buffer: np.ndarray, base: int) -> tuple[np.ndarray, np.ndarray]:
+    x = train.matrix.gather(segments, out=buffer)
+    y = np.concatenate([train.labels[s - base:s - base + n]
+                        for s, n in segments])
+    return x, y
+
+
+def check_inputs(clf_type: Any, nbr_epochs: Any) -> tuple[str, int]:
+    clf_type = str(getattr(clf_type, 'value', clf_type))
+    if clf_type not in CLASSIFIER_TYPES:
+        raise MessageError(
+            f"clf_type {clf_type!r} is not one of "
+            f"{', '.join(CLASSIFIER_TYPES)}.")
+    if isinstance(nbr_epochs, bool) or not isinstance(nbr_epochs, int) \
+            or nbr_epochs < 1:
+        raise MessageError(
+            f"nbr_epochs {nbr_epochs!r} must be a positive integer.")
+    return clf_type, nbr_epochs
+
+
+def fit(trainer: Any, train: FeatureSet, ref: FeatureSet, nbr_epochs: int,
+        clf_type: str, seed: int = 0, progress: Progress | None = None,
+        ) -> tuple[Any, list[float]]:
+    """Train on ``train`` for ``nbr_epochs``, calibrate on ``ref``; return
+    (CalibratedClassifierCV, reference accuracy after each epoch)."""
+    from sklearn.calibration import CalibratedClassifierCV
+
+    batch_size = int(getattr(trainer, 'batch_size', 5000))
+    classes = np.unique(ref.labels)
+    rng = np.random.RandomState(seed)
+    clf = make_classifier(trainer, clf_type, train.nrows, rng)
+    ref_x = ref.read_all()
+    rows = min(batch_size, train.nrows)
+    buffer32 = np.empty((rows, train.matrix.dim), dtype=DTYPE)
+    buffer64 = np.empty((rows, train.matrix.dim), dtype=np.float64)
+    n_images = len(train.block_starts)
+    logger.info("Training %s: %d train points (%d images), %d ref points, "
+                "%d classes, %d epochs, batches of %d", clf_type,
+                train.nrows, n_images, ref.nrows, len(classes), nbr_epochs,
+                batch_size)
+
+    ref_accs: list[float] = []
+    for epoch in range(nbr_epochs):
+        t0 = time.monotonic()
+        rng.seed(seed + epoch)
+        order = np.arange(n_images)
+        rng.shuffle(order)
+        for x32, y in epoch_batches(train, order, batch_size, buffer32):
+            clf.partial_fit(as_float64(x32, buffer64), y, classes=classes)
+        ref_accs.append(accuracy(ref.labels, predict_labels(clf, ref_x)))
+        logger.info("Epoch %d/%d: reference accuracy %.4f (%.1f s)",
+                    epoch + 1, nbr_epochs, ref_accs[-1],
+                    time.monotonic() - t0)
+        if progress is not None:
+            progress(epoch=epoch + 1, nbr_epochs=nbr_epochs,
+                     ref_acc=ref_accs[-1])
+    del buffer32, buffer64
+
+    if clf_type == 'MLP':
+        # The generator only drove training; store the seed, not its
+        # state, in the pickled model.
+        clf.random_state = seed
+        del clf._random_state
+    calibrated = CalibratedClassifierCV(clf, cv='prefit')
+    calibrated.fit(_ref_float64(ref_x), ref.labels)
+    return calibrated, ref_accs
+
+
+def _ref_float64(ref_x: np.ndarray) -> np.ndarray:
+    out = np.empty(ref_x.shape, dtype=np.float64)
+    for i in range(0, len(ref_x), CHUNK_ROWS):
+        out[i:i + CHUNK_ROWS] = ref_x[i:i + CHUNK_ROWS]
+    return out
+
+
+def train_minibatch(trainer: Any, labels: Any, nbr_epochs: int,
+                    pc_models: list[Any], feature_loc: Any, clf_type: str,
+                    progress: Progress | None = None,
+                    ) -> tuple[Any, Any, Any]:
+    """Run a MiniBatchTrainer: (CalibratedClassifierCV, ValResults,
+    TrainClassifierReturnMsg).
+
+    ``labels`` are preprocessed TrainingTaskLabels; ``feature_loc`` is the
+    message's feature_cache_dir (AUTO, DISABLED or a directory) and says
+    where a training set too big for memory is kept while training;
+    ``progress(epoch=, nbr_epochs=, ref_acc=)`` is called after each epoch.
+    The MLP's seed is the trainer's ``random_seed`` where it has one,
+    else 0 (PySpacer's sequence).
+    """
+    from spacer_worker.data_classes import ValResults
+    from spacer_worker.messages import TrainClassifierReturnMsg
+
+    t0 = time.time()
+    clf_type, nbr_epochs = check_inputs(clf_type, nbr_epochs)
+    seed = int(getattr(trainer, 'random_seed', None) or 0)
+    with open_training_data(labels, feature_cache=feature_loc) as data:
+        clf, ref_accs = fit(trainer, data.train, data.ref, nbr_epochs,
+                            clf_type, seed=seed, progress=progress)
+        evaluation = evaluate_set(clf, data.val, pc_models)
+    val_results = ValResults(scores=evaluation.scores, gt=evaluation.gt,
+                             est=evaluation.est, classes=evaluation.classes)
+    return_msg = TrainClassifierReturnMsg(
+        acc=evaluation.acc, pc_accs=evaluation.pc_accs, ref_accs=ref_accs,
+        runtime=time.time() - t0)
+    return clf, val_results, return_msg

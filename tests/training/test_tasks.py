@@ -1,0 +1,101 @@
+"""train_classifier / classify_features as tasks: inputs and outputs in
+storage, the return messages, and the vectorised scoring."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from spacer_worker.data_classes import DataLocation, ValResults
+from spacer_worker.messages import (
+    ClassifyFeaturesMsg,
+    JobMsg,
+    TrainClassifierMsg,
+)
+from spacer_worker.storage import load_classifier, load_features
+from spacer_worker.task_train import score_features
+from spacer_worker.tasks import classify_features, process_job, train_classifier
+
+
+def train_msg(split, tmp_path, trainer='minibatch', clf_type='MLP', **kw):
+    return TrainClassifierMsg(
+        job_token='job1', trainer=trainer, nbr_epochs=2, clf_type=clf_type,
+        labels=split, previous_model_locs=kw.pop('previous', []),
+        model_loc=DataLocation('filesystem', str(tmp_path / 'model.pkl')),
+        valresult_loc=DataLocation('filesystem', str(tmp_path / 'vr.json')),
+        **kw)
+
+
+def test_train_classifier_stores_the_model_and_validation_results(
+        split, tmp_path):
+    progress = []
+    ret = train_classifier(train_msg(split, tmp_path),
+                           progress=lambda **info: progress.append(info))
+    clf = load_classifier(DataLocation('filesystem',
+                                       str(tmp_path / 'model.pkl')))
+    val = ValResults.deserialize(json.loads((tmp_path / 'vr.json').read_text()))
+    assert clf.classes_.tolist() == val.classes == [1, 2, 3, 4]
+    assert len(val.gt) == split.val.label_count
+    assert ret.acc == pytest.approx(np.mean(np.equal(val.gt, val.est)))
+    assert [p['epoch'] for p in progress] == [1, 2]
+
+
+def test_previous_models_are_loaded_and_scored(split, tmp_path):
+    train_classifier(train_msg(split, tmp_path, clf_type='LR'))
+    (tmp_path / 'old').mkdir()
+    previous = DataLocation('filesystem', str(tmp_path / 'model.pkl'))
+    ret = train_classifier(train_msg(split, tmp_path / 'old',
+                                     previous=[previous]))
+    assert len(ret.pc_accs) == 1 and 0 < ret.pc_accs[0] <= 1
+
+
+def test_a_pyspacer_style_custom_trainer_runs(split, tmp_path, monkeypatch):
+    from tests.training.pyspacer_style_trainer import FourArgTrainer
+    path = 'tests.training.pyspacer_style_trainer.FourArgTrainer'
+    monkeypatch.setenv('SPACER_EXTRA_TRAINER_CLASSES', path)
+    FourArgTrainer.calls.clear()
+    ret = train_classifier(train_msg(split, tmp_path, trainer=path))
+    assert FourArgTrainer.calls == [(2, 'MLP')]
+    assert len(ret.ref_accs) == 2
+
+
+def test_classify_features_scores_every_point_as_one_by_one(split, tmp_path):
+    train_classifier(train_msg(split, tmp_path))
+    feature_loc = next(iter(split.val.keys()))
+    model_loc = DataLocation('filesystem', str(tmp_path / 'model.pkl'))
+    ret = classify_features(ClassifyFeaturesMsg(
+        job_token='c', feature_loc=feature_loc, classifier_loc=model_loc))
+    features = load_features(feature_loc)
+    clf = load_classifier(model_loc)
+    assert ret.classes == [1, 2, 3, 4] and ret.valid_rowcol
+    assert [(r, c) for r, c, _ in ret.scores] == list(
+        zip(features.rows.tolist(), features.cols.tolist(), strict=True))
+    # PySpacer's way: one predict_proba per point.
+    one_by_one = [clf.predict_proba(v.reshape(1, -1).astype(np.float64))[0]
+                  for v in features.feature_array()]
+    np.testing.assert_allclose([s for *_, s in ret.scores], one_by_one,
+                               rtol=0, atol=1e-12)
+    assert ret.runtime > 0
+
+
+def test_score_features_of_legacy_features_has_no_positions(split, tmp_path):
+    from spacer_worker.data_classes import ImageFeatures
+    train_classifier(train_msg(split, tmp_path, clf_type='LR'))
+    clf = load_classifier(DataLocation('filesystem',
+                                       str(tmp_path / 'model.pkl')))
+    legacy = ImageFeatures.from_arrays([], [], np.zeros((3, 32), np.float32),
+                                       valid_rowcol=False)
+    ret = score_features(clf, legacy)
+    assert not ret.valid_rowcol
+    assert [(r, c) for r, c, _ in ret.scores] == [(None, None)] * 3
+
+
+def test_process_job_reports_a_failed_training(split, tmp_path):
+    loc = next(iter(split.train.keys()))
+    split.train.add_image(loc, split.train[loc] + [(999, 999, 1)])
+    job = JobMsg(task_name='train_classifier',
+                 tasks=[train_msg(split, tmp_path)])
+    ret = process_job(job)
+    assert not ret.ok and 'RowColumnMismatchError' in ret.error_message
