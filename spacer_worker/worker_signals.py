@@ -1,0 +1,90 @@
+"""Worker process hooks: load the extractor network once per pool process.
+
+GPU workers: run one worker per GPU, each seeing only its GPU, with the
+prefork pool and one process::
+
+    CUDA_VISIBLE_DEVICES=1 celery -A spacer_worker worker -Q extract -c 1 \\
+        -n extract-gpu1@%h
+
+CUDA must never be initialised in the worker's parent process: the pool
+forks its children from the parent, and a child forked after CUDA init
+cannot use CUDA. So the network is built in the child, at its start
+(``worker_process_init``), when ``PRELOAD_EXTRACTOR`` names an extractor;
+otherwise on the first task, and reused afterwards (keyed by the weights'
+hash, see ``extractors.runtime``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from celery.signals import worker_init, worker_process_init
+
+from spacer_worker import config
+from spacer_worker.exceptions import ConfigError
+
+logger = logging.getLogger(__name__)
+
+
+def preload_spec() -> dict | None:
+    """The PRELOAD_EXTRACTOR setting as an extractor serialization."""
+    value = (config.get('PRELOAD_EXTRACTOR') or '').strip()
+    if not value:
+        return None
+    source = 'PRELOAD_EXTRACTOR'
+    if not value.startswith('{'):
+        source = value
+        try:
+            value = Path(value).read_text()
+        except OSError as e:
+            raise ConfigError(
+                f'PRELOAD_EXTRACTOR: cannot read {source}: {e}. Give an '
+                f'extractor serialization as JSON or a path to one.') from e
+    try:
+        spec = json.loads(value)
+    except ValueError as e:
+        raise ConfigError(f'PRELOAD_EXTRACTOR ({source}) is not valid JSON: '
+                          f'{e}') from e
+    if not isinstance(spec, dict):
+        raise ConfigError(f'PRELOAD_EXTRACTOR ({source}) must be a JSON '
+                          f'object (an extractor serialization).')
+    return spec
+
+
+def preload_extractor() -> bool:
+    """Build the configured extractor's network in this process."""
+    spec = preload_spec()
+    if spec is None:
+        return False
+    from spacer_worker.extractors import FeatureExtractor
+    from spacer_worker.extractors.runtime.engine import preload
+
+    preload(FeatureExtractor.deserialize(spec))
+    return True
+
+
+@worker_process_init.connect
+def _preload_in_child(**_: Any) -> None:
+    # Runs in each pool child (and in the solo pool's only process). A
+    # failure is logged, not raised: a child that dies at start is forked
+    # again and again; tasks will report the error on first use instead.
+    try:
+        if preload_extractor():
+            logger.info('Extractor network preloaded in pool process.')
+    except Exception:
+        logger.exception('Could not preload the extractor (setting '
+                         'PRELOAD_EXTRACTOR); tasks will load it on first use.')
+
+
+@worker_init.connect
+def _check_parent_has_no_cuda(**_: Any) -> None:
+    # The parent must stay CUDA-free (see module docstring).
+    torch = sys.modules.get('torch')
+    if torch is not None and torch.cuda.is_initialized():
+        logger.error('CUDA was initialised in the worker parent process; '
+                     'forked pool processes cannot use the GPU. Do not '
+                     'import models at module level.')

@@ -1,0 +1,200 @@
+"""Celery tasks named ``spacer.*``: thin adapters over spacer_worker.tasks.
+
+Each adapter takes the PySpacer JSON serialization of a message, builds
+the message class, runs the plain task function and returns the result
+message's serialization. Everything else lives in the task functions,
+which are tested without a broker.
+
+Failures:
+
+* bad input (any :class:`PermanentError`, a payload that is not a valid
+  message) fails at once: FAILURE with the error's type and message;
+* a :class:`TransientError` (storage or network hiccup) is retried with
+  exponential backoff and full jitter, ``TASK_MAX_RETRIES`` times, then
+  fails with that error;
+* ``spacer.process_job`` answers like PySpacer: a JobReturnMsg with
+  ``ok=False`` and the traceback text, once retries are spent.
+
+Progress (state ``PROGRESS``, read by clients and shown in Flower):
+training publishes ``{'epoch', 'epochs', 'ref_acc'}`` after each epoch; a
+job publishes ``{'done', 'total', 'unit'}`` after each of its tasks
+(``unit`` is ``'images'`` for extraction/classify_image jobs), merged with
+the training keys for a training job.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+from celery import Task, shared_task
+from celery.exceptions import SoftTimeLimitExceeded
+from celery.utils.time import get_exponential_backoff_interval
+
+from spacer_worker import config, tasks
+from spacer_worker.exceptions import MessageError, SpacerError, TransientError
+
+logger = logging.getLogger(__name__)
+
+PROGRESS = 'PROGRESS'
+_TRAINING_KEYS = ('epoch', 'epochs', 'ref_acc')
+# Kinds of jobs whose tasks are one image each.
+_IMAGE_TASKS = ('extract_features', 'classify_image')
+
+
+def decode_payload(task_name: str, message_class: str, payload: Any) -> Any:
+    """The message object of a payload; MessageError when it is not one.
+
+    A payload may also arrive as a JSON text (a client that serialized
+    twice); anything else that is not an object is refused with its type.
+    """
+    from spacer_worker import messages
+
+    if isinstance(payload, (str, bytes)):
+        try:
+            payload = json.loads(payload)
+        except ValueError as e:
+            raise MessageError(
+                f'{task_name}: the payload is a string that is not valid '
+                f'JSON ({e}); send the {message_class} serialization as a '
+                f'JSON object.') from e
+    if not isinstance(payload, dict):
+        raise MessageError(
+            f'{task_name}: the payload must be a JSON object (the PySpacer '
+            f'serialization of {message_class}), got '
+            f'{type(payload).__name__}: {str(payload)[:200]!r}.')
+    cls = getattr(messages, message_class)
+    try:
+        return cls.deserialize(payload)
+    except SpacerError:
+        raise
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        raise MessageError(
+            f'{task_name}: the payload is not a valid {message_class}: '
+            f'{type(e).__name__}: {e}') from e
+
+
+class SpacerTask(Task):
+    """Base of the adapters: retries, time limits, progress."""
+
+    # Checking call signatures at send time needs the task registered on
+    # the sender's app; senders use names only.
+    typing = False
+
+    def retry_delay(self) -> float:
+        """Exponential backoff (1, 2, 4... s) with full jitter, capped."""
+        return get_exponential_backoff_interval(
+            factor=1, retries=self.request.retries,
+            maximum=config.get('RETRY_BACKOFF_MAX'), full_jitter=True)
+
+    def retry_transient(self, error: TransientError) -> None:
+        """Schedule a retry (raises celery's Retry), or re-raise ``error``
+        when the retries are spent."""
+        if self.request.called_directly or self.request.is_eager:
+            raise error
+        logger.warning('%s[%s] transient failure (%s: %s), retry %d of %s',
+                       self.name, self.request.id, type(error).__name__,
+                       error, self.request.retries + 1, self.max_retries)
+        raise self.retry(exc=error, countdown=self.retry_delay())
+
+    def publish_progress(self, meta: dict) -> None:
+        if self.request.id and not self.request.is_eager:
+            self.update_state(state=PROGRESS, meta=meta)
+
+    def training_progress(self) -> Callable[..., None]:
+        """The ``progress`` callback of a training: accepts the trainer's
+        ``(epoch, nbr_epochs, ref_acc)`` and process_job's keywords."""
+        def report(*args: Any, **info: Any) -> None:
+            meta = dict(zip(_TRAINING_KEYS, args, strict=False))
+            if 'nbr_epochs' in info:
+                info['epochs'] = info.pop('nbr_epochs')
+            meta.update(info)
+            for key in ('epoch', 'epochs', 'done', 'total'):
+                if key in meta and meta[key] is not None:
+                    meta[key] = int(meta[key])
+            if meta.get('ref_acc') is not None:
+                meta['ref_acc'] = float(meta['ref_acc'])
+            self.publish_progress(meta)
+        return report
+
+    def time_limit_error(self, e: SoftTimeLimitExceeded) -> Exception:
+        soft = self.request.timelimit and self.request.timelimit[1]
+        return SoftTimeLimitExceeded(
+            f'{self.name}[{self.request.id}] ran past its soft time limit '
+            f'({soft or self.soft_time_limit} s) and was stopped; raise '
+            f'SPACER_<EXTRACT|TRAIN|CLASSIFY>_TIME_LIMIT or split the work.')
+
+
+def _run(task: SpacerTask, payload: Any, message_class: str,
+         func: Callable[..., Any], with_progress: bool = False) -> dict:
+    msg = decode_payload(task.name, message_class, payload)
+    try:
+        if with_progress:
+            result = func(msg, progress=task.training_progress())
+        else:
+            result = func(msg)
+    except TransientError as e:
+        task.retry_transient(e)
+        raise  # not reached: retry_transient always raises
+    except SoftTimeLimitExceeded as e:
+        raise task.time_limit_error(e) from e
+    return result.serialize()
+
+
+@shared_task(name='spacer.extract_features', bind=True, base=SpacerTask)
+def extract_features(self: SpacerTask, payload: Any) -> dict:
+    """ExtractFeaturesMsg -> ExtractFeaturesReturnMsg."""
+    return _run(self, payload, 'ExtractFeaturesMsg', tasks.extract_features)
+
+
+@shared_task(name='spacer.classify_image', bind=True, base=SpacerTask)
+def classify_image(self: SpacerTask, payload: Any) -> dict:
+    """ClassifyImageMsg -> ClassifyReturnMsg."""
+    return _run(self, payload, 'ClassifyImageMsg', tasks.classify_image)
+
+
+@shared_task(name='spacer.train_classifier', bind=True, base=SpacerTask)
+def train_classifier(self: SpacerTask, payload: Any) -> dict:
+    """TrainClassifierMsg -> TrainClassifierReturnMsg, with progress."""
+    return _run(self, payload, 'TrainClassifierMsg', tasks.train_classifier,
+                with_progress=True)
+
+
+@shared_task(name='spacer.classify_features', bind=True, base=SpacerTask)
+def classify_features(self: SpacerTask, payload: Any) -> dict:
+    """ClassifyFeaturesMsg -> ClassifyReturnMsg."""
+    return _run(self, payload, 'ClassifyFeaturesMsg',
+                tasks.classify_features)
+
+
+@shared_task(name='spacer.process_job', bind=True, base=SpacerTask)
+def process_job(self: SpacerTask, payload: Any) -> dict:
+    """JobMsg -> JobReturnMsg; a failing task gives ok=False, not FAILURE."""
+    from spacer_worker.messages import JobReturnMsg
+
+    job = decode_payload(self.name, 'JobMsg', payload)
+    unit = 'images' if job.task_name in _IMAGE_TASKS else 'tasks'
+    report = self.training_progress()
+
+    def progress(*args: Any, **info: Any) -> None:
+        report(*args, unit=unit, **info)
+
+    try:
+        result = tasks.process_job(job, progress=progress,
+                                   reraise=(TransientError,))
+    except TransientError as e:
+        if self.request.retries < (self.max_retries or 0):
+            self.retry_transient(e)
+        # Retries spent: answer like PySpacer does for any failure.
+        result = JobReturnMsg(original_job=job, ok=False, results=None,
+                              error_message=''.join(
+                                  traceback.format_exception(e)))
+    except SoftTimeLimitExceeded as e:
+        error = self.time_limit_error(e)
+        result = JobReturnMsg(original_job=job, ok=False, results=None,
+                              error_message=f'{type(error).__name__}: '
+                                            f'{error}')
+    return result.serialize()
