@@ -330,7 +330,9 @@ class Nested(Codec):
             got = (f'{show(value)} ({type(value).__name__})'
                    if type(value).__module__ == 'builtins'
                    else f'a {type(value).__name__}')
-            raise Invalid(f'expected a {self.name or cls.__name__}, got {got}')
+            name = self.name or cls.__name__
+            article = 'an' if name[0] in 'AEIOUaeiou' else 'a'
+            raise Invalid(f'expected {article} {name}, got {got}')
         return value
 
     def encode(self, value: Any) -> Any:
@@ -430,12 +432,12 @@ class Message:
             if converted is not value:
                 object.__setattr__(self, f.name, converted)
         self.validate()
-        object.__setattr__(self, '_validated', True)
 
     def __setattr__(self, name: str, value: Any) -> None:
-        # Assigning a field later is checked like the constructor's value;
-        # a rejected value leaves the message as it was.
-        if not self.__dict__.get('_validated') or name not in {
+        # Assigning a field after construction (when the dataclass __init__
+        # has set them all) is checked like the constructor's value; a
+        # rejected value leaves the message as it was.
+        if name not in self.__dict__ or name not in {
                 f.name for f in self._codec_fields()}:
             object.__setattr__(self, name, value)
             return

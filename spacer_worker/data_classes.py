@@ -14,12 +14,13 @@ PySpacer 0.14.0. Differences that matter:
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import math
 import operator
 from collections import Counter
 from collections.abc import Generator, Iterable, Sequence
 from enum import StrEnum
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, TypeAlias
 from urllib.parse import urlparse
 
@@ -610,11 +611,20 @@ class ImageFeatures:
     @classmethod
     def load(cls, loc: DataLocation,
              filesystem_cache: str | None = None) -> ImageFeatures:
-        """Read a feature file (npz, or legacy JSON)."""
-        from spacer_worker.storage import load_features
-        if filesystem_cache is None:
+        """Read a feature file (npz, or legacy JSON). With
+        ``filesystem_cache`` (a directory), a remote file is kept there
+        under its key and read from there next time, as in PySpacer."""
+        from spacer_worker.storage import load_bytes, load_features, store_bytes
+        from spacer_worker.storage.features import decode_features
+        if not filesystem_cache or not loc.is_remote:
             return load_features(loc)
-        return load_features(loc, filesystem_cache=filesystem_cache)
+        cached = DataLocation('filesystem', _cache_path(filesystem_cache, loc))
+        if Path(cached.key).is_file():
+            return load_features(cached)
+        data = load_bytes(loc)
+        features = decode_features(data, f'{loc.storage_type}:{loc.key}')
+        store_bytes(cached, data)
+        return features
 
     def store(self, loc: DataLocation) -> None:
         """Write PySpacer's npz layout, atomically."""
@@ -637,6 +647,15 @@ class ImageFeatures:
         return (f'ImageFeatures(npoints={self.npoints}, '
                 f'feature_dim={self.feature_dim}, '
                 f'valid_rowcol={self.valid_rowcol})')
+
+
+def _cache_path(directory: str, loc: DataLocation) -> str:
+    """Where a remote file is cached: under its key, as PySpacer does,
+    but never outside ``directory``."""
+    parts = PurePosixPath(loc.key.lstrip('/')).parts
+    if not parts or '..' in parts:
+        parts = (hashlib.sha256(loc.key.encode()).hexdigest(),)
+    return str(Path(directory, *parts))
 
 
 INDEX = Scalar(int, name='an integer')

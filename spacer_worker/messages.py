@@ -214,7 +214,7 @@ class TrainingTaskLabels(Message):
     def __setitem__(self, item: str, value: ImageLabels) -> None:
         if item not in _SETS:
             raise KeyError(item)
-        setattr(self, item, LABELS.convert(value))
+        setattr(self, item, value)  # checked by Message.__setattr__
 
     @property
     def label_count(self) -> int:
