@@ -1,0 +1,72 @@
+"""PySpacer's checks on an extraction's inputs, with typed errors.
+
+Run before any pixel is cropped: the image size against MAX_IMAGE_PIXELS,
+the point count against MAX_POINTS_PER_IMAGE, then every point must be an
+integer (row, col) inside the image. Imports nothing heavy.
+"""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Sequence
+from typing import Any
+
+from spacer_worker import config
+from spacer_worker.exceptions import DataLimitError, RowColumnInvalidError
+
+__all__ = ['check_extract_inputs']
+
+
+def _size_of(image_or_size: Any) -> tuple[int, int]:
+    size = getattr(image_or_size, 'size', image_or_size)
+    width, height = size
+    return int(width), int(height)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def check_extract_inputs(image_size: Any, rowcols: Sequence[Any],
+                         im_key: str = 'image') -> None:
+    """Raise DataLimitError or RowColumnInvalidError for unusable inputs.
+
+    ``image_size`` is ``(width, height)`` or anything with a ``.size`` like
+    that (a PIL image, as PySpacer's signature takes); ``im_key`` names the
+    image in messages.
+    """
+    width, height = _size_of(image_size)
+    max_pixels = config.get('MAX_IMAGE_PIXELS')
+    if width * height > max_pixels:
+        raise DataLimitError(
+            f"Image {im_key} has {width} x {height} = {width * height} total "
+            f"pixels, which is larger than the max allowed of {max_pixels} "
+            f"(MAX_IMAGE_PIXELS).")
+    max_points = config.get('MAX_POINTS_PER_IMAGE')
+    if len(rowcols) > max_points:
+        raise DataLimitError(
+            f"{len(rowcols)} point locations were specified for image "
+            f"{im_key}, and that's larger than the max allowed of "
+            f"{max_points} (MAX_POINTS_PER_IMAGE).")
+    for index, point in enumerate(rowcols):
+        try:
+            row, col = point
+        except (TypeError, ValueError):
+            raise RowColumnInvalidError(
+                f"{im_key}: rowcols[{index}] = {point!r} is not a "
+                f"(row, column) pair.") from None
+        for name, value, limit in (('Row', row, height),
+                                   ('Column', col, width)):
+            if not _is_int(value):
+                raise RowColumnInvalidError(
+                    f"{im_key}: {name} values must be integers. Given value "
+                    f"was: {value!r} (rowcols[{index}]).")
+            if value < 0:
+                raise RowColumnInvalidError(
+                    f"{im_key}: {name} values must be non-negative. Given "
+                    f"value was: {value} (rowcols[{index}]).")
+            if value >= limit:
+                raise RowColumnInvalidError(
+                    f"{im_key}: {name} value {value} falls outside this "
+                    f"image's valid range of 0-{limit - 1} "
+                    f"(rowcols[{index}]).")

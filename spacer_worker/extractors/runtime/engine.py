@@ -1,0 +1,237 @@
+"""The per-process network cache and the batched extraction loop.
+
+PySpacer reads and builds the network on every call (~0.3 s and 16 MB of
+reading). A worker builds it once per process, keyed by the weights' sha256
+and the device/precision/backend it runs on, and reuses it for every later
+task. When a message carries the weights' hash, a warm worker does not even
+read the weights file again.
+
+Settings (read at each call, so a test or operator can change them):
+TORCH_DEVICE ('auto': cuda when available), EXTRACT_PRECISION ('fp32', or
+'fp16' on CUDA), EXTRACT_BACKEND ('auto': ONNX Runtime on CPU when
+installed, else PyTorch), EXTRACT_BATCH_SIZE (0: the backend's best),
+EXTRACT_THREADS (0: every CPU this process may use).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+from PIL import Image
+
+from spacer_worker import config
+from spacer_worker.exceptions import ConfigError, WeightsLoadError
+from spacer_worker.extractors.runtime import weights as weights_mod
+from spacer_worker.extractors.runtime.backends import Backend
+from spacer_worker.extractors.runtime.network import FEATURE_DIM
+from spacer_worker.extractors.runtime.patches import CROP_SIZE, iter_patch_batches
+
+if TYPE_CHECKING:
+    from spacer_worker.extractors.base import FeatureExtractor
+
+logger = logging.getLogger(__name__)
+
+MAX_CACHED_NETWORKS = 2
+PRECISIONS = ('fp32', 'fp16')
+BACKENDS = ('auto', 'onnxruntime', 'torch')
+
+
+@dataclass(frozen=True)
+class RuntimeSettings:
+    device: str       # 'cpu', 'cuda', 'cuda:1'...
+    precision: str    # 'fp32' | 'fp16'
+    backend: str      # 'onnxruntime' | 'torch'
+    threads: int
+    batch_size: int   # 0: the backend's default
+
+
+def _onnxruntime_available() -> bool:
+    try:
+        import onnx  # noqa: F401
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def runtime_settings() -> RuntimeSettings:
+    """Resolve and check the extraction settings for this process."""
+    import torch
+
+    requested = (config.get('TORCH_DEVICE') or 'auto').strip().lower()
+    if requested == 'auto':
+        device = 'cuda' if torch.cuda.is_available() else 'cpu'
+    else:
+        try:
+            device = str(torch.device(requested))
+        except RuntimeError as e:
+            raise ConfigError(
+                f"TORCH_DEVICE={requested!r} is not a torch device; use "
+                f"'auto', 'cpu', 'cuda' or 'cuda:N'.") from e
+        if device.startswith('cuda') and not torch.cuda.is_available():
+            raise ConfigError(
+                f"TORCH_DEVICE={requested!r} but this torch build sees no CUDA "
+                f"GPU; set TORCH_DEVICE=auto or cpu.")
+    precision = (config.get('EXTRACT_PRECISION') or 'fp32').strip().lower()
+    if precision not in PRECISIONS:
+        raise ConfigError(f"EXTRACT_PRECISION={precision!r}: expected one "
+                          f"of {', '.join(PRECISIONS)}.")
+    if precision == 'fp16' and not device.startswith('cuda'):
+        raise ConfigError(
+            f"EXTRACT_PRECISION=fp16 needs a CUDA device, but extraction runs "
+            f"on {device!r}; use fp32 on CPU.")
+    backend = (config.get('EXTRACT_BACKEND') or 'auto').strip().lower()
+    if backend not in BACKENDS:
+        raise ConfigError(f"EXTRACT_BACKEND={backend!r}: expected one of "
+                          f"{', '.join(BACKENDS)}.")
+    if backend == 'auto':
+        backend = ('onnxruntime' if device == 'cpu' and _onnxruntime_available()
+                   else 'torch')
+    elif backend == 'onnxruntime':
+        if device != 'cpu':
+            raise ConfigError(
+                f"EXTRACT_BACKEND=onnxruntime runs on CPU only, but "
+                f"TORCH_DEVICE resolves to {device!r}.")
+        if not _onnxruntime_available():
+            raise ConfigError(
+                "EXTRACT_BACKEND=onnxruntime but onnxruntime/onnx are not "
+                "installed: pip install 'spacer_worker[worker]'.")
+    threads = config.get('EXTRACT_THREADS')
+    if threads < 0:
+        raise ConfigError(f"EXTRACT_THREADS={threads}: expected 0 (all CPUs) "
+                          f"or a positive count.")
+    batch_size = config.get('EXTRACT_BATCH_SIZE')
+    if batch_size < 0:
+        raise ConfigError(f"EXTRACT_BATCH_SIZE={batch_size}: expected 0 "
+                          f"(automatic) or a positive count.")
+    return RuntimeSettings(device, precision, backend,
+                           threads or len(os.sched_getaffinity(0)), batch_size)
+
+
+class Network:
+    """A built network for one weights file on one device."""
+
+    def __init__(self, backend: Backend, settings: RuntimeSettings,
+                 sha256: str):
+        self.backend = backend
+        self.settings = settings
+        self.sha256 = sha256
+
+    def batch_size(self) -> int:
+        return (config.get('EXTRACT_BATCH_SIZE')
+                or self.backend.default_batch_size)
+
+    def run_patches(self, patches: np.ndarray) -> np.ndarray:
+        """[b, 224, 224, 3] uint8 -> [b, 1280] float32."""
+        return self.backend.run(patches)
+
+    def extract(self, im: Image.Image, rowcols: Sequence[tuple[int, int]]
+                ) -> np.ndarray:
+        """Features of the patches of ``im`` at ``rowcols``, in order.
+
+        Patches are cropped one batch at a time, so memory stays at one
+        batch whatever the number of points.
+        """
+        out = np.empty((len(rowcols), FEATURE_DIM), np.float32)
+        start = 0
+        for batch in iter_patch_batches(im, rowcols, self.batch_size(),
+                                        CROP_SIZE):
+            out[start:start + len(batch)] = self.backend.run(batch)
+            start += len(batch)
+        return out
+
+
+_cache: OrderedDict[tuple, Network] = OrderedDict()
+_cache_pid = os.getpid()
+_lock = threading.Lock()
+
+
+def _cached(key: tuple) -> Network | None:
+    global _cache_pid
+    if _cache_pid != os.getpid():
+        # Forked: thread pools and sessions do not survive a fork.
+        _cache.clear()
+        _cache_pid = os.getpid()
+    network = _cache.get(key)
+    if network is not None:
+        _cache.move_to_end(key)
+    return network
+
+
+def _build(weights: weights_mod.Weights, settings: RuntimeSettings,
+           where: str) -> Network:
+    import torch
+
+    from spacer_worker.extractors.runtime.backends import (
+        OnnxRuntimeBackend,
+        TorchBackend,
+    )
+    from spacer_worker.extractors.runtime.folded import FoldedEfficientNet
+    from spacer_worker.extractors.runtime.network import EfficientNetB0
+
+    state = weights_mod.load_state_dict(weights, where)
+    reference = EfficientNetB0()
+    try:
+        reference.load_state_dict(state)
+    except RuntimeError as e:
+        raise WeightsLoadError(
+            f"Extractor weights at {where} do not fit EfficientNet-b0 "
+            f"(1275 classes, 1280 features): "
+            f"{' '.join(str(e).split())[:600]}") from e
+    folded = FoldedEfficientNet(reference)
+    if settings.backend == 'onnxruntime':
+        backend: Backend = OnnxRuntimeBackend(folded, settings.threads)
+    else:
+        backend = TorchBackend(folded, torch.device(settings.device),
+                               settings.precision, settings.threads)
+    return Network(backend, settings, weights.sha256)
+
+
+def get_network(extractor: FeatureExtractor) -> tuple[Network, bool]:
+    """The process's network for ``extractor``, built on first use.
+
+    Returns it and whether its weights were downloaded by this call.
+    """
+    settings = runtime_settings()
+    variant = (settings.device, settings.precision, settings.backend)
+    expected = extractor.data_hashes.get('weights')
+    with _lock:
+        if expected is not None:
+            network = _cached((expected, *variant))
+            if network is not None:
+                return network, False
+        weights = weights_mod.fetch(extractor, 'weights')
+        key = (weights.sha256, *variant)
+        network = _cached(key)
+        if network is not None:
+            return network, weights.loaded_remotely
+        start = time.perf_counter()
+        network = _build(weights, settings,
+                         repr(extractor.data_locations['weights']))
+        _cache[key] = network
+        while len(_cache) > MAX_CACHED_NETWORKS:
+            _cache.popitem(last=False)
+        logger.info("Built EfficientNet-b0 (%s, %s, %s, sha256 %s...) in "
+                    "%.2f s.", settings.backend, settings.device,
+                    settings.precision, weights.sha256[:12],
+                    time.perf_counter() - start)
+        return network, weights.loaded_remotely
+
+
+def preload(extractor: FeatureExtractor) -> Network:
+    """Build and cache ``extractor``'s network now (worker start-up)."""
+    return get_network(extractor)[0]
+
+
+def clear_cache() -> None:
+    """Forget every built network (tests; freeing GPU memory)."""
+    with _lock:
+        _cache.clear()

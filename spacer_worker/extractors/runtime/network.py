@@ -1,0 +1,175 @@
+"""EfficientNet-b0 as PySpacer trains and stores it, for loading weights.
+
+The module tree mirrors the parameter names of PySpacer/CoralNet weight
+files (``_conv_stem``, ``_blocks.N._depthwise_conv``, ``_bn0`` ...), so a
+``{'net': state_dict}`` file loads with ``load_state_dict`` unchanged. This
+network is the reference and the source of parameters: the engine runs a
+batch-norm-folded copy of it (see :mod:`.folded`).
+
+Convolutions pad like TensorFlow's 'SAME' for a 224x224 input, as PySpacer's
+static padding does: symmetric for stride 1, one extra pixel at the
+bottom/right for stride 2.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+NUM_CLASSES = 1275
+FEATURE_DIM = 1280
+CROP_SIZE = 224
+BN_EPS = 1e-3
+BN_MOMENTUM = 0.01  # PyTorch's convention: 1 - TensorFlow's 0.99
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One row of the EfficientNet-b0 table: blocks sharing a shape."""
+    kernel: int
+    repeats: int
+    in_channels: int
+    out_channels: int
+    expand: int
+    stride: int
+
+
+STAGES = (
+    Stage(3, 1, 32, 16, 1, 1),
+    Stage(3, 2, 16, 24, 6, 2),
+    Stage(5, 2, 24, 40, 6, 2),
+    Stage(3, 3, 40, 80, 6, 2),
+    Stage(5, 3, 80, 112, 6, 1),
+    Stage(5, 4, 112, 192, 6, 2),
+    Stage(3, 1, 192, 320, 6, 1),
+)
+SE_RATIO = 0.25
+
+
+@dataclass(frozen=True)
+class BlockSpec:
+    kernel: int
+    in_channels: int
+    out_channels: int
+    expand: int
+    stride: int
+
+    @property
+    def hidden(self) -> int:
+        return self.in_channels * self.expand
+
+    @property
+    def squeezed(self) -> int:
+        return max(1, int(self.in_channels * SE_RATIO))
+
+    @property
+    def residual(self) -> bool:
+        return self.stride == 1 and self.in_channels == self.out_channels
+
+
+def block_specs() -> list[BlockSpec]:
+    """The 16 MBConv blocks of b0, in order."""
+    specs = []
+    for stage in STAGES:
+        for i in range(stage.repeats):
+            specs.append(BlockSpec(
+                kernel=stage.kernel,
+                in_channels=stage.in_channels if i == 0 else stage.out_channels,
+                out_channels=stage.out_channels,
+                expand=stage.expand,
+                stride=stage.stride if i == 0 else 1))
+    return specs
+
+
+def same_padding(kernel: int, stride: int) -> tuple[int, int, int, int]:
+    """F.pad amounts (left, right, top, bottom) of TF 'SAME' on 224 px."""
+    out = -(-CROP_SIZE // stride)
+    total = max((out - 1) * stride + kernel - CROP_SIZE, 0)
+    before = total // 2
+    after = total - before
+    return before, after, before, after
+
+
+class SamePadConv(nn.Conv2d):
+    """A Conv2d padding as PySpacer's static 'SAME' convolution."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel: int,
+                 stride: int = 1, groups: int = 1, bias: bool = False):
+        super().__init__(in_channels, out_channels, kernel, stride=stride,
+                         padding=0, groups=groups, bias=bias)
+        self.pad = same_padding(kernel, stride)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if any(self.pad):
+            x = F.pad(x, self.pad)
+        return super().forward(x)
+
+
+def _bn(channels: int) -> nn.BatchNorm2d:
+    return nn.BatchNorm2d(channels, eps=BN_EPS, momentum=BN_MOMENTUM)
+
+
+class MBConv(nn.Module):
+    """Inverted bottleneck: expand, depthwise, squeeze-excite, project."""
+
+    def __init__(self, spec: BlockSpec):
+        super().__init__()
+        self.spec = spec
+        hidden = spec.hidden
+        if spec.expand != 1:
+            self._expand_conv = SamePadConv(spec.in_channels, hidden, 1)
+            self._bn0 = _bn(hidden)
+        self._depthwise_conv = SamePadConv(hidden, hidden, spec.kernel,
+                                           stride=spec.stride, groups=hidden)
+        self._bn1 = _bn(hidden)
+        self._se_reduce = SamePadConv(hidden, spec.squeezed, 1, bias=True)
+        self._se_expand = SamePadConv(spec.squeezed, hidden, 1, bias=True)
+        self._project_conv = SamePadConv(hidden, spec.out_channels, 1)
+        self._bn2 = _bn(spec.out_channels)
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        x = inputs
+        if self.spec.expand != 1:
+            x = F.silu(self._bn0(self._expand_conv(x)))
+        x = F.silu(self._bn1(self._depthwise_conv(x)))
+        gate = F.adaptive_avg_pool2d(x, 1)
+        gate = self._se_expand(F.silu(self._se_reduce(gate)))
+        x = torch.sigmoid(gate) * x
+        x = self._bn2(self._project_conv(x))
+        if self.spec.residual:
+            x = x + inputs
+        return x
+
+
+class EfficientNetB0(nn.Module):
+    """The reference network; ``features`` is what PySpacer extracts."""
+
+    def __init__(self, num_classes: int = NUM_CLASSES):
+        super().__init__()
+        self._conv_stem = SamePadConv(3, 32, 3, stride=2)
+        self._bn0 = _bn(32)
+        self._blocks = nn.ModuleList(MBConv(s) for s in block_specs())
+        self._conv_head = SamePadConv(320, FEATURE_DIM, 1)
+        self._bn1 = _bn(FEATURE_DIM)
+        self._fc = nn.Linear(FEATURE_DIM, num_classes)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """[N, 3, 224, 224] in [0, 1] -> [N, 1280] pooled head activations."""
+        x = F.silu(self._bn0(self._conv_stem(x)))
+        for block in self._blocks:
+            x = block(x)
+        x = F.silu(self._bn1(self._conv_head(x)))
+        return x.mean(dim=(2, 3))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._fc(self.features(x))
+
+
+def strip_data_parallel(state_dict: dict[str, torch.Tensor]
+                        ) -> dict[str, torch.Tensor]:
+    """Drop the ``module.`` prefix DataParallel adds (CoralNet 1.0 weights)."""
+    return {k[len('module.'):] if k.startswith('module.') else k: v
+            for k, v in state_dict.items()}

@@ -1,0 +1,97 @@
+"""The folded network written out as an ONNX graph, for ONNX Runtime on CPU.
+
+ONNX Runtime runs this network about 1.5x faster than eager PyTorch on a
+small CPU, and its speed does not depend on the malloc in use. The graph is
+written node by node from the folded parameters (milliseconds, no tracing,
+no torch.onnx exporter): Conv's ``pads`` attribute expresses the lopsided
+stride-2 'SAME' padding directly.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from torch import nn
+
+from spacer_worker.extractors.runtime.folded import FoldedEfficientNet
+from spacer_worker.extractors.runtime.network import FEATURE_DIM, same_padding
+
+INPUT_NAME = 'patches'
+OUTPUT_NAME = 'features'
+OPSET = 17
+
+
+class _GraphWriter:
+    def __init__(self) -> None:
+        from onnx import helper, numpy_helper
+        self.helper = helper
+        self.numpy_helper = numpy_helper
+        self.nodes: list = []
+        self.initializers: list = []
+        self.count = 0
+
+    def name(self, prefix: str) -> str:
+        self.count += 1
+        return f'{prefix}_{self.count}'
+
+    def constant(self, array: np.ndarray) -> str:
+        name = self.name('param')
+        self.initializers.append(self.numpy_helper.from_array(
+            np.ascontiguousarray(array, dtype=np.float32), name))
+        return name
+
+    def op(self, op_type: str, inputs: list[str], **attrs) -> str:
+        output = self.name(op_type.lower())
+        self.nodes.append(self.helper.make_node(op_type, inputs, [output],
+                                                **attrs))
+        return output
+
+    def conv(self, x: str, conv: nn.Conv2d) -> str:
+        kernel, stride = conv.kernel_size[0], conv.stride[0]
+        left, right, top, bottom = same_padding(kernel, stride)
+        weight = self.constant(conv.weight.detach().cpu().numpy())
+        bias = self.constant(conv.bias.detach().cpu().numpy())
+        return self.op('Conv', [x, weight, bias], kernel_shape=[kernel, kernel],
+                       strides=[stride, stride], pads=[top, left, bottom, right],
+                       group=conv.groups)
+
+    def linear_1x1(self, x: str, linear: nn.Linear) -> str:
+        weight = linear.weight.detach().cpu().numpy()[:, :, None, None]
+        return self.op('Conv', [x, self.constant(weight),
+                                self.constant(linear.bias.detach().cpu().numpy())],
+                       kernel_shape=[1, 1])
+
+    def silu(self, x: str) -> str:
+        return self.op('Mul', [x, self.op('Sigmoid', [x])])
+
+
+def build_onnx_model(net: FoldedEfficientNet) -> bytes:
+    """Serialized ONNX model: ``patches`` [N, 3, 224, 224] -> ``features``."""
+    from onnx import TensorProto
+
+    g = _GraphWriter()
+    x = g.silu(g.conv(INPUT_NAME, net.stem))
+    for block in net.blocks:
+        inputs = x
+        if block.expand is not None:
+            x = g.silu(g.conv(x, block.expand))
+        x = g.silu(g.conv(x, block.depthwise))
+        gate = g.op('GlobalAveragePool', [x])
+        gate = g.silu(g.linear_1x1(gate, block.se_reduce))
+        gate = g.op('Sigmoid', [g.linear_1x1(gate, block.se_expand)])
+        x = g.conv(g.op('Mul', [x, gate]), block.project)
+        if block.spec.residual:
+            x = g.op('Add', [x, inputs])
+    x = g.op('GlobalAveragePool', [g.silu(g.conv(x, net.head))])
+    g.nodes.append(g.helper.make_node('Flatten', [x], [OUTPUT_NAME], axis=1))
+    graph = g.helper.make_graph(
+        g.nodes, 'efficientnet_b0_features',
+        [g.helper.make_tensor_value_info(INPUT_NAME, TensorProto.FLOAT,
+                                         ['batch', 3, 224, 224])],
+        [g.helper.make_tensor_value_info(OUTPUT_NAME, TensorProto.FLOAT,
+                                         ['batch', FEATURE_DIM])],
+        g.initializers)
+    model = g.helper.make_model(
+        graph, opset_imports=[g.helper.make_opsetid('', OPSET)],
+        producer_name='spacer_worker')
+    model.ir_version = 8  # readable by every ONNX Runtime since 1.10
+    return model.SerializeToString()

@@ -1,0 +1,177 @@
+"""Extractor weights: fetch, verify, cache, unpickle safely.
+
+Local weights (filesystem, memory) are read where they are. Remote weights
+(s3, url) are downloaded once into EXTRACTORS_CACHE_DIR, named by the
+location's filename as in PySpacer. Several worker processes on one host
+may fill the cache at once: a file lock serialises the download and the
+file appears atomically (temp file + rename), so nobody reads half a file.
+
+Whenever ``data_hashes`` gives a sha256 for the weights, the bytes are
+checked against it, cached copies included (PySpacer skips that on a cache
+hit): a cached copy that does not match is evicted and downloaded again;
+freshly fetched bytes that do not match raise HashMismatchError and are
+never cached.
+"""
+
+from __future__ import annotations
+
+import codecs
+import hashlib
+import io
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from spacer_worker import config
+from spacer_worker.exceptions import (
+    ConfigError,
+    HashMismatchError,
+    StorageUnavailableError,
+    WeightsLoadError,
+)
+
+if TYPE_CHECKING:
+    import torch
+
+    from spacer_worker.data_classes import DataLocation
+    from spacer_worker.extractors.base import FeatureExtractor
+
+logger = logging.getLogger(__name__)
+
+CACHE_LOCK_TIMEOUT = 900.0  # seconds to wait for another process's download
+
+
+@dataclass(frozen=True)
+class Weights:
+    data: bytes
+    sha256: str
+    loaded_remotely: bool  # downloaded by this call (a cache miss)
+
+
+def sha256_of(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def cache_path(loc: DataLocation) -> Path:
+    """Where a remote location's bytes are cached on this host."""
+    directory = config.get('EXTRACTORS_CACHE_DIR')
+    if not directory:
+        raise ConfigError(
+            f"Extractor data at {loc.storage_type} location {loc.key!r} is "
+            f"remote: set EXTRACTORS_CACHE_DIR (SPACER_EXTRACTORS_CACHE_DIR) "
+            f"to a local directory where it can be cached.")
+    name = loc.filename
+    if not name or name in ('.', '..'):
+        raise ConfigError(
+            f"Cannot cache extractor data from {loc.key!r}: its location has "
+            f"no file name to cache it under.")
+    return Path(directory) / name
+
+
+def _mismatch(extractor: FeatureExtractor, key: str, actual: str,
+              expected: str) -> HashMismatchError:
+    return HashMismatchError(
+        f"{type(extractor).__name__}: the {key!r} data at "
+        f"{extractor.data_locations[key]!r} has sha256 {actual}, but "
+        f"data_hashes says {expected}. The file changed or is corrupt: fix "
+        f"the file or the hash in the message.")
+
+
+def fetch(extractor: FeatureExtractor, key: str = 'weights') -> Weights:
+    """The verified bytes of ``extractor.data_locations[key]``."""
+    from spacer_worker.storage import load_bytes
+
+    loc = extractor.data_locations[key]
+    expected = extractor.data_hashes.get(key)
+    if not loc.is_remote:
+        data = load_bytes(loc)
+        actual = sha256_of(data)
+        if expected is not None and actual != expected:
+            raise _mismatch(extractor, key, actual, expected)
+        return Weights(data, actual, loaded_remotely=False)
+    return _fetch_remote(extractor, key, loc, expected)
+
+
+def _fetch_remote(extractor: FeatureExtractor, key: str, loc: DataLocation,
+                  expected: str | None) -> Weights:
+    from filelock import FileLock, Timeout
+
+    from spacer_worker.storage import load_bytes, storage_factory
+
+    path = cache_path(loc)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(f'{path}.lock', timeout=CACHE_LOCK_TIMEOUT)
+    try:
+        with lock:
+            if path.is_file():
+                data = path.read_bytes()
+                actual = sha256_of(data)
+                if expected is None or actual == expected:
+                    return Weights(data, actual, loaded_remotely=False)
+                logger.warning(
+                    "Cached %s has sha256 %s, not %s: evicting it and "
+                    "downloading %r again.", path, actual, expected, loc)
+                path.unlink()
+            data = load_bytes(loc)
+            actual = sha256_of(data)
+            if expected is not None and actual != expected:
+                raise _mismatch(extractor, key, actual, expected)
+            storage_factory('filesystem').store(str(path), data)
+            return Weights(data, actual, loaded_remotely=True)
+    except Timeout as e:
+        raise StorageUnavailableError(
+            f"Waited {CACHE_LOCK_TIMEOUT:.0f} s for another process to finish "
+            f"caching {path}; if no process is downloading, delete "
+            f"{path}.lock.") from e
+
+
+def evict(extractor: FeatureExtractor, key: str = 'weights') -> None:
+    """Remove a remote location's cached copy (no-op for local ones)."""
+    loc = extractor.data_locations[key]
+    if loc.is_remote:
+        try:
+            os.remove(cache_path(loc))
+        except FileNotFoundError:
+            pass
+
+
+def _safe_globals() -> list[Any]:
+    # Weight files written with numpy values beside the state dict (epoch
+    # counters, accuracies) need these to unpickle with weights_only=True.
+    import numpy as np
+    allowed: list[Any] = [np.dtype, codecs.encode, np._core.multiarray.scalar,
+                          (np._core.multiarray.scalar,
+                           'numpy.core.multiarray.scalar')]
+    for name in ('Float64DType', 'Float32DType', 'Int64DType', 'Int32DType'):
+        allowed.append(getattr(np.dtypes, name))
+    return allowed
+
+
+def load_state_dict(weights: Weights, where: str) -> dict[str, torch.Tensor]:
+    """The ``net`` state dict of a PySpacer weights file, safely unpickled
+    (``weights_only=True``), without any DataParallel ``module.`` prefix."""
+    import pickle
+    import zipfile
+
+    import torch
+
+    from spacer_worker.extractors.runtime.network import strip_data_parallel
+
+    try:
+        with torch.serialization.safe_globals(_safe_globals()):
+            content = torch.load(io.BytesIO(weights.data), map_location='cpu',
+                                 weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, zipfile.BadZipFile,
+            EOFError, ValueError) as e:
+        raise WeightsLoadError(
+            f"Extractor weights at {where} are not a PyTorch file that can "
+            f"be loaded safely (torch.load with weights_only=True): "
+            f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from e
+    if not isinstance(content, dict) or not isinstance(content.get('net'), dict):
+        raise WeightsLoadError(
+            f"Extractor weights at {where} must hold {{'net': state_dict}} "
+            f"as PySpacer writes them; found "
+            f"{sorted(content) if isinstance(content, dict) else type(content).__name__}.")
+    return strip_data_parallel(content['net'])

@@ -1,0 +1,60 @@
+"""The two tasks that look at pixels: extract_features and classify_image.
+
+The image is fetched and decoded once (its pixel count checked from the
+header first, so a decompression bomb is refused before decoding), the
+points are checked with PySpacer's rules, and the extractor runs on the
+decoded image. Every bad input ends in a typed PermanentError.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+from spacer_worker.extract_checks import check_extract_inputs
+
+if TYPE_CHECKING:
+    from PIL.Image import Image
+
+    from spacer_worker.data_classes import DataLocation
+    from spacer_worker.messages import (
+        ClassifyImageMsg,
+        ClassifyReturnMsg,
+        ExtractFeaturesMsg,
+        ExtractFeaturesReturnMsg,
+    )
+
+
+def _open_checked(image_loc: DataLocation, rowcols: list) -> Image:
+    from spacer_worker.storage import open_image
+    from spacer_worker.storage.blobs import describe
+
+    image = open_image(image_loc)
+    check_extract_inputs(image.size, rowcols, describe(image_loc))
+    return image
+
+
+def extract_features(msg: ExtractFeaturesMsg) -> ExtractFeaturesReturnMsg:
+    """Extract features at ``msg.rowcols`` and store them at feature_loc."""
+    image = _open_checked(msg.image_loc, msg.rowcols)
+    features, return_msg = msg.extractor(image, msg.rowcols)
+    del image
+    features.store(msg.feature_loc)
+    return return_msg
+
+
+def classify_image(msg: ClassifyImageMsg) -> ClassifyReturnMsg:
+    """Extract features at ``msg.rowcols`` and score them with the
+    classifier at ``classifier_loc``; nothing is stored."""
+    from spacer_worker.storage import load_classifier
+    from spacer_worker.task_train import score_features
+
+    start = time.time()
+    # The classifier first: a bad one fails before the costly extraction.
+    clf = load_classifier(msg.classifier_loc)
+    image = _open_checked(msg.image_loc, msg.rowcols)
+    features, _ = msg.extractor(image, msg.rowcols)
+    del image
+    result = score_features(clf, features)
+    result.runtime = time.time() - start
+    return result
