@@ -208,3 +208,36 @@ def test_numpy_values_become_plain_json_values():
     assert json.loads(json.dumps(msg.serialize())) == {
         'runtime': 0.5, 'scores': [[1, 2, [0.25, 0.75]]], 'classes': [4, 'B'],
         'valid_rowcol': True}
+
+
+@pytest.mark.reference
+def test_label_batches_match_pyspacer(tmp_path, pyspacer_reference):
+    from tests.reference import run_reference
+    rng = np.random.default_rng(0)
+    data = {}
+    for i in range(7):
+        loc = DataLocation('filesystem', str(tmp_path / f'{i}.featurevector'))
+        ImageFeatures.from_arrays([1, 2, 3], [4, 5, 6],
+                                  rng.random((3, 2))).store(loc)
+        data[loc] = [(3, 6, f'L{i % 3}'), (1, 4, i % 2)]
+    labels = ImageLabels(data)
+
+    def batches(seed):
+        return [[np.asarray(x).tolist(), list(y)] for x, y in
+                labels.load_data_in_batches(batch_size=4, random_seed=seed)]
+
+    reference = run_reference('''
+from spacer.data_classes import ImageLabels
+labels = ImageLabels.deserialize(PAYLOAD)
+RESULT = [[[[float(v) for v in vec] for vec in x], list(y)]
+          for seed in (None, 3)
+          for x, y in labels.load_data_in_batches(batch_size=4,
+                                                  random_seed=seed)]
+''', labels.serialize())
+
+    ours = batches(None) + batches(3)
+    assert [y for _, y in ours] == [y for _, y in reference]
+    assert np.allclose(np.concatenate([x for x, _ in ours]),
+                       np.concatenate([x for x, _ in reference]))
+    assert labels.load_all_data(random_seed=3)[1] == sum(
+        (y for _, y in batches(3)), [])
