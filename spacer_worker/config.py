@@ -91,6 +91,9 @@ SETTINGS: dict[str, Setting] = {s.name: s for s in [
     Setting('TRAINING_LOAD_THREADS', int, 0,
             'Threads reading feature files for a training; 0 picks 16 for '
             'remote (s3/url) features, else up to 4 (CPU count).'),
+    Setting('CLASSIFIER_CACHE_SIZE', int, 8,
+            'Classifiers a worker process keeps unpickled for classify '
+            'tasks, keyed by the file\'s sha256 (never stale); 0 disables.'),
     # --- Celery -------------------------------------------------------------
     Setting('BROKER_URL', str, _DEFAULT_BROKER, 'Celery broker URL.', True),
     Setting('RESULT_BACKEND', str, None,
