@@ -1,0 +1,63 @@
+"""Small test data on the filesystem: images, feature files, messages."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from spacer_worker.data_classes import DataLocation
+from spacer_worker.extractors import DummyExtractor
+from spacer_worker.messages import (
+    ClassifyFeaturesMsg,
+    ExtractFeaturesMsg,
+    TrainClassifierMsg,
+    TrainingTaskLabels,
+)
+from spacer_worker.train_utils import make_random_data
+
+FEATURE_DIM = 8
+ROWCOLS = [(5, 5), (10, 20), (30, 40), (50, 12)]
+
+
+def fs(path: Path | str) -> DataLocation:
+    return DataLocation('filesystem', str(path))
+
+
+def make_image(path: Path, seed: int = 0, size: int = 64) -> Path:
+    rng = np.random.default_rng(seed)
+    Image.fromarray(rng.integers(0, 255, (size, size, 3), dtype=np.uint8)
+                    ).save(path)
+    return path
+
+
+def extract_msg(data_dir: Path, name: str, seed: int = 0) -> ExtractFeaturesMsg:
+    """Dummy-extractor extraction of a fresh image into name.featurevector."""
+    image = make_image(data_dir / f'{name}.png', seed)
+    return ExtractFeaturesMsg(
+        job_token=name, extractor=DummyExtractor(feature_dim=FEATURE_DIM),
+        rowcols=ROWCOLS, image_loc=fs(image),
+        feature_loc=fs(data_dir / f'{name}.featurevector'))
+
+
+def train_msg(data_dir: Path, epochs: int = 3) -> TrainClassifierMsg:
+    """A small training set of random features (3 classes)."""
+    np.random.seed(0)
+    sets = {}
+    for part, count in (('train', 6), ('ref', 2), ('val', 2)):
+        keys = [str(data_dir / f'{part}{i}.featurevector')
+                for i in range(count)]
+        sets[part] = make_random_data(count, [1, 2, 3], 10, FEATURE_DIM,
+                                      fs(data_dir), keys)
+    return TrainClassifierMsg(
+        job_token='train', trainer='minibatch', nbr_epochs=epochs,
+        clf_type='MLP', labels=TrainingTaskLabels(**sets),
+        previous_model_locs=[], model_loc=fs(data_dir / 'model.pkl'),
+        valresult_loc=fs(data_dir / 'valresult.json'))
+
+
+def classify_msg(feature_path: Path, model_path: Path) -> ClassifyFeaturesMsg:
+    return ClassifyFeaturesMsg(job_token=Path(feature_path).name,
+                               feature_loc=fs(feature_path),
+                               classifier_loc=fs(model_path))

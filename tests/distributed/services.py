@@ -1,0 +1,178 @@
+"""Real processes for the distributed tests: redis-server, celery workers,
+Flower. Each runs in its own process group, so a test can kill a whole
+worker (parent and pool children) the way an OOM killer or a lost host does.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import redis
+
+REPO = Path(__file__).resolve().parents[2]
+REDIS_SERVER = shutil.which('redis-server') or '/usr/bin/redis-server'
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+
+
+def wait_for(predicate, timeout: float, interval: float = 0.1,
+             what: str = 'condition'):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f'{what} not met after {timeout} s')
+        time.sleep(interval)
+
+
+def kill_group(proc: subprocess.Popen, sig: int = signal.SIGKILL) -> None:
+    """Signal the process group this test started (never anything else)."""
+    try:
+        os.killpg(proc.pid, sig)
+    except ProcessLookupError:
+        pass
+
+
+class RedisServer:
+    """A redis-server with AOF persistence in a temp dir, restartable."""
+
+    def __init__(self, directory: Path) -> None:
+        self.dir = directory
+        self.port = free_port()
+        self.proc: subprocess.Popen | None = None
+
+    def url(self, db: int = 0) -> str:
+        return f'redis://127.0.0.1:{self.port}/{db}'
+
+    def client(self, db: int = 0) -> redis.Redis:
+        return redis.Redis.from_url(self.url(db))
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [REDIS_SERVER, '--port', str(self.port), '--bind', '127.0.0.1',
+             '--dir', str(self.dir), '--save', '', '--appendonly', 'yes',
+             '--appendfsync', 'always', '--databases', '64',
+             '--logfile', str(self.dir / 'redis.log')],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            start_new_session=True)
+
+        def up() -> bool:
+            try:
+                return bool(self.client().ping())
+            except redis.ConnectionError:
+                return False
+        wait_for(up, 20, what='redis-server up')
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()   # SIGTERM: redis flushes its AOF
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                kill_group(self.proc)
+                self.proc.wait(5)
+            self.proc = None
+
+    def restart(self, down_for: float = 0.0) -> None:
+        self.stop()
+        time.sleep(down_for)
+        self.start()
+
+
+def base_env(broker_url: str, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(('SPACER_', 'DIST_TEST_', 'CELERY_'))}
+    env.update({
+        'SPACER_BROKER_URL': broker_url,
+        'SPACER_SECRETS_PATH': str(REPO / 'tests' / 'distributed' /
+                                   'no-secrets.json'),
+        'PYTHONPATH': str(REPO),
+        'PYTHONUNBUFFERED': '1',
+    })
+    env.update(extra)
+    return env
+
+
+class Worker:
+    """``celery -A spacer_worker worker`` in its own process group."""
+
+    def __init__(self, name: str, broker_url: str, log_dir: Path,
+                 queues: str = 'extract,train,classify', concurrency: int = 1,
+                 env: dict[str, str] | None = None,
+                 extra_args: tuple[str, ...] = ()) -> None:
+        self.name = name
+        self.log = log_dir / f'worker-{name}.log'
+        self.env = base_env(broker_url, DIST_TEST_WORKER=name,
+                            DIST_TEST_RUNS_URL=broker_url, **(env or {}))
+        self.args = [sys.executable, '-m', 'celery', '-A', 'spacer_worker',
+                     'worker', '-Q', queues, '-c', str(concurrency),
+                     '-n', f'{name}@%h', '-l', 'info', '--without-mingle',
+                     '--without-gossip', '-I', 'tests.distributed.worker_hooks',
+                     *extra_args]
+        self.proc: subprocess.Popen | None = None
+
+    def start(self, wait: bool = True) -> Worker:
+        self._log = open(self.log, 'ab')
+        self.proc = subprocess.Popen(
+            self.args, cwd=REPO, env=self.env, stdout=self._log,
+            stderr=subprocess.STDOUT, start_new_session=True)
+        if wait:
+            self.wait_ready()
+        return self
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors='replace') if self.log.exists() \
+            else ''
+
+    def wait_ready(self, timeout: float = 60) -> None:
+        def ready() -> bool:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f'worker {self.name} exited:\n'
+                                   f'{self.log_text()[-3000:]}')
+            return ' ready.' in self.log_text()
+        wait_for(ready, timeout, interval=0.2,
+                 what=f'worker {self.name} ready')
+
+    def pids(self) -> list[int]:
+        """Every live process of this worker's group (parent + children)."""
+        out = subprocess.run(['pgrep', '-g', str(self.proc.pid)],
+                             capture_output=True, text=True).stdout
+        return [int(p) for p in out.split()]
+
+    def kill(self) -> None:
+        """kill -9 the whole worker: parent and pool children."""
+        kill_group(self.proc, signal.SIGKILL)
+        self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            kill_group(self.proc, signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                kill_group(self.proc, signal.SIGKILL)
+                self.proc.wait(5)
+        # Children of a killed parent may linger a moment.
+        kill_group(self.proc, signal.SIGKILL)
+        self._log.close()
+
+
+def runs(client: redis.Redis) -> list[dict]:
+    """Task runs recorded by worker_hooks."""
+    return [json.loads(r) for r in client.lrange('test:runs', 0, -1)]

@@ -1,0 +1,34 @@
+"""Loaded into test workers with ``celery worker -I``: instrumentation only.
+
+Records every task run (task id, worker, pid) in a Redis list, so tests can
+count how many times a task really ran, and can hold each task for a while
+(``DIST_TEST_TASK_DELAY`` seconds) so a test can act while it runs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Any
+
+from celery.signals import task_prerun
+
+RUNS_KEY = 'test:runs'
+
+
+@task_prerun.connect
+def _record_and_hold(task_id: str | None = None, task: Any = None,
+                     **_: Any) -> None:
+    url = os.environ.get('DIST_TEST_RUNS_URL')
+    if url:
+        import redis
+        client = redis.Redis.from_url(url)
+        client.rpush(RUNS_KEY, json.dumps({
+            'id': task_id, 'task': getattr(task, 'name', None),
+            'worker': os.environ.get('DIST_TEST_WORKER'),
+            'pid': os.getpid(), 'at': time.time()}))
+        client.close()
+    delay = float(os.environ.get('DIST_TEST_TASK_DELAY') or 0)
+    if delay:
+        time.sleep(delay)
