@@ -97,7 +97,14 @@ def relabel(error: BaseException, where: str,
 
 
 class Codec:
-    """Base codec: identity on all three paths."""
+    """Base codec: identity on all three paths.
+
+    ``native`` says converted values are already JSON-native (ints, strs,
+    floats and lists/tuples of them), so encoding copies containers
+    instead of walking every item.
+    """
+
+    native = False
 
     def convert(self, value: Any) -> Any:
         return value
@@ -111,6 +118,8 @@ class Codec:
 
 class Scalar(Codec):
     """A JSON scalar of given Python types (bool is never an int here)."""
+
+    native = True
 
     def __init__(self, *types: type, optional: bool = False, name: str = ''):
         self.types = types
@@ -149,15 +158,19 @@ class Floats(Codec):
     """A list of numbers (scores, accuracies), checked in one pass: these
     lists hold thousands of values in classify results."""
 
+    native = True
+    _PLAIN = frozenset((float, int))
+
     def convert(self, value: Any) -> list:
-        if isinstance(value, tuple):
-            value = list(value)
-        if not isinstance(value, list):
+        if not isinstance(value, (list, tuple)):
             raise Invalid(f'expected a list of numbers, got {show(value)} '
                           f'({type(value).__name__})')
-        if all(type(x) is float or type(x) is int for x in value):
-            return value
+        if set(map(type, value)) <= self._PLAIN:
+            return list(value)
         return [NUMBER.convert(x) for x in value]
+
+    def encode(self, value: Any) -> list:
+        return list(value)
 
 
 FLOATS = Floats()
@@ -165,6 +178,8 @@ FLOATS = Floats()
 
 class LabelIdCodec(Codec):
     """A class label id: an int or a str (scikit-learn target)."""
+
+    native = True
 
     def convert(self, value: Any) -> Any:
         if isinstance(value, str):
@@ -185,8 +200,13 @@ class Choice(Codec):
                  error_type: type[SpacerError] = MessageError):
         self.enum = enum
         self.error_type = error_type
+        self._by_value = {m.value: m for m in enum}
 
     def convert(self, value: Any) -> Any:
+        if isinstance(value, self.enum):
+            return value
+        if type(value) is str and value in self._by_value:
+            return self._by_value[value]
         try:
             return self.enum(value)
         except (ValueError, TypeError):
@@ -194,8 +214,8 @@ class Choice(Codec):
             raise Invalid(f'{show(value)} is not one of {allowed}',
                           self.error_type) from None
 
-    def encode(self, value: Any) -> Any:
-        return value.value
+    def encode(self, value: Any) -> str:
+        return value._value_  # Enum's .value property is slow
 
 
 class ListOf(Codec):
@@ -203,6 +223,7 @@ class ListOf(Codec):
         self.item = item
         self.min_len = min_len
         self.what = what or 'items'
+        self.native = item.native
 
     def _check(self, value: Any) -> None:
         if not isinstance(value, (list, tuple)):
@@ -228,6 +249,8 @@ class ListOf(Codec):
         return self._each(value, self.item.convert)
 
     def encode(self, value: Any) -> list:
+        if self.native:
+            return list(value)
         return [self.item.encode(v) for v in value]
 
     def decode(self, data: Any) -> list:
@@ -240,6 +263,7 @@ class TupleOf(Codec):
     def __init__(self, *items: Codec, what: str = ''):
         self.items = items
         self.what = what or f'{len(items)}-tuple'
+        self.native = all(c.native for c in items)
 
     def _each(self, value: Any, ops: list[Callable[[Any], Any]]) -> tuple:
         if not isinstance(value, (list, tuple)) or len(value) != len(ops):
@@ -254,8 +278,10 @@ class TupleOf(Codec):
     def convert(self, value: Any) -> tuple:
         return self._each(value, [c.convert for c in self.items])
 
-    def encode(self, value: Any) -> list:
+    def encode(self, value: Any) -> tuple:
         # json.dumps writes tuples and lists alike; keep tuples as given.
+        if self.native:
+            return value
         return tuple(c.encode(v) for c, v in zip(self.items, value, strict=True))
 
     def decode(self, data: Any) -> tuple:
@@ -266,6 +292,7 @@ class DictOf(Codec):
     def __init__(self, key: Codec, value: Codec):
         self.key = key
         self.value = value
+        self.native = key.native and value.native
 
     def _each(self, data: Any, key_op: Callable, value_op: Callable) -> dict:
         if not isinstance(data, Mapping):
@@ -283,6 +310,8 @@ class DictOf(Codec):
         return self._each(value, self.key.convert, self.value.convert)
 
     def encode(self, value: Any) -> dict:
+        if self.native:
+            return dict(value)
         return {self.key.encode(k): self.value.encode(v)
                 for k, v in value.items()}
 
@@ -345,6 +374,7 @@ class Nested(Codec):
 class Optional(Codec):
     def __init__(self, inner: Codec):
         self.inner = inner
+        self.native = inner.native
 
     def convert(self, value: Any) -> Any:
         return None if value is None else self.inner.convert(value)
@@ -393,9 +423,27 @@ def field(codec: CodecSpec, *, default: Any = dataclasses.MISSING,
         metadata={'codec': codec, 'aliases': aliases}, **kwargs)
 
 
-def _codec_for(f: dataclasses.Field, values: Mapping[str, Any]) -> Codec:
-    spec = f.metadata['codec']
-    return spec if isinstance(spec, Codec) else spec(values)
+@dataclasses.dataclass(frozen=True)
+class _Spec:
+    """One message field as the codec sees it."""
+    name: str
+    codec: CodecSpec
+    keys: tuple[str, ...]  # JSON keys: the name, then legacy aliases
+    field: dataclasses.Field
+
+    def codec_for(self, values: Mapping[str, Any]) -> Codec:
+        spec = self.codec
+        return spec if isinstance(spec, Codec) else spec(values)
+
+    def default(self) -> Any:
+        if self.field.default_factory is not dataclasses.MISSING:
+            return self.field.default_factory()
+        return self.field.default
+
+    @property
+    def required(self) -> bool:
+        return (self.field.default is dataclasses.MISSING
+                and self.field.default_factory is dataclasses.MISSING)
 
 
 class Message:
@@ -407,38 +455,40 @@ class Message:
     checks across fields.
     """
 
-    _fields: ClassVar[tuple[dataclasses.Field, ...]]
-
     @classmethod
-    def _codec_fields(cls) -> tuple[dataclasses.Field, ...]:
-        cached = cls.__dict__.get('_fields_cache')
+    def _specs(cls) -> tuple[_Spec, ...]:
+        cached = cls.__dict__.get('_specs_cache')
         if cached is None:
-            cached = tuple(f for f in dataclasses.fields(cls)
-                           if 'codec' in f.metadata)
-            cls._fields_cache = cached
+            cached = tuple(
+                _Spec(f.name, f.metadata['codec'],
+                      (f.name, *f.metadata['aliases']), f)
+                for f in dataclasses.fields(cls) if 'codec' in f.metadata)
+            cls._specs_cache = cached
+            cls._names_cache = frozenset(s.name for s in cached)
+            cls._keys_cache = frozenset(k for s in cached for k in s.keys)
         return cached
 
     def __post_init__(self) -> None:
         values: dict[str, Any] = {}
-        for f in self._codec_fields():
-            value = getattr(self, f.name)
+        for spec in self._specs():
+            value = getattr(self, spec.name)
             try:
-                converted = _codec_for(f, values).convert(value)
+                converted = spec.codec_for(values).convert(value)
             except (Invalid, SpacerError, TypeError, ValueError, KeyError,
                     AttributeError) as e:
-                raise relabel(e, f'{type(self).__name__}.{f.name}',
+                raise relabel(e, f'{type(self).__name__}.{spec.name}',
                               value) from e
-            values[f.name] = converted
+            values[spec.name] = converted
             if converted is not value:
-                object.__setattr__(self, f.name, converted)
+                object.__setattr__(self, spec.name, converted)
         self.validate()
 
     def __setattr__(self, name: str, value: Any) -> None:
         # Assigning a field after construction (when the dataclass __init__
         # has set them all) is checked like the constructor's value; a
         # rejected value leaves the message as it was.
-        if name not in self.__dict__ or name not in {
-                f.name for f in self._codec_fields()}:
+        self._specs()
+        if name not in self.__dict__ or name not in self._names_cache:
             object.__setattr__(self, name, value)
             return
         old = self.__dict__[name]
@@ -454,9 +504,9 @@ class Message:
 
     def serialize(self) -> dict:
         """PySpacer's JSON-native dict for this message."""
-        values = {f.name: getattr(self, f.name) for f in self._codec_fields()}
-        return {f.name: _codec_for(f, values).encode(values[f.name])
-                for f in self._codec_fields()}
+        values = self.__dict__
+        return {spec.name: spec.codec_for(values).encode(values[spec.name])
+                for spec in self._specs()}
 
     @classmethod
     def deserialize(cls: type[T], data: Any) -> T:
@@ -466,36 +516,38 @@ class Message:
             raise MessageError(
                 f'{cls.__name__}: expected a JSON object, got {show(data)} '
                 f'({type(data).__name__})')
-        fields = cls._codec_fields()
-        known = {f.name for f in fields}
-        known.update(a for f in fields for a in f.metadata['aliases'])
-        unknown = [k for k in data if k not in known]
+        specs = cls._specs()
+        unknown = [k for k in data if k not in cls._keys_cache]
         if unknown:
             raise MessageError(
                 f'{cls.__name__}: unknown key(s) {", ".join(map(repr, unknown))}'
-                f'; expected {", ".join(f.name for f in fields)}.')
+                f'; expected {", ".join(s.name for s in specs)}.')
         values: dict[str, Any] = {}
-        for f in fields:
-            present = [k for k in (f.name, *f.metadata['aliases'])
-                       if k in data]
+        for spec in specs:
+            present = [k for k in spec.keys if k in data]
             if len(present) > 1:
                 raise MessageError(
                     f'{cls.__name__}: keys {" and ".join(map(repr, present))} '
                     f'both given; they mean the same field, give one.')
-            key = present[0] if present else None
-            if key is None:
-                if f.default is dataclasses.MISSING and \
-                        f.default_factory is dataclasses.MISSING:
+            if not present:
+                if spec.required:
                     raise MessageError(
-                        f'{cls.__name__}: missing key {f.name!r}.')
+                        f'{cls.__name__}: missing key {spec.name!r}.')
+                values[spec.name] = spec.default()
                 continue
+            key = present[0]
             raw = data[key]
             try:
-                values[f.name] = _codec_for(f, values).decode(raw)
+                values[spec.name] = spec.codec_for(values).decode(raw)
             except (Invalid, SpacerError, TypeError, ValueError, KeyError,
                     AttributeError) as e:
                 raise relabel(e, f'{cls.__name__}.{key}', raw) from e
-        return cls(**values)
+        # Decoded values are already checked: skip the constructor's pass.
+        obj = cls.__new__(cls)
+        for name, value in values.items():
+            object.__setattr__(obj, name, value)
+        obj.validate()
+        return obj
 
     @classmethod
     def load(cls: type[T], loc: Any) -> T:

@@ -144,6 +144,35 @@ SCORE = TupleOf(Optional(ROW), Optional(COL), FLOATS,
                 what='(row, col, scores) triple')
 
 
+class _Scores(ListOf):
+    """ClassifyReturnMsg.scores: one (row, col, [score per class]) per
+    point; well-formed input takes a tight loop (1000 points x classes)."""
+
+    _PLAIN = frozenset((float, int))
+
+    def __init__(self) -> None:
+        super().__init__(SCORE, what='(row, col, scores) triples')
+
+    def convert(self, value: Any) -> list:
+        self._check(value)
+        out = []
+        plain = self._PLAIN
+        for item in value:
+            if (type(item) is tuple or type(item) is list) and len(item) == 3:
+                row, col, scores = item
+                if ((row is None or type(row) is int and row >= 0)
+                        and (col is None or type(col) is int and col >= 0)
+                        and type(scores) is list
+                        and set(map(type, scores)) <= plain):
+                    out.append((row, col, list(scores)))
+                    continue
+            return super().convert(value)
+        return out
+
+    def decode(self, data: Any) -> list:
+        return self.convert(data)
+
+
 def _writable(msg: Message, *names: str) -> None:
     for name in names:
         loc = getattr(msg, name)
@@ -332,8 +361,7 @@ class ClassifyReturnMsg(Message):
     ``i`` is for ``classes[i]``."""
 
     runtime: float = field(NUMBER)
-    scores: list[tuple[int | None, int | None, list[float]]] = field(
-        ListOf(SCORE, what='(row, col, scores) triples'))
+    scores: list[tuple[int | None, int | None, list[float]]] = field(_Scores())
     classes: list[LabelId] = field(ListOf(LABEL_ID, what='label ids'))
     valid_rowcol: bool = field(BOOL)
 
