@@ -22,6 +22,15 @@ from spacer_worker.exceptions import ConfigError
 
 ENV_PREFIX = 'SPACER_'
 
+# PySpacer's constant lists, for code that checks membership in them. The
+# enums messages.TaskName / ClassifierType and data_classes.StorageType are
+# the source of truth (a test keeps these equal).
+TASKS = ['extract_features', 'train_classifier', 'classify_features',
+         'classify_image']
+CLASSIFIER_TYPES = ['LR', 'MLP']
+TRAINER_NAMES = ['minibatch']
+STORAGE_TYPES = ['s3', 'filesystem', 'memory', 'url']
+
 
 @dataclass(frozen=True)
 class Setting:

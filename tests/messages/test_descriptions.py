@@ -272,3 +272,14 @@ def test_extract_message_with_each_extractor_round_trips():
         back = ExtractFeaturesMsg.deserialize(msg.serialize())
         assert back == msg
         assert type(back.extractor) is type(extractor)
+
+
+def test_pyspacer_constant_lists_in_config_match_the_enums():
+    from spacer_worker import config
+    from spacer_worker.data_classes import StorageType
+    from spacer_worker.messages import ClassifierType, TaskName
+    from spacer_worker.train_classifier import BUILTIN_TRAINERS
+    assert config.TASKS == [t.value for t in TaskName]
+    assert config.CLASSIFIER_TYPES == [c.value for c in ClassifierType]
+    assert config.STORAGE_TYPES == [s.value for s in StorageType]
+    assert config.TRAINER_NAMES == list(BUILTIN_TRAINERS)
