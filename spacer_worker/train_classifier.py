@@ -32,10 +32,10 @@ from spacer_worker.codec import (
 from spacer_worker.exceptions import MessageError, UnknownClassError
 
 if TYPE_CHECKING:
-    from spacer_worker.data_classes import DataLocation, ValResults
+    from spacer_worker.data_classes import ValResults
     from spacer_worker.messages import TrainClassifierReturnMsg, TrainingTaskLabels
 
-ProgressCallback = Callable[[int, int, float], None]
+ProgressCallback = Callable[..., None]
 
 BUILTIN_TRAINERS: dict[str, str] = {
     'minibatch': 'spacer.train_classifier.MiniBatchTrainer',
@@ -50,11 +50,17 @@ class ClassifierTrainer(abc.ABC):
 
     @abc.abstractmethod
     def __call__(self, labels: TrainingTaskLabels, nbr_epochs: int,
-                 pc_models: list[Any], feature_loc: DataLocation | None,
-                 clf_type: str, progress: ProgressCallback | None = None,
+                 pc_models: list[Any], clf_type: str,
+                 feature_loc: Any = None,
+                 progress: ProgressCallback | None = None,
                  ) -> tuple[Any, ValResults, TrainClassifierReturnMsg]:
         """Train; return (CalibratedClassifierCV, ValResults, return msg).
-        ``progress(epoch, nbr_epochs, ref_acc)`` is called after each epoch."""
+
+        PySpacer's four arguments come first. ``feature_loc`` is the
+        message's feature_cache_dir; ``progress(epoch=, nbr_epochs=,
+        ref_acc=)`` is called after each epoch. A trainer written for
+        PySpacer may take only the first four; the task layer passes the
+        others only to trainers that accept them."""
 
     @classmethod
     def class_path(cls) -> str:
@@ -177,10 +183,14 @@ class MiniBatchTrainer(ClassifierTrainer):
         return data
 
     def __call__(self, labels: TrainingTaskLabels, nbr_epochs: int,
-                 pc_models: list[Any], feature_loc: DataLocation | None,
-                 clf_type: str, progress: ProgressCallback | None = None,
+                 pc_models: list[Any], clf_type: str,
+                 feature_loc: Any = None,
+                 progress: ProgressCallback | None = None,
                  ) -> tuple[Any, ValResults, TrainClassifierReturnMsg]:
         from spacer_worker.training.minibatch import train_minibatch
+        if feature_loc is None:
+            from spacer_worker.messages import FeatureCache
+            feature_loc = FeatureCache.AUTO
         return train_minibatch(self, labels, nbr_epochs, pc_models,
                                feature_loc, clf_type, progress)
 

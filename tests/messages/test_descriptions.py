@@ -189,8 +189,7 @@ class Constant(ClassifierTrainer):
     def serialize(self):
         return {**super().serialize(), 'value': self.value}
 
-    def __call__(self, labels, nbr_epochs, pc_models, feature_loc, clf_type,
-                 progress=None):
+    def __call__(self, labels, nbr_epochs, pc_models, clf_type):
         return self.value
 '''
 
@@ -214,7 +213,7 @@ def test_trainer_allowed_by_setting_in_a_message(plugin_module, monkeypatch):
 
     msg = TrainClassifierMsg.deserialize(data)
 
-    assert msg.trainer(None, 1, [], None, 'LR') == 2
+    assert msg.trainer(None, 1, [], 'LR') == 2
     assert msg.serialize() == data
     assert trainer_factory(f'{name}.Constant').value == 1
 
@@ -283,3 +282,28 @@ def test_pyspacer_constant_lists_in_config_match_the_enums():
     assert config.CLASSIFIER_TYPES == [c.value for c in ClassifierType]
     assert config.STORAGE_TYPES == [s.value for s in StorageType]
     assert config.TRAINER_NAMES == list(BUILTIN_TRAINERS)
+
+
+def test_minibatch_trainer_runs_pyspacer_style_positional_call(tmp_path):
+    pytest.importorskip('sklearn')
+    from spacer_worker.data_classes import ImageLabels, ValResults
+    from spacer_worker.messages import TrainClassifierReturnMsg
+    from spacer_worker.task_utils import preprocess_labels
+
+    data = {}
+    for i in range(8):
+        point_labels = [i % 2, (i + 1) % 2, 0, 1, 1, 0]
+        loc = DataLocation('filesystem', str(tmp_path / f'{i}.featurevector'))
+        ImageFeatures.make_random(point_labels, feature_dim=6).store(loc)
+        data[loc] = [(p, p, label) for p, label in enumerate(point_labels)]
+    labels = preprocess_labels(ImageLabels(data))
+    epochs = []
+
+    clf, val, ret = MiniBatchTrainer(batch_size=10)(
+        labels, 2, [], 'LR',
+        progress=lambda **info: epochs.append(info['epoch']))
+
+    assert sorted(clf.classes_.tolist()) == [0, 1]
+    assert isinstance(val, ValResults)
+    assert isinstance(ret, TrainClassifierReturnMsg)
+    assert len(ret.ref_accs) == 2 and len(epochs) == 2
