@@ -230,3 +230,21 @@ def test_every_compose_variable_has_a_default_and_a_comment():
         assert rest.startswith(':-'), f'${{{name}}} has no default'
         assert re.search(rf'\b{name}\b', header), (
             f'{name} is not explained in the header of compose.yaml')
+
+
+def test_example_secrets_file_holds_only_settings(monkeypatch):
+    """config/secrets.example.json, mounted as SPACER_SECRETS_PATH, is
+    read by spacer_worker.config for every key it holds."""
+    import json
+
+    from spacer_worker import config
+    path = CONFIG_DIR / 'secrets.example.json'
+    data = json.loads(path.read_text())
+    assert set(data) <= set(config.SETTINGS), set(data) - set(config.SETTINGS)
+    monkeypatch.setenv('SPACER_SECRETS_PATH', str(path))
+    config.reload()
+    for name, value in data.items():
+        assert config.lookup(name) == (value, f'secrets file ({path})')
+    # An env var, even from config/spacer.env, wins over the file.
+    monkeypatch.setenv('SPACER_BROKER_URL', 'redis://elsewhere:6379/0')
+    assert config.get('BROKER_URL') == 'redis://elsewhere:6379/0'

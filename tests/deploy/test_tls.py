@@ -1,0 +1,84 @@
+"""The several-hosts recipe of docs/operations.md: workers reach Redis over
+TLS with a rediss:// URL that verifies the server against a private CA."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+
+from tests.deploy.conftest import REPO, free_port, require_tool, wait_for
+
+
+def make_certificates(directory) -> None:
+    openssl = require_tool('openssl', 'apt-get install openssl')
+
+    def run(*args: str) -> None:
+        subprocess.run([openssl, *args], cwd=directory, check=True,
+                       capture_output=True)
+    run('req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '2',
+        '-keyout', 'ca.key', '-out', 'ca.crt', '-subj', '/CN=spacer-test-ca')
+    run('req', '-newkey', 'rsa:2048', '-nodes', '-keyout', 'redis.key',
+        '-out', 'redis.csr', '-subj', '/CN=localhost')
+    (directory / 'san.ext').write_text(
+        'subjectAltName=DNS:localhost,IP:127.0.0.1\n')
+    run('x509', '-req', '-in', 'redis.csr', '-CA', 'ca.crt', '-CAkey',
+        'ca.key', '-CAcreateserial', '-days', '2', '-out', 'redis.crt',
+        '-extfile', 'san.ext')
+
+
+def test_worker_and_client_work_through_tls_redis(tmp_path):
+    redis_server = require_tool('redis-server', 'scripts/test.sh installs it')
+    make_certificates(tmp_path)
+    port = free_port()
+    procs = [subprocess.Popen(
+        [redis_server, '--port', '0', '--tls-port', str(port),
+         '--bind', '127.0.0.1', '--tls-cert-file', 'redis.crt',
+         '--tls-key-file', 'redis.key', '--tls-ca-cert-file', 'ca.crt',
+         '--tls-auth-clients', 'no', '--requirepass', 'tls-test-password',
+         '--save', '', '--appendonly', 'no'],
+        cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        start_new_session=True)]
+    query = f'ssl_cert_reqs=required&ssl_ca_certs={tmp_path / "ca.crt"}'
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(('SPACER_', 'CELERY_', 'WORKER_'))}
+    env.update({
+        'SPACER_BROKER_URL':
+            f'rediss://:tls-test-password@localhost:{port}/0?{query}',
+        'SPACER_RESULT_BACKEND':
+            f'rediss://:tls-test-password@localhost:{port}/1?{query}',
+        'SPACER_SECRETS_PATH': str(tmp_path / 'no-secrets.json'),
+        'WORKER_NODES_FILE': str(tmp_path / 'nodes'),
+        'PYTHONPATH': str(REPO),
+    })
+    try:
+        procs.append(subprocess.Popen(
+            [str(REPO / 'docker' / 'entrypoint.sh'), 'worker', 'train',
+             '--queues=train'], env=env, stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL, start_new_session=True))
+
+        def healthy() -> bool:
+            return subprocess.run(
+                ['python3', str(REPO / 'docker' / 'healthcheck.py')],
+                env=env, capture_output=True, timeout=60).returncode == 0
+        wait_for(healthy, 60, 'worker answering through TLS')
+
+        # A task round trip over TLS: bad input comes back as a failure.
+        client = subprocess.run(['python3', '-c', '''
+from spacer_worker.celery import app
+result = app.send_task('spacer.train_classifier', args=[{'bogus': 1}],
+                       queue='train')
+try:
+    result.get(timeout=60)
+except Exception as e:
+    print(type(e).__name__, e)
+'''], env=env, capture_output=True, text=True, timeout=120)
+        assert "MessageError" in client.stdout, client.stdout + client.stderr
+        assert "'bogus'" in client.stdout
+    finally:
+        for proc in procs:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            proc.wait(10)
