@@ -23,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import operator
+import reprlib
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar, TypeVar
 
@@ -31,11 +32,15 @@ from spacer_worker.exceptions import MessageError, SpacerError
 T = TypeVar('T')
 
 _MAX_REPR = 120
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxlist, _REPR.maxtuple, _REPR.maxdict = 4, 8, 8, 6
+_REPR.maxstring = _REPR.maxother = _MAX_REPR
 
 
 def show(value: Any) -> str:
-    """A short repr for error messages (payloads can be megabytes)."""
-    text = repr(value)
+    """A short repr for error messages (payloads can be megabytes, so
+    containers are abbreviated before they are turned into text)."""
+    text = _REPR.repr(value)
     if len(text) > _MAX_REPR:
         text = text[:_MAX_REPR - 15] + f'... ({len(text)} chars)'
     return text
@@ -384,26 +389,6 @@ class Optional(Codec):
 
     def decode(self, data: Any) -> Any:
         return None if data is None else self.inner.decode(data)
-
-
-class Custom(Codec):
-    """A codec from three functions, for the few one-off shapes."""
-
-    def __init__(self, convert: Callable[[Any], Any],
-                 encode: Callable[[Any], Any] | None = None,
-                 decode: Callable[[Any], Any] | None = None):
-        self._convert = convert
-        self._encode = encode or (lambda v: v)
-        self._decode = decode or convert
-
-    def convert(self, value: Any) -> Any:
-        return self._convert(value)
-
-    def encode(self, value: Any) -> Any:
-        return self._encode(value)
-
-    def decode(self, data: Any) -> Any:
-        return self._decode(data)
 
 
 # --------------------------------------------------------------------------
