@@ -152,9 +152,6 @@ def _safe_globals() -> list[Any]:
 def load_state_dict(weights: Weights, where: str) -> dict[str, torch.Tensor]:
     """The ``net`` state dict of a PySpacer weights file, safely unpickled
     (``weights_only=True``), without any DataParallel ``module.`` prefix."""
-    import pickle
-    import zipfile
-
     import torch
 
     from spacer_worker.extractors.runtime.network import strip_data_parallel
@@ -163,8 +160,9 @@ def load_state_dict(weights: Weights, where: str) -> dict[str, torch.Tensor]:
         with torch.serialization.safe_globals(_safe_globals()):
             content = torch.load(io.BytesIO(weights.data), map_location='cpu',
                                  weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, zipfile.BadZipFile,
-            EOFError, ValueError) as e:
+    except Exception as e:
+        # torch.load fails on foreign bytes in many ways (UnpicklingError,
+        # RuntimeError, BadZipFile, IndexError...): all mean the same here.
         raise WeightsLoadError(
             f"Extractor weights at {where} are not a PyTorch file that can "
             f"be loaded safely (torch.load with weights_only=True): "
