@@ -60,7 +60,9 @@ class URLStorage(Storage):
             total = 0
             while True:
                 try:
-                    chunk = response.read(_CHUNK)
+                    # read1: whatever has arrived, so the deadline is checked
+                    # between small reads, not after one huge blocking read.
+                    chunk = response.read1(_CHUNK)
                 except http.client.IncompleteRead as e:
                     raise URLUnavailableError(
                         f"Download from {key!r} broke off after "
