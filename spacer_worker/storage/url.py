@@ -96,6 +96,15 @@ class URLStorage(Storage):
                 return True
         except URLNotFoundError:
             return False
+        except URLUnusableError as e:
+            if getattr(e, 'status', None) not in (405, 501):
+                raise
+        # The server does not do HEAD: start a GET and drop the body.
+        try:
+            with self._open(key, 'GET'):
+                return True
+        except URLNotFoundError:
+            return False
 
     def store(self, key: str, data: bytes) -> None:
         raise StorageReadOnlyError(
@@ -115,8 +124,7 @@ class URLStorage(Storage):
         request = urllib.request.Request(
             url, method=method, headers={'User-Agent': _USER_AGENT})
         try:
-            return urllib.request.urlopen(
-                request, timeout=config.get('URL_TIMEOUT'))
+            return _opener().open(request, timeout=config.get('URL_TIMEOUT'))
         except urllib.error.HTTPError as e:
             e.close()
             _raise_status(e.code, e.reason, url)
@@ -136,6 +144,20 @@ class URLStorage(Storage):
             raise URLUnusableError(f"Cannot download {url!r}: {e}.") from e
 
 
+class _HTTPOnlyRedirects(urllib.request.HTTPRedirectHandler):
+    # urllib would follow a redirect to ftp://; only http(s) is allowed.
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        if urlsplit(newurl).scheme not in ('http', 'https'):
+            raise URLUnusableError(
+                f"Download from {req.full_url!r} redirected to {newurl!r}; "
+                f"only http:// and https:// are followed.")
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
+def _opener() -> urllib.request.OpenerDirector:
+    return urllib.request.build_opener(_HTTPOnlyRedirects)
+
+
 def _parse_length(value: str | None) -> int | None:
     if value is None or not value.strip().isdigit():
         return None
@@ -151,7 +173,9 @@ def _raise_status(status: int, reason: object, url: str) -> NoReturn:
             f"{text}; the server refuses access (expired signed URL?).")
     if http_status_is_transient(status):
         raise URLUnavailableError(f"{text}. This may pass; retry later.")
-    raise URLUnusableError(f"{text}.")
+    error = URLUnusableError(f"{text}.")
+    error.status = status
+    raise error
 
 
 def _raise_network(exc: OSError, url: str, doing: str) -> NoReturn:

@@ -63,6 +63,14 @@ class FileServerHandler(BaseHTTPRequestHandler):
                 self._send(404, b'not found', head=head)
             else:
                 self._send(200, data, head=head)
+        elif path.startswith('/redirect?to='):
+            self.send_response(302)
+            self.send_header('Location', path[len('/redirect?to='):])
+            self.send_header('Content-Length', '0')
+            self.end_headers()
+        elif path == '/no-head':
+            self._send(405 if head else 200, b'' if head else b'body',
+                       head=head)
         elif path == '/unavailable':
             self._send(503, b'try later', head=head)
         elif path == '/throttled':

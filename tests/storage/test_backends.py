@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import subprocess
 import sys
 import threading
@@ -14,6 +15,7 @@ from spacer_worker.exceptions import (
     InvalidLocationError,
     PermanentError,
     StorageAccessDeniedError,
+    StorageUnavailableError,
 )
 from spacer_worker.storage import (
     FileSystemStorage,
@@ -23,6 +25,7 @@ from spacer_worker.storage import (
     storage_factory,
     store_bytes,
 )
+from spacer_worker.storage.errors import os_error
 from spacer_worker.storage.s3 import S3Storage
 
 
@@ -163,3 +166,19 @@ def test_importing_storage_loads_no_heavy_library():
     out = subprocess.run([sys.executable, '-c', code], capture_output=True,
                          text=True, check=True).stdout
     assert out.strip() == '[]'
+
+
+@pytest.mark.parametrize('error, expected', [
+    (FileNotFoundError(errno.ENOENT, 'No such file'), DataNotFoundError),
+    (PermissionError(errno.EACCES, 'Permission denied'),
+     StorageAccessDeniedError),
+    (OSError(errno.EROFS, 'Read-only file system'), InvalidLocationError),
+    (OSError(errno.ENOSPC, 'No space left on device'),
+     StorageUnavailableError),
+    (OSError(errno.EIO, 'Input/output error'), StorageUnavailableError),
+])
+def test_disk_errors_split_into_permanent_and_transient(error, expected):
+    # Faults a test cannot cause for real as root (or without a full disk).
+    mapped = os_error(error, 'write', "file 'x'")
+    assert type(mapped) is expected
+    assert "file 'x'" in str(mapped)

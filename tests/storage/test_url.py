@@ -121,3 +121,15 @@ def test_url_storage_is_read_only(base_url):
         storage.store(f'{base_url}/files/x', b'data')
     with pytest.raises(StorageReadOnlyError, match='read-only'):
         storage.delete(f'{base_url}/files/x')
+
+
+def test_redirects_are_followed_only_to_http(http_server, base_url):
+    http_server.files['target'] = b'moved here'
+    assert URLStorage().load(f'{base_url}/redirect?to=/files/target') == (
+        b'moved here')
+    with pytest.raises(URLUnusableError, match='only http'):
+        URLStorage().load(f'{base_url}/redirect?to=ftp://127.0.0.1/x')
+
+
+def test_exists_falls_back_to_get_when_head_is_not_allowed(base_url):
+    assert URLStorage().exists(f'{base_url}/no-head')
