@@ -24,6 +24,9 @@ if TYPE_CHECKING:
 # Errors Pillow's decoders raise on corrupt or truncated data.
 _DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error,
                   IndexError, TypeError, KeyError)
+# Raster formats decoded in-process. Others (EPS runs Ghostscript, for one)
+# are refused as not images.
+FORMATS = ('JPEG', 'PNG', 'TIFF', 'BMP', 'GIF', 'WEBP', 'PPM')  # JPEG covers MPO
 # Formats that cannot hold every mode; images are converted for these.
 _RGB_ONLY = {'JPEG': {'RGB', 'L', 'CMYK'}}
 
@@ -38,14 +41,15 @@ def decode_image(data: bytes, where: str = 'image') -> Image:
         with warnings.catch_warnings():
             # Our own limit below is the one that counts.
             warnings.simplefilter('ignore', PILImage.DecompressionBombWarning)
-            image = PILImage.open(io.BytesIO(data))
+            image = PILImage.open(io.BytesIO(data), formats=FORMATS)
     except PILImage.DecompressionBombError as e:
         raise DataLimitError(
             f"{where} is larger than MAX_IMAGE_PIXELS={limit} ({e}).") from e
     except PILImage.UnidentifiedImageError as e:
         raise ImageDecodeError(
-            f"{where} is not an image in a format Pillow reads "
-            f"({len(data)} bytes starting {data[:8]!r}).") from e
+            f"{where} is not an image in a supported format "
+            f"({', '.join(FORMATS)}); {len(data)} bytes starting "
+            f"{data[:8]!r}.") from e
     except _DECODE_ERRORS as e:
         raise ImageDecodeError(
             f"{where} has an unreadable image header: {e}.") from e

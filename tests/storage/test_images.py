@@ -89,10 +89,12 @@ def _jpeg(size=(64, 48)) -> bytes:
     (b'', 'not an image'),
     (b'hello, I am text', 'not an image'),
     (bytes(range(256)) * 4, 'not an image'),
+    # Pillow would hand EPS to Ghostscript: not decoded at all.
+    (b'%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\n', 'not an image'),
     (_jpeg()[:len(_jpeg()) * 2 // 3], 'corrupt or truncated'),
     (_jpeg()[:300], 'unreadable image header'),
     (png(50, 50)[:60], 'corrupt or truncated'),
-], ids=['empty', 'text', 'noise', 'truncated-jpeg', 'jpeg-header-only',
+], ids=['empty', 'text', 'noise', 'eps', 'truncated-jpeg', 'jpeg-header-only',
         'truncated-png'])
 def test_unreadable_bytes_raise_image_decode_error(data, message):
     with pytest.raises(ImageDecodeError, match=message):
