@@ -70,14 +70,16 @@ def _run_trainer(trainer: Any, labels: Any, nbr_epochs: int,
 
 
 def classify_features(msg: ClassifyFeaturesMsg) -> ClassifyReturnMsg:
-    """Score every point of a stored feature file with a stored classifier."""
+    """Score every point of a stored feature file with a stored classifier
+    (kept unpickled between calls while its bytes are unchanged)."""
     import dataclasses
 
-    from spacer_worker.storage import load_classifier, load_features
+    from spacer_worker.storage import load_features
+    from spacer_worker.training.model_cache import load_classifier_cached
 
     t0 = time.time()
     features = load_features(msg.feature_loc)
-    clf = load_classifier(msg.classifier_loc)
+    clf = load_classifier_cached(msg.classifier_loc)
     result = score_features(clf, features)
     return dataclasses.replace(result, runtime=time.time() - t0)
 

@@ -8,5 +8,5 @@ class FourArgTrainer(ClassifierTrainer):
 
     def __call__(self, labels, nbr_epochs, pc_models, clf_type):
         FourArgTrainer.calls.append((nbr_epochs, clf_type))
-        return MiniBatchTrainer()(labels, nbr_epochs, pc_models, None,
+        return MiniBatchTrainer()(labels, nbr_epochs, pc_models,
                                   clf_type)

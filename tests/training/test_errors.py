@@ -69,7 +69,7 @@ def test_bad_split_mode_is_named():
 
 
 def _train(split, clf_type='LR', **kwargs):
-    return MiniBatchTrainer()(split, 1, [], 'auto', clf_type, **kwargs)
+    return MiniBatchTrainer()(split, 1, [], clf_type, **kwargs)
 
 
 def test_labelled_point_without_features_names_file_and_point(split):
@@ -107,7 +107,7 @@ def test_missing_cache_directory_is_named(split, tmp_path, monkeypatch):
     monkeypatch.setenv('SPACER_TRAINING_IN_MEMORY_MB', '0')
     missing = str(tmp_path / 'nope')
     with pytest.raises(MessageError, match='feature_cache_dir .*nope'):
-        MiniBatchTrainer()(split, 1, [], missing, 'LR')
+        MiniBatchTrainer()(split, 1, [], 'LR', feature_loc=missing)
 
 
 def test_failed_training_stores_nothing(split, tmp_path):

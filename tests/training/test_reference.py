@@ -4,6 +4,7 @@ training, and classifiers that classify the same on either side."""
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -66,7 +67,12 @@ def both(tmp_path_factory, pyspacer_reference):
             valresult_loc=DataLocation('filesystem',
                                        str(root / f'{side}-{clf_type}.json')))
 
-    ours = {t: train_classifier(msg('ours', t)) for t in ('MLP', 'LR')}
+    # float64: PySpacer's arithmetic, so the very same classifier.
+    os.environ['SPACER_TRAINING_PRECISION'] = 'float64'
+    try:
+        ours = {t: train_classifier(msg('ours', t)) for t in ('MLP', 'LR')}
+    finally:
+        del os.environ['SPACER_TRAINING_PRECISION']
     classify_keys = [loc.key for loc in list(split.val.keys())[:3]]
     models = {f'{side}-{t}': str(root / f'{side}-{t}.pkl')
               for side in ('ours', 'pyspacer') for t in ('MLP', 'LR')}

@@ -99,3 +99,22 @@ def test_process_job_reports_a_failed_training(split, tmp_path):
                  tasks=[train_msg(split, tmp_path)])
     ret = process_job(job)
     assert not ret.ok and 'RowColumnMismatchError' in ret.error_message
+
+
+def test_a_replaced_classifier_is_never_served_from_the_cache(split, tmp_path):
+    train_classifier(train_msg(split, tmp_path, clf_type='LR'))
+    feature_loc = next(iter(split.val.keys()))
+    msg = ClassifyFeaturesMsg(job_token='c', feature_loc=feature_loc,
+                              classifier_loc=DataLocation(
+                                  'filesystem', str(tmp_path / 'model.pkl')))
+    first = classify_features(msg)
+    assert classify_features(msg).scores == first.scores
+    # Same location, new content: a model trained on two classes only.
+    two = preprocess_labels_for(split, {1, 2})
+    train_classifier(train_msg(two, tmp_path, clf_type='LR'))
+    assert classify_features(msg).classes == [1, 2]
+
+
+def preprocess_labels_for(split, classes):
+    from spacer_worker.task_utils import preprocess_labels
+    return preprocess_labels(split, accepted_classes=classes)

@@ -15,8 +15,8 @@ from spacer_worker.train_utils import calc_acc, evaluate_classifier
 def train(split, clf_type='MLP', epochs=3, cache=FeatureCache.AUTO,
           trainer=None, pc_models=(), progress=None):
     trainer = trainer or MiniBatchTrainer()
-    return trainer(split, epochs, list(pc_models), cache, clf_type,
-                   progress=progress)
+    return trainer(split, epochs, list(pc_models), clf_type,
+                   feature_loc=cache, progress=progress)
 
 
 def val_matrix(split):
@@ -133,3 +133,20 @@ def test_previous_classifiers_are_scored_on_the_validation_set(split):
     gts, ests, _ = evaluate_classifier(previous, split.val)
     _clf, _val, ret = train(split, 'LR', epochs=1, pc_models=[previous] * 2)
     assert ret.pc_accs == [calc_acc(gts, ests)] * 2
+
+
+def test_float32_training_reaches_the_float64_accuracy(split, monkeypatch):
+    monkeypatch.setenv('SPACER_TRAINING_PRECISION', 'float64')
+    exact = train(split, epochs=5)
+    monkeypatch.setenv('SPACER_TRAINING_PRECISION', 'float32')
+    fast = train(split, epochs=5)
+    assert fast[0].estimator.coefs_[0].dtype == np.float32
+    assert exact[0].estimator.coefs_[0].dtype == np.float64
+    assert abs(fast[2].acc - exact[2].acc) <= 0.02
+
+
+def test_an_unknown_precision_is_a_config_error(split, monkeypatch):
+    from spacer_worker.exceptions import ConfigError
+    monkeypatch.setenv('SPACER_TRAINING_PRECISION', 'float16')
+    with pytest.raises(ConfigError, match="TRAINING_PRECISION 'float16'"):
+        train(split, epochs=1)
