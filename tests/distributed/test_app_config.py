@@ -1,0 +1,88 @@
+"""The Celery app's configuration and the task adapters, without a broker."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from spacer_worker.exceptions import MessageError
+from tests.distributed.services import REPO
+
+
+def test_importing_the_app_reads_no_settings_and_loads_no_heavy_library():
+    code = (
+        'import sys\n'
+        'import spacer_worker.celery as c\n'
+        'from spacer_worker import config\n'
+        'assert config._secrets.cache_info().currsize == 0, "settings read"\n'
+        'heavy = {"torch", "numpy", "sklearn", "PIL", "boto3"} & set(sys.modules)\n'
+        'assert not heavy, heavy\n'
+        'assert not c.app.configured\n')
+    subprocess.run([sys.executable, '-c', code], check=True, cwd=REPO,
+                   env={'SPACER_BROKER_URL': 'redis://nowhere:1/0',
+                        'PATH': '/usr/bin:/bin'})
+
+
+def test_configuration_is_json_only_and_reliable(monkeypatch):
+    from spacer_worker.celery import build_config
+    monkeypatch.setenv('SPACER_TRAIN_TIME_LIMIT', '7200')
+    conf = build_config()
+    assert conf['task_serializer'] == conf['result_serializer'] == 'json'
+    assert conf['accept_content'] == ['json']
+    assert conf['task_acks_late'] and conf['task_reject_on_worker_lost']
+    assert conf['worker_prefetch_multiplier'] == 1
+    options = conf['broker_transport_options']
+    # A live task is never redelivered while it may still be running.
+    assert options['visibility_timeout'] > 7200
+    assert options['priority_steps'] == list(range(10))
+    assert conf['task_annotations']['spacer.train_classifier'][
+        'time_limit'] == 7200
+    assert conf['task_track_started'] and conf['worker_send_task_events']
+
+
+def test_queues_are_configurable_and_jobs_route_by_their_tasks(monkeypatch):
+    from spacer_worker.celery import queue_for, send_options
+    monkeypatch.setenv('SPACER_QUEUE_EXTRACT', 'gpu')
+    assert queue_for('spacer.classify_image') == 'gpu'
+    assert queue_for('spacer.train_classifier') == 'train'
+    assert queue_for('spacer.process_job',
+                     {'task_name': 'extract_features', 'tasks': []}) == 'gpu'
+    options = send_options('spacer.process_job',
+                           {'task_name': 'classify_features'})
+    assert options['queue'] == 'classify'
+    assert options['time_limit'] == 600
+    with pytest.raises(MessageError, match="'fly'"):
+        queue_for('spacer.process_job', {'task_name': 'fly'})
+    with pytest.raises(MessageError, match='spacer.nope'):
+        queue_for('spacer.nope')
+
+
+def test_training_progress_is_published_with_plain_numbers():
+    from spacer_worker.worker_tasks import SpacerTask
+
+    published = []
+
+    class Recorder(SpacerTask):
+        name = 'test.recorder'
+
+        def publish_progress(self, meta):
+            published.append(meta)
+
+    report = Recorder().training_progress()
+    report(epoch=1, nbr_epochs=3, ref_acc=0.5)        # the trainer's call
+    report(2, 3, 0.75, done=0, total=1)               # process_job's call
+    assert published == [
+        {'epoch': 1, 'epochs': 3, 'ref_acc': 0.5},
+        {'epoch': 2, 'epochs': 3, 'ref_acc': 0.75, 'done': 0, 'total': 1}]
+
+
+def test_payloads_that_are_not_messages_are_refused_by_name():
+    from spacer_worker.worker_tasks import decode_payload
+    with pytest.raises(MessageError, match='not valid JSON'):
+        decode_payload('spacer.x', 'ExtractFeaturesMsg', '{oops')
+    with pytest.raises(MessageError, match='got int'):
+        decode_payload('spacer.x', 'ExtractFeaturesMsg', 3)
+    with pytest.raises(MessageError, match='job_token'):
+        decode_payload('spacer.x', 'ClassifyFeaturesMsg', {'job_token': 5})
