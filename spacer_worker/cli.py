@@ -1,0 +1,313 @@
+"""The ``spacer-worker`` command.
+
+    spacer-worker demo                 the whole pipeline on generated data
+    spacer-worker submit MSG.json      send one message (--wait: progress bar)
+    spacer-worker status|result|cancel HANDLE
+    spacer-worker config               effective settings and their sources
+    spacer-worker check                exit 0 when workers answer (healthcheck)
+    spacer-worker worker [ARGS...]     celery -A spacer_worker worker ARGS...
+
+Exit codes: 0 success, 1 the job or check failed, 2 bad usage or input.
+Heavy imports happen inside each command, so ``config`` and ``check`` run
+on a client install.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from spacer_worker.exceptions import SpacerError
+
+# Keys that tell the PySpacer message types apart in a JSON file.
+_SHAPES: list[tuple[frozenset[str], str]] = [
+    (frozenset({'task_name', 'tasks'}), 'JobMsg'),
+    (frozenset({'labels', 'model_loc'}), 'TrainClassifierMsg'),
+    (frozenset({'image_loc', 'classifier_loc'}), 'ClassifyImageMsg'),
+    (frozenset({'image_loc', 'feature_loc'}), 'ExtractFeaturesMsg'),
+    (frozenset({'feature_loc', 'classifier_loc'}), 'ClassifyFeaturesMsg'),
+]
+
+_TASK_CHOICES = {
+    'extract_features': 'ExtractFeaturesMsg',
+    'classify_image': 'ClassifyImageMsg',
+    'train_classifier': 'TrainClassifierMsg',
+    'classify_features': 'ClassifyFeaturesMsg',
+    'process_job': 'JobMsg',
+}
+
+
+class UsageError(Exception):
+    """Bad command-line input; printed without a traceback, exit code 2."""
+
+
+def message_class_for(data: Any, task: str | None = None) -> str:
+    """The message class name for a JSON payload (``task`` forces it)."""
+    if task is not None:
+        return _TASK_CHOICES[task]
+    if isinstance(data, dict):
+        keys = set(data)
+        for needed, name in _SHAPES:
+            if needed <= keys:
+                return name
+    raise UsageError(
+        'Cannot tell which message this file holds (expected the JSON of a '
+        'JobMsg, ExtractFeaturesMsg, ClassifyImageMsg, TrainClassifierMsg or '
+        'ClassifyFeaturesMsg); name it with --task.')
+
+
+def load_message(path: str, task: str | None = None) -> Any:
+    from spacer_worker import messages
+    try:
+        with open(path) as f:
+            data = json.load(f)
+    except OSError as e:
+        raise UsageError(f'Cannot read {path}: {e.strerror}.') from e
+    except ValueError as e:
+        raise UsageError(f'{path} is not valid JSON: {e}.') from e
+    cls = getattr(messages, message_class_for(data, task))
+    return cls.deserialize(data)
+
+
+# --- commands ------------------------------------------------------------------
+
+def cmd_config(args: argparse.Namespace) -> int:
+    from spacer_worker import config
+    rows = config.describe()
+    width = max(len(name) for name, _, _ in rows)
+    vwidth = min(48, max(len(value) for _, value, _ in rows))
+    for name, value, source in rows:
+        print(f'{name:<{width}}  {value:<{vwidth}}  {source}')
+    return 0
+
+
+def _progress_bar(handle: Any) -> tuple[Any, Any]:
+    """A tqdm bar fed by JobStatus updates; no-op without tqdm."""
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return (lambda status: None), (lambda: None)
+    bar = tqdm(desc=str(handle.task).removeprefix('spacer.'), unit='step',
+               file=sys.stderr, leave=True)
+    seen = {'state': None}
+
+    def update(status: Any) -> None:
+        info = status.progress or {}
+        done = info.get('done', info.get('epoch'))
+        total = info.get('total', info.get('epochs'))
+        if total:
+            bar.total = total
+        if done is not None:
+            bar.n = done
+        if status.state != seen['state']:
+            seen['state'] = status.state
+        postfix = {'state': str(status.state)}
+        if info.get('ref_acc') is not None:
+            postfix['ref_acc'] = f"{info['ref_acc']:.3f}"
+        bar.set_postfix(postfix, refresh=False)
+        bar.refresh()
+
+    return update, bar.close
+
+
+def _print_json(data: Any) -> None:
+    json.dump(data, sys.stdout, indent=2)
+    sys.stdout.write('\n')
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    from spacer_worker.client import Client
+    msg = load_message(args.file, args.task)
+    client = Client()
+    handle = client.submit(msg, queue=args.queue, priority=args.priority)
+    print(f'submitted {handle.task} to queue {handle.queue!r}; handle: '
+          f'{handle}', file=sys.stderr)
+    if not args.wait:
+        print(handle)
+        return 0
+    update, close = _progress_bar(handle)
+    try:
+        result = client.result(handle, timeout=args.timeout,
+                               on_status=update)
+    finally:
+        close()
+    _print_json(result.serialize())
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from spacer_worker.client import Client
+    status = Client().status(args.handle)
+    _print_json({'state': str(status.state), 'progress': status.progress,
+                 'error_type': status.error_type, 'error': status.error})
+    return 0
+
+
+def cmd_result(args: argparse.Namespace) -> int:
+    from spacer_worker.client import Client
+    result = Client().result(args.handle, timeout=args.timeout)
+    _print_json(result.serialize() if hasattr(result, 'serialize') else result)
+    return 0
+
+
+def cmd_cancel(args: argparse.Namespace) -> int:
+    from spacer_worker.client import Client
+    Client().cancel(args.handle, terminate=args.terminate)
+    print(f'revoked {args.handle}', file=sys.stderr)
+    return 0
+
+
+def check(node: str | None = None, queues: Sequence[str] | None = None,
+          timeout: float = 5.0, app: Any = None) -> tuple[bool, list[str]]:
+    """Is the broker reachable and does a worker (``node``, or any) answer
+    a ping, consuming every queue in ``queues``? Returns (ok, report lines)."""
+    from spacer_worker import config
+    if app is None:
+        from spacer_worker.celery import app
+    broker = config.redact('BROKER_URL', config.broker_url())
+    try:
+        with app.connection_for_write() as conn:
+            conn.ensure_connection(max_retries=1, timeout=timeout)
+    except Exception as e:
+        return False, [f'broker {broker} unreachable: {type(e).__name__}: {e}']
+    destination = [node] if node else None
+    replies = app.control.ping(destination=destination, timeout=timeout)
+    names = sorted(name for reply in replies for name in reply)
+    if not names:
+        who = f'worker {node!r}' if node else 'no worker'
+        return False, [f'broker {broker} is up, but {who} answered a ping '
+                       f'within {timeout} s.']
+    lines = [f'broker {broker}: ok', f"workers answering: {', '.join(names)}"]
+    if queues:
+        active = app.control.inspect(destination=names,
+                                     timeout=timeout).active_queues() or {}
+        consumed = {q['name'] for qs in active.values() for q in qs}
+        missing = [q for q in queues if q not in consumed]
+        if missing:
+            return False, lines + [f"no answering worker consumes queue(s) "
+                                   f"{', '.join(missing)}"]
+        lines.append(f"queues consumed: {', '.join(queues)}")
+    return True, lines
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    ok, lines = check(node=args.node, queues=args.queue, timeout=args.timeout)
+    for line in lines:
+        print(line, file=sys.stdout if ok else sys.stderr)
+    return 0 if ok else 1
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    argv = [sys.executable, '-m', 'celery', '-A', 'spacer_worker', 'worker',
+            *args.celery_args]
+    os.execv(sys.executable, argv)
+    return 1  # not reached
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from spacer_worker.demo import run_demo
+    report = run_demo(out_dir=args.out, images=args.images,
+                      points=args.points, epochs=args.epochs,
+                      mode=args.mode, seed=args.seed)
+    return 0 if report.ok else 1
+
+
+# --- parser --------------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog='spacer-worker',
+        description="PySpacer's jobs (feature extraction, classifier "
+                    "training, classification) on Celery workers.")
+    sub = parser.add_subparsers(dest='command', required=True,
+                                metavar='COMMAND')
+
+    p = sub.add_parser('demo', help='run the whole pipeline on generated '
+                                    'data (embedded unless '
+                                    'SPACER_BROKER_URL is set)')
+    p.add_argument('--out', default=None,
+                   help='output folder (default: ./spacer-demo)')
+    p.add_argument('--images', type=int, default=10,
+                   help='images to generate (default 10)')
+    p.add_argument('--points', type=int, default=30,
+                   help='annotated points per image (default 30)')
+    p.add_argument('--epochs', type=int, default=8,
+                   help='training epochs (default 8)')
+    p.add_argument('--seed', type=int, default=0)
+    p.add_argument('--mode', choices=['auto', 'embedded', 'broker'],
+                   default='auto',
+                   help="'broker': SPACER_BROKER_URL and running workers; "
+                        "'embedded': in-process broker and workers; 'auto' "
+                        "(default): broker when SPACER_BROKER_URL is set")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser('submit', help='send one message from a JSON file')
+    p.add_argument('file', help='JSON of a PySpacer message (Msg.serialize())')
+    p.add_argument('--task', choices=sorted(_TASK_CHOICES),
+                   help='message type, when it cannot be told from the keys')
+    p.add_argument('--queue', help="override the contract's queue")
+    p.add_argument('--priority', type=int, choices=range(10), metavar='0-9',
+                   help='0 is served first (expedite)')
+    p.add_argument('--wait', action='store_true',
+                   help='wait, with a progress bar, and print the result')
+    p.add_argument('--timeout', type=float, default=None,
+                   help='seconds to wait at most (with --wait)')
+    p.set_defaults(func=cmd_submit)
+
+    for name, func, text in (('status', cmd_status, "a job's state"),
+                             ('result', cmd_result, "wait for a job's result"),
+                             ('cancel', cmd_cancel, 'revoke a job')):
+        p = sub.add_parser(name, help=text)
+        p.add_argument('handle', help='handle printed by submit (or task id)')
+        if name == 'result':
+            p.add_argument('--timeout', type=float, default=None)
+        if name == 'cancel':
+            p.add_argument('--terminate', action='store_true',
+                           help='also stop it if running (prefork workers)')
+        p.set_defaults(func=func)
+
+    p = sub.add_parser('config', help='effective settings, where each came '
+                                      'from (secrets redacted)')
+    p.set_defaults(func=cmd_config)
+
+    p = sub.add_parser('check', help='exit 0 when the broker and workers '
+                                     'answer (container healthcheck)')
+    p.add_argument('--node', help="worker name to ping, e.g. 'extract@host' "
+                                  "(default: any worker)")
+    p.add_argument('--queue', action='append',
+                   help='require a worker consuming this queue (repeatable)')
+    p.add_argument('--timeout', type=float, default=5.0)
+    p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser('worker', help='celery -A spacer_worker worker ...',
+                       add_help=False)
+    p.add_argument('celery_args', nargs=argparse.REMAINDER)
+    p.set_defaults(func=cmd_worker)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except UsageError as e:
+        print(f'spacer-worker {args.command}: {e}', file=sys.stderr)
+        return 2
+    except SpacerError as e:
+        print(f'spacer-worker {args.command}: {type(e).__name__}: {e}',
+              file=sys.stderr)
+        return 1
+    except TimeoutError as e:
+        print(f'spacer-worker {args.command}: {e}', file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,399 @@
+"""Submit PySpacer messages to the workers and read their results.
+
+This is what a web server (CoralNet's Django app) imports: it needs only the
+``client`` extra (celery, kombu, redis), never torch or scikit-learn.
+
+    from spacer_worker.client import Client
+    client = Client()
+    handle = client.submit(ExtractFeaturesMsg(...))
+    client.status(handle)          # JobStatus(state=PROGRESS, progress={...})
+    msg = client.result(handle, timeout=60)   # ExtractFeaturesReturnMsg
+
+A handle is a small value (task id, task name, queue) that survives a round
+trip through a database as a string (``str(handle)`` and
+:meth:`JobHandle.parse`).
+
+When a message is submitted, a ``PENDING`` record without expiry is written
+to the result backend before the task is sent. The worker overwrites it as
+the task runs; once the finished result expires (``result_expires``), the
+record is gone. So a handle whose record is missing is reported as
+``LOST`` (result expired, or the backend lost its data) instead of looking
+"still queued" forever as a bare Celery ``AsyncResult`` would.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any
+
+from spacer_worker import exceptions
+from spacer_worker.exceptions import (
+    JobFailedError,
+    MessageError,
+    ResultLostError,
+    SpacerError,
+)
+
+if TYPE_CHECKING:
+    from celery import Celery
+
+# Task names of the public contract (DESIGN.md), by message class name.
+TASK_FOR_MESSAGE: dict[str, str] = {
+    'ExtractFeaturesMsg': 'spacer.extract_features',
+    'ClassifyImageMsg': 'spacer.classify_image',
+    'TrainClassifierMsg': 'spacer.train_classifier',
+    'ClassifyFeaturesMsg': 'spacer.classify_features',
+    'JobMsg': 'spacer.process_job',
+}
+
+# Return message class name for each task.
+RETURN_FOR_TASK: dict[str, str] = {
+    'spacer.extract_features': 'ExtractFeaturesReturnMsg',
+    'spacer.classify_image': 'ClassifyReturnMsg',
+    'spacer.train_classifier': 'TrainClassifierReturnMsg',
+    'spacer.classify_features': 'ClassifyReturnMsg',
+    'spacer.process_job': 'JobReturnMsg',
+}
+
+# Redis priorities: 0 is served first; senders default to the middle
+# (spacer_worker.celery.DEFAULT_PRIORITY), so 0 (EXPEDITE) jumps the queue.
+EXPEDITE = 0
+PRIORITY_RANGE = range(0, 10)
+
+
+class JobState(StrEnum):
+    """Where a job is. The Celery states, plus LOST."""
+
+    PENDING = 'PENDING'      # queued, no worker has started it
+    RECEIVED = 'RECEIVED'    # a worker holds it (prefetched)
+    STARTED = 'STARTED'      # running
+    PROGRESS = 'PROGRESS'    # running, with progress info
+    RETRY = 'RETRY'          # failed transiently, will run again
+    SUCCESS = 'SUCCESS'
+    FAILURE = 'FAILURE'
+    REVOKED = 'REVOKED'      # cancelled
+    LOST = 'LOST'            # no record: result expired or backend data lost
+
+    @property
+    def finished(self) -> bool:
+        return self in _FINISHED
+
+
+_FINISHED = frozenset({JobState.SUCCESS, JobState.FAILURE, JobState.REVOKED,
+                       JobState.LOST})
+
+
+@dataclass(frozen=True)
+class JobHandle:
+    """What :meth:`Client.submit` returns; store ``str(handle)`` to keep it."""
+
+    id: str
+    task: str
+    queue: str
+
+    def __str__(self) -> str:
+        return f'{self.task}:{self.queue}:{self.id}'
+
+    @classmethod
+    def parse(cls, text: str) -> JobHandle:
+        """Inverse of ``str(handle)``; a bare task id is accepted too."""
+        if not isinstance(text, str) or not text:
+            raise MessageError(f'Job handle must be a non-empty string, got '
+                               f'{text!r}.')
+        parts = text.rsplit(':', 2)
+        if len(parts) == 3 and parts[0] in RETURN_FOR_TASK:
+            return cls(id=parts[2], task=parts[0], queue=parts[1])
+        return cls(id=text, task='', queue='')
+
+
+@dataclass(frozen=True)
+class JobStatus:
+    """One look at a job: its state, progress while running, error if any."""
+
+    state: JobState
+    progress: dict | None = None
+    error_type: str | None = None
+    error: str | None = None
+    traceback: str | None = None
+    result: Any = field(default=None, repr=False)  # JSON, when SUCCESS
+
+    @property
+    def finished(self) -> bool:
+        return self.state.finished
+
+
+def message_task(msg: Any) -> str:
+    """The contract task name for a message object."""
+    name = TASK_FOR_MESSAGE.get(type(msg).__name__)
+    if name is None or not hasattr(msg, 'serialize'):
+        raise MessageError(
+            f"Cannot submit a {type(msg).__name__}: expected one of "
+            f"{', '.join(TASK_FOR_MESSAGE)} from spacer_worker.messages.")
+    return name
+
+
+def decode_result(task: str, data: Any) -> Any:
+    """Build the typed return message of ``task`` from its JSON result."""
+    from spacer_worker import messages
+    try:
+        cls = getattr(messages, RETURN_FOR_TASK[task])
+    except KeyError:
+        raise MessageError(
+            f"Unknown task {task!r}; expected one of "
+            f"{', '.join(RETURN_FOR_TASK)}.") from None
+    return cls.deserialize(data)
+
+
+def _error_text(info: Any) -> tuple[str | None, str | None]:
+    """(type name, message) from Celery's JSON exception info."""
+    if not isinstance(info, dict):
+        return None, None if info is None else str(info)
+    exc_type = info.get('exc_type')
+    message = info.get('exc_message')
+    if isinstance(message, (list, tuple)):
+        message = ' '.join(str(m) for m in message)
+    return exc_type, None if message is None else str(message)
+
+
+def status_from_meta(meta: dict | None) -> JobStatus:
+    """Turn a decoded result-backend record into a JobStatus."""
+    if meta is None:
+        return JobStatus(JobState.LOST,
+                         error='No record in the result backend: the result '
+                               'expired or the backend lost its data.')
+    raw_state = meta.get('status', 'PENDING')
+    try:
+        state = JobState(raw_state)
+    except ValueError:
+        # Custom states a task may publish count as running.
+        state = JobState.PROGRESS
+    info = meta.get('result')
+    if state in (JobState.FAILURE, JobState.REVOKED, JobState.RETRY):
+        error_type, error = _error_text(info)
+        if state is JobState.REVOKED and not error:
+            error_type, error = 'TaskRevokedError', 'The job was cancelled.'
+        return JobStatus(state, error_type=error_type, error=error,
+                         traceback=meta.get('traceback'))
+    if state is JobState.SUCCESS:
+        return JobStatus(state, result=info)
+    if state in (JobState.PROGRESS, JobState.STARTED) and isinstance(info, dict):
+        return JobStatus(state, progress=info)
+    return JobStatus(state)
+
+
+def raise_for_status(status: JobStatus, handle: JobHandle | str) -> None:
+    """Raise the error a finished, unsuccessful job stands for.
+
+    A failure whose type is one of spacer_worker's errors is raised as that
+    type (``except DataNotFoundError`` works across the queue); any other
+    failure (time limit, lost worker) as JobFailedError.
+    """
+    if status.state is JobState.LOST:
+        raise ResultLostError(f'Job {handle}: {status.error}')
+    if status.state not in (JobState.FAILURE, JobState.REVOKED):
+        return
+    cls = getattr(exceptions, status.error_type or '', None)
+    text = f'Job {handle} failed on the worker: {status.error_type}: ' \
+           f'{status.error}'
+    if isinstance(cls, type) and issubclass(cls, SpacerError) and \
+            cls not in (JobFailedError, ResultLostError):
+        try:
+            error = cls(text)
+        except TypeError:
+            error = None
+        if error is not None:
+            raise error
+    raise JobFailedError(text, error_type=status.error_type,
+                         traceback=status.traceback)
+
+
+class Client:
+    """Submits messages and reads their state through one Celery app.
+
+    ``app`` defaults to spacer_worker's own app (broker and backend from
+    spacer_worker.config); pass another to talk to a differently configured
+    deployment.
+    """
+
+    def __init__(self, app: Celery | None = None) -> None:
+        self._app = app
+
+    @property
+    def app(self) -> Celery:
+        if self._app is None:
+            from spacer_worker.celery import app
+            self._app = app
+        return self._app
+
+    # --- submitting -----------------------------------------------------
+
+    def submit(self, msg: Any, *, queue: str | None = None,
+               priority: int | None = None,
+               task_id: str | None = None) -> JobHandle:
+        """Send one message; return its handle at once.
+
+        ``queue`` overrides the contract's queue; ``priority`` 0-9 with 0
+        first (``EXPEDITE``) lets a caller jump the queue.
+        """
+        return self.send(message_task(msg), msg.serialize(), queue=queue,
+                         priority=priority, task_id=task_id)
+
+    def send(self, task: str, payload: dict, *, queue: str | None = None,
+             priority: int | None = None,
+             task_id: str | None = None) -> JobHandle:
+        """Send an already serialized payload by contract task name."""
+        from spacer_worker.celery import send_options
+
+        if task not in RETURN_FOR_TASK:
+            raise MessageError(f"Unknown task {task!r}; expected one of "
+                               f"{', '.join(RETURN_FOR_TASK)}.")
+        # Queue, time limits of the task's kind and default priority.
+        options = send_options(task, payload)
+        if queue is not None:
+            if not isinstance(queue, str) or not queue:
+                raise MessageError(f'queue must be a non-empty string, got '
+                                   f'{queue!r}.')
+            options['queue'] = queue
+        if priority is not None:
+            if isinstance(priority, bool) or not isinstance(priority, int) \
+                    or priority not in PRIORITY_RANGE:
+                raise MessageError(f'priority must be an integer 0-9 (0 is '
+                                   f'served first), got {priority!r}.')
+            options['priority'] = priority
+        task_id = task_id or self.new_task_id()
+        self._mark_submitted(task_id)
+        self.app.send_task(task, args=[payload], task_id=task_id, **options)
+        return JobHandle(id=task_id, task=task, queue=options['queue'])
+
+    @staticmethod
+    def new_task_id() -> str:
+        return str(uuid.uuid4())
+
+    def _mark_submitted(self, task_id: str) -> None:
+        # Written before sending, so a fast worker's result is never
+        # overwritten; no expiry, so it lasts however long the job waits.
+        backend = self.app.backend
+        key = backend.get_key_for_task(task_id)
+        value = backend.encode({'status': 'PENDING', 'result': None,
+                                'traceback': None, 'children': [],
+                                'date_done': None, 'task_id': task_id})
+        client = getattr(backend, 'client', None)
+        if client is not None and hasattr(client, 'set') and \
+                hasattr(client, 'pipeline'):
+            client.set(key, value)          # Redis: no TTL
+        else:
+            backend.set(key, value)
+
+    # --- reading ------------------------------------------------------------
+
+    def _metas(self, ids: Sequence[str]) -> list[dict | None]:
+        if not ids:
+            return []
+        backend = self.app.backend
+        keys = [backend.get_key_for_task(i) for i in ids]
+        if hasattr(backend, 'mget'):
+            try:
+                raws = backend.mget(keys)
+            except NotImplementedError:
+                raws = None
+            if raws is not None:
+                if isinstance(raws, dict):
+                    raws = [raws.get(k) for k in keys]
+                return [None if raw is None else backend.decode(raw)
+                        for raw in raws]
+        return [backend._get_task_meta_for(i) for i in ids]
+
+    def decode_status(self, raw: bytes | str | None) -> JobStatus:
+        """A JobStatus from a raw result-backend value (None: no record)."""
+        return status_from_meta(
+            None if raw is None else self.app.backend.decode(raw))
+
+    def statuses(self, handles: Iterable[JobHandle | str]) -> list[JobStatus]:
+        """States of many jobs in one round trip to the result backend."""
+        ids = [_task_id(h) for h in handles]
+        return [status_from_meta(m) for m in self._metas(ids)]
+
+    def status(self, handle: JobHandle | str) -> JobStatus:
+        return self.statuses([handle])[0]
+
+    def progress(self, handle: JobHandle | str) -> dict | None:
+        """The latest progress info a running job published, if any."""
+        return self.status(handle).progress
+
+    def result(self, handle: JobHandle | str, timeout: float | None = None,
+               interval: float = 0.2,
+               on_status: Callable[[JobStatus], None] | None = None) -> Any:
+        """Wait for the job and return its typed return message.
+
+        Raises the job's own error type (see :func:`raise_for_status`),
+        ResultLostError for an expired result, TimeoutError after
+        ``timeout`` seconds. ``on_status`` sees every status polled.
+        """
+        handle = handle if isinstance(handle, JobHandle) else \
+            JobHandle.parse(handle)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            status = self.status(handle)
+            if on_status is not None:
+                on_status(status)
+            if status.finished:
+                break
+            if deadline is not None and time.monotonic() >= deadline:
+                raise TimeoutError(
+                    f'Job {handle} still {status.state} after {timeout} s; '
+                    f'are workers consuming queue {handle.queue or "?"}? '
+                    f'(spacer-worker check)')
+            time.sleep(interval)
+        raise_for_status(status, handle)
+        if not handle.task:
+            return status.result
+        return decode_result(handle.task, status.result)
+
+    def cancel(self, handle: JobHandle | str, terminate: bool = False) -> None:
+        """Revoke a job: a queued one never runs; ``terminate`` also stops
+        a running one (prefork workers only). Workers keep revoked ids in
+        memory, so a job queued while no worker is up may still run."""
+        self.app.control.revoke(_task_id(handle), terminate=terminate,
+                                signal='SIGTERM')
+
+    def forget(self, handles: Iterable[JobHandle | str]) -> None:
+        """Delete the stored results of jobs already read."""
+        backend = self.app.backend
+        for h in handles:
+            backend.forget(_task_id(h))
+
+
+def _task_id(handle: JobHandle | str) -> str:
+    if isinstance(handle, JobHandle):
+        return handle.id
+    return JobHandle.parse(handle).id
+
+
+_default: Client | None = None
+
+
+def default_client() -> Client:
+    global _default
+    if _default is None:
+        _default = Client()
+    return _default
+
+
+def submit(msg: Any, **kwargs: Any) -> JobHandle:
+    return default_client().submit(msg, **kwargs)
+
+
+def status(handle: JobHandle | str) -> JobStatus:
+    return default_client().status(handle)
+
+
+def result(handle: JobHandle | str, timeout: float | None = None) -> Any:
+    return default_client().result(handle, timeout=timeout)
+
+
+def cancel(handle: JobHandle | str, terminate: bool = False) -> None:
+    default_client().cancel(handle, terminate=terminate)

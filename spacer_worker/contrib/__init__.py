@@ -1,0 +1,1 @@
+"""Adapters for specific callers of spacer_worker (CoralNet's job queue)."""

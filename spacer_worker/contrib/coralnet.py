@@ -1,0 +1,298 @@
+"""A drop-in for CoralNet's vision-backend job queue, on Celery.
+
+CoralNet picks its queue class by the ``SPACER_QUEUE_CHOICE`` setting and
+calls three methods: ``submit_job(job_msg, job_id, spec_level)``,
+``get_collectable_jobs()`` and ``collect_jobs(jobs)``, the last in chunks of
+up to 100 from a periodic task. Setting
+
+    SPACER_QUEUE_CHOICE = 'spacer_worker.contrib.coralnet.CeleryQueue'
+
+swaps AWS Batch for the Celery workers.
+
+Bookkeeping lives in the result backend's Redis, beside the results:
+
+* ``<prefix>order``: sorted set of outstanding task ids, scored by a
+  counter, so jobs are listed in submission order;
+* ``<prefix>info``: hash task id -> small JSON (CoralNet job id, spec
+  level, queue, submit time);
+* ``<prefix>msgs``: hash task id -> the JobMsg, to build an ``ok=False``
+  JobReturnMsg when the job fails without one.
+
+``collect_jobs`` reads every state in one pipeline and claims finished jobs
+in one transaction (``HDEL`` returns 1 only to the first claimer), so a
+result is handed back once even when two collectors overlap. Statuses
+follow AWS Batch's words, which CoralNet's dashboards count: ``PENDING``,
+``RUNNING``, ``SUCCEEDED``, ``FAILED``, ``DROPPED`` (result expired or lost),
+``COLLECTED`` (an earlier call already handed it back).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from spacer_worker.client import Client, JobHandle, JobState, JobStatus
+from spacer_worker.exceptions import ConfigError, MessageError
+
+if TYPE_CHECKING:
+    from celery import Celery
+
+    from spacer_worker.messages import JobMsg, JobReturnMsg
+
+DEFAULT_PREFIX = 'spacer:coralnet:'
+
+_STATUS_WORDS = {
+    JobState.PENDING: 'PENDING',
+    JobState.RETRY: 'PENDING',
+    JobState.RECEIVED: 'RUNNING',
+    JobState.STARTED: 'RUNNING',
+    JobState.PROGRESS: 'RUNNING',
+    JobState.SUCCESS: 'SUCCEEDED',
+    JobState.FAILURE: 'FAILED',
+    JobState.REVOKED: 'FAILED',
+    JobState.LOST: 'DROPPED',
+}
+
+
+@dataclass(frozen=True)
+class CeleryJob:
+    """One outstanding job, as ``get_collectable_jobs`` lists it."""
+
+    task_id: str
+    job_id: Any
+    spec_level: str | None
+    queue: str
+    submitted_at: float
+
+    def __str__(self) -> str:
+        return f'job {self.job_id} (task {self.task_id} on {self.queue})'
+
+
+def parse_spec_queues(text: str) -> dict[str, str]:
+    """``'train_classifier:high=train_highmem, high=big'`` -> mapping.
+
+    Keys are ``<task_name>:<spec>`` or a bare ``<spec>`` for any task.
+    """
+    mapping: dict[str, str] = {}
+    for item in (text or '').split(','):
+        item = item.strip()
+        if not item:
+            continue
+        key, sep, queue = item.partition('=')
+        if not sep or not key.strip() or not queue.strip():
+            raise ConfigError(
+                f"CORALNET_SPEC_QUEUES: {item!r} is not '<spec>=<queue>' or "
+                f"'<task_name>:<spec>=<queue>'.")
+        mapping[key.strip().lower()] = queue.strip()
+    return mapping
+
+
+def _spec_value(spec_level: Any) -> str | None:
+    if spec_level is None:
+        return None
+    value = getattr(spec_level, 'value', spec_level)
+    if not isinstance(value, str):
+        raise MessageError(f'spec_level must be a SpacerJobSpec or a string, '
+                           f'got {spec_level!r}.')
+    return value.lower()
+
+
+class CeleryQueue:
+    """CoralNet's ``BaseQueue`` interface over spacer_worker's Celery app."""
+
+    def __init__(self, app: Celery | None = None,
+                 prefix: str = DEFAULT_PREFIX) -> None:
+        self.client = Client(app)
+        self.prefix = prefix
+
+    # --- plumbing -----------------------------------------------------------
+
+    @property
+    def redis(self) -> Any:
+        backend = self.client.app.backend
+        client = getattr(backend, 'client', None)
+        if client is None or not hasattr(client, 'pipeline'):
+            raise ConfigError(
+                f'CeleryQueue keeps its job list in the result backend, which '
+                f'must be Redis; SPACER_RESULT_BACKEND is '
+                f'{type(backend).__name__}. Point it at a redis:// URL.')
+        return client
+
+    def _key(self, name: str) -> str:
+        return self.prefix + name
+
+    def queue_for(self, job_msg: JobMsg, spec_level: Any) -> str:
+        """The queue for a job: CORALNET_SPEC_QUEUES, else the contract's."""
+        from spacer_worker import config
+        from spacer_worker.celery import queue_for
+
+        spec = _spec_value(spec_level)
+        if spec is not None:
+            mapping = parse_spec_queues(config.get('CORALNET_SPEC_QUEUES'))
+            for key in (f'{job_msg.task_name}:{spec}', spec):
+                if key in mapping:
+                    return mapping[key]
+        return queue_for(f'spacer.{job_msg.task_name}')
+
+    # --- CoralNet's interface -------------------------------------------------
+
+    def submit_job(self, job_msg: JobMsg, job_id: Any,
+                   spec_level: Any = None) -> JobHandle:
+        """Enqueue a JobMsg for CoralNet job ``job_id``."""
+        from spacer_worker.messages import JobMsg
+
+        if not isinstance(job_msg, JobMsg):
+            raise MessageError(f'submit_job expects a JobMsg, got '
+                               f'{type(job_msg).__name__}.')
+        queue = self.queue_for(job_msg, spec_level)
+        redis = self.redis
+        info = {'job_id': job_id, 'spec_level': _spec_value(spec_level),
+                'queue': queue, 'submitted_at': time.time()}
+        # Register first: a job is never running without being collectable.
+        handle_id = self.client.new_task_id()
+        seq = redis.incr(self._key('seq'))
+        pipe = redis.pipeline(transaction=True)
+        pipe.hset(self._key('info'), handle_id, json.dumps(info))
+        pipe.hset(self._key('msgs'), handle_id,
+                  json.dumps(job_msg.serialize()))
+        pipe.zadd(self._key('order'), {handle_id: seq})
+        pipe.execute()
+        try:
+            return self.client.submit(job_msg, queue=queue, task_id=handle_id)
+        except Exception:
+            self._unregister([handle_id])
+            raise
+
+    def get_collectable_jobs(self) -> list[CeleryJob]:
+        """Every job not yet handed back, oldest first."""
+        redis = self.redis
+        ids = [_text(i) for i in redis.zrange(self._key('order'), 0, -1)]
+        if not ids:
+            return []
+        infos = redis.hmget(self._key('info'), ids)
+        jobs = []
+        for task_id, raw in zip(ids, infos, strict=True):
+            if raw is None:
+                continue  # collected between the two reads
+            info = json.loads(raw)
+            jobs.append(CeleryJob(task_id=task_id, job_id=info['job_id'],
+                                  spec_level=info['spec_level'],
+                                  queue=info['queue'],
+                                  submitted_at=info['submitted_at']))
+        return jobs
+
+    def collect_jobs(self, jobs: list[CeleryJob]
+                     ) -> tuple[list[JobReturnMsg], list[str]]:
+        """Results of the finished jobs among ``jobs`` (in their order), and
+        one status per job. Two round trips per call, whatever its size."""
+        jobs = list(jobs)
+        if not jobs:
+            return [], []
+        ids = [_job_task_id(j) for j in jobs]
+        backend = self.client.app.backend
+        # Round trip 1: every state, and whether each job is still on the
+        # books (one claimed by an earlier call is not handed back again).
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.mget([backend.get_key_for_task(i) for i in ids])
+        pipe.hmget(self._key('info'), ids)
+        raw_metas, registered = pipe.execute()
+        statuses = [self.client.decode_status(raw) for raw in raw_metas]
+
+        finished = [i for i, (s, r) in enumerate(zip(statuses, registered,
+                                                      strict=True))
+                    if r is not None and s.finished]
+        claimed = self._claim([ids[i] for i in finished])
+
+        results: list[JobReturnMsg] = []
+        words: list[str] = []
+        for index, (job, status, reg) in enumerate(
+                zip(jobs, statuses, registered, strict=True)):
+            if reg is None:
+                words.append('COLLECTED')
+                continue
+            if not status.finished:
+                words.append(_STATUS_WORDS[status.state])
+                continue
+            task_id = ids[index]
+            if task_id not in claimed:
+                words.append('COLLECTED')
+                continue
+            msg, word = self._return_msg(job, status, claimed[task_id])
+            results.append(msg)
+            words.append(word)
+        return results, words
+
+    # --- helpers ------------------------------------------------------------------
+
+    def _claim(self, ids: list[str]) -> dict[str, str | None]:
+        """Remove finished jobs from the books; return those this caller won
+        (task id -> stored JobMsg JSON)."""
+        if not ids:
+            return {}
+        backend = self.client.app.backend
+        pipe = self.redis.pipeline(transaction=True)
+        for task_id in ids:
+            pipe.hget(self._key('msgs'), task_id)
+            pipe.hdel(self._key('info'), task_id)
+            pipe.hdel(self._key('msgs'), task_id)
+            pipe.zrem(self._key('order'), task_id)
+            pipe.delete(backend.get_key_for_task(task_id))
+        replies = pipe.execute()
+        won = {}
+        for n, task_id in enumerate(ids):
+            stored, removed = replies[5 * n], replies[5 * n + 1]
+            if removed:
+                won[task_id] = None if stored is None else _text(stored)
+        return won
+
+    def _unregister(self, ids: list[str]) -> None:
+        pipe = self.redis.pipeline(transaction=True)
+        for task_id in ids:
+            pipe.hdel(self._key('info'), task_id)
+            pipe.hdel(self._key('msgs'), task_id)
+            pipe.zrem(self._key('order'), task_id)
+        pipe.execute()
+
+    def _return_msg(self, job: Any, status: JobStatus,
+                    stored_job: str | None) -> tuple[JobReturnMsg, str]:
+        from spacer_worker.messages import JobMsg, JobReturnMsg
+
+        word = _STATUS_WORDS[status.state]
+        if status.state is JobState.SUCCESS:
+            try:
+                return JobReturnMsg.deserialize(status.result), word
+            except Exception as e:  # a result we cannot read is a failure
+                reason = (f'{job}: the worker succeeded but its result could '
+                          f'not be read: {type(e).__name__}: {e}')
+                word = 'FAILED'
+        elif status.state is JobState.LOST:
+            reason = (f'{job}: its result expired or was lost before it was '
+                      f'collected (result backend has no record of it).')
+        elif status.state is JobState.REVOKED:
+            reason = f'{job}: cancelled before it finished.'
+        else:
+            reason = (f'{job}: failed on the worker: {status.error_type}: '
+                      f'{status.error}')
+            if status.traceback:
+                reason += '\n' + status.traceback
+        original = JobMsg.deserialize(json.loads(stored_job)) \
+            if stored_job is not None else None
+        return JobReturnMsg(original_job=original, ok=False, results=None,
+                            error_message=reason), word
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _job_task_id(job: Any) -> str:
+    if isinstance(job, CeleryJob):
+        return job.task_id
+    if isinstance(job, JobHandle):
+        return job.id
+    if isinstance(job, str):
+        return JobHandle.parse(job).id
+    raise MessageError(f'collect_jobs expects jobs from get_collectable_jobs, '
+                       f'got {job!r}.')
