@@ -1,0 +1,62 @@
+"""A real Django project (tests/django_project) uses CeleryQueue as CoralNet
+would: SPACER_QUEUE_CHOICE picks it, settings.SPACER configures it, jobs are
+enqueued from one process and collected by another."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+
+from tests.client.conftest import REPO, worker_env
+from tests.client.helpers import write_image
+
+
+def _django(env, *args) -> dict | list:
+    done = subprocess.run(
+        [sys.executable, '-m', 'django', *args,
+         '--settings', 'tests.django_project.settings'],
+        cwd=str(REPO), env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = done.stdout.strip().splitlines()
+    return json.loads(lines[-1]) if lines else {}
+
+
+def test_django_app_enqueues_and_collects_through_celery(
+        redis_server, celery_worker, tmp_path):
+    env = worker_env(redis_server.url)
+    # Configured the CoralNet way: settings.SPACER, not SPACER_* variables.
+    del env['SPACER_BROKER_URL'], env['SPACER_RESULT_BACKEND']
+    env['TEST_REDIS_URL'] = redis_server.url
+    env['TEST_DJANGO_DB'] = str(tmp_path / 'db.sqlite3')
+    image = write_image(tmp_path / 'img.png')
+    subprocess.run([sys.executable, '-m', 'django', 'migrate', '-v', '0',
+                    '--settings', 'tests.django_project.settings'],
+                   cwd=str(REPO), env=env, check=True, timeout=120)
+
+    ids = _django(env, 'submit_jobs', str(image), str(tmp_path),
+                  '--count', '104', '--bad', '1')
+    assert len(ids) == 105
+
+    handled: list[int] = []
+    deadline = time.monotonic() + 120
+    while True:
+        report = _django(env, 'collect_jobs')
+        handled += report['handled']
+        if all(status != 'pending' for status, _, _ in report['jobs'].values()):
+            break
+        assert time.monotonic() < deadline, report['statuses']
+        time.sleep(1)
+
+    jobs = {int(k): v for k, v in report['jobs'].items()}
+    assert sorted(handled) == ids, 'every job handed back exactly once'
+    assert all(collections == 1 for _, _, collections in jobs.values())
+    bad = ids[-1]
+    assert jobs[bad][0] == 'error'
+    assert 'UnknownClassError' in jobs[bad][1]
+    assert {status for pk, (status, _, _) in jobs.items() if pk != bad} == \
+        {'success'}
+    # Nothing left: a later collection run hands back nothing again.
+    final = _django(env, 'collect_jobs')
+    assert final['handled'] == [] and final['statuses'] == {}

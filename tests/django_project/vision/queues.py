@@ -1,0 +1,49 @@
+"""The two calls CoralNet's vision_backend makes on its queue class."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from django.conf import settings
+from django.utils.module_loading import import_string
+
+from spacer_worker.messages import JobMsg
+
+from .models import Job
+
+
+def get_queue_class():
+    return import_string(settings.SPACER_QUEUE_CHOICE)
+
+
+def submit(job_msg_for, count: int, spec_level: str = 'medium') -> list[int]:
+    """Create ``count`` jobs and enqueue each; ``job_msg_for(job_id)``
+    builds its JobMsg (job_token = the job id, as CoralNet does)."""
+    queue = get_queue_class()()
+    ids = []
+    for _ in range(count):
+        job = Job.objects.create()
+        msg: JobMsg = job_msg_for(job.pk)
+        queue.submit_job(msg, job.pk, spec_level)
+        ids.append(job.pk)
+    return ids
+
+
+def collect_spacer_jobs() -> dict:
+    """CoralNet's collect_spacer_jobs: chunks of 100, results handled."""
+    queue = get_queue_class()()
+    collectable = list(queue.get_collectable_jobs())
+    statuses: Counter = Counter()
+    handled = []
+    for start in range(0, len(collectable), 100):
+        results, chunk_statuses = queue.collect_jobs(
+            collectable[start:start + 100])
+        statuses.update(chunk_statuses)
+        for result in results:
+            job = Job.objects.get(pk=int(result.original_job.tasks[0].job_token))
+            job.status = 'success' if result.ok else 'error'
+            job.result_message = result.error_message
+            job.collections += 1
+            job.save()
+            handled.append(job.pk)
+    return {'statuses': dict(statuses), 'handled': handled}
