@@ -1,0 +1,354 @@
+#!/usr/bin/env python3
+"""Extraction benchmark: PySpacer 0.14.0 and spacer_worker, same run, same data.
+
+Times the extract_features task of both on the same 4000x3000 JPEGs with
+200 points each, cold (first call in a fresh process) and warm (later
+calls), each side in its own fresh process; prints seconds per image, the
+speed-up, the largest feature difference, our bare forward pass over the
+same patches (and the task's overhead over it), GFLOP/s, peak RSS for one
+image, and a 1000-point run on an 8000x8000 image with its peak RSS.
+
+    python3 benchmarks/extraction.py                  # CPU, vs PySpacer
+    python3 benchmarks/extraction.py --device cuda    # GPU: patches/s, fp16 drift
+
+PySpacer runs in its reference virtualenv (scripts/reference-venv.sh;
+SPACER_REFERENCE_PYTHON overrides its path). The weights are calibrated
+test weights (realistic feature sizes, not a trained model): speed and
+equality do not depend on the values. Timings are only comparable within
+one run: the machine may be shared, so the load average is printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+GFLOP_PER_PATCH = 0.39  # EfficientNet-b0 at 224x224 (multiply-adds x 2)
+IMAGE_SIZE = (4000, 3000)
+BIG_SIZE = (8000, 8000)
+
+
+# --- data ---------------------------------------------------------------------
+
+def make_photo(path: Path, size: tuple[int, int], seed: int) -> None:
+    """A JPEG with photo-like structure and grain (so decoding costs what a
+    real 4000x3000 photo costs, ~3-6 MB)."""
+    import numpy as np
+    from PIL import Image
+
+    from spacer_worker.extractors.runtime.calibration import synthetic_texture
+
+    rng = np.random.default_rng(seed)
+    base = synthetic_texture(rng, 1024).resize(size, Image.BICUBIC)
+    pixels = np.asarray(base, dtype=np.int16)
+    width, height = size
+    for top in range(0, height, 1000):  # add grain in strips: bounded memory
+        strip = pixels[top:top + 1000]
+        strip += rng.normal(0, 7, strip.shape).astype(np.int16)
+    Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(
+        path, 'JPEG', quality=90)
+
+
+def random_points(size: tuple[int, int], count: int, seed: int
+                  ) -> list[list[int]]:
+    import numpy as np
+    rng = np.random.default_rng(seed)
+    width, height = size
+    return [[int(r), int(c)] for r, c in zip(rng.integers(0, height, count),
+                                             rng.integers(0, width, count),
+                                             strict=True)]
+
+
+def prepare(workdir: Path, n_images: int, n_points: int, big: bool) -> dict:
+    from PIL import Image
+
+    from spacer_worker.extractors.runtime.calibration import (
+        make_calibrated_weights,
+    )
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    images = []
+    for i in range(n_images):
+        path = workdir / f'photo_{i}.jpg'
+        if not path.exists():
+            make_photo(path, IMAGE_SIZE, seed=i)
+        images.append({'path': str(path),
+                       'rowcols': random_points(IMAGE_SIZE, n_points, 100 + i),
+                       'out': str(workdir / f'photo_{i}')})
+    weights = workdir / 'efficientnet_b0_calibrated.pt'
+    sha = make_calibrated_weights(
+        weights, images=[Image.open(images[0]['path'])], seed=0)
+    data = {'weights': str(weights), 'sha256': sha, 'images': images}
+    if big:
+        path = workdir / 'big_8000.jpg'
+        if not path.exists():
+            make_photo(path, BIG_SIZE, seed=99)
+        data['big'] = {'path': str(path),
+                       'rowcols': random_points(BIG_SIZE, 1000, 7),
+                       'out': str(workdir / 'big')}
+    return data
+
+
+# --- the two sides, each in a fresh process ------------------------------------
+
+PYSPACER_SIDE = r'''
+import json, resource, sys, time
+t0 = time.perf_counter()
+from spacer.data_classes import DataLocation
+from spacer.extractors.efficientnet import EfficientNetExtractor
+from spacer.messages import ExtractFeaturesMsg
+from spacer.tasks import extract_features
+import_s = time.perf_counter() - t0
+data = json.loads(sys.argv[1])
+extractor = EfficientNetExtractor(
+    data_locations={'weights': DataLocation('filesystem', data['weights'])},
+    data_hashes={'weights': data['sha256']})
+times, rss_one = [], None
+for image in data['images']:
+    msg = ExtractFeaturesMsg(
+        job_token='bench', extractor=extractor,
+        rowcols=[tuple(rc) for rc in image['rowcols']],
+        image_loc=DataLocation('filesystem', image['path']),
+        feature_loc=DataLocation('filesystem', image['out'] + '.pyspacer'))
+    start = time.perf_counter()
+    extract_features(msg)
+    times.append(time.perf_counter() - start)
+    if rss_one is None:
+        rss_one = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print('@@' + json.dumps({'import_s': import_s, 'times': times,
+                         'peak_rss_kb': rss_one}))
+'''
+
+
+def ours_side(data: dict) -> dict:
+    """Runs in a fresh python3 process: our task on every image."""
+    import resource
+    t0 = time.perf_counter()
+    from spacer_worker import tasks
+    from spacer_worker.data_classes import DataLocation
+    from spacer_worker.extractors import EfficientNetExtractor
+    from spacer_worker.messages import ExtractFeaturesMsg
+    import_s = time.perf_counter() - t0
+
+    extractor = EfficientNetExtractor(
+        data_locations={'weights': DataLocation('filesystem', data['weights'])},
+        data_hashes={'weights': data['sha256']})
+    times, rss_one = [], None
+    for image in data['images']:
+        msg = ExtractFeaturesMsg(
+            job_token='bench', extractor=extractor,
+            rowcols=[tuple(rc) for rc in image['rowcols']],
+            image_loc=DataLocation('filesystem', image['path']),
+            feature_loc=DataLocation('filesystem', image['out'] + '.ours'))
+        start = time.perf_counter()
+        tasks.extract_features(msg)
+        times.append(time.perf_counter() - start)
+        if rss_one is None:
+            rss_one = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    result = {'import_s': import_s, 'times': times, 'peak_rss_kb': rss_one}
+    result.update(bare_forward(extractor, data['images'][0]))
+    return result
+
+
+def bare_forward(extractor, image: dict) -> dict:
+    """Our network alone over the first image's patches, already cropped."""
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from spacer_worker.extractors.runtime import engine
+    from spacer_worker.extractors.runtime.patches import iter_patch_batches
+
+    network, _ = engine.get_network(extractor)
+    batch = network.batch_size()
+    rowcols = [tuple(rc) for rc in image['rowcols']]
+    with Image.open(image['path']) as im:
+        batches = list(iter_patch_batches(im, rowcols, batch))
+    timings = []
+    for _ in range(2):
+        if network.settings.device.startswith('cuda'):
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        outputs = [network.run_patches(b) for b in batches]
+        timings.append(time.perf_counter() - start)
+    result = {'bare_s': min(timings), 'batch_size': batch,
+              'backend': network.settings.backend,
+              'device': network.settings.device,
+              'precision': network.settings.precision,
+              'threads': network.settings.threads}
+    if network.settings.device.startswith('cuda'):
+        # fp16 drift: the same patches through an fp16 copy of the network.
+        fp32 = np.concatenate(outputs)
+        os.environ['SPACER_EXTRACT_PRECISION'] = (
+            'fp16' if network.settings.precision == 'fp32' else 'fp32')
+        other, _ = engine.get_network(extractor)
+        other_out = np.concatenate([other.run_patches(b) for b in batches])
+        os.environ.pop('SPACER_EXTRACT_PRECISION')
+        diff = np.abs(other_out - fp32)
+        result['precision_drift'] = {
+            'max_abs': float(diff.max()), 'mean_abs': float(diff.mean()),
+            'max_rel_to_feature_max': float(diff.max() / np.abs(fp32).max())}
+        for n in (256, 1024):
+            big = np.concatenate(batches * (n // len(rowcols) + 1))[:n]
+            torch.cuda.synchronize()
+            start = time.perf_counter()
+            for i in range(0, n, batch):
+                network.run_patches(big[i:i + batch])
+            torch.cuda.synchronize()
+            result[f'patches_per_s_{n}'] = n / (time.perf_counter() - start)
+    return result
+
+
+def ours_big(data: dict) -> dict:
+    """Fresh process: 1000 points on an 8000x8000 JPEG, peak RSS."""
+    import resource
+
+    from spacer_worker import tasks
+    from spacer_worker.data_classes import DataLocation
+    from spacer_worker.extractors import EfficientNetExtractor
+    from spacer_worker.messages import ExtractFeaturesMsg
+
+    big = data['big']
+    msg = ExtractFeaturesMsg(
+        job_token='big', extractor=EfficientNetExtractor(
+            data_locations={'weights': DataLocation('filesystem',
+                                                    data['weights'])}),
+        rowcols=[tuple(rc) for rc in big['rowcols']],
+        image_loc=DataLocation('filesystem', big['path']),
+        feature_loc=DataLocation('filesystem', big['out'] + '.ours'))
+    start = time.perf_counter()
+    tasks.extract_features(msg)
+    return {'seconds': time.perf_counter() - start,
+            'peak_rss_kb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}
+
+
+def _run_json(cmd: list[str], env: dict[str, str]) -> dict:
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env,
+                          cwd=str(REPO))
+    if proc.returncode != 0:
+        raise SystemExit(f'{cmd[0]} failed:\n{proc.stderr[-3000:]}')
+    return json.loads(proc.stdout.rsplit('@@', 1)[1])
+
+
+def run_ours(mode: str, data: dict, env: dict[str, str]) -> dict:
+    return _run_json([sys.executable, __file__, f'_{mode}', json.dumps(data)],
+                     env)
+
+
+def run_pyspacer(data: dict, python: str) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith('SPACER_')}
+    return _run_json([python, '-c', PYSPACER_SIDE, json.dumps(data)], env)
+
+
+# --- report -------------------------------------------------------------------
+
+def max_feature_difference(data: dict) -> tuple[float, float]:
+    import numpy as np
+
+    from spacer_worker.data_classes import DataLocation, ImageFeatures
+    worst, largest = 0.0, 0.0
+    for image in data['images']:
+        ours = ImageFeatures.load(DataLocation('filesystem',
+                                               image['out'] + '.ours'))
+        theirs = ImageFeatures.load(DataLocation('filesystem',
+                                                 image['out'] + '.pyspacer'))
+        a, b = ours.feature_array(), theirs.feature_array()
+        worst = max(worst, float(np.abs(a - b).max()))
+        largest = max(largest, float(np.abs(b).max()))
+    return worst, largest
+
+
+def _gib(kb: int) -> str:
+    return f'{kb / 1024 ** 2:.2f} GiB'
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('--images', type=int, default=4,
+                        help='4000x3000 JPEGs; the first call is the cold one')
+    parser.add_argument('--points', type=int, default=200)
+    parser.add_argument('--device', default='cpu',
+                        help="'cpu', 'cuda', 'cuda:N' (sets TORCH_DEVICE)")
+    parser.add_argument('--precision', default='fp32', choices=['fp32', 'fp16'])
+    parser.add_argument('--backend', default=None,
+                        choices=['auto', 'onnxruntime', 'torch'])
+    parser.add_argument('--no-pyspacer', action='store_true')
+    parser.add_argument('--no-big', action='store_true',
+                        help='skip the 1000-point 8000x8000 run')
+    parser.add_argument('--workdir', type=Path,
+                        default=Path(tempfile.gettempdir()) / 'spacer_bench')
+    args = parser.parse_args()
+
+    print(f'load average before: {os.getloadavg()}; CPUs: '
+          f'{len(os.sched_getaffinity(0))}')
+    data = prepare(args.workdir, args.images, args.points, not args.no_big)
+    env = dict(os.environ, SPACER_TORCH_DEVICE=args.device,
+               SPACER_EXTRACT_PRECISION=args.precision)
+    if args.backend:
+        env['SPACER_EXTRACT_BACKEND'] = args.backend
+
+    sys.path.insert(0, str(REPO))
+    from tests.reference import reference_python
+    python = None if args.no_pyspacer else reference_python()
+    if python is None and not args.no_pyspacer:
+        print('PySpacer reference venv missing (scripts/reference-venv.sh): '
+              'timing spacer_worker only.')
+    theirs = run_pyspacer(data, str(python)) if python else None
+    ours = run_ours('ours', data, env)
+
+    n = args.points
+    print(f"\n== {len(data['images'])} JPEGs {IMAGE_SIZE[0]}x{IMAGE_SIZE[1]}, "
+          f"{n} points each; ours: {ours['backend']} on {ours['device']} "
+          f"{ours['precision']}, batch {ours['batch_size']}, "
+          f"{ours['threads']} threads")
+    rows = [('spacer_worker', ours)] + ([('PySpacer 0.14.0', theirs)]
+                                        if theirs else [])
+    print(f"{'':18}{'import s':>10}{'cold s/img':>12}{'warm s/img':>12}"
+          f"{'peak RSS (1 img)':>18}")
+    for name, r in rows:
+        warm = r['times'][1:] or r['times']
+        r['warm'] = sum(warm) / len(warm)
+        print(f"{name:18}{r['import_s']:10.2f}{r['times'][0]:12.2f}"
+              f"{r['warm']:12.2f}{_gib(r['peak_rss_kb']):>18}")
+    if theirs:
+        diff, largest = max_feature_difference(data)
+        print(f"speed-up: warm {theirs['warm'] / ours['warm']:.2f}x, "
+              f"cold {theirs['times'][0] / ours['times'][0]:.2f}x; peak RSS "
+              f"ours/PySpacer {ours['peak_rss_kb'] / theirs['peak_rss_kb']:.2f}")
+        print(f"max |feature difference| {diff:.2e} (largest |feature| "
+              f"{largest:.2f}; target < 1e-4)")
+    print(f"bare forward pass, {n} patches in memory: {ours['bare_s']:.2f} s "
+          f"= {n * GFLOP_PER_PATCH / ours['bare_s']:.1f} GFLOP/s "
+          f"({GFLOP_PER_PATCH} GFLOP/patch); whole warm task / bare forward "
+          f"= {ours['warm'] / ours['bare_s']:.2f} (target <= 1.3)")
+    if 'patches_per_s_1024' in ours:
+        print(f"GPU throughput: {ours['patches_per_s_256']:.0f} patches/s "
+              f"(256), {ours['patches_per_s_1024']:.0f} patches/s (1024); "
+              f"whole task {n / ours['warm']:.0f} patches/s")
+        drift = ours['precision_drift']
+        print(f"fp16 vs fp32 on the same patches: max |diff| "
+              f"{drift['max_abs']:.2e}, mean {drift['mean_abs']:.2e}, max "
+              f"relative to the largest feature "
+              f"{drift['max_rel_to_feature_max']:.2e}")
+    if not args.no_big:
+        big = run_ours('big', data, env)
+        print(f"1000 points on {BIG_SIZE[0]}x{BIG_SIZE[1]}: {big['seconds']:.1f} s,"
+              f" peak RSS {_gib(big['peak_rss_kb'])} (target < 3 GiB)")
+    print(f'load average after: {os.getloadavg()}')
+
+
+if __name__ == '__main__':
+    if len(sys.argv) == 3 and sys.argv[1] in ('_ours', '_big'):
+        sys.path.insert(0, str(REPO))
+        payload = json.loads(sys.argv[2])
+        out = ours_side(payload) if sys.argv[1] == '_ours' else ours_big(payload)
+        print('@@' + json.dumps(out))
+    else:
+        main()
