@@ -84,7 +84,7 @@ def prepare(workdir: Path, n_images: int, n_points: int, big: bool) -> dict:
                        'out': str(workdir / f'photo_{i}')})
     weights = workdir / 'efficientnet_b0_calibrated.pt'
     sha = make_calibrated_weights(
-        weights, images=[Image.open(images[0]['path'])], seed=0)
+        weights, images=[Image.open(i['path']) for i in images], seed=0)
     data = {'weights': str(weights), 'sha256': sha, 'images': images}
     if big:
         path = workdir / 'big_8000.jpg'

@@ -14,9 +14,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
-import tempfile
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -88,14 +86,8 @@ def make_calibrated_weights(path: str | os.PathLike,
     buffer = io.BytesIO()
     torch.save({'net': net.state_dict()}, buffer)
     data = buffer.getvalue()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.')
-    try:
-        with os.fdopen(fd, 'wb') as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    from spacer_worker.storage import storage_factory
+
+    # Atomic, and readable as a plain file would be (umask applies).
+    storage_factory('filesystem').store(os.fspath(path), data)
     return hashlib.sha256(data).hexdigest()
