@@ -215,9 +215,12 @@ def build_config() -> dict[str, Any]:
         'result_expires': config.get('RESULT_EXPIRES'),
         # STARTED tells a client that a worker runs the task (not queued).
         'task_track_started': True,
-        # Events for Flower: workers and task life cycles.
+        # Events for Flower: workers and task life cycles (from received
+        # on). No 'task-sent' event: it doubles the cost of every send
+        # (measured: 0.8 -> 1.4 ms) for a queued state clients already get
+        # from the result backend.
         'worker_send_task_events': True,
-        'task_send_sent_event': True,
+        'task_send_sent_event': False,
         # Preloading a network in worker_process_init can take longer than
         # Celery's 4 s default before the pool gives up on the child.
         'worker_proc_alive_timeout': 120.0 if config.get('PRELOAD_EXTRACTOR')
