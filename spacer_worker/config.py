@@ -103,9 +103,9 @@ SETTINGS: dict[str, Setting] = {s.name: s for s in [
     Setting('TRAINING_PRECISION', str, 'float32',
             "MLP mini-batch arithmetic: 'float32' (about twice as fast) or "
             "'float64' (PySpacer's, giving its exact classifier)."),
-    Setting('TRAINING_BLAS_THREADS', int, 1,
-            'BLAS threads per training; 1 suits one training per core '
-            '(prefork workers); 0 keeps the BLAS default.'),
+    Setting('BLAS_THREADS', int, 1,
+            'BLAS threads a training or classification uses; 1 suits '
+            'workers running one task per core; 0 keeps the BLAS default.'),
     Setting('CLASSIFIER_CACHE_SIZE', int, 8,
             'Classifiers a worker process keeps unpickled for classify '
             'tasks, keyed by the file\'s sha256 (never stale); 0 disables.'),

@@ -72,16 +72,13 @@ def _run_trainer(trainer: Any, labels: Any, nbr_epochs: int,
 def classify_features(msg: ClassifyFeaturesMsg) -> ClassifyReturnMsg:
     """Score every point of a stored feature file with a stored classifier
     (kept unpickled between calls while its bytes are unchanged)."""
-    import dataclasses
-
     from spacer_worker.storage import load_features
     from spacer_worker.training.model_cache import load_classifier_cached
 
     t0 = time.time()
     features = load_features(msg.feature_loc)
     clf = load_classifier_cached(msg.classifier_loc)
-    result = score_features(clf, features)
-    return dataclasses.replace(result, runtime=time.time() - t0)
+    return _score(clf, features, t0)
 
 
 def score_features(clf: Any, features: ImageFeatures) -> ClassifyReturnMsg:
@@ -90,19 +87,26 @@ def score_features(clf: Any, features: ImageFeatures) -> ClassifyReturnMsg:
     One ``predict_proba`` over the whole float64 matrix: the same numbers
     PySpacer's per-point calls give, in one pass.
     """
+    return _score(clf, features, None)
+
+
+def _score(clf: Any, features: ImageFeatures,
+           t0: float | None) -> ClassifyReturnMsg:
     import numpy as np
 
     from spacer_worker.messages import ClassifyReturnMsg
+    from spacer_worker.training.threads import blas_threads
 
     x = np.asarray(features.feature_array(), dtype=np.float64)
-    probabilities = clf.predict_proba(x).tolist()
+    with blas_threads():
+        probabilities = clf.predict_proba(x).tolist()
     if features.valid_rowcol:
         rows = np.asarray(features.rows).tolist()
         cols = np.asarray(features.cols).tolist()
     else:
         rows = cols = [None] * len(probabilities)
     return ClassifyReturnMsg(
-        runtime=0.0,
+        runtime=0.0 if t0 is None else time.time() - t0,
         scores=list(zip(rows, cols, probabilities, strict=True)),
         classes=np.asarray(clf.classes_).tolist(),
         valid_rowcol=bool(features.valid_rowcol))

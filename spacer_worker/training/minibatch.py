@@ -14,7 +14,6 @@ the same seed gives the same classifier.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterator
@@ -33,6 +32,7 @@ from spacer_worker.training.evaluation import (
 )
 from spacer_worker.training.loading import FeatureSet, open_training_data
 from spacer_worker.training.matrix import DTYPE
+from spacer_worker.training.threads import blas_threads
 
 logger = logging.getLogger(__name__)
 
@@ -188,23 +188,6 @@ def training_precision() -> str:
             f"TRAINING_PRECISION {value!r} is not one of "
             f"{', '.join(PRECISIONS)}.")
     return value
-
-
-@contextlib.contextmanager
-def blas_threads() -> Iterator[None]:
-    """Limit BLAS threads (TRAINING_BLAS_THREADS) while training.
-
-    Mini-batches of 200 rows are too small for BLAS threads to pay off,
-    and threads that spin while another process holds the core make an
-    oversubscribed worker several times slower.
-    """
-    threads = config.get('TRAINING_BLAS_THREADS')
-    if threads <= 0:
-        yield
-        return
-    from threadpoolctl import threadpool_limits
-    with threadpool_limits(limits=threads, user_api='blas'):
-        yield
 
 
 def train_minibatch(trainer: Any, labels: Any, nbr_epochs: int,
