@@ -17,13 +17,14 @@ from typing import TYPE_CHECKING, Any
 
 from spacer_worker import config
 from spacer_worker.exceptions import MessageError, TrainingLabelsError
+from spacer_worker.extract_checks import check_extract_inputs
 
 if TYPE_CHECKING:
     from spacer_worker.data_classes import ImageLabels, LabelId
     from spacer_worker.messages import TrainingTaskLabels
 
 __all__ = ['SplitMode', 'split_labels', 'preprocess_labels',
-           'check_extract_inputs']  # noqa: F822 (lazy, see __getattr__)
+           'check_extract_inputs']
 
 SET_NAMES = ('train', 'ref', 'val')
 
@@ -44,15 +45,6 @@ class SplitMode(StrEnum):
     VECTORS = 'vectors'
     POINTS = 'points'
     POINTS_STRATIFIED = 'points_stratified'
-
-
-def __getattr__(name: str) -> Any:
-    # Re-exported lazily so that this client-side module does not import
-    # the extraction side (and its image library) until asked.
-    if name == 'check_extract_inputs':
-        from spacer_worker.extract_checks import check_extract_inputs
-        return check_extract_inputs
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _image_labels_class() -> type:

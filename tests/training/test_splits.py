@@ -115,3 +115,19 @@ def test_split_is_the_same_every_time(mode):
     labels = make_labels(30, 17, [1, 2, 3, 4])
     first = preprocess_labels(labels, split_mode=mode).serialize()
     assert preprocess_labels(labels, split_mode=mode).serialize() == first
+
+
+def test_client_side_split_imports_no_numpy_or_scikit_learn():
+    import subprocess
+    import sys
+    code = (
+        'import sys\n'
+        'from spacer_worker.data_classes import DataLocation, ImageLabels\n'
+        'from spacer_worker.task_utils import preprocess_labels\n'
+        'labels = ImageLabels({DataLocation("filesystem", f"/f/{i}"): '
+        '[(p, 0, p % 2) for p in range(10)] for i in range(20)})\n'
+        'print(preprocess_labels(labels).label_count)\n'
+        'print(sorted({"numpy", "sklearn", "torch"} & set(sys.modules)))\n')
+    out = subprocess.run([sys.executable, '-c', code], capture_output=True,
+                         text=True, check=True).stdout.split('\n')
+    assert out[:2] == ['200', '[]']
