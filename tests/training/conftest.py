@@ -26,3 +26,7 @@ def labels(tmp_path) -> ImageLabels:
 def split(labels):
     from spacer_worker.task_utils import SplitMode, preprocess_labels
     return preprocess_labels(labels, split_mode=SplitMode.POINTS)
+
+
+# A real S3 endpoint (moto's server) for training from remote features.
+from tests.storage.conftest import moto_endpoint, s3_bucket  # noqa: E402, F401
