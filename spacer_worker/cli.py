@@ -210,9 +210,15 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from spacer_worker.demo import run_demo
-    report = run_demo(out_dir=args.out, images=args.images,
-                      points=args.points, epochs=args.epochs,
-                      mode=args.mode, seed=args.seed)
+    try:
+        report = run_demo(out_dir=args.out, images=args.images,
+                          points=args.points, epochs=args.epochs,
+                          mode=args.mode, seed=args.seed)
+    except ValueError as e:
+        raise UsageError(str(e)) from e
+    except RuntimeError as e:
+        print(f'spacer-worker demo: {e}', file=sys.stderr)
+        return 1
     return 0 if report.ok else 1
 
 
@@ -233,10 +239,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help='output folder (default: ./spacer-demo)')
     p.add_argument('--images', type=int, default=10,
                    help='images to generate (default 10)')
-    p.add_argument('--points', type=int, default=30,
-                   help='annotated points per image (default 30)')
-    p.add_argument('--epochs', type=int, default=8,
-                   help='training epochs (default 8)')
+    p.add_argument('--points', type=int, default=40,
+                   help='annotated points per image (default 40)')
+    p.add_argument('--epochs', type=int, default=50,
+                   help='training epochs (default 50)')
     p.add_argument('--seed', type=int, default=0)
     p.add_argument('--mode', choices=['auto', 'embedded', 'broker'],
                    default='auto',

@@ -33,6 +33,7 @@ CLASSES: list[tuple[int, str, tuple[int, int, int], str]] = [
     (4, 'rock', (110, 110, 115), 'cracks'),
 ]
 IMAGE_SIZE = (960, 720)  # width, height
+BORDER = 60  # annotated points keep this many pixels from a region border
 
 
 @dataclass
@@ -85,9 +86,9 @@ def _texture(rng: Any, colour: tuple[int, int, int], kind: str,
     return np.clip(pattern[..., None] * rgb * 1.1, 0, 255)
 
 
-def make_image(rng: Any, regions: int = 4) -> tuple[Any, Any]:
-    """(PIL image, class index per pixel): Voronoi regions of substrates,
-    every substrate present at least once."""
+def make_image(rng: Any, regions: int = 4) -> tuple[Any, Any, Any]:
+    """(PIL image, class index per pixel, distance to the nearest other
+    region per pixel): Voronoi regions of substrates, each present."""
     import numpy as np
     from PIL import Image
     width, height = IMAGE_SIZE
@@ -99,12 +100,14 @@ def make_image(rng: Any, regions: int = 4) -> tuple[Any, Any]:
     dist = (yy[None] - seeds[:, 0, None, None]) ** 2 + \
         (xx[None] - seeds[:, 1, None, None]) ** 2
     class_map = classes[np.argmin(dist, axis=0)]
+    nearest = np.sqrt(np.sort(dist, axis=0)[:2])
+    margin = nearest[1] - nearest[0]
     image = np.zeros((height, width, 3), np.float32)
     for index, (_, _, colour, kind) in enumerate(CLASSES):
         mask = class_map == index
         if mask.any():
             image[mask] = _texture(rng, colour, kind, IMAGE_SIZE)[mask]
-    return Image.fromarray(image.astype(np.uint8)), class_map
+    return Image.fromarray(image.astype(np.uint8)), class_map, margin
 
 
 @dataclass
@@ -134,13 +137,16 @@ def make_data(out: Path, images: int, points: int, seed: int,
         (out / sub).mkdir(parents=True, exist_ok=True)
     width, height = IMAGE_SIZE
     pil_images, image_locs, feature_locs, annotations = [], [], [], []
-    margin = 16
     for i in range(images):
-        image, class_map = make_image(rng)
+        image, class_map, margin = make_image(rng)
         loc = DataLocation('filesystem', str(out / 'images' / f'img{i:03d}.jpg'))
         store_image(loc, image)
-        rows = rng.integers(margin, height - margin, size=points)
-        cols = rng.integers(margin, width - margin, size=points)
+        # Annotators click inside a substrate, not on a border between two.
+        inside = np.argwhere(margin > BORDER)
+        inside = inside[(inside[:, 0] >= 16) & (inside[:, 0] < height - 16) &
+                        (inside[:, 1] >= 16) & (inside[:, 1] < width - 16)]
+        rows, cols = inside[rng.choice(len(inside), size=points,
+                                       replace=False)].T
         annotations.append([(int(r), int(c), CLASSES[class_map[r, c]][0])
                             for r, c in zip(rows, cols, strict=True)])
         pil_images.append(image)
@@ -300,7 +306,7 @@ def choose_mode(mode: str) -> str:
 
 
 def run_demo(out_dir: str | os.PathLike | None = None, images: int = 10,
-             points: int = 30, epochs: int = 8, mode: str = 'auto',
+             points: int = 40, epochs: int = 50, mode: str = 'auto',
              seed: int = 0, timeout: float = 600.0) -> DemoReport:
     """Run the demo, printing as it goes; return what it measured."""
     from spacer_worker import config
