@@ -43,7 +43,7 @@ def test_config_shows_sources_and_hides_secrets(tmp_path):
     assert rows['MAX_IMAGE_PIXELS'].rstrip().endswith('default')
 
 
-def test_submit_wait_prints_the_result(redis_server, celery_worker, tmp_path):
+def test_submit_wait_prints_the_result(redis_url, celery_worker, tmp_path):
     from spacer_worker.messages import ExtractFeaturesReturnMsg
 
     image = write_image(tmp_path / 'a.png')
@@ -52,7 +52,7 @@ def test_submit_wait_prints_the_result(redis_server, celery_worker, tmp_path):
         extract_msg(image, tmp_path / 'a.featurevector').serialize()))
 
     done = _cli('submit', str(msg_file), '--wait', '--timeout', '60',
-                env=worker_env(redis_server.url))
+                env=worker_env(redis_url))
 
     assert done.returncode == 0, done.stderr
     result = ExtractFeaturesReturnMsg.deserialize(json.loads(done.stdout))
@@ -61,14 +61,14 @@ def test_submit_wait_prints_the_result(redis_server, celery_worker, tmp_path):
     assert 'extract_features' in done.stderr        # the progress bar
 
 
-def test_submit_failure_exits_1_with_the_error(redis_server, celery_worker,
+def test_submit_failure_exits_1_with_the_error(redis_url, celery_worker,
                                                tmp_path):
     msg_file = tmp_path / 'msg.json'
     msg_file.write_text(json.dumps(extract_msg(
         tmp_path / 'nope.png', tmp_path / 'a.featurevector').serialize()))
 
     done = _cli('submit', str(msg_file), '--wait', '--timeout', '60',
-                env=worker_env(redis_server.url))
+                env=worker_env(redis_url))
 
     assert done.returncode == 1
     assert 'DataNotFoundError' in done.stderr and 'nope.png' in done.stderr
@@ -82,8 +82,8 @@ def test_submit_rejects_a_file_that_is_not_a_message(tmp_path):
     assert 'Cannot tell which message' in done.stderr
 
 
-def test_check_exit_code_follows_worker_health(redis_server, celery_worker):
-    env = worker_env(redis_server.url)
+def test_check_exit_code_follows_worker_health(redis_url, celery_worker):
+    env = worker_env(redis_url)
 
     healthy = _cli('check', '--queue', 'extract', '--timeout', '3', env=env)
     assert healthy.returncode == 0, healthy.stderr
@@ -116,11 +116,11 @@ def test_demo_runs_embedded_without_a_broker(tmp_path):
 
 
 @pytest.mark.slow
-def test_demo_uses_the_broker_and_real_workers(redis_server, celery_worker,
+def test_demo_uses_the_broker_and_real_workers(redis_url, celery_worker,
                                                tmp_path):
     done = _cli('demo', '--out', str(tmp_path / 'demo'), '--images', '5',
                 '--points', '24', '--epochs', '30',
-                env=worker_env(redis_server.url))
+                env=worker_env(redis_url))
 
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert 'mode: broker redis://127.0.0.1' in done.stdout

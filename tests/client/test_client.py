@@ -111,7 +111,7 @@ def test_cancel_stops_a_running_job(app, celery_worker, tmp_path):
     assert client.status(handle).state is JobState.REVOKED
 
 
-def test_client_runs_without_heavy_libraries(redis_server, celery_worker,
+def test_client_runs_without_heavy_libraries(redis_url, celery_worker,
                                              tmp_path):
     """A web server with only the client extra: torch, scikit-learn, numpy,
     Pillow and boto3 cannot be imported, yet it submits and reads results."""
@@ -139,7 +139,7 @@ def test_client_runs_without_heavy_libraries(redis_server, celery_worker,
         print(type(result).__name__, result.runtime >= 0)
     ''')
     done = subprocess.run([sys.executable, '-c', script], cwd=str(REPO),
-                          env=worker_env(redis_server.url), capture_output=True,
+                          env=worker_env(redis_url), capture_output=True,
                           text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == 'ExtractFeaturesReturnMsg True'

@@ -141,9 +141,9 @@ def test_worker_failure_comes_back_as_not_ok(queue, image, tmp_path,
 
 
 @pytest.fixture(scope='module')
-def expiring_worker(redis_server, worker_logs):
+def expiring_worker(redis_url, worker_logs):
     """A worker whose results expire after 1 s."""
-    worker = start_worker(redis_server.url, 'expiring', 'expiring', worker_logs,
+    worker = start_worker(redis_url, 'expiring', 'expiring', worker_logs,
                           RESULT_EXPIRES='1')
     yield worker
     worker.stop()

@@ -24,11 +24,11 @@ def _django(env, *args) -> dict | list:
 
 
 def test_django_app_enqueues_and_collects_through_celery(
-        redis_server, celery_worker, tmp_path):
-    env = worker_env(redis_server.url)
+        redis_url, celery_worker, tmp_path):
+    env = worker_env(redis_url)
     # Configured the CoralNet way: settings.SPACER, not SPACER_* variables.
     del env['SPACER_BROKER_URL'], env['SPACER_RESULT_BACKEND']
-    env['TEST_REDIS_URL'] = redis_server.url
+    env['TEST_REDIS_URL'] = redis_url
     env['TEST_DJANGO_DB'] = str(tmp_path / 'db.sqlite3')
     image = write_image(tmp_path / 'img.png')
     subprocess.run([sys.executable, '-m', 'django', 'migrate', '-v', '0',
