@@ -297,6 +297,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ['worker']:
+        # Everything after 'worker' is Celery's, --help included.
+        return cmd_worker(argparse.Namespace(celery_args=argv[1:]))
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
