@@ -143,3 +143,21 @@ def test_client_runs_without_heavy_libraries(redis_url, celery_worker,
                           text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == 'ExtractFeaturesReturnMsg True'
+
+
+def test_expedited_job_goes_to_the_first_served_priority_list(app, redis_url,
+                                                              tmp_path):
+    # Nobody consumes this queue: look at where Redis holds the messages.
+    import redis
+    client = Client(app)
+    msg = extract_msg(tmp_path / 'a.png', tmp_path / 'a.featurevector')
+
+    normal = client.submit(msg, queue='parked-prio')
+    urgent = client.submit(msg, queue='parked-prio', priority=0)
+
+    r = redis.Redis.from_url(redis_url)
+    first_served = [m.decode() for m in r.lrange('parked-prio', 0, -1)]
+    later = [m.decode() for m in r.lrange('parked-prio\x06\x165', 0, -1)]
+    assert len(first_served) == 1 and urgent.id in first_served[0]
+    assert len(later) == 1 and normal.id in later[0]
+    r.delete('parked-prio', 'parked-prio\x06\x165')
