@@ -21,6 +21,7 @@ one run: the machine may be shared, so the load average is printed.
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import os
 import subprocess
@@ -98,8 +99,18 @@ def prepare(workdir: Path, n_images: int, n_points: int, big: bool) -> dict:
 
 # --- the two sides, each in a fresh process ------------------------------------
 
-PYSPACER_SIDE = r'''
-import json, resource, sys, time
+def peak_rss_kb() -> int:
+    """This process's own peak RSS. (ru_maxrss would count the parent's
+    peak: it survives fork + exec; VmHWM is per address space.)"""
+    with open('/proc/self/status') as f:
+        for line in f:
+            if line.startswith('VmHWM:'):
+                return int(line.split()[1])
+    return 0
+
+
+PYSPACER_SIDE = inspect.getsource(peak_rss_kb) + r'''
+import json, sys, time
 t0 = time.perf_counter()
 from spacer.data_classes import DataLocation
 from spacer.extractors.efficientnet import EfficientNetExtractor
@@ -121,7 +132,7 @@ for image in data['images']:
     extract_features(msg)
     times.append(time.perf_counter() - start)
     if rss_one is None:
-        rss_one = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        rss_one = peak_rss_kb()
 print('@@' + json.dumps({'import_s': import_s, 'times': times,
                          'peak_rss_kb': rss_one}))
 '''
@@ -129,7 +140,6 @@ print('@@' + json.dumps({'import_s': import_s, 'times': times,
 
 def ours_side(data: dict) -> dict:
     """Runs in a fresh python3 process: our task on every image."""
-    import resource
     t0 = time.perf_counter()
     from spacer_worker import tasks
     from spacer_worker.data_classes import DataLocation
@@ -151,7 +161,7 @@ def ours_side(data: dict) -> dict:
         tasks.extract_features(msg)
         times.append(time.perf_counter() - start)
         if rss_one is None:
-            rss_one = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+            rss_one = peak_rss_kb()
     result = {'import_s': import_s, 'times': times, 'peak_rss_kb': rss_one}
     result.update(bare_forward(extractor, data['images'][0]))
     return result
@@ -208,8 +218,6 @@ def bare_forward(extractor, image: dict) -> dict:
 
 def ours_big(data: dict) -> dict:
     """Fresh process: 1000 points on an 8000x8000 JPEG, peak RSS."""
-    import resource
-
     from spacer_worker import tasks
     from spacer_worker.data_classes import DataLocation
     from spacer_worker.extractors import EfficientNetExtractor
@@ -226,7 +234,7 @@ def ours_big(data: dict) -> dict:
     start = time.perf_counter()
     tasks.extract_features(msg)
     return {'seconds': time.perf_counter() - start,
-            'peak_rss_kb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}
+            'peak_rss_kb': peak_rss_kb()}
 
 
 def _run_json(cmd: list[str], env: dict[str, str]) -> dict:
@@ -249,11 +257,11 @@ def run_pyspacer(data: dict, python: str) -> dict:
 
 # --- report -------------------------------------------------------------------
 
-def max_feature_difference(data: dict) -> tuple[float, float]:
+def max_feature_difference(data: dict) -> tuple[float, float, float]:
     import numpy as np
 
     from spacer_worker.data_classes import DataLocation, ImageFeatures
-    worst, largest = 0.0, 0.0
+    worst, largest, means = 0.0, 0.0, []
     for image in data['images']:
         ours = ImageFeatures.load(DataLocation('filesystem',
                                                image['out'] + '.ours'))
@@ -262,7 +270,8 @@ def max_feature_difference(data: dict) -> tuple[float, float]:
         a, b = ours.feature_array(), theirs.feature_array()
         worst = max(worst, float(np.abs(a - b).max()))
         largest = max(largest, float(np.abs(b).max()))
-    return worst, largest
+        means.append(float(np.abs(b).mean()))
+    return worst, largest, sum(means) / len(means)
 
 
 def _gib(kb: int) -> str:
@@ -318,12 +327,12 @@ def main() -> None:
         print(f"{name:18}{r['import_s']:10.2f}{r['times'][0]:12.2f}"
               f"{r['warm']:12.2f}{_gib(r['peak_rss_kb']):>18}")
     if theirs:
-        diff, largest = max_feature_difference(data)
+        diff, largest, mean = max_feature_difference(data)
         print(f"speed-up: warm {theirs['warm'] / ours['warm']:.2f}x, "
               f"cold {theirs['times'][0] / ours['times'][0]:.2f}x; peak RSS "
               f"ours/PySpacer {ours['peak_rss_kb'] / theirs['peak_rss_kb']:.2f}")
-        print(f"max |feature difference| {diff:.2e} (largest |feature| "
-              f"{largest:.2f}; target < 1e-4)")
+        print(f"max |feature difference| {diff:.2e} (target < 1e-4; "
+              f"features: mean |f| {mean:.3f}, largest {largest:.2f})")
     print(f"bare forward pass, {n} patches in memory: {ours['bare_s']:.2f} s "
           f"= {n * GFLOP_PER_PATCH / ours['bare_s']:.1f} GFLOP/s "
           f"({GFLOP_PER_PATCH} GFLOP/patch); whole warm task / bare forward "
