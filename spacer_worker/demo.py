@@ -121,8 +121,11 @@ class DemoData:
 
 
 def make_data(out: Path, images: int, points: int, seed: int,
-              progress: Callable[[int], None] | None = None) -> DemoData:
-    """Write images, weights and annotations under ``out``."""
+              progress: Callable[[int], None] | None = None,
+              before_weights: Callable[[], None] | None = None) -> DemoData:
+    """Write images, weights and annotations under ``out``;
+    ``progress(1)`` after each image, ``before_weights()`` once they are
+    all written."""
     import numpy as np
 
     from spacer_worker.data_classes import DataLocation
@@ -155,6 +158,8 @@ def make_data(out: Path, images: int, points: int, seed: int,
             'filesystem', str(out / 'features' / f'img{i:03d}.featurevector')))
         if progress is not None:
             progress(1)
+    if before_weights is not None:
+        before_weights()
     weights = out / 'model' / 'efficientnet_b0_calibrated.pt'
     sha256 = make_calibrated_weights(weights, images=pil_images, seed=seed)
     extractor = EfficientNetExtractor(
@@ -343,8 +348,15 @@ def run_demo(out_dir: str | os.PathLike | None = None, images: int = 10,
                  f'they must be able to read {out}')
 
         started = time.perf_counter()
-        with _bar(images, 'generate', 'img') as bar:
-            data = make_data(out, images, points, seed, progress=bar.update)
+        with ExitStack() as bar_scope:
+            bar = bar_scope.enter_context(_bar(images, 'generate', 'img'))
+
+            def announce_weights() -> None:
+                bar_scope.close()
+                _say('calibrating EfficientNet-b0 weights (BatchNorm '
+                     'statistics) on the images...')
+            data = make_data(out, images, points, seed, progress=bar.update,
+                             before_weights=announce_weights)
         report.timings['generate'] = time.perf_counter() - started
 
         if report.mode == 'embedded':

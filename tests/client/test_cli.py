@@ -106,7 +106,7 @@ def test_demo_runs_embedded_without_a_broker(tmp_path):
     del env['SPACER_BROKER_URL'], env['SPACER_RESULT_BACKEND']
 
     done = _cli('demo', '--out', str(tmp_path / 'demo'), '--images', '5',
-                '--points', '24', '--epochs', '30', env=env)
+                '--points', '40', '--epochs', '50', env=env)
 
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert 'mode: embedded' in done.stdout
@@ -119,7 +119,7 @@ def test_demo_runs_embedded_without_a_broker(tmp_path):
 def test_demo_uses_the_broker_and_real_workers(redis_url, celery_worker,
                                                tmp_path):
     done = _cli('demo', '--out', str(tmp_path / 'demo'), '--images', '5',
-                '--points', '24', '--epochs', '30',
+                '--points', '40', '--epochs', '50',
                 env=worker_env(redis_url))
 
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
