@@ -61,6 +61,27 @@ def test_submit_wait_prints_the_result(redis_url, celery_worker, tmp_path):
     assert 'extract_features' in done.stderr        # the progress bar
 
 
+def test_submit_then_status_and_result_by_handle(redis_url, celery_worker,
+                                                 tmp_path):
+    image = write_image(tmp_path / 'b.png')
+    msg_file = tmp_path / 'msg.json'
+    msg_file.write_text(json.dumps(
+        extract_msg(image, tmp_path / 'b.featurevector').serialize()))
+    env = worker_env(redis_url)
+
+    submitted = _cli('submit', str(msg_file), '--priority', '0', env=env)
+    assert submitted.returncode == 0, submitted.stderr
+    handle = submitted.stdout.strip()
+    assert handle.startswith('spacer.extract_features:extract:')
+
+    result = _cli('result', handle, '--timeout', '60', env=env)
+    assert result.returncode == 0, result.stderr
+    assert set(json.loads(result.stdout)) == {'extractor_loaded_remotely',
+                                              'runtime'}
+    status = _cli('status', handle, env=env)
+    assert json.loads(status.stdout)['state'] == 'SUCCESS'
+
+
 def test_submit_failure_exits_1_with_the_error(redis_url, celery_worker,
                                                tmp_path):
     msg_file = tmp_path / 'msg.json'
