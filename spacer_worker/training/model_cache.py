@@ -1,21 +1,49 @@
-"""Classifiers kept per worker process, keyed by the file's content.
+"""Classifiers kept per worker process, keyed by the file's identity.
 
 A classify worker scores image after image with the same source
 classifier; unpickling it each time costs more than scoring 200 points.
-Entries are keyed by the sha256 of the bytes just read, so a classifier
-overwritten at the same location is never served stale (the bytes are
-still read on every call; only the unpickling is saved).
+An entry is keyed by the sha256 of the bytes, or for a local file by its
+inode, size and modification time (an ETag, as web servers make them: our
+storage replaces files by rename, so a rewrite always gets a new inode).
+A classifier overwritten at the same location is never served stale.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 import threading
 from collections import OrderedDict
 from typing import Any
 
 _lock = threading.Lock()
-_entries: OrderedDict[str, Any] = OrderedDict()
+_entries: OrderedDict[Any, Any] = OrderedDict()
+
+
+def _file_tag(loc: Any) -> tuple | None:
+    if getattr(loc, 'storage_type', None) != 'filesystem':
+        return None
+    try:
+        st = os.stat(loc.key)
+    except OSError:
+        return None  # let the storage layer raise its proper error
+    return ('file', st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns,
+            st.st_ctime_ns)
+
+
+def _lookup(key: Any) -> Any:
+    with _lock:
+        clf = _entries.get(key)
+        if clf is not None:
+            _entries.move_to_end(key)
+        return clf
+
+
+def _remember(key: Any, clf: Any, size: int) -> None:
+    with _lock:
+        _entries[key] = clf
+        while len(_entries) > size:
+            _entries.popitem(last=False)
 
 
 def load_classifier_cached(loc: Any) -> Any:
@@ -25,21 +53,22 @@ def load_classifier_cached(loc: Any) -> Any:
     from spacer_worker.storage.blobs import describe, load_bytes
     from spacer_worker.storage.classifiers import parse_classifier
 
-    data = load_bytes(loc)
     size = config.get('CLASSIFIER_CACHE_SIZE')
     if size <= 0:
-        return parse_classifier(data, describe(loc))
-    digest = hashlib.sha256(data).hexdigest()
-    with _lock:
-        clf = _entries.get(digest)
+        return parse_classifier(load_bytes(loc), describe(loc))
+    key = _file_tag(loc)
+    if key is not None:
+        clf = _lookup(key)
         if clf is not None:
-            _entries.move_to_end(digest)
+            return clf
+    data = load_bytes(loc)
+    if key is None:
+        key = ('sha256', hashlib.sha256(data).hexdigest())
+        clf = _lookup(key)
+        if clf is not None:
             return clf
     clf = parse_classifier(data, describe(loc))
-    with _lock:
-        _entries[digest] = clf
-        while len(_entries) > size:
-            _entries.popitem(last=False)
+    _remember(key, clf, size)
     return clf
 
 

@@ -118,3 +118,18 @@ def test_a_replaced_classifier_is_never_served_from_the_cache(split, tmp_path):
 def preprocess_labels_for(split, classes):
     from spacer_worker.task_utils import preprocess_labels
     return preprocess_labels(split, accepted_classes=classes)
+
+
+def test_the_model_cache_follows_content_in_memory_storage(split):
+    from spacer_worker.storage import store_classifier
+    from spacer_worker.train_classifier import MiniBatchTrainer
+    from spacer_worker.training.model_cache import load_classifier_cached
+    loc = DataLocation('memory', 'models/cache-test.pkl')
+    four = MiniBatchTrainer()(split, 1, [], 'LR')[0]
+    two = MiniBatchTrainer()(preprocess_labels_for(split, {1, 2}), 1, [],
+                             'LR')[0]
+    store_classifier(loc, four)
+    first = load_classifier_cached(loc)
+    assert load_classifier_cached(loc) is first
+    store_classifier(loc, two)
+    assert load_classifier_cached(loc).classes_.tolist() == [1, 2]
