@@ -108,7 +108,8 @@ SETTINGS: dict[str, Setting] = {s.name: s for s in [
             'workers running one task per core; 0 keeps the BLAS default.'),
     Setting('CLASSIFIER_CACHE_SIZE', int, 8,
             'Classifiers a worker process keeps unpickled for classify '
-            'tasks, keyed by the file\'s sha256 (never stale); 0 disables.'),
+            'tasks, keyed by content (sha256, or inode/size/mtime for local '
+            'files), so never stale; 0 disables.'),
     # --- Celery -------------------------------------------------------------
     Setting('BROKER_URL', str, _DEFAULT_BROKER, 'Celery broker URL.', True),
     Setting('RESULT_BACKEND', str, None,
