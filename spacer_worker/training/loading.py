@@ -259,14 +259,16 @@ def _fill(matrix: FeatureMatrix, layout: _Layout, locs: list[Any],
     place(locs[0], first)
     if len(locs) == 1:
         return
-    with ThreadPoolExecutor(max_workers=_threads(locs),
-                            thread_name_prefix='spacer-load') as pool:
+    pool = ThreadPoolExecutor(max_workers=_threads(locs),
+                              thread_name_prefix='spacer-load')
+    try:
         futures = [pool.submit(place, loc, None) for loc in locs[1:]]
-        done, pending = wait(futures, return_when=FIRST_EXCEPTION)
-        for future in done:
-            error = future.exception()
-            if error is not None:
-                stop.set()
-                for other in pending:
-                    other.cancel()
-                raise error
+        done, _pending = wait(futures, return_when=FIRST_EXCEPTION)
+        for future in futures:
+            if future in done and future.exception() is not None:
+                raise future.exception()
+    finally:
+        # On an error, or an interruption such as a task time limit, stop
+        # at once: drop queued files, let running reads end.
+        stop.set()
+        pool.shutdown(wait=True, cancel_futures=True)
