@@ -145,7 +145,7 @@ def visibility_timeout() -> int:
 
 def build_config() -> dict[str, Any]:
     """The Celery configuration, read from spacer_worker.config now."""
-    from kombu import Queue
+    from kombu import Exchange, Queue
 
     annotations = {}
     for name in [*TASK_KINDS, PROCESS_JOB]:
@@ -172,7 +172,13 @@ def build_config() -> dict[str, Any]:
         'result_accept_content': ['json'],
         'event_serializer': 'json',
 
-        'task_queues': [Queue(queue_name(kind)) for kind in QueueKind],
+        # Each queue gets its own direct exchange and routing key: with bare
+        # Queue(name) Celery hands every queue one shared default Exchange
+        # object, and the banner (and AMQP brokers) then bind all three to
+        # the last queue's name.
+        'task_queues': [Queue(name, Exchange(name, type='direct'),
+                              routing_key=name)
+                        for name in (queue_name(kind) for kind in QueueKind)],
         'task_default_queue': queue_name(QueueKind.CLASSIFY),
         'task_routes': (route_task,),
         'task_annotations': annotations,

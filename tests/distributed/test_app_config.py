@@ -59,6 +59,16 @@ def test_queues_are_configurable_and_jobs_route_by_their_tasks(monkeypatch):
         queue_for('spacer.nope')
 
 
+def test_each_queue_has_its_own_exchange_and_routing_key():
+    # A message routed to one queue must never be bound to another queue's
+    # key: workers on the train queue must not see extraction work.
+    from spacer_worker.celery import build_config
+    queues = build_config()['task_queues']
+    assert [(q.name, q.exchange.name, q.routing_key) for q in queues] == [
+        ('extract', 'extract', 'extract'), ('train', 'train', 'train'),
+        ('classify', 'classify', 'classify')]
+
+
 def test_training_progress_is_published_with_plain_numbers():
     from spacer_worker.worker_tasks import SpacerTask
 
