@@ -1,7 +1,7 @@
 """Two ways to run the folded network on a batch of uint8 patches.
 
-* ``OnnxRuntimeBackend`` (CPU): ONNX Runtime on a graph written from the
-  folded parameters. The fastest on CPU (~1.5x eager PyTorch here), small
+* ``OnnxRuntimeBackend`` (CPU): PyTorch for the stem, then ONNX Runtime
+  on a graph written from the folded parameters. The fastest on CPU (~1.5x eager PyTorch here), small
   batches suit it best, and it uses its own allocator.
 * ``TorchBackend`` (CPU or CUDA): eager PyTorch, channels_last, in
   ``inference_mode``; optional fp16 on CUDA. On CPU it raises glibc's mmap
@@ -67,9 +67,14 @@ class OnnxRuntimeBackend:
         self._input = INPUT_NAME
         self._session = ort.InferenceSession(
             build_onnx_model(net), options, providers=['CPUExecutionProvider'])
+        torch.set_num_threads(threads)
+        self._stem = net.stem_forward
 
     def run(self, patches: np.ndarray) -> np.ndarray:
-        x = _UNIT_SCALE[patches.transpose(0, 3, 1, 2)]
+        # The stem in PyTorch, rounding as PySpacer does (see onnx_graph).
+        x = torch.from_numpy(_UNIT_SCALE[patches.transpose(0, 3, 1, 2)])
+        with torch.inference_mode():
+            x = self._stem(x).contiguous().numpy()
         return self._session.run(None, {self._input: x})[0]
 
 
