@@ -12,8 +12,8 @@ the conv output by up to ~25 and the network amplifies any change there,
 so the float32 rounding of the stem conv accounts for nearly all of the
 features' float32 error (1.5e-4 at features of ~15, against a float64 run).
 Rounding the same way as PySpacer there (rather than more precisely) is
-what keeps the two within 1e-4 of each other: measured in
-``tests/extraction/test_precision.py``.
+what keeps the two within 1e-4 of each other (``benchmarks/extraction.py``;
+pinned by ``tests/extraction/test_precision.py``).
 """
 
 from __future__ import annotations
