@@ -67,7 +67,9 @@ class OnnxRuntimeBackend:
         self._input = INPUT_NAME
         self._session = ort.InferenceSession(
             build_onnx_model(net), options, providers=['CPUExecutionProvider'])
-        torch.set_num_threads(threads)
+        # One PyTorch thread for the (small) stem: idle OpenMP threads
+        # spin-wait on the cores ONNX Runtime is about to use.
+        torch.set_num_threads(1)
         self._stem = net.stem_forward
 
     def run(self, patches: np.ndarray) -> np.ndarray:
