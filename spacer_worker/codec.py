@@ -621,3 +621,51 @@ def resolve_class(class_path: Any, *, kind: str, builtins: Mapping[str, type],
             f'{kind} class_path {class_path!r} names {show(cls)}, which is '
             f'not a {base.__name__} subclass.')
     return cls
+
+
+class Description:
+    """Base of what a message carries as ``{'class_path': ..., **params}``
+    (extractors, trainers): equal when their JSON is equal, built from a
+    dict by the subclass's allowlisted ``deserialize``."""
+
+    # PySpacer's path for a built-in; read only from the class's own dict,
+    # so a user's subclass serializes under its own path.
+    PYSPACER_CLASS_PATH: str | None = None
+
+    @classmethod
+    def class_path(cls) -> str:
+        own = cls.__dict__.get('PYSPACER_CLASS_PATH')
+        return own or f'{cls.__module__}.{cls.__qualname__}'
+
+    def serialize(self) -> dict:
+        return {'class_path': self.class_path()}
+
+    @staticmethod
+    def split_class_path(data: Any, kind: str) -> tuple[Any, dict]:
+        """(class_path, the other keys) of a description's dict."""
+        if not isinstance(data, Mapping):
+            raise MessageError(f'{kind}: expected a JSON object, got '
+                               f'{show(data)}.')
+        kwargs = dict(data)
+        if 'class_path' not in kwargs:
+            raise MessageError(f'{kind}: missing key class_path in '
+                               f'{show(data)}.')
+        return kwargs.pop('class_path'), kwargs
+
+    @staticmethod
+    def build(cls: type, kwargs: dict, data: Any) -> Any:
+        try:
+            return cls(**kwargs)
+        except TypeError as e:
+            raise MessageError(
+                f'{cls.__name__}: cannot be built from {show(data)}: {e}') from e
+
+    def __repr__(self) -> str:
+        return str(self.serialize())
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Description):
+            return NotImplemented
+        return self.serialize() == other.serialize()
+
+    __hash__ = None  # type: ignore[assignment]

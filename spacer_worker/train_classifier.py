@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import abc
 import inspect
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from spacer_worker.codec import (
@@ -22,6 +22,7 @@ from spacer_worker.codec import (
     INT,
     STR,
     Codec,
+    Description,
     Invalid,
     Optional,
     Scalar,
@@ -42,11 +43,8 @@ BUILTIN_TRAINERS: dict[str, str] = {
 }
 
 
-class ClassifierTrainer(abc.ABC):
+class ClassifierTrainer(Description, abc.ABC):
     """Base of trainer descriptions (PySpacer's extension point)."""
-
-    # PySpacer's path for a built-in; read only from the class's own dict.
-    PYSPACER_CLASS_PATH: str | None = None
 
     @abc.abstractmethod
     def __call__(self, labels: TrainingTaskLabels, nbr_epochs: int,
@@ -62,40 +60,12 @@ class ClassifierTrainer(abc.ABC):
         PySpacer may take only the first four; the task layer passes the
         others only to trainers that accept them."""
 
-    @classmethod
-    def class_path(cls) -> str:
-        own = cls.__dict__.get('PYSPACER_CLASS_PATH')
-        return own or f'{cls.__module__}.{cls.__qualname__}'
-
-    def serialize(self) -> dict:
-        return {'class_path': self.class_path()}
-
     @staticmethod
     def deserialize(data: Any) -> ClassifierTrainer:
         """Rebuild an allowlisted trainer; other keys are its parameters."""
-        if not isinstance(data, Mapping):
-            raise MessageError(f'ClassifierTrainer: expected a JSON object, '
-                               f'got {show(data)}.')
-        kwargs = dict(data)
-        if 'class_path' not in kwargs:
-            raise MessageError(f'ClassifierTrainer: missing key class_path '
-                               f'in {show(data)}.')
-        cls = trainer_class(kwargs.pop('class_path'))
-        try:
-            return cls(**kwargs)
-        except TypeError as e:
-            raise MessageError(
-                f'{cls.__name__}: cannot be built from {show(data)}: {e}') from e
-
-    def __repr__(self) -> str:
-        return str(self.serialize())
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, ClassifierTrainer):
-            return NotImplemented
-        return self.serialize() == other.serialize()
-
-    __hash__ = None  # type: ignore[assignment]
+        class_path, kwargs = Description.split_class_path(
+            data, 'ClassifierTrainer')
+        return Description.build(trainer_class(class_path), kwargs, data)
 
 
 class _PositiveInt(Scalar):

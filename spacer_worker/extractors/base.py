@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from spacer_worker.codec import (
     STR,
+    Description,
     DictOf,
     Invalid,
     relabel,
@@ -40,7 +41,7 @@ LOCATIONS = DictOf(STR, LOCATION)
 HASHES = DictOf(STR, STR)
 
 
-class FeatureExtractor(abc.ABC):
+class FeatureExtractor(Description, abc.ABC):
     """Base of extractor descriptions, with PySpacer's constructor.
 
     Subclasses list their required ``data_locations`` keys in
@@ -52,9 +53,6 @@ class FeatureExtractor(abc.ABC):
     DATA_LOCATION_KEYS: ClassVar[list[str]] = []
     CROP_SIZE: ClassVar[int] = 224
     BATCH_SIZE: ClassVar[int] = 10
-    # PySpacer's path for a built-in class; serialize() writes it so that
-    # PySpacer reads our messages. Only read from the class's own __dict__.
-    PYSPACER_CLASS_PATH: ClassVar[str | None] = None
 
     def __init__(self, data_locations: Mapping[str, DataLocation],
                  data_hashes: Mapping[str, str] | None = None,
@@ -124,11 +122,6 @@ class FeatureExtractor(abc.ABC):
 
     # --- serialization -------------------------------------------------------
 
-    @classmethod
-    def class_path(cls) -> str:
-        own = cls.__dict__.get('PYSPACER_CLASS_PATH')
-        return own or f'{cls.__module__}.{cls.__qualname__}'
-
     def serialize(self) -> dict:
         return {
             'class_path': self.class_path(),
@@ -141,35 +134,16 @@ class FeatureExtractor(abc.ABC):
         """Rebuild an allowlisted extractor from PySpacer's dict. Keys other
         than class_path/data_locations go to the constructor, as in
         PySpacer (whose base class ignores the ones it does not know)."""
-        if not isinstance(data, Mapping):
-            raise MessageError(f'FeatureExtractor: expected a JSON object, '
-                               f'got {show(data)}.')
-        kwargs = dict(data)
-        if 'class_path' not in kwargs:
-            raise MessageError(f'FeatureExtractor: missing key class_path in '
-                               f'{show(data)}.')
-        cls = extractor_class(kwargs.pop('class_path'))
+        class_path, kwargs = Description.split_class_path(
+            data, 'FeatureExtractor')
+        cls = extractor_class(class_path)
         try:
             kwargs['data_locations'] = LOCATIONS.decode(
                 kwargs.get('data_locations', {}))
         except (Invalid, SpacerError) as e:
             raise relabel(e, f'{cls.__name__}.data_locations',
                           data.get('data_locations')) from e
-        try:
-            return cls(**kwargs)
-        except TypeError as e:
-            raise MessageError(
-                f'{cls.__name__}: cannot be built from {show(data)}: {e}') from e
-
-    def __repr__(self) -> str:
-        return str(self.serialize())
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, FeatureExtractor):
-            return NotImplemented
-        return self.serialize() == other.serialize()
-
-    __hash__ = None  # type: ignore[assignment]
+        return Description.build(cls, kwargs, data)
 
 
 class DummyExtractor(FeatureExtractor):
