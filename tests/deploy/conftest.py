@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
+
+# One copy of the process helpers for every suite that starts services.
+from tests.distributed.services import free_port, wait_for  # noqa: F401
 
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = REPO / 'compose.yaml'
@@ -63,23 +64,6 @@ def service_env(service: dict) -> dict[str, str]:
     return env
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
-
-
-def wait_for(predicate, timeout: float, what: str, interval: float = 0.2):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f'{what}: not after {timeout} s')
-        time.sleep(interval)
-
-
 @pytest.fixture(scope='session')
 def redis_url(tmp_path_factory):
     """A throwaway redis-server (no persistence) for worker tests."""
@@ -100,7 +84,7 @@ def redis_url(tmp_path_factory):
         except redis.ConnectionError:
             return False
     try:
-        wait_for(up, 20, 'redis-server up')
+        wait_for(up, 20, what='redis-server up')
         yield url
     finally:
         proc.terminate()

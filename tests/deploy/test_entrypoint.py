@@ -67,7 +67,7 @@ def container(redis_url, tmp_path):
                 assert proc.poll() is None, self.log.read_text()
                 check = self.healthcheck()
                 return check.stdout if check.returncode == 0 else None
-            return wait_for(healthy, 60, 'workers answering the healthcheck')
+            return wait_for(healthy, 60, what='workers answering the healthcheck')
 
     yield Container()
     for proc in started:

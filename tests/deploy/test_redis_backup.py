@@ -53,7 +53,7 @@ def test_backup_then_restore_into_an_empty_volume(compose, tmp_path):
                 return client.ping()
             except redis.ConnectionError:
                 return False
-        wait_for(up, 20, 'redis up')
+        wait_for(up, 20, what='redis up')
         return proc
 
     proc = serve()

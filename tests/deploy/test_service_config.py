@@ -68,7 +68,7 @@ def test_redis_requires_the_password_and_persists_across_restarts(
         return subprocess.run(['sh', '-c', probe], env=env).returncode == 0
 
     proc = start(argv, env)
-    wait_for(healthy, 20, 'redis healthcheck')
+    wait_for(healthy, 20, what='redis healthcheck')
 
     anonymous = redis.Redis(port=port)
     with pytest.raises(redis.AuthenticationError):
@@ -83,7 +83,7 @@ def test_redis_requires_the_password_and_persists_across_restarts(
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(30) == 0
     start(argv, env)
-    wait_for(healthy, 20, 'redis healthcheck after restart')
+    wait_for(healthy, 20, what='redis healthcheck after restart')
     assert client.lrange('extract', 0, -1) == [b'task-1', b'task-2']
     assert (Path(tmp_path) / 'appendonlydir').is_dir()
 
@@ -123,7 +123,7 @@ def test_flower_asks_for_a_password_and_serves_metrics(
             return requests.get(f'{base}/healthcheck', timeout=2).ok
         except requests.ConnectionError:
             return False
-    wait_for(up, 60, 'flower /healthcheck')
+    wait_for(up, 60, what='flower /healthcheck')
 
     user, password = settings['FLOWER_BASIC_AUTH'].split(':', 1)
     assert requests.get(f'{base}/workers', timeout=5).status_code == 401

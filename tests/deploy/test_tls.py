@@ -61,7 +61,7 @@ def test_worker_and_client_work_through_tls_redis(tmp_path):
             return subprocess.run(
                 ['python3', str(REPO / 'docker' / 'healthcheck.py')],
                 env=env, capture_output=True, timeout=60).returncode == 0
-        wait_for(healthy, 60, 'worker answering through TLS')
+        wait_for(healthy, 60, what='worker answering through TLS')
 
         # A task round trip over TLS: bad input comes back as a failure.
         # Poll the stored state (as spacer_worker's client does) rather
