@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from tests.deploy.conftest import CONFIG_DIR, REPO, read_env_file, wait_for
+from tests.distributed.services import kill_group
 
 ENTRYPOINT = REPO / 'docker' / 'entrypoint.sh'
 HEALTHCHECK = REPO / 'docker' / 'healthcheck.py'
@@ -72,10 +73,7 @@ def container(redis_url, tmp_path):
     yield Container()
     for proc in started:
         # The whole group: pool children outlive a worker killed under them.
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+        kill_group(proc)
         proc.wait(10)
 
 

@@ -19,6 +19,7 @@ from tests.deploy.conftest import (
     require_tool,
     wait_for,
 )
+from tests.distributed.services import kill_group
 
 
 def compose_command(value: list[str] | str) -> list[str]:
@@ -39,10 +40,7 @@ def start(tmp_path):
         return proc
     yield run
     for proc in procs:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+        kill_group(proc)
         proc.wait(10)
 
 

@@ -4,10 +4,10 @@ TLS with a rediss:// URL that verifies the server against a private CA."""
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 
 from tests.deploy.conftest import REPO, free_port, require_tool, wait_for
+from tests.distributed.services import kill_group
 
 
 def make_certificates(directory) -> None:
@@ -81,8 +81,5 @@ print(result.state, type(info).__name__, info)
         assert "'bogus'" in client.stdout
     finally:
         for proc in procs:
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+            kill_group(proc)
             proc.wait(10)
