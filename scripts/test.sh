@@ -15,6 +15,11 @@ if ! command -v docker-compose >/dev/null 2>&1; then
     echo "docker-compose unavailable; compose validation tests will fail"
 fi
 
+if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then
+  echo "== installing chromium + chromium-driver (training report browser test)"
+  apt-get update -qq && apt-get install -y -qq chromium chromium-driver >/dev/null
+fi
+
 echo "== installing spacer_worker[dev] (torch 2.13.0 CPU build first)"
 python3 -m pip install -q torch==2.13.0
 python3 -m pip install -q -e '.[dev]'

@@ -4,6 +4,7 @@
     spacer-worker submit MSG.json      send one message (--wait: progress bar)
     spacer-worker status|result|cancel HANDLE
     spacer-worker config               effective settings and their sources
+    spacer-worker report VALRESULT     figures + HTML page of a training
     spacer-worker check                exit 0 when workers answer (healthcheck)
     spacer-worker worker [ARGS...]     celery -A spacer_worker worker ARGS...
 
@@ -208,6 +209,47 @@ def cmd_worker(args: argparse.Namespace) -> int:
     return 1  # not reached
 
 
+def _load_json_message(path: str, class_name: str) -> Any:
+    from spacer_worker import messages
+    from spacer_worker.data_classes import ValResults
+    cls = ValResults if class_name == 'ValResults' else \
+        getattr(messages, class_name)
+    try:
+        with open(path) as f:
+            data = json.load(f)
+    except OSError as e:
+        raise UsageError(f'Cannot read {path}: {e.strerror}.') from e
+    except ValueError as e:
+        raise UsageError(f'{path} is not valid JSON: {e}.') from e
+    try:
+        return cls.deserialize(data)
+    except (KeyError, TypeError, ValueError) as e:
+        raise UsageError(f'{path} is not a {class_name} serialization: '
+                         f'{type(e).__name__}: {e}') from e
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from spacer_worker.report import (
+        build_report,
+        load_label_names,
+        write_report_dir,
+    )
+    val_results = _load_json_message(args.valresult, 'ValResults')
+    train_result = None if args.train_result is None else \
+        _load_json_message(args.train_result, 'TrainClassifierReturnMsg')
+    names = None if args.labels is None else load_label_names(args.labels)
+    out = args.out or str(Path(args.valresult).with_suffix('')) + '_report'
+    report = build_report(val_results, names, train_result,
+                          title=args.title or
+                          f'Training report: {Path(args.valresult).name}')
+    index = write_report_dir(report, out)
+    print(f'report: {index.resolve()} ({len(report.figures)} figures as PNG '
+          f'beside it)')
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from spacer_worker.demo import run_demo
     try:
@@ -279,6 +321,21 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser('config', help='effective settings, where each came '
                                       'from (secrets redacted)')
     p.set_defaults(func=cmd_config)
+
+    p = sub.add_parser('report', help='figures and an HTML page of a '
+                                      "training's validation results")
+    p.add_argument('valresult', help="a ValResults JSON (the training's "
+                                     'valresult_loc)')
+    p.add_argument('--labels', metavar='NAMES.json',
+                   help='label names: {"<label id>": "<name>", ...}')
+    p.add_argument('--train-result', metavar='RESULT.json',
+                   help="the training's TrainClassifierReturnMsg JSON: adds "
+                        'accuracy per epoch and the previous classifiers')
+    p.add_argument('--out', metavar='DIR',
+                   help='output folder (default: VALRESULT without its '
+                        'extension + _report)')
+    p.add_argument('--title', help='page title')
+    p.set_defaults(func=cmd_report)
 
     p = sub.add_parser('check', help='exit 0 when the broker and workers '
                                      'answer (container healthcheck)')

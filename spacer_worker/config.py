@@ -110,6 +110,10 @@ SETTINGS: dict[str, Setting] = {s.name: s for s in [
             'Classifiers a worker process keeps unpickled for classify '
             'tasks, keyed by content (sha256, or inode/size/mtime for local '
             'files), so never stale; 0 disables.'),
+    # --- training report (spacer_worker.report) -----------------------------
+    Setting('TRAINING_REPORT', bool, False,
+            "Write a training report (PNG figures, index.html) beside each "
+            "trained classifier, in '<model key without extension>_report/'."),
     # --- Celery -------------------------------------------------------------
     Setting('BROKER_URL', str, _DEFAULT_BROKER, 'Celery broker URL.', True),
     Setting('RESULT_BACKEND', str, None,

@@ -16,6 +16,7 @@ and JSON round trip either way.
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import time
@@ -44,6 +45,7 @@ class DemoReport:
     points_scored: int = 0
     timings: dict[str, float] = field(default_factory=dict)
     out_dir: str = ''
+    report_path: str = ''
     ok: bool = False
 
 
@@ -118,6 +120,7 @@ class DemoData:
     extractor: Any
     model_loc: Any
     valresult_loc: Any
+    trained: Any = None     # the TrainClassifierReturnMsg, once trained
 
 
 def make_data(out: Path, images: int, points: int, seed: int,
@@ -297,7 +300,30 @@ def run_pipeline(client: Any, data: DemoData, epochs: int,
             correct += int(result.classes[best] == truth[(row, col)])
             scored += 1
     timings['_val_acc'] = trained.acc
+    data.trained = trained
     return correct, scored
+
+
+def write_training_report(data: DemoData) -> Path:
+    """The training report of the demo's classifier, with the substrates'
+    names; returns its index.html."""
+    from spacer_worker.data_classes import ValResults
+    from spacer_worker.report import (
+        build_report,
+        report_folder_for,
+        write_report_dir,
+    )
+
+    # Kept beside valresult.json, so that `spacer-worker report` can redraw
+    # it: the return message is the only place ref_accs and pc_accs live.
+    folder = Path(data.valresult_loc.key).parent
+    (folder / 'trainresult.json').write_text(
+        json.dumps(data.trained.serialize(), indent=1))
+    report = build_report(
+        ValResults.load(data.valresult_loc),
+        names={str(label): name for label, name, _, _ in CLASSES},
+        train_result=data.trained, title='spacer-worker demo: training report')
+    return write_report_dir(report, report_folder_for(data.model_loc).key)
 
 
 # --- modes -----------------------------------------------------------------------
@@ -369,6 +395,9 @@ def run_demo(out_dir: str | os.PathLike | None = None, images: int = 10,
                                        timeout)
 
     val_acc = report.timings.pop('_val_acc')
+    started = time.perf_counter()
+    report.report_path = str(write_training_report(data))
+    report.timings['report'] = time.perf_counter() - started
     report.points_scored = scored
     report.accuracy = correct / scored if scored else 0.0
     _, held = split_images(images)
@@ -386,7 +415,10 @@ def run_demo(out_dir: str | os.PathLike | None = None, images: int = 10,
     _say('timings: ' + ', '.join(f'{stage} {seconds:.1f} s'
                                  for stage, seconds in report.timings.items()))
     _say(f'outputs in {out}: images/ (inputs), features/ (*.featurevector), '
-         f'model/ (classifier.pkl, valresult.json, weights)')
+         f'model/ (classifier.pkl, valresult.json, trainresult.json, '
+         f'weights)')
+    _say(f'training report (confusion matrix, accuracy per class, per '
+         f'confidence threshold and per epoch): {report.report_path}')
     if not report.ok:
         _say('accuracy is not clearly above chance: something is wrong.')
     return report

@@ -13,6 +13,8 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from spacer_worker import config
+
 if TYPE_CHECKING:
     from spacer_worker.data_classes import ImageFeatures
     from spacer_worker.messages import (
@@ -50,7 +52,33 @@ def train_classifier(msg: TrainClassifierMsg,
         msg.feature_cache_dir, msg.clf_type, progress)
     store_classifier(msg.model_loc, clf)
     val_results.store(msg.valresult_loc)
+    if config.get('TRAINING_REPORT'):
+        _write_report(msg, val_results, return_msg)
     return return_msg
+
+
+def _write_report(msg: TrainClassifierMsg, val_results: Any,
+                  return_msg: Any) -> None:
+    # The classifier is stored: a report that cannot be drawn is logged,
+    # it does not fail the training.
+    try:
+        from spacer_worker.report import (
+            build_report,
+            report_folder_for,
+            write_report,
+        )
+        folder = report_folder_for(msg.model_loc)
+        index = write_report(build_report(
+            val_results, train_result=return_msg,
+            title=f'Training report: {msg.job_token}'), folder)
+    except ImportError as e:
+        logger.error('TRAINING_REPORT is on but the report cannot be drawn '
+                     '(%s); install spacer_worker[worker] (matplotlib).', e)
+    except Exception:
+        logger.exception('Training %s: the classifier is stored, but its '
+                         'report could not be written.', msg.job_token)
+    else:
+        logger.info('Training %s: report at %s', msg.job_token, index.key)
 
 
 def _run_trainer(trainer: Any, labels: Any, nbr_epochs: int,

@@ -133,6 +133,9 @@ def test_demo_runs_embedded_without_a_broker(tmp_path):
     assert 'mode: embedded' in done.stdout
     assert 'accuracy on 1 held-out images' in done.stdout
     assert (tmp_path / 'demo' / 'model' / 'classifier.pkl').is_file()
+    report = tmp_path / 'demo' / 'model' / 'classifier_report' / 'index.html'
+    assert 'training report' in done.stdout and str(report) in done.stdout
+    assert report.is_file()
     assert len(list((tmp_path / 'demo' / 'features').iterdir())) == 5
 
 

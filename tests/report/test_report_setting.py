@@ -1,0 +1,82 @@
+"""TRAINING_REPORT: a training writes its report beside the classifier."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from spacer_worker.data_classes import DataLocation, ValResults
+from spacer_worker.messages import TrainClassifierMsg
+from spacer_worker.report import report_folder_for
+from spacer_worker.storage import load_bytes
+from spacer_worker.task_utils import SplitMode, preprocess_labels
+from spacer_worker.tasks import train_classifier
+from tests.training.conftest import random_labels
+
+
+@pytest.fixture
+def split(tmp_path):
+    (tmp_path / 'features').mkdir()
+    return preprocess_labels(random_labels(tmp_path / 'features', im_count=12,
+                                           points=20),
+                             split_mode=SplitMode.POINTS)
+
+
+def _train(split, model: DataLocation, valresult: DataLocation):
+    return train_classifier(TrainClassifierMsg(
+        job_token='job-report', trainer='minibatch', nbr_epochs=3,
+        clf_type='MLP', labels=split, previous_model_locs=[],
+        model_loc=model, valresult_loc=valresult))
+
+
+def test_the_report_is_written_beside_the_classifier(split, tmp_path,
+                                                     monkeypatch):
+    monkeypatch.setenv('SPACER_TRAINING_REPORT', 'true')
+    model = DataLocation('filesystem', str(tmp_path / 'model.pkl'))
+
+    ret = _train(split, model,
+                 DataLocation('filesystem', str(tmp_path / 'vr.json')))
+
+    folder = tmp_path / 'model_report'
+    assert {p.name for p in folder.iterdir()} == {
+        'index.html', 'report.json', 'confusion_counts.png',
+        'confusion_normalised.png', 'per_class.png', 'threshold.png',
+        'ref_accs.png'}
+    numbers = json.loads((folder / 'report.json').read_text())
+    val = ValResults.deserialize(json.loads((tmp_path / 'vr.json').read_text()))
+    assert numbers['count'] == len(val.gt)
+    assert numbers['ref_accs'] == pytest.approx(ret.ref_accs)
+    assert numbers['new_acc'] == pytest.approx(ret.acc)
+
+
+def test_on_other_storages_too(split, tmp_path, monkeypatch):
+    monkeypatch.setenv('SPACER_TRAINING_REPORT', '1')
+    model = DataLocation('memory', 'reports-test/clf.model')
+
+    _train(split, model, DataLocation('memory', 'reports-test/vr.json'))
+
+    folder = report_folder_for(model)
+    assert folder.key == 'reports-test/clf_report'
+    page = load_bytes(DataLocation('memory', folder.key + '/index.html'))
+    assert b'confusion_counts.png' in page
+    assert load_bytes(DataLocation(
+        'memory', folder.key + '/threshold.png')).startswith(b'\x89PNG')
+
+
+def test_off_by_default(split, tmp_path):
+    _train(split, DataLocation('filesystem', str(tmp_path / 'model.pkl')),
+           DataLocation('filesystem', str(tmp_path / 'vr.json')))
+
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        'features', 'model.pkl', 'vr.json']
+
+
+@pytest.mark.parametrize('key, folder', [
+    ('model/classifier.pkl', 'model/classifier_report'),
+    ('my_model_id.model', 'my_model_id_report'),
+    ('a.b/noext', 'a.b/noext_report'),
+    ('dir/.hidden', 'dir/.hidden_report'),
+])
+def test_report_folder_names(key, folder):
+    assert report_folder_for(DataLocation('s3', key, 'bucket')).key == folder
