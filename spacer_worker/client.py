@@ -23,6 +23,7 @@ record is gone. So a handle whose record is missing is reported as
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
@@ -30,7 +31,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
-from spacer_worker import exceptions
+from spacer_worker import exceptions, failures
 from spacer_worker.exceptions import (
     JobFailedError,
     MessageError,
@@ -120,10 +121,23 @@ class JobStatus:
     error: str | None = None
     traceback: str | None = None
     result: Any = field(default=None, repr=False)  # JSON, when SUCCESS
+    # The class path CoralNet sorts by: PySpacer's (spacer.exceptions...),
+    # or one of failures.INFRASTRUCTURE; error_type is our own class.
+    error_class: str | None = None
 
     @property
     def finished(self) -> bool:
         return self.state.finished
+
+    def failure_text(self) -> str | None:
+        """The failure as PySpacer's error_message reads: the traceback,
+        ending in ``<class path>: <message>``; None unless it failed."""
+        if self.state not in (JobState.FAILURE, JobState.REVOKED,
+                              JobState.LOST):
+            return None
+        return failures.ensure_last_line(
+            self.traceback, self.error_class or 'RuntimeError',
+            self.error or self.state.value)
 
 
 def message_task(msg: Any) -> str:
@@ -148,21 +162,34 @@ def decode_result(task: str, data: Any) -> Any:
     return cls.deserialize(data)
 
 
-def _error_text(info: Any) -> tuple[str | None, str | None]:
-    """(type name, message) from Celery's JSON exception info."""
+def _error_text(info: Any) -> tuple[str | None, str | None, str | None]:
+    """(type name, class path, message) from Celery's JSON exception info."""
     if not isinstance(info, dict):
-        return None, None if info is None else str(info)
+        return None, None, None if info is None else str(info)
     exc_type = info.get('exc_type')
+    module = info.get('exc_module')
+    path = exc_type if not module or module == 'builtins' or not exc_type \
+        else f'{module}.{exc_type}'
     message = info.get('exc_message')
     if isinstance(message, (list, tuple)):
         message = ' '.join(str(m) for m in message)
-    return exc_type, None if message is None else str(message)
+    return exc_type, path, None if message is None else str(message)
+
+
+_OUR_ERROR_LINE = re.compile(r'^spacer_worker\.exceptions\.(\w+):', re.M)
+
+
+def _our_error_type(traceback: str | None) -> str | None:
+    """Our own class of a failure sent under PySpacer's: the last of our
+    errors in its traceback (the cause of the line CoralNet reads)."""
+    found = _OUR_ERROR_LINE.findall(traceback or '')
+    return found[-1] if found else None
 
 
 def status_from_meta(meta: dict | None) -> JobStatus:
     """Turn a decoded result-backend record into a JobStatus."""
     if meta is None:
-        return JobStatus(JobState.LOST,
+        return JobStatus(JobState.LOST, error_class=failures.LOST,
                          error='No record in the result backend: the result '
                                'expired or the backend lost its data.')
     raw_state = meta.get('status', 'PENDING')
@@ -173,11 +200,15 @@ def status_from_meta(meta: dict | None) -> JobStatus:
         state = JobState.PROGRESS
     info = meta.get('result')
     if state in (JobState.FAILURE, JobState.REVOKED, JobState.RETRY):
-        error_type, error = _error_text(info)
+        error_type, error_class, error = _error_text(info)
         if state is JobState.REVOKED and not error:
             error_type, error = 'TaskRevokedError', 'The job was cancelled.'
-        return JobStatus(state, error_type=error_type, error=error,
-                         traceback=meta.get('traceback'))
+        if state is JobState.REVOKED:
+            error_class = failures.REVOKED
+        tb = meta.get('traceback')
+        return JobStatus(state, error_type=_our_error_type(tb) or error_type,
+                         error=error, traceback=tb,
+                         error_class=error_class or error_type)
     if state is JobState.SUCCESS:
         return JobStatus(state, result=info)
     if state in (JobState.PROGRESS, JobState.STARTED) and isinstance(info, dict):

@@ -41,6 +41,14 @@ URLDownloadError is the common base of the two URL errors, so callers can
 catch every URL failure at once while retries still see the split.
 
 PySpacer's exception names are kept so ``except`` clauses port unchanged.
+
+On the wire (``JobReturnMsg.error_message``, a task's FAILURE) every error
+is shown under PySpacer's class path, because CoralNet sorts failures by the
+last line of that text. ``wire_class`` on each class below is that one
+table; a new subclass inherits its parent's entry (the URL errors all read
+``spacer.exceptions.URLDownloadError``). :mod:`spacer_worker.failures`
+turns an error into that text; our own class stays in the traceback above
+the last line.
 """
 
 from __future__ import annotations
@@ -49,21 +57,29 @@ from __future__ import annotations
 class SpacerError(Exception):
     """Base of every error raised on purpose by spacer_worker."""
 
+    wire_class = 'RuntimeError'
+
 
 class PermanentError(SpacerError):
     """The input or state is wrong; retrying the same task cannot help."""
+
+    wire_class = 'ValueError'
 
 
 class TransientError(SpacerError):
     """A dependency failed in a way that may pass; the task may be retried."""
 
+    wire_class = 'ConnectionError'
+
 
 class ConfigError(PermanentError):
-    pass
+    wire_class = 'spacer.exceptions.ConfigError'
 
 
 class MessageError(PermanentError, ValueError):
     """A message field has a wrong type or value; names field and value."""
+
+    wire_class = 'ValueError'
 
 
 class UnknownClassError(MessageError):
@@ -71,23 +87,41 @@ class UnknownClassError(MessageError):
 
 
 class InvalidLocationError(PermanentError, ValueError):
-    pass
+    wire_class = 'ValueError'
 
 
 class StorageReadOnlyError(InvalidLocationError):
-    pass
+    wire_class = 'TypeError'
 
 
 class DataNotFoundError(PermanentError, FileNotFoundError):
-    pass
+    wire_class = 'FileNotFoundError'
 
 
 class StorageAccessDeniedError(PermanentError, PermissionError):
-    pass
+    wire_class = 'PermissionError'
 
 
 class URLDownloadError(SpacerError):
-    """A URL could not be downloaded; see the two subclasses below."""
+    """A URL could not be downloaded; see the two subclasses below.
+
+    Built as in PySpacer too: ``URLDownloadError(message, original_error)``.
+    """
+
+    wire_class = 'spacer.exceptions.URLDownloadError'
+
+    def __init__(self, message: str = '',
+                 original_error: BaseException | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.original_error = original_error
+
+    def __str__(self) -> str:
+        if self.original_error is None:
+            return super().__str__()
+        return (f'{self.message} / Details - '
+                f'{type(self.original_error).__name__}: '
+                f'{self.original_error}')
 
 
 class URLUnusableError(URLDownloadError, PermanentError):
@@ -95,19 +129,19 @@ class URLUnusableError(URLDownloadError, PermanentError):
 
 
 class DataLimitError(PermanentError):
-    pass
+    wire_class = 'spacer.exceptions.DataLimitError'
 
 
 class ImageDecodeError(PermanentError):
-    pass
+    wire_class = 'PIL.UnidentifiedImageError'
 
 
 class FeatureFileError(PermanentError):
-    pass
+    wire_class = 'ValueError'
 
 
 class ClassifierLoadError(PermanentError):
-    pass
+    wire_class = '_pickle.UnpicklingError'
 
 
 class UnsafePickleError(ClassifierLoadError):
@@ -115,35 +149,39 @@ class UnsafePickleError(ClassifierLoadError):
 
 
 class HashMismatchError(PermanentError):
-    pass
+    wire_class = 'spacer.exceptions.HashMismatchError'
 
 
 class WeightsLoadError(PermanentError):
     """Extractor weights are not a loadable file of the expected network."""
 
+    wire_class = 'RuntimeError'
+
 
 class RowColumnInvalidError(PermanentError, ValueError):
-    pass
+    wire_class = 'spacer.exceptions.RowColumnInvalidError'
 
 
 class RowColumnMismatchError(PermanentError, ValueError):
-    pass
+    wire_class = 'spacer.exceptions.RowColumnMismatchError'
 
 
 class RowColumnMissingError(PermanentError, ValueError):
-    pass
+    wire_class = 'spacer.exceptions.RowColumnMissingError'
 
 
 class TrainingLabelsError(PermanentError, ValueError):
-    pass
+    wire_class = 'spacer.exceptions.TrainingLabelsError'
 
 
 class ExtractorNotSupportedError(PermanentError):
-    pass
+    wire_class = 'spacer.exceptions.ConfigError'
 
 
 class StorageUnavailableError(TransientError):
     """Timeouts, connection resets, throttling and 5xx answers."""
+
+    wire_class = 'ConnectionError'
 
 
 class URLUnavailableError(URLDownloadError, StorageUnavailableError):
@@ -166,6 +204,8 @@ class JobFailedError(SpacerError):
     """Client side: a job ended in FAILURE or was cancelled, and its error
     is not one of the types above (time limit, lost worker...)."""
 
+    wire_class = 'RuntimeError'
+
     def __init__(self, message: str, error_type: str | None = None,
                  traceback: str | None = None) -> None:
         super().__init__(message)
@@ -176,3 +216,5 @@ class JobFailedError(SpacerError):
 class ResultLostError(SpacerError):
     """Client side: a job's record is gone from the result backend (the
     result expired before it was read, or the backend lost its data)."""
+
+    wire_class = 'spacer_worker.exceptions.ResultLostError'

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import traceback
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -83,12 +82,14 @@ def process_job(job_msg: JobMsg,
                 ) -> JobReturnMsg:
     """Run every task of a job; on the first error, return ok=False.
 
-    As in PySpacer, a failure is reported in the return message (with the
-    traceback text) rather than raised, so a job queue always gets an answer.
+    As in PySpacer, a failure is reported in the return message (the
+    traceback text, ending in PySpacer's class path and the message: see
+    :mod:`spacer_worker.failures`) rather than raised, so a job queue always gets an answer.
     ``progress(done=i, total=n)`` is called after each task of the job.
     Errors of the ``reraise`` types propagate instead (the Celery adapter
     passes TransientError, to retry the job before answering ok=False).
     """
+    from spacer_worker.failures import failure_text
     from spacer_worker.messages import JobMsg, JobReturnMsg
 
     if not isinstance(job_msg, JobMsg):
@@ -109,7 +110,7 @@ def process_job(job_msg: JobMsg,
                          getattr(task, 'job_token', '?'), job_msg.task_name,
                          type(e).__name__, e)
             return JobReturnMsg(original_job=job_msg, ok=False, results=None,
-                                error_message=traceback.format_exc())
+                                error_message=failure_text(e))
         if progress is not None:
             progress(done=index + 1, total=total)
     return JobReturnMsg(original_job=job_msg, ok=True, results=results,

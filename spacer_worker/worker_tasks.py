@@ -8,7 +8,9 @@ which are tested without a broker.
 Failures:
 
 * bad input (any :class:`PermanentError`, a payload that is not a valid
-  message) fails at once: FAILURE with the error's type and message;
+  message) fails at once: FAILURE under PySpacer's class path for the
+  error (``spacer.exceptions.DataLimitError``...; see
+  :mod:`spacer_worker.failures`), our own error as its cause;
 * a :class:`TransientError` (storage or network hiccup) is retried with
   exponential backoff and full jitter, ``TASK_MAX_RETRIES`` times, then
   fails with that error;
@@ -26,7 +28,6 @@ from __future__ import annotations
 
 import json
 import logging
-import traceback
 from collections.abc import Callable
 from typing import Any
 
@@ -36,6 +37,7 @@ from celery.utils.time import get_exponential_backoff_interval
 
 from spacer_worker import config, tasks
 from spacer_worker.exceptions import MessageError, SpacerError, TransientError
+from spacer_worker.failures import failure_text, to_wire
 
 logger = logging.getLogger(__name__)
 
@@ -130,17 +132,22 @@ class SpacerTask(Task):
 
 def _run(task: SpacerTask, payload: Any, message_class: str,
          func: Callable[..., Any], with_progress: bool = False) -> dict:
-    msg = decode_payload(task.name, message_class, payload)
+    """Run one task; a failure leaves as PySpacer's class (our error is
+    its cause, in the stored traceback)."""
     try:
-        if with_progress:
-            result = func(msg, progress=task.training_progress())
-        else:
-            result = func(msg)
-    except TransientError as e:
-        task.retry_transient(e)
-        raise  # not reached: retry_transient always raises
-    except SoftTimeLimitExceeded as e:
-        raise task.time_limit_error(e) from e
+        msg = decode_payload(task.name, message_class, payload)
+        try:
+            if with_progress:
+                result = func(msg, progress=task.training_progress())
+            else:
+                result = func(msg)
+        except TransientError as e:
+            task.retry_transient(e)
+            raise  # not reached: retry_transient always raises
+        except SoftTimeLimitExceeded as e:
+            raise task.time_limit_error(e) from e
+    except SpacerError as e:
+        raise to_wire(e) from e
     return result.serialize()
 
 
@@ -175,7 +182,10 @@ def process_job(self: SpacerTask, payload: Any) -> dict:
     """JobMsg -> JobReturnMsg; a failing task gives ok=False, not FAILURE."""
     from spacer_worker.messages import JobReturnMsg
 
-    job = decode_payload(self.name, 'JobMsg', payload)
+    try:
+        job = decode_payload(self.name, 'JobMsg', payload)
+    except SpacerError as e:
+        raise to_wire(e) from e
     unit = 'images' if job.task_name in _IMAGE_TASKS else 'tasks'
     report = self.training_progress()
 
@@ -190,11 +200,9 @@ def process_job(self: SpacerTask, payload: Any) -> dict:
             self.retry_transient(e)
         # Retries spent: answer like PySpacer does for any failure.
         result = JobReturnMsg(original_job=job, ok=False, results=None,
-                              error_message=''.join(
-                                  traceback.format_exception(e)))
+                              error_message=failure_text(e))
     except SoftTimeLimitExceeded as e:
         error = self.time_limit_error(e)
         result = JobReturnMsg(original_job=job, ok=False, results=None,
-                              error_message=f'{type(error).__name__}: '
-                                            f'{error}')
+                              error_message=failure_text(error))
     return result.serialize()

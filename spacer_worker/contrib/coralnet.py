@@ -33,6 +33,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from spacer_worker import failures
 from spacer_worker.client import Client, JobHandle, JobState, JobStatus
 from spacer_worker.exceptions import ConfigError, MessageError
 
@@ -259,24 +260,36 @@ class CeleryQueue:
                     stored_job: str | None) -> tuple[JobReturnMsg, str]:
         from spacer_worker.messages import JobMsg, JobReturnMsg
 
+        # Every reason ends in a line CoralNet classifies (failures.py).
         word = _STATUS_WORDS[status.state]
         if status.state is JobState.SUCCESS:
             try:
                 return JobReturnMsg.deserialize(status.result), word
             except Exception as e:  # a result we cannot read is a failure
-                reason = (f'{job}: the worker succeeded but its result could '
-                          f'not be read: {type(e).__name__}: {e}')
+                reason = failures.line(
+                    failures.printed_class(type(e)),
+                    f'{job}: the worker succeeded but its result could not '
+                    f'be read: {e}')
                 word = 'FAILED'
         elif status.state is JobState.LOST:
-            reason = (f'{job}: its result expired or was lost before it was '
-                      f'collected (result backend has no record of it).')
+            reason = failures.line(
+                failures.LOST,
+                f'{job}: its result expired or was lost before it was '
+                f'collected (result backend has no record of it).')
         elif status.state is JobState.REVOKED:
-            reason = f'{job}: cancelled before it finished.'
+            reason = failures.line(
+                failures.REVOKED, f'{job}: cancelled before it finished.')
         else:
-            reason = (f'{job}: failed on the worker: {status.error_type}: '
-                      f'{status.error}')
-            if status.traceback:
-                reason += '\n' + status.traceback
+            message = status.error
+            if status.error_class == failures.HARD_TIME_LIMIT:
+                message = (f'{job}: ran past its hard time limit '
+                           f'({status.error} s) and was killed.')
+            elif status.error_class == failures.WORKER_LOST:
+                message = f'{job}: its worker process died: {status.error}'
+            reason = f'{job}: failed on the worker.\n' + \
+                failures.ensure_last_line(status.traceback,
+                                          status.error_class or 'RuntimeError',
+                                          message or 'failed')
         original = JobMsg.deserialize(json.loads(stored_job)) \
             if stored_job is not None else None
         return JobReturnMsg(original_job=original, ok=False, results=None,

@@ -154,22 +154,24 @@ def test_bad_messages_fail_clearly_and_the_worker_keeps_serving(
          'extract').get(timeout=TIMEOUT)
 
     cases = [
-        # (task, payload, queue, error type, words the message must hold)
+        # (task, payload, queue, error type (PySpacer's, then ours in the
+        # traceback), words the message must hold)
         ('spacer.extract_features', '{"job_token": ', 'extract',
-         'MessageError', ['not valid JSON']),
+         ('ValueError', 'MessageError'), ['not valid JSON']),
         ('spacer.extract_features', ['a', 'list'], 'extract',
-         'MessageError', ['must be a JSON object', 'list']),
+         ('ValueError', 'MessageError'), ['must be a JSON object', 'list']),
         ('spacer.no_such_task', good.serialize(), 'extract',
-         'NotRegistered', ['spacer.no_such_task']),
+         ('NotRegistered', None), ['spacer.no_such_task']),
         ('spacer.extract_features', wrong_types, 'extract',
-         'MessageError', ['rowcols', 'all of them']),
+         ('ValueError', 'MessageError'), ['rowcols', 'all of them']),
         ('spacer.extract_features', missing_image.serialize(), 'extract',
-         'DataNotFoundError', ['missing.png']),
+         ('FileNotFoundError', 'DataNotFoundError'), ['missing.png']),
         ('spacer.classify_features',
          classify_msg(features.feature_loc.key, corrupt).serialize(),
-         'classify', 'ClassifierLoadError', ['corrupt.pkl']),
+         'classify', ('UnpicklingError', 'ClassifierLoadError'),
+         ['corrupt.pkl']),
         ('spacer.process_job', {'task_name': 'fly', 'tasks': []}, 'extract',
-         'MessageError', ['task_name', 'fly']),
+         ('ValueError', 'MessageError'), ['task_name', 'fly']),
     ]
     results = [(send(app, t, p, q), kind, words)
                for t, p, q, kind, words in cases]
@@ -179,10 +181,13 @@ def test_bad_messages_fail_clearly_and_the_worker_keeps_serving(
     for result, kind, words in results:
         with pytest.raises(Exception) as info:
             result.get(timeout=TIMEOUT)
-        assert type(info.value).__name__ == kind, info.value
+        wire, ours = kind
+        assert type(info.value).__name__ == wire, info.value
         for word in words:
             assert word in str(info.value)
         assert result.state == 'FAILURE'
+        if ours is not None:
+            assert f'spacer_worker.exceptions.{ours}: ' in result.traceback
     raw = app.AsyncResult(raw_id)
     with pytest.raises(Exception) as info:
         raw.get(timeout=TIMEOUT)

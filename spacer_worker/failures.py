@@ -1,0 +1,152 @@
+"""A failure as CoralNet reads it: text whose last line is
+``<PySpacer class path>: <message>``.
+
+CoralNet takes the last line of ``JobReturnMsg.error_message``, splits it at
+the first colon and compares the class path with a few strings: the user
+errors below are shown to the user, ``RowColumnMismatchError`` makes a
+training reset its stale features, anything else is mailed to the admins.
+So the class on that line must be the one PySpacer would have raised, never
+one of ours (:attr:`SpacerError.wire_class` is the table), while our own
+class and traceback stay above it, as the cause.
+
+Failures that happen around a task rather than in it (the job was lost,
+revoked, ran out of time, its worker died) end in the class paths of
+:data:`INFRASTRUCTURE`, which CoralNet files as admin errors.
+
+Client-side module: no torch, numpy or scikit-learn.
+"""
+
+from __future__ import annotations
+
+import traceback
+from functools import cache
+
+from spacer_worker.exceptions import SpacerError
+
+#: What CoralNet treats as the user's fault (no admin e-mail).
+USER_ERROR_CLASSES = (
+    'spacer.exceptions.URLDownloadError',
+    'spacer.exceptions.DataLimitError',
+    'spacer.exceptions.RowColumnInvalidError',
+    'PIL.UnidentifiedImageError',
+)
+#: CoralNet resets a source's features and trains again on this one.
+STALE_FEATURES_CLASS = 'spacer.exceptions.RowColumnMismatchError'
+
+#: The last line's class for failures around a task, by what happened.
+LOST = 'spacer_worker.exceptions.ResultLostError'
+REVOKED = 'celery.exceptions.TaskRevokedError'
+SOFT_TIME_LIMIT = 'celery.exceptions.SoftTimeLimitExceeded'
+HARD_TIME_LIMIT = 'billiard.exceptions.TimeLimitExceeded'
+WORKER_LOST = 'billiard.exceptions.WorkerLostError'
+INFRASTRUCTURE = {
+    'lost': LOST,
+    'revoked': REVOKED,
+    'soft_time_limit': SOFT_TIME_LIMIT,
+    'hard_time_limit': HARD_TIME_LIMIT,
+    'worker_lost': WORKER_LOST,
+}
+
+_BUILTIN = 'builtins'
+
+
+def printed_class(cls: type) -> str:
+    """The class path Python's traceback prints for ``cls``."""
+    module = cls.__module__
+    name = cls.__qualname__
+    return name if module in (_BUILTIN, '__main__') else f'{module}.{name}'
+
+
+def wire_class_of(exc: BaseException) -> str:
+    """PySpacer's class path for ``exc``: our errors by their table entry,
+    anyone else's (numpy, Pillow, builtins) as they are."""
+    if isinstance(exc, SpacerError):
+        return type(exc).wire_class
+    return printed_class(type(exc))
+
+
+@cache
+def wire_type(path: str) -> type[BaseException]:
+    """An exception class that prints as ``path``.
+
+    Builtins and classes importable here (Pillow on a worker) are the real
+    ones; PySpacer's are stand-ins that only carry the name, since PySpacer
+    is not installed beside us.
+    """
+    module, _, name = path.rpartition('.')
+    module = module or _BUILTIN
+    if module == _BUILTIN:
+        import builtins
+        cls = getattr(builtins, name, None)
+        if isinstance(cls, type) and issubclass(cls, BaseException):
+            return cls
+    elif not module.startswith('spacer.'):
+        try:
+            imported = __import__(module, fromlist=[name])
+            cls = getattr(imported, name)
+        except (ImportError, AttributeError):
+            cls = None
+        if isinstance(cls, type) and issubclass(cls, BaseException) and \
+                printed_class(cls) == path:
+            return cls
+    return type(name, (WireError,), {'__module__': module,
+                                     '__qualname__': name})
+
+
+class WireError(Exception):
+    """Base of the stand-ins :func:`wire_type` makes (one message arg)."""
+
+
+def to_wire(exc: BaseException) -> BaseException:
+    """``exc`` under its PySpacer class, with ``exc`` as its cause; ``exc``
+    itself when it already prints as that class."""
+    path = wire_class_of(exc)
+    if printed_class(type(exc)) == path:
+        return exc
+    message = str(exc)
+    if '\n' in message:  # the class must stay on the last line
+        message = ' '.join(message.split())
+    try:
+        wire = wire_type(path)(message)
+    except Exception:  # a class with another constructor: a stand-in
+        wire = type(path.rpartition('.')[2], (WireError,), {
+            '__module__': path.rpartition('.')[0] or _BUILTIN})(message)
+    wire.__cause__ = exc
+    return wire
+
+
+def failure_text(exc: BaseException) -> str:
+    """The traceback of ``exc`` (and its causes), ending in the line
+    ``<PySpacer class path>: <message>``: PySpacer's error_message."""
+    wire = to_wire(exc)
+    return ''.join(traceback.format_exception(type(wire), wire,
+                                              wire.__traceback__))
+
+
+def last_line(text: str | None) -> str:
+    lines = (text or '').strip().splitlines()
+    return lines[-1] if lines else ''
+
+
+def error_class(text: str | None) -> str:
+    """The class path CoralNet reads from a failure text (its last line,
+    up to the first colon)."""
+    return last_line(text).split(':', 1)[0].strip()
+
+
+def is_user_error(text: str | None) -> bool:
+    return error_class(text) in USER_ERROR_CLASSES
+
+
+def line(path: str, message: str) -> str:
+    """One classifiable line: ``path: message`` (no newline in message)."""
+    return f"{path}: {' '.join(str(message).split())}"
+
+
+def ensure_last_line(text: str | None, path: str, message: str) -> str:
+    """``text`` ending in ``path: message`` (appended unless already so)."""
+    final = line(path, message)
+    body = (text or '').rstrip()
+    if error_class(body) == path:
+        return body
+    return f'{body}\n{final}' if body else final
