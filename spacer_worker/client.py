@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
-from spacer_worker import exceptions, failures
+from spacer_worker import exceptions, failures, payloads
 from spacer_worker.exceptions import (
     JobFailedError,
     MessageError,
@@ -276,7 +276,13 @@ class Client:
     def send(self, task: str, payload: dict, *, queue: str | None = None,
              priority: int | None = None,
              task_id: str | None = None) -> JobHandle:
-        """Send an already serialized payload by contract task name."""
+        """Send an already serialized payload by contract task name.
+
+        Over PAYLOAD_OFFLOAD_BYTES (and with PAYLOAD_LOCATION set) the
+        payload is stored and only its location is sent; the worker
+        deletes it once the task has its final answer. An already
+        offloaded payload (:func:`payloads.offload`) is sent as it is.
+        """
         from spacer_worker.celery import send_options
 
         if task not in RETURN_FOR_TASK:
@@ -296,8 +302,15 @@ class Client:
                                    f'served first), got {priority!r}.')
             options['priority'] = priority
         task_id = task_id or self.new_task_id()
+        # A large payload goes to storage; the broker gets its location.
+        sent = payloads.offload(payload, task_id)
         self._mark_submitted(task_id)
-        self.app.send_task(task, args=[payload], task_id=task_id, **options)
+        try:
+            self.app.send_task(task, args=[sent], task_id=task_id, **options)
+        except BaseException:
+            if sent is not payload:
+                payloads.discard(sent)
+            raise
         return JobHandle(id=task_id, task=task, queue=options['queue'])
 
     @staticmethod

@@ -151,6 +151,24 @@ SETTINGS: dict[str, Setting] = {s.name: s for s in [
             'serialization, or a path to a JSON file; empty loads on first '
             'use.'),
     # --- CoralNet adapter (contrib.coralnet) ---------------------------------
+    # --- large payloads and long trainings (issue 10) ----------------------
+    Setting('PAYLOAD_OFFLOAD_BYTES', int, 256 * 1024,
+            'Senders store a task payload larger than this (JSON bytes) at '
+            'PAYLOAD_LOCATION and send only its location; 0 never does.'),
+    Setting('PAYLOAD_LOCATION', str, '',
+            'Where offloaded payloads go (s3://bucket/prefix or an absolute '
+            'directory); the same on clients and workers. Workers read '
+            'stored payloads only from here. Unset: payloads stay inline.'),
+    Setting('PAYLOAD_MAX_BYTES', int, 2 * 1024 ** 3,
+            'Largest stored payload a worker reads, in bytes.'),
+    Setting('TRAINING_CHECKPOINT', str, 'model',
+            "Per-epoch training checkpoint: 'model' (beside the output "
+            "model), 'feature_cache' (in the feature cache directory), an "
+            "s3://bucket/prefix or absolute directory, or 'off'."),
+    Setting('SOFT_SHUTDOWN_TIMEOUT', float, 0.0,
+            'Seconds a stopping worker lets running tasks finish before it '
+            'cancels and requeues them (Celery soft shutdown; with '
+            'REMAP_SIGTERM=SIGQUIT a SIGTERM starts it). 0: Celery default.'),
     Setting('CORALNET_SPEC_QUEUES', str, '',
             "CeleryQueue: spec level -> queue, e.g. "
             "'train_classifier:high=train_highmem'; unset keeps the "

@@ -9,7 +9,8 @@ the task layer retries only the second kind::
     ├── PermanentError                 bad input or state: never retried
     │   ├── ConfigError                a setting is missing or malformed
     │   ├── MessageError               a message or payload is malformed
-    │   │   └── UnknownClassError      a class_path outside the allowlist
+    │   │   ├── UnknownClassError      a class_path outside the allowlist
+    │   │   └── PayloadError           a stored-payload reference refused
     │   ├── InvalidLocationError       DataLocation that cannot be used
     │   ├── StorageReadOnlyError       write to read-only storage (url)
     │   ├── DataNotFoundError          key/object/URL does not exist (404)
@@ -84,6 +85,11 @@ class MessageError(PermanentError, ValueError):
 
 class UnknownClassError(MessageError):
     """A class_path is not in the extractor/trainer allowlist."""
+
+
+class PayloadError(MessageError):
+    """A stored-payload reference (spacer_worker.payloads) that a worker
+    must not or cannot follow: outside PAYLOAD_LOCATION, too big, changed."""
 
 
 class InvalidLocationError(PermanentError, ValueError):

@@ -53,8 +53,10 @@ def decode_payload(task_name: str, message_class: str, payload: Any) -> Any:
     A payload may also arrive as a JSON text (a client that serialized
     twice); anything else that is not an object is refused with its type.
     """
-    from spacer_worker import messages
+    from spacer_worker import messages, payloads
 
+    if payloads.is_reference(payload):
+        payload = payloads.fetch(payload)
     if isinstance(payload, (str, bytes)):
         try:
             payload = json.loads(payload)
@@ -102,6 +104,25 @@ class SpacerTask(Task):
                        error, self.request.retries + 1, self.max_retries)
         raise self.retry(exc=error, countdown=self.retry_delay())
 
+    def decode(self, payload: Any, message_class: str) -> Any:
+        """The payload's message; a stored payload that storage cannot
+        give right now is retried like any transient error."""
+        try:
+            return decode_payload(self.name, message_class, payload)
+        except TransientError as e:
+            self.retry_transient(e)
+            raise  # not reached: retry_transient always raises
+
+    def after_return(self, status: str, retval: Any, task_id: str,
+                     args: Any, kwargs: Any, einfo: Any) -> None:
+        # Runs once the result is stored. A payload kept in storage for
+        # this task goes once the task has its final answer; a retry or a
+        # redelivery after a lost worker still needs it.
+        from spacer_worker import payloads
+        if status in ('SUCCESS', 'FAILURE') and args and \
+                payloads.owner(args[0]) == 'worker':
+            payloads.discard(args[0])
+
     def publish_progress(self, meta: dict) -> None:
         if self.request.id and not self.request.is_eager:
             self.update_state(state=PROGRESS, meta=meta)
@@ -135,7 +156,7 @@ def _run(task: SpacerTask, payload: Any, message_class: str,
     """Run one task; a failure leaves as PySpacer's class (our error is
     its cause, in the stored traceback)."""
     try:
-        msg = decode_payload(task.name, message_class, payload)
+        msg = task.decode(payload, message_class)
         try:
             if with_progress:
                 result = func(msg, progress=task.training_progress())
@@ -180,12 +201,16 @@ def classify_features(self: SpacerTask, payload: Any) -> dict:
 @shared_task(name='spacer.process_job', bind=True, base=SpacerTask)
 def process_job(self: SpacerTask, payload: Any) -> dict:
     """JobMsg -> JobReturnMsg; a failing task gives ok=False, not FAILURE."""
+    from spacer_worker import payloads
     from spacer_worker.messages import JobReturnMsg
 
     try:
-        job = decode_payload(self.name, 'JobMsg', payload)
+        job = self.decode(payload, 'JobMsg')
     except SpacerError as e:
         raise to_wire(e) from e
+    # An offloaded job is not repeated in full in its result (Redis).
+    answer_job = payloads.compact_job(job) if payloads.is_reference(payload) \
+        else job
     unit = 'images' if job.task_name in _IMAGE_TASKS else 'tasks'
     report = self.training_progress()
 
@@ -205,4 +230,5 @@ def process_job(self: SpacerTask, payload: Any) -> dict:
         error = self.time_limit_error(e)
         result = JobReturnMsg(original_job=job, ok=False, results=None,
                               error_message=failure_text(error))
+    result.original_job = answer_job
     return result.serialize()

@@ -16,7 +16,10 @@ Bookkeeping lives in the result backend's Redis, beside the results:
 * ``<prefix>info``: hash task id -> small JSON (CoralNet job id, spec
   level, queue, submit time);
 * ``<prefix>msgs``: hash task id -> the JobMsg, to build an ``ok=False``
-  JobReturnMsg when the job fails without one.
+  JobReturnMsg when the job fails without one; for a job over
+  ``PAYLOAD_OFFLOAD_BYTES``, only the location of its stored copy
+  (:mod:`spacer_worker.payloads`), from which collect_jobs rebuilds the
+  full ``original_job`` before deleting it.
 
 ``collect_jobs`` reads every state in one pipeline and claims finished jobs
 in one transaction (``HDEL`` returns 1 only to the first claimer), so a
@@ -29,11 +32,12 @@ follow AWS Batch's words, which CoralNet's dashboards count: ``PENDING``,
 from __future__ import annotations
 
 import json
+import logging
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from spacer_worker import failures
+from spacer_worker import failures, payloads
 from spacer_worker.client import Client, JobHandle, JobState, JobStatus
 from spacer_worker.exceptions import ConfigError, MessageError
 
@@ -41,6 +45,8 @@ if TYPE_CHECKING:
     from celery import Celery
 
     from spacer_worker.messages import JobMsg, JobReturnMsg
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_PREFIX = 'spacer:coralnet:'
 
@@ -153,17 +159,22 @@ class CeleryQueue:
                 'queue': queue, 'submitted_at': time.time()}
         # Register first: a job is never running without being collectable.
         handle_id = self.client.new_task_id()
+        # A large job is stored once (PAYLOAD_LOCATION); the broker and the
+        # books here hold its location, and collect_jobs re-reads it.
+        payload = payloads.offload(job_msg.serialize(), handle_id,
+                                   owner='caller')
         seq = redis.incr(self._key('seq'))
         pipe = redis.pipeline(transaction=True)
         pipe.hset(self._key('info'), handle_id, json.dumps(info))
-        pipe.hset(self._key('msgs'), handle_id,
-                  json.dumps(job_msg.serialize()))
+        pipe.hset(self._key('msgs'), handle_id, json.dumps(payload))
         pipe.zadd(self._key('order'), {handle_id: seq})
         pipe.execute()
         try:
-            return self.client.submit(job_msg, queue=queue, task_id=handle_id)
+            return self.client.send('spacer.process_job', payload,
+                                    queue=queue, task_id=handle_id)
         except Exception:
             self._unregister([handle_id])
+            payloads.discard(payload)
             raise
 
     def get_collectable_jobs(self) -> list[CeleryJob]:
@@ -220,9 +231,13 @@ class CeleryQueue:
             if task_id not in claimed:
                 words.append('COLLECTED')
                 continue
-            msg, word = self._return_msg(job, status, claimed[task_id])
+            stored = _stored_payload(claimed[task_id])
+            msg, word = self._return_msg(job, status, stored)
             results.append(msg)
             words.append(word)
+            # Handed back with its full original_job: the stored copy of an
+            # offloaded job is no longer needed.
+            payloads.discard(stored)
         return results, words
 
     # --- helpers ------------------------------------------------------------------
@@ -257,14 +272,20 @@ class CeleryQueue:
         pipe.execute()
 
     def _return_msg(self, job: Any, status: JobStatus,
-                    stored_job: str | None) -> tuple[JobReturnMsg, str]:
-        from spacer_worker.messages import JobMsg, JobReturnMsg
+                    stored_job: Any) -> tuple[JobReturnMsg, str]:
+        from spacer_worker.messages import JobReturnMsg
 
         # Every reason ends in a line CoralNet classifies (failures.py).
         word = _STATUS_WORDS[status.state]
         if status.state is JobState.SUCCESS:
             try:
-                return JobReturnMsg.deserialize(status.result), word
+                msg = JobReturnMsg.deserialize(status.result)
+                if payloads.is_reference(stored_job):
+                    # The worker answered with a compact original_job.
+                    full = _original_job(job, stored_job)
+                    if full is not None:
+                        msg.original_job = full
+                return msg, word
             except Exception as e:  # a result we cannot read is a failure
                 reason = failures.line(
                     failures.printed_class(type(e)),
@@ -290,10 +311,30 @@ class CeleryQueue:
                 failures.ensure_last_line(status.traceback,
                                           status.error_class or 'RuntimeError',
                                           message or 'failed')
-        original = JobMsg.deserialize(json.loads(stored_job)) \
-            if stored_job is not None else None
-        return JobReturnMsg(original_job=original, ok=False, results=None,
+        return JobReturnMsg(original_job=_original_job(job, stored_job),
+                            ok=False, results=None,
                             error_message=reason), word
+
+
+def _stored_payload(stored: str | None) -> Any:
+    return None if stored is None else json.loads(stored)
+
+
+def _original_job(job: Any, stored: Any) -> JobMsg | None:
+    """The JobMsg as submitted: kept here, or re-read from storage."""
+    from spacer_worker.messages import JobMsg
+
+    if stored is None:
+        return None
+    if payloads.is_reference(stored):
+        try:
+            stored = payloads.fetch(stored)
+        except Exception as e:
+            logger.warning('%s: its stored job could not be read back (%s: '
+                           '%s); the result keeps the worker\'s compact '
+                           'original_job.', job, type(e).__name__, e)
+            return None
+    return JobMsg.deserialize(stored)
 
 
 def _text(value: Any) -> str:
