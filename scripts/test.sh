@@ -20,6 +20,11 @@ if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then
   apt-get update -qq && apt-get install -y -qq chromium chromium-driver >/dev/null
 fi
 
+if ! command -v promtool >/dev/null 2>&1; then
+  echo "== installing prometheus (promtool checks the monitoring profile)"
+  apt-get update -qq && apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+fi
+
 echo "== installing spacer_worker[dev] (torch 2.13.0 CPU build first)"
 python3 -m pip install -q torch==2.13.0
 python3 -m pip install -q -e '.[dev]'

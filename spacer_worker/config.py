@@ -114,6 +114,28 @@ SETTINGS: dict[str, Setting] = {s.name: s for s in [
     Setting('TRAINING_REPORT', bool, False,
             "Write a training report (PNG figures, index.html) beside each "
             "trained classifier, in '<model key without extension>_report/'."),
+    # --- metrics and idempotent submission (spacer_worker.metrics, client) ---
+    Setting('METRICS_PORT', int, 0,
+            'Port of the Prometheus endpoint a worker host serves (the first '
+            'worker to bind it serves every worker of the host); 0 = off.'),
+    Setting('METRICS_EXPORTER_PORT', int, 9809,
+            'Port of the queue exporter (spacer-worker metrics).'),
+    Setting('METRICS_BIND', str, '127.0.0.1',
+            'Address both metrics endpoints listen on; 0.0.0.0 for every '
+            'interface (containers).'),
+    Setting('METRICS_AUTH', str, '',
+            "Basic auth of the metrics endpoints, 'user:password'; empty = "
+            "none.", True),
+    Setting('METRICS_DIR', str, '',
+            "prometheus_client's multiprocess directory shared by a host's "
+            "workers; empty = <temp dir>/spacer-worker-metrics-<port>."),
+    Setting('SUBMIT_DEDUPE', str, 'active',
+            "Submitting a (task, job token) or idempotency key again returns "
+            "the earlier job: 'active' while it is pending or running, "
+            "'all' also once it finished (until SUBMIT_DEDUPE_WINDOW), "
+            "'off' never."),
+    Setting('SUBMIT_DEDUPE_WINDOW', int, 7 * 24 * 3600,
+            'Seconds a submission is remembered for deduplication.'),
     # --- Celery -------------------------------------------------------------
     Setting('BROKER_URL', str, _DEFAULT_BROKER, 'Celery broker URL.', True),
     Setting('RESULT_BACKEND', str, None,

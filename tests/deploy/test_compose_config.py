@@ -15,7 +15,8 @@ from tests.deploy.conftest import COMPOSE_FILE, REPO, require_tool
 
 # Which services each profile runs is checked in test_consistency.py
 # (docker-compose 1.29 lists every service whatever the profile).
-PROFILES = [(), ('gpu',), ('cpu',), ('gpu', 'cpu')]
+PROFILES = [(), ('gpu',), ('cpu',), ('gpu', 'cpu'), ('monitoring',),
+            ('gpu', 'cpu', 'monitoring')]
 
 
 def docker_compose(*args: str) -> subprocess.CompletedProcess:

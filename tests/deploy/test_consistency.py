@@ -34,6 +34,14 @@ OTHER_VARIABLES = {
     'WORKER_NODES_FILE': 'docker/entrypoint.sh and docker/healthcheck.py',
     'HEALTHCHECK_TIMEOUT': 'docker/healthcheck.py',
     'CELERY_APP': 'celery -A (docker/entrypoint.sh)',
+    # Grafana (monitoring profile), config/grafana.env.
+    'GF_SECURITY_ADMIN_USER': 'Grafana',
+    'GF_SECURITY_ADMIN_PASSWORD': 'Grafana',
+    'GF_USERS_ALLOW_SIGN_UP': 'Grafana',
+    'GF_AUTH_ANONYMOUS_ENABLED': 'Grafana',
+    'GF_ANALYTICS_REPORTING_ENABLED': 'Grafana',
+    'GF_ANALYTICS_CHECK_FOR_UPDATES': 'Grafana',
+    'GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH': 'Grafana',
 }
 # Celery reads these before its configuration: they would override
 # SPACER_BROKER_URL / SPACER_RESULT_BACKEND without a word.
