@@ -124,7 +124,8 @@ def cmd_submit(args: argparse.Namespace) -> int:
     from spacer_worker.client import Client
     msg = load_message(args.file, args.task)
     client = Client()
-    handle = client.submit(msg, queue=args.queue, priority=args.priority)
+    handle = client.submit(msg, queue=args.queue, priority=args.priority,
+                           idempotency_key=args.idempotency_key)
     print(f'submitted {handle.task} to queue {handle.queue!r}; handle: '
           f'{handle}', file=sys.stderr)
     if not args.wait:
@@ -300,6 +301,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--queue', help="override the contract's queue")
     p.add_argument('--priority', type=int, choices=range(10), metavar='0-9',
                    help='0 is served first (expedite)')
+    p.add_argument('--idempotency-key', metavar='KEY',
+                   help='one job per KEY while it is pending or running '
+                        '(default: the task name and job token)')
     p.add_argument('--wait', action='store_true',
                    help='wait, with a progress bar, and print the result')
     p.add_argument('--timeout', type=float, default=None,

@@ -264,24 +264,39 @@ class Client:
 
     def submit(self, msg: Any, *, queue: str | None = None,
                priority: int | None = None,
-               task_id: str | None = None) -> JobHandle:
+               task_id: str | None = None,
+               idempotency_key: str | None = None,
+               before_send: Callable[[JobHandle], None] | None = None,
+               ) -> JobHandle:
         """Send one message; return its handle at once.
 
         ``queue`` overrides the contract's queue; ``priority`` 0-9 with 0
-        first (``EXPEDITE``) lets a caller jump the queue.
+        first (``EXPEDITE``) lets a caller jump the queue. Submitting the
+        same (task, job token), or the same ``idempotency_key``, while the
+        earlier job is pending or running returns the earlier handle and
+        enqueues nothing (``SUBMIT_DEDUPE``, ``SUBMIT_DEDUPE_WINDOW``).
         """
         return self.send(message_task(msg), msg.serialize(), queue=queue,
-                         priority=priority, task_id=task_id)
+                         priority=priority, task_id=task_id,
+                         idempotency_key=idempotency_key,
+                         before_send=before_send)
 
     def send(self, task: str, payload: dict, *, queue: str | None = None,
              priority: int | None = None,
-             task_id: str | None = None) -> JobHandle:
+             task_id: str | None = None,
+             idempotency_key: str | None = None,
+             before_send: Callable[[JobHandle], None] | None = None,
+             ) -> JobHandle:
         """Send an already serialized payload by contract task name.
 
         Over PAYLOAD_OFFLOAD_BYTES (and with PAYLOAD_LOCATION set) the
         payload is stored and only its location is sent; the worker
         deletes it once the task has its final answer. An already
         offloaded payload (:func:`payloads.offload`) is sent as it is.
+
+        ``before_send(handle)`` runs once the job is claimed and before its
+        message goes out (only for a new job); if it raises, nothing is
+        sent and the claim is undone.
         """
         from spacer_worker.celery import send_options
 
@@ -301,30 +316,68 @@ class Client:
                 raise MessageError(f'priority must be an integer 0-9 (0 is '
                                    f'served first), got {priority!r}.')
             options['priority'] = priority
-        task_id = task_id or self.new_task_id()
-        # A large payload goes to storage; the broker gets its location.
-        sent = payloads.offload(payload, task_id)
-        self._mark_submitted(task_id)
+        claimed = self._claim(task, payload, task_id or self.new_task_id(),
+                              options['queue'], idempotency_key)
+        handle = JobHandle(id=claimed.id, task=task, queue=claimed.queue)
+        if not claimed.fresh:
+            return handle
+        sent = payload
         try:
-            self.app.send_task(task, args=[sent], task_id=task_id, **options)
+            if before_send is not None:
+                before_send(handle)
+            # A large payload goes to storage; the broker gets its location.
+            sent = payloads.offload(payload, claimed.id)
+            # When it was sent, for the queue view's "oldest waiting job".
+            options['headers'] = {'spacer_sent_at': time.time()}
+            self.app.send_task(task, args=[sent], task_id=claimed.id,
+                               **options)
         except BaseException:
             if sent is not payload:
                 payloads.discard(sent)
+            self._unclaim(claimed)
             raise
-        return JobHandle(id=task_id, task=task, queue=options['queue'])
+        return handle
+
+    def _claim(self, task: str, payload: Any, task_id: str, queue: str,
+               idempotency_key: str | None) -> Any:
+        from spacer_worker import submission
+
+        key = submission.dedupe_key(task, payload, idempotency_key)
+        mode = submission.dedupe_mode()
+        backend = self.app.backend
+        if key is None or mode is submission.DedupeMode.OFF or \
+                submission.redis_of(backend) is None:
+            # Nothing names the job, deduplication is off, or the backend
+            # is not Redis (embedded mode): every submission is a new job.
+            self._mark_submitted(task_id)
+            return submission.Claim(id=task_id, queue=queue, fresh=True)
+        return submission.claim(backend, key, task_id, queue,
+                                self._pending_record(task_id), mode,
+                                submission.dedupe_window())
+
+    def _unclaim(self, claimed: Any) -> None:
+        from spacer_worker import submission
+        backend = self.app.backend
+        if claimed.key is not None:
+            submission.release(backend, claimed)
+        else:
+            backend.delete(backend.get_key_for_task(claimed.id))
 
     @staticmethod
     def new_task_id() -> str:
         return str(uuid.uuid4())
+
+    def _pending_record(self, task_id: str) -> Any:
+        return self.app.backend.encode({
+            'status': 'PENDING', 'result': None, 'traceback': None,
+            'children': [], 'date_done': None, 'task_id': task_id})
 
     def _mark_submitted(self, task_id: str) -> None:
         # Written before sending, so a fast worker's result is never
         # overwritten; no expiry, so it lasts however long the job waits.
         backend = self.app.backend
         key = backend.get_key_for_task(task_id)
-        value = backend.encode({'status': 'PENDING', 'result': None,
-                                'traceback': None, 'children': [],
-                                'date_done': None, 'task_id': task_id})
+        value = self._pending_record(task_id)
         client = getattr(backend, 'client', None)
         if client is not None and hasattr(client, 'set') and \
                 hasattr(client, 'pipeline'):

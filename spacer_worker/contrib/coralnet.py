@@ -157,25 +157,38 @@ class CeleryQueue:
         redis = self.redis
         info = {'job_id': job_id, 'spec_level': _spec_value(spec_level),
                 'queue': queue, 'submitted_at': time.time()}
-        # Register first: a job is never running without being collectable.
         handle_id = self.client.new_task_id()
         # A large job is stored once (PAYLOAD_LOCATION); the broker and the
         # books here hold its location, and collect_jobs re-reads it.
         payload = payloads.offload(job_msg.serialize(), handle_id,
                                    owner='caller')
-        seq = redis.incr(self._key('seq'))
-        pipe = redis.pipeline(transaction=True)
-        pipe.hset(self._key('info'), handle_id, json.dumps(info))
-        pipe.hset(self._key('msgs'), handle_id, json.dumps(payload))
-        pipe.zadd(self._key('order'), {handle_id: seq})
-        pipe.execute()
+
+        def register(handle: JobHandle) -> None:
+            # After the job is claimed, before it is sent: a job is never
+            # running without being collectable. A resubmission of CoralNet
+            # job ``job_id`` while it is pending or running returns the
+            # earlier handle before this runs, so it is on the books once.
+            seq = redis.incr(self._key('seq'))
+            pipe = redis.pipeline(transaction=True)
+            pipe.hset(self._key('info'), handle.id, json.dumps(info))
+            pipe.hset(self._key('msgs'), handle.id, json.dumps(payload))
+            pipe.zadd(self._key('order'), {handle.id: seq})
+            pipe.execute()
+            registered.append(handle.id)
+
+        registered: list[str] = []
         try:
-            return self.client.send('spacer.process_job', payload,
-                                    queue=queue, task_id=handle_id)
+            handle = self.client.send(
+                'spacer.process_job', payload, queue=queue,
+                task_id=handle_id, before_send=register,
+                idempotency_key=f'{self.prefix}job:{job_id}')
         except Exception:
-            self._unregister([handle_id])
+            self._unregister(registered)
             payloads.discard(payload)
             raise
+        if handle.id != handle_id:
+            payloads.discard(payload)   # the earlier job has its own copy
+        return handle
 
     def get_collectable_jobs(self) -> list[CeleryJob]:
         """Every job not yet handed back, oldest first."""

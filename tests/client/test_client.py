@@ -151,9 +151,12 @@ def test_expedited_job_goes_to_the_first_served_priority_list(app, redis_url,
     import redis
     client = Client(app)
     msg = extract_msg(tmp_path / 'a.png', tmp_path / 'a.featurevector')
+    # Two jobs: a second token (the same one would be the same job).
+    msg2 = extract_msg(tmp_path / 'a.png', tmp_path / 'a.featurevector',
+                       token='tok-urgent')
 
     normal = client.submit(msg, queue='parked-prio')
-    urgent = client.submit(msg, queue='parked-prio', priority=0)
+    urgent = client.submit(msg2, queue='parked-prio', priority=0)
 
     r = redis.Redis.from_url(redis_url)
     first_served = [m.decode() for m in r.lrange('parked-prio', 0, -1)]

@@ -1,0 +1,160 @@
+"""Idempotent submission: one job per (task name, job token) or per
+idempotency key, however many times and from however many processes it is
+submitted.
+
+A web app that submits the same image twice (a double click, a request
+retried by a proxy) must get one job. ``claim`` does, in one Lua script on
+the result backend's Redis (so it is atomic against every concurrent
+submitter):
+
+* look up ``spacer:submit:<digest>``, the job that key last named;
+* if that job is still pending or running (its result record says so;
+  ``SUBMIT_DEDUPE=all`` also accepts a finished one), return it: the caller
+  enqueues nothing;
+* else point the key at the new task id (with ``SUBMIT_DEDUPE_WINDOW`` as
+  its TTL) and write the new job's PENDING record, both in the same script,
+  so a second submitter arriving a microsecond later finds a live job.
+
+A send that fails afterwards calls ``release``, which removes both again
+(only if the key still names this task).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from spacer_worker.exceptions import ConfigError, MessageError
+
+KEY_PREFIX = 'spacer:submit:'
+
+
+class DedupeMode(StrEnum):
+    ACTIVE = 'active'   # return the earlier job while pending or running
+    ALL = 'all'         # ...or finished, within the window
+    OFF = 'off'
+
+
+# KEYS: dedupe key, new job's record key. ARGV: new value (id + queue),
+# window (s), mode, record value, record key prefix.
+_CLAIM = """
+local earlier = redis.call('get', KEYS[1])
+if earlier then
+    if ARGV[3] == 'all' then return earlier end
+    local id = cjson.decode(earlier)['id']
+    local record = redis.call('get', ARGV[5] .. id)
+    if record then
+        local ok, meta = pcall(cjson.decode, record)
+        local state = ok and type(meta) == 'table' and meta['status'] or nil
+        if state ~= 'SUCCESS' and state ~= 'FAILURE' and state ~= 'REVOKED' then
+            return earlier
+        end
+    end
+end
+redis.call('set', KEYS[1], ARGV[1], 'EX', tonumber(ARGV[2]))
+redis.call('set', KEYS[2], ARGV[4])
+return false
+"""
+
+_RELEASE = """
+if redis.call('get', KEYS[1]) == ARGV[1] then
+    redis.call('del', KEYS[1])
+end
+return redis.call('del', KEYS[2])
+"""
+
+
+@dataclass(frozen=True)
+class Claim:
+    """The job a submission stands for: ``fresh`` when it is this one."""
+
+    id: str
+    queue: str
+    fresh: bool
+    key: str | None = None      # the Redis dedupe key (None: not deduped)
+
+
+def dedupe_mode() -> DedupeMode:
+    from spacer_worker import config
+    value = str(config.get('SUBMIT_DEDUPE')).strip().lower()
+    try:
+        return DedupeMode(value)
+    except ValueError:
+        raise ConfigError(f"SUBMIT_DEDUPE must be 'active', 'all' or 'off', "
+                          f"got {value!r}.") from None
+
+
+def dedupe_window() -> int:
+    from spacer_worker import config
+    window = config.get('SUBMIT_DEDUPE_WINDOW')
+    if window <= 0:
+        raise ConfigError(f'SUBMIT_DEDUPE_WINDOW must be a positive number '
+                          f'of seconds, got {window!r}; set SUBMIT_DEDUPE='
+                          f'off to turn deduplication off.')
+    return window
+
+
+def job_tokens(payload: Any) -> list[str]:
+    """The job tokens a payload names: its own, or its tasks' (JobMsg)."""
+    if not isinstance(payload, dict):
+        return []
+    if isinstance(payload.get('job_token'), str):
+        return [payload['job_token']]
+    tasks = payload.get('tasks')
+    if isinstance(tasks, list):
+        return [t['job_token'] for t in tasks
+                if isinstance(t, dict) and isinstance(t.get('job_token'), str)]
+    return []
+
+
+def dedupe_key(task: str, payload: Any,
+               idempotency_key: str | None = None) -> str | None:
+    """The Redis key of a submission; None when nothing names the job."""
+    if idempotency_key is not None:
+        if not isinstance(idempotency_key, str) or not idempotency_key:
+            raise MessageError(f'idempotency_key must be a non-empty string, '
+                               f'got {idempotency_key!r}.')
+        identity = f'key\0{idempotency_key}'
+    else:
+        tokens = job_tokens(payload)
+        if not tokens:
+            return None
+        identity = '\0'.join(['token', task, *tokens])
+    return KEY_PREFIX + hashlib.sha256(identity.encode()).hexdigest()
+
+
+def redis_of(backend: Any) -> Any | None:
+    """The result backend's Redis client, or None for another backend."""
+    client = getattr(backend, 'client', None)
+    if client is not None and hasattr(client, 'eval') and \
+            hasattr(client, 'pipeline'):
+        return client
+    return None
+
+
+def claim(backend: Any, key: str, task_id: str, queue: str,
+          record: str | bytes, mode: DedupeMode, window: int) -> Claim:
+    """Claim ``key`` for ``task_id`` (and write its PENDING ``record``), or
+    return the job that holds it."""
+    redis = redis_of(backend)
+    record_key = backend.get_key_for_task(task_id)
+    # The record keys' prefix (celery-task-meta-, with any global prefix).
+    prefix = record_key[:len(record_key) - len(task_id)]
+    value = json.dumps({'id': task_id, 'queue': queue})
+    earlier = redis.eval(_CLAIM, 2, key, record_key, value, str(window),
+                         str(mode), record, prefix)
+    if earlier is None:
+        return Claim(id=task_id, queue=queue, fresh=True, key=key)
+    held = json.loads(earlier)
+    return Claim(id=held['id'], queue=held['queue'], fresh=False, key=key)
+
+
+def release(backend: Any, claimed: Claim) -> None:
+    """Undo a fresh claim whose message could not be sent."""
+    redis = redis_of(backend)
+    value = json.dumps({'id': claimed.id, 'queue': claimed.queue})
+    redis.eval(_RELEASE, 2, claimed.key or KEY_PREFIX,
+               backend.get_key_for_task(claimed.id), value)
