@@ -136,6 +136,11 @@ SETTINGS: dict[str, Setting] = {s.name: s for s in [
             "'off' never."),
     Setting('SUBMIT_DEDUPE_WINDOW', int, 7 * 24 * 3600,
             'Seconds a submission is remembered for deduplication.'),
+    # --- classifier pickles (untrusted input) ------------------------------
+    Setting('CLASSIFIER_MAX_BYTES', int, 256 * 1024 * 1024,
+            'Largest classifier pickle a worker unpickles, in bytes '
+            '(PySpacer MLPs on 1280-dim features are ~10 MB); loading '
+            'needs at most about 3x this in memory.'),
     # --- Celery -------------------------------------------------------------
     Setting('BROKER_URL', str, _DEFAULT_BROKER, 'Celery broker URL.', True),
     Setting('RESULT_BACKEND', str, None,

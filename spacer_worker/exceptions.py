@@ -20,7 +20,8 @@ the task layer retries only the second kind::
     │   ├── ImageDecodeError           bytes are not a readable image
     │   ├── FeatureFileError           feature file unreadable/malformed
     │   ├── ClassifierLoadError        pickle unreadable or wrong type
-    │   │   └── UnsafePickleError      pickle names a forbidden global
+    │   │   ├── UnsafePickleError      pickle makes a forbidden object
+    │   │   └── ClassifierTooLargeError  over CLASSIFIER_MAX_BYTES
     │   ├── HashMismatchError          downloaded weights fail their sha256
     │   ├── WeightsLoadError           extractor weights unreadable/wrong shape
     │   ├── RowColumnInvalidError      point not integer / out of image
@@ -152,6 +153,10 @@ class ClassifierLoadError(PermanentError):
 
 class UnsafePickleError(ClassifierLoadError):
     pass
+
+
+class ClassifierTooLargeError(ClassifierLoadError, DataLimitError):
+    """A classifier pickle is over the CLASSIFIER_MAX_BYTES setting."""
 
 
 class HashMismatchError(PermanentError):

@@ -17,7 +17,7 @@ import pickle
 import warnings
 from typing import TYPE_CHECKING, Any
 
-from spacer_worker.exceptions import ClassifierLoadError, UnsafePickleError
+from spacer_worker.exceptions import ClassifierLoadError, ClassifierTooLargeError
 from spacer_worker.storage.blobs import describe, load_bytes, store_bytes
 from spacer_worker.storage.unpickler import restricted_loads
 
@@ -43,27 +43,42 @@ def dump_classifier(clf: CalibratedClassifierCV) -> bytes:
     return pickle.dumps(clf, protocol=PICKLE_PROTOCOL)
 
 
+def check_classifier_size(size: int, where: str) -> None:
+    """Refuse a pickle over CLASSIFIER_MAX_BYTES before it is unpickled."""
+    from spacer_worker import config
+    limit = config.get('CLASSIFIER_MAX_BYTES')
+    if size > limit:
+        raise ClassifierTooLargeError(
+            f"{where} is {size} bytes, over the CLASSIFIER_MAX_BYTES limit "
+            f"of {limit}; raise that setting (SPACER_CLASSIFIER_MAX_BYTES) "
+            f"if this classifier is genuine.")
+
+
 def parse_classifier(data: bytes, where: str = 'classifier'
                      ) -> CalibratedClassifierCV:
-    """Unpickle (restricted), check the type and upgrade old classifiers."""
+    """Unpickle (restricted), check the type and upgrade old classifiers.
+
+    Untrusted bytes end in a ClassifierLoadError (or its subclasses) and
+    nothing else, whatever they hold.
+    """
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise ClassifierLoadError(
+            f"{where}: expected pickle bytes, got {type(data).__name__}.")
+    check_classifier_size(len(data), where)
     with warnings.catch_warnings():
         warnings.filterwarnings(
             'ignore', category=UserWarning,
             message=r'Trying to unpickle estimator [A-Za-z_]+ from version '
                     + _KNOWN_OLD_VERSIONS)
         try:
-            clf = restricted_loads(data, where)
-        except UnsafePickleError:
-            raise
+            clf = restricted_loads(bytes(data), where)
+            return _upgrade(clf, where)
         except ClassifierLoadError:
             raise
-        except (pickle.UnpicklingError, EOFError, AttributeError,
-                ImportError, IndexError, KeyError, TypeError, ValueError,
-                MemoryError, RecursionError) as e:
+        except Exception as e:  # noqa: BLE001 - untrusted bytes: any failure
             raise ClassifierLoadError(
                 f"{where} is not a readable classifier pickle "
-                f"({type(e).__name__}: {e}).") from e
-    return _upgrade(clf, where)
+                f"({type(e).__name__}: {str(e)[:300]}).") from e
 
 
 def load_classifier(loc: Any) -> CalibratedClassifierCV:
@@ -87,6 +102,7 @@ def _upgrade(clf: Any, where: str) -> CalibratedClassifierCV:
             f"{where} is a CalibratedClassifierCV with cv="
             f"{getattr(clf, 'cv', None)!r}; only cv='prefit' classifiers "
             f"(what PySpacer trains) are supported.")
+    _check_parts(clf, where)
     try:
         # Added after scikit-learn 0.22.1; unused with cv='prefit' but
         # expected to exist.
@@ -124,3 +140,39 @@ def _upgrade_estimator(estimator: Any) -> None:
     # scikit-learn 1.1 renamed the loss 'log' to 'log_loss'.
     if isinstance(estimator, SGDClassifier) and estimator.loss == 'log':
         estimator.loss = 'log_loss'
+
+
+def _check_parts(clf: Any, where: str) -> None:
+    # The unpickler admits only classifier types; this checks they are
+    # where a CalibratedClassifierCV expects them, so a malformed one fails
+    # here and not in the middle of a classification.
+    from sklearn.calibration import _CalibratedClassifier, _SigmoidCalibration
+    from sklearn.linear_model import SGDClassifier
+    from sklearn.neural_network import MLPClassifier
+
+    estimators = (MLPClassifier, SGDClassifier)
+    parts = vars(clf)
+    calibrated = parts.get('calibrated_classifiers_')
+    problem = None
+    if not isinstance(parts.get('estimator', parts.get('base_estimator')),
+                      estimators):
+        problem = 'its estimator is not an MLPClassifier or SGDClassifier'
+    elif type(calibrated) is not list or not calibrated:
+        problem = 'it is missing fitted parts (no calibrated classifiers)'
+    else:
+        for part in calibrated:
+            inner = vars(part) if isinstance(part, _CalibratedClassifier) \
+                else {}
+            calibrators = inner.get('calibrators', inner.get('calibrators_'))
+            if not isinstance(inner.get('estimator',
+                                        inner.get('base_estimator')),
+                              estimators) or type(calibrators) is not list \
+                    or not all(isinstance(c, _SigmoidCalibration)
+                               for c in calibrators):
+                problem = ('a calibrated classifier is not an MLP/SGD '
+                           'estimator with sigmoid calibrators')
+                break
+    if problem:
+        raise ClassifierLoadError(
+            f"{where} is a CalibratedClassifierCV that cannot classify: "
+            f"{problem}.")
