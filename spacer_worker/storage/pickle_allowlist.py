@@ -308,7 +308,6 @@ _CALLS: dict[tuple[str, str], Callable[[tuple, Any], Any]] = {
     ('numpy.random._pickle', '__bit_generator_ctor'): _bit_generator,
     ('numpy.random._pickle', '__randomstate_ctor'): _random_state,
     ('numpy.random', '__RandomState_ctor'): _legacy_random_state,
-    ('numpy.random.mtrand', '__RandomState_ctor'): _legacy_random_state,
     ('builtins', 'list'): _container(list),
     ('builtins', 'tuple'): _container(tuple),
     ('builtins', 'set'): _container(set),
