@@ -15,21 +15,21 @@ from typing import Any
 from celery import shared_task
 from celery.signals import task_prerun
 
-from spacer_worker.worker_tasks import SpacerTask, _run
+from spacer_worker.messages import ClassifyFeaturesMsg, ClassifyReturnMsg
+from spacer_worker.worker.tasks import SpacerTask, _run
 
 RUNS_KEY = 'bench:runs'
 _client = None
 
 
 def _echo(msg: Any) -> Any:
-    from spacer_worker.messages import ClassifyReturnMsg
     return ClassifyReturnMsg(runtime=0.0, scores=[(1, 1, [0.25, 0.75])],
                              classes=[1, 2], valid_rowcol=True)
 
 
 @shared_task(name='bench.spacer_echo', bind=True, base=SpacerTask)
 def spacer_echo(self: SpacerTask, payload: Any) -> dict:
-    return _run(self, payload, 'ClassifyFeaturesMsg', _echo)
+    return _run(self, payload, ClassifyFeaturesMsg, _echo)
 
 
 @shared_task(name='bench.plain_echo')

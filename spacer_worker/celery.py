@@ -3,9 +3,10 @@
 This module only builds the app. Nothing is read at import: the broker,
 the backend and every setting below come from :mod:`spacer_worker.config`
 when Celery first needs its configuration, so a Django server can import
-it before its settings exist. The task adapters (``worker_tasks``), the
-worker-process hooks (``worker_signals``) and the lease step (``leases``)
-are loaded by the worker only.
+it before its settings exist. Routing derives from the task table in
+:mod:`spacer_worker.contract`. The Celery side of a worker lives in
+:mod:`spacer_worker.worker` (task adapters, process hooks, consumer, lease
+step); the worker loads it, clients never import it.
 
 Running workers::
 
@@ -23,12 +24,18 @@ Keep the prefork pool (the default): time limits, revoke with terminate and
 
 from __future__ import annotations
 
-from enum import StrEnum
 from typing import Any
 
 from celery import Celery
 
 from spacer_worker import config
+from spacer_worker.constants import (
+    DEFAULT_PRIORITY,
+    EXPEDITE_PRIORITY,
+    PRIORITY_STEPS,
+    QueueKind,
+)
+from spacer_worker.contract import PROCESS_JOB, TASKS, by_celery_name
 from spacer_worker.exceptions import MessageError
 
 __all__ = [
@@ -37,34 +44,8 @@ __all__ = [
 ]
 
 
-class QueueKind(StrEnum):
-    """The three kinds of work, each with its queue and time limits."""
-
-    EXTRACT = 'extract'
-    TRAIN = 'train'
-    CLASSIFY = 'classify'
-
-
-# The public contract (DESIGN.md): task name -> kind of queue.
-TASK_KINDS: dict[str, QueueKind] = {
-    'spacer.extract_features': QueueKind.EXTRACT,
-    'spacer.classify_image': QueueKind.EXTRACT,
-    'spacer.train_classifier': QueueKind.TRAIN,
-    'spacer.classify_features': QueueKind.CLASSIFY,
-}
-PROCESS_JOB = 'spacer.process_job'
-# JobMsg.task_name -> kind: process_job goes where its tasks belong.
-JOB_KINDS: dict[str, QueueKind] = {
-    name.split('.', 1)[1]: kind for name, kind in TASK_KINDS.items()}
-
-# Redis serves priority 0 first. A message without a priority counts as 0
-# there, so our senders default to the middle and a caller expedites with 0.
-PRIORITY_STEPS = list(range(10))
-DEFAULT_PRIORITY = 5
-EXPEDITE_PRIORITY = 0
-
 # Modules only a worker needs; clients never import them.
-WORKER_MODULES = ('spacer_worker.worker_tasks', 'spacer_worker.worker_signals')
+WORKER_MODULES = ('spacer_worker.worker.tasks', 'spacer_worker.worker.signals')
 
 
 def queue_name(kind: QueueKind | str) -> str:
@@ -75,18 +56,15 @@ def queue_name(kind: QueueKind | str) -> str:
 def task_kind(task: str, payload: Any = None) -> QueueKind:
     """Kind of work of a contract task; process_job's comes from the
     ``task_name`` in its payload (a JobMsg serialization)."""
-    if task in TASK_KINDS:
-        return TASK_KINDS[task]
-    if task != PROCESS_JOB:
-        raise MessageError(
-            f"Unknown task {task!r}; expected one of "
-            f"{', '.join([*TASK_KINDS, PROCESS_JOB])}.")
+    row = by_celery_name(task)
+    if row.queue is not None:
+        return row.queue
     job_task = payload.get('task_name') if isinstance(payload, dict) else None
-    if job_task not in JOB_KINDS:
+    if job_task not in TASKS:
         raise MessageError(
-            f"Cannot route spacer.process_job: its payload's task_name is "
-            f"{job_task!r}, expected one of {', '.join(JOB_KINDS)}.")
-    return JOB_KINDS[job_task]
+            f"Cannot route {task}: its payload's task_name is "
+            f"{job_task!r}, expected one of {', '.join(TASKS)}.")
+    return TASKS[job_task].queue
 
 
 def queue_for(task: str, payload: Any = None) -> str:
@@ -148,12 +126,11 @@ def build_config() -> dict[str, Any]:
     from kombu import Exchange, Queue
 
     annotations = {}
-    for name in [*TASK_KINDS, PROCESS_JOB]:
+    for row in [*TASKS.values(), PROCESS_JOB]:
         # process_job defaults to the most generous limits; send_options()
         # sends the limits of the job's own kind with each message.
-        kind = TASK_KINDS.get(name, QueueKind.TRAIN)
-        soft, hard = time_limits(kind)
-        annotations[name] = {
+        soft, hard = time_limits(row.queue or QueueKind.TRAIN)
+        annotations[row.celery_name] = {
             'soft_time_limit': soft, 'time_limit': hard,
             # Transient errors and lost pool processes share this budget.
             'max_retries': config.get('TASK_MAX_RETRIES'),
@@ -186,7 +163,7 @@ def build_config() -> dict[str, Any]:
         # Late acks: a message leaves Redis only when its task finished, so
         # a worker dying mid-task does not lose it. A pool child killed
         # under a live parent (OOM, segfault) sends it back at once; a whole
-        # worker dying is covered by leases (spacer_worker.leases).
+        # worker dying is covered by leases (spacer_worker.worker.leases).
         'task_acks_late': True,
         'task_reject_on_worker_lost': True,
         # Failures and time-outs are final answers, not reasons to re-run.
@@ -232,7 +209,7 @@ def build_config() -> dict[str, Any]:
         'worker_proc_alive_timeout': 120.0 if config.get('PRELOAD_EXTRACTOR')
         else 4.0,
         # A malformed message body fails its task instead of vanishing.
-        'worker_consumer': 'spacer_worker.worker_consumer:Consumer',
+        'worker_consumer': 'spacer_worker.worker.consumer:Consumer',
         'imports': WORKER_MODULES,
         'worker_hijack_root_logger': False,
     }
@@ -245,7 +222,7 @@ def create_app(main: str = 'spacer_worker', set_as_current: bool = True,
     app = Celery(main, set_as_current=set_as_current)
     app.add_defaults(lambda: {**build_config(), **overrides})
     # Renews this worker's lease and requeues the messages of dead workers.
-    app.steps['worker'].add('spacer_worker.leases:LeaseStep')
+    app.steps['worker'].add('spacer_worker.worker.leases:LeaseStep')
     return app
 
 

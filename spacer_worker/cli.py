@@ -9,8 +9,8 @@
     spacer-worker worker [ARGS...]     celery -A spacer_worker worker ARGS...
 
 Exit codes: 0 success, 1 the job or check failed, 2 bad usage or input.
-Heavy imports happen inside each command, so ``config`` and ``check`` run
-on a client install.
+Everything here runs on a client install; only ``demo`` needs the worker
+extra (imported by that command).
 """
 
 from __future__ import annotations
@@ -22,47 +22,50 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from spacer_worker import config
+from spacer_worker.client import Client
+from spacer_worker.constants import TaskName
+from spacer_worker.contract import PROCESS_JOB, TASKS
 from spacer_worker.exceptions import SpacerError
+from spacer_worker.health import check
 
-# Keys that tell the PySpacer message types apart in a JSON file.
-_SHAPES: list[tuple[frozenset[str], str]] = [
-    (frozenset({'task_name', 'tasks'}), 'JobMsg'),
-    (frozenset({'labels', 'model_loc'}), 'TrainClassifierMsg'),
-    (frozenset({'image_loc', 'classifier_loc'}), 'ClassifyImageMsg'),
-    (frozenset({'image_loc', 'feature_loc'}), 'ExtractFeaturesMsg'),
-    (frozenset({'feature_loc', 'classifier_loc'}), 'ClassifyFeaturesMsg'),
+# --task NAME -> message class, from the contract table.
+_TASK_CHOICES: dict[str, type] = {
+    str(row.name): row.message for row in [*TASKS.values(), PROCESS_JOB]}
+
+# Keys that tell the message types apart in a JSON file, first match wins.
+_SHAPES: list[tuple[frozenset[str], type]] = [
+    (frozenset({'task_name', 'tasks'}), PROCESS_JOB.message),
+    (frozenset({'labels', 'model_loc'}), TASKS[TaskName.TRAIN_CLASSIFIER].message),
+    (frozenset({'image_loc', 'classifier_loc'}),
+     TASKS[TaskName.CLASSIFY_IMAGE].message),
+    (frozenset({'image_loc', 'feature_loc'}),
+     TASKS[TaskName.EXTRACT_FEATURES].message),
+    (frozenset({'feature_loc', 'classifier_loc'}),
+     TASKS[TaskName.CLASSIFY_FEATURES].message),
 ]
-
-_TASK_CHOICES = {
-    'extract_features': 'ExtractFeaturesMsg',
-    'classify_image': 'ClassifyImageMsg',
-    'train_classifier': 'TrainClassifierMsg',
-    'classify_features': 'ClassifyFeaturesMsg',
-    'process_job': 'JobMsg',
-}
 
 
 class UsageError(Exception):
     """Bad command-line input; printed without a traceback, exit code 2."""
 
 
-def message_class_for(data: Any, task: str | None = None) -> str:
-    """The message class name for a JSON payload (``task`` forces it)."""
+def message_class_for(data: Any, task: str | None = None) -> type:
+    """The message class of a JSON payload (``task`` forces it)."""
     if task is not None:
         return _TASK_CHOICES[task]
     if isinstance(data, dict):
         keys = set(data)
-        for needed, name in _SHAPES:
+        for needed, cls in _SHAPES:
             if needed <= keys:
-                return name
+                return cls
+    names = ', '.join(cls.__name__ for _, cls in _SHAPES)
     raise UsageError(
-        'Cannot tell which message this file holds (expected the JSON of a '
-        'JobMsg, ExtractFeaturesMsg, ClassifyImageMsg, TrainClassifierMsg or '
-        'ClassifyFeaturesMsg); name it with --task.')
+        f'Cannot tell which message this file holds (expected the JSON of '
+        f'one of {names}); name it with --task.')
 
 
 def load_message(path: str, task: str | None = None) -> Any:
-    from spacer_worker import messages
     try:
         with open(path) as f:
             data = json.load(f)
@@ -70,14 +73,12 @@ def load_message(path: str, task: str | None = None) -> Any:
         raise UsageError(f'Cannot read {path}: {e.strerror}.') from e
     except ValueError as e:
         raise UsageError(f'{path} is not valid JSON: {e}.') from e
-    cls = getattr(messages, message_class_for(data, task))
-    return cls.deserialize(data)
+    return message_class_for(data, task).deserialize(data)
 
 
 # --- commands ------------------------------------------------------------------
 
 def cmd_config(args: argparse.Namespace) -> int:
-    from spacer_worker import config
     rows = config.describe()
     width = max(len(name) for name, _, _ in rows)
     vwidth = min(48, max(len(value) for _, value, _ in rows))
@@ -121,7 +122,6 @@ def _print_json(data: Any) -> None:
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
-    from spacer_worker.client import Client
     msg = load_message(args.file, args.task)
     client = Client()
     handle = client.submit(msg, queue=args.queue, priority=args.priority,
@@ -142,7 +142,6 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from spacer_worker.client import Client
     status = Client().status(args.handle)
     _print_json({'state': str(status.state), 'progress': status.progress,
                  'error_type': status.error_type, 'error': status.error})
@@ -150,50 +149,15 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_result(args: argparse.Namespace) -> int:
-    from spacer_worker.client import Client
     result = Client().result(args.handle, timeout=args.timeout)
     _print_json(result.serialize() if hasattr(result, 'serialize') else result)
     return 0
 
 
 def cmd_cancel(args: argparse.Namespace) -> int:
-    from spacer_worker.client import Client
     Client().cancel(args.handle, terminate=args.terminate)
     print(f'revoked {args.handle}', file=sys.stderr)
     return 0
-
-
-def check(node: str | None = None, queues: Sequence[str] | None = None,
-          timeout: float = 5.0, app: Any = None) -> tuple[bool, list[str]]:
-    """Is the broker reachable and does a worker (``node``, or any) answer
-    a ping, consuming every queue in ``queues``? Returns (ok, report lines)."""
-    from spacer_worker import config
-    if app is None:
-        from spacer_worker.celery import app
-    broker = config.redact('BROKER_URL', config.broker_url())
-    try:
-        with app.connection_for_write() as conn:
-            conn.ensure_connection(max_retries=1, timeout=timeout)
-    except Exception as e:
-        return False, [f'broker {broker} unreachable: {type(e).__name__}: {e}']
-    destination = [node] if node else None
-    replies = app.control.ping(destination=destination, timeout=timeout)
-    names = sorted(name for reply in replies for name in reply)
-    if not names:
-        who = f'worker {node!r}' if node else 'no worker'
-        return False, [f'broker {broker} is up, but {who} answered a ping '
-                       f'within {timeout} s.']
-    lines = [f'broker {broker}: ok', f"workers answering: {', '.join(names)}"]
-    if queues:
-        active = app.control.inspect(destination=names,
-                                     timeout=timeout).active_queues() or {}
-        consumed = {q['name'] for qs in active.values() for q in qs}
-        missing = [q for q in queues if q not in consumed]
-        if missing:
-            return False, lines + [f"no answering worker consumes queue(s) "
-                                   f"{', '.join(missing)}"]
-        lines.append(f"queues consumed: {', '.join(queues)}")
-    return True, lines
 
 
 def cmd_check(args: argparse.Namespace) -> int:

@@ -29,9 +29,14 @@ import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from celery import Celery
+
+from spacer_worker import celery as celery_app
 from spacer_worker import exceptions, failures, payloads
+from spacer_worker.constants import EXPEDITE_PRIORITY, PRIORITY_STEPS
+from spacer_worker.contract import CELERY_NAMES, by_celery_name, for_message
 from spacer_worker.exceptions import (
     JobFailedError,
     MessageError,
@@ -39,31 +44,10 @@ from spacer_worker.exceptions import (
     SpacerError,
 )
 
-if TYPE_CHECKING:
-    from celery import Celery
-
-# Task names of the public contract (DESIGN.md), by message class name.
-TASK_FOR_MESSAGE: dict[str, str] = {
-    'ExtractFeaturesMsg': 'spacer.extract_features',
-    'ClassifyImageMsg': 'spacer.classify_image',
-    'TrainClassifierMsg': 'spacer.train_classifier',
-    'ClassifyFeaturesMsg': 'spacer.classify_features',
-    'JobMsg': 'spacer.process_job',
-}
-
-# Return message class name for each task.
-RETURN_FOR_TASK: dict[str, str] = {
-    'spacer.extract_features': 'ExtractFeaturesReturnMsg',
-    'spacer.classify_image': 'ClassifyReturnMsg',
-    'spacer.train_classifier': 'TrainClassifierReturnMsg',
-    'spacer.classify_features': 'ClassifyReturnMsg',
-    'spacer.process_job': 'JobReturnMsg',
-}
-
 # Redis priorities: 0 is served first; senders default to the middle
-# (spacer_worker.celery.DEFAULT_PRIORITY), so 0 (EXPEDITE) jumps the queue.
-EXPEDITE = 0
-PRIORITY_RANGE = range(0, 10)
+# (constants.DEFAULT_PRIORITY), so 0 (EXPEDITE) jumps the queue.
+EXPEDITE = EXPEDITE_PRIORITY
+PRIORITY_RANGE = PRIORITY_STEPS
 
 
 class JobState(StrEnum):
@@ -106,7 +90,7 @@ class JobHandle:
             raise MessageError(f'Job handle must be a non-empty string, got '
                                f'{text!r}.')
         parts = text.rsplit(':', 2)
-        if len(parts) == 3 and parts[0] in RETURN_FOR_TASK:
+        if len(parts) == 3 and parts[0] in CELERY_NAMES:
             return cls(id=parts[2], task=parts[0], queue=parts[1])
         return cls(id=text, task='', queue='')
 
@@ -142,24 +126,12 @@ class JobStatus:
 
 def message_task(msg: Any) -> str:
     """The contract task name for a message object."""
-    name = TASK_FOR_MESSAGE.get(type(msg).__name__)
-    if name is None or not hasattr(msg, 'serialize'):
-        raise MessageError(
-            f"Cannot submit a {type(msg).__name__}: expected one of "
-            f"{', '.join(TASK_FOR_MESSAGE)} from spacer_worker.messages.")
-    return name
+    return for_message(msg).celery_name
 
 
 def decode_result(task: str, data: Any) -> Any:
     """Build the typed return message of ``task`` from its JSON result."""
-    from spacer_worker import messages
-    try:
-        cls = getattr(messages, RETURN_FOR_TASK[task])
-    except KeyError:
-        raise MessageError(
-            f"Unknown task {task!r}; expected one of "
-            f"{', '.join(RETURN_FOR_TASK)}.") from None
-    return cls.deserialize(data)
+    return by_celery_name(task).returns.deserialize(data)
 
 
 def _error_text(info: Any) -> tuple[str | None, str | None, str | None]:
@@ -256,8 +228,7 @@ class Client:
     @property
     def app(self) -> Celery:
         if self._app is None:
-            from spacer_worker.celery import app
-            self._app = app
+            self._app = celery_app.app
         return self._app
 
     # --- submitting -----------------------------------------------------
@@ -298,13 +269,9 @@ class Client:
         message goes out (only for a new job); if it raises, nothing is
         sent and the claim is undone.
         """
-        from spacer_worker.celery import send_options
-
-        if task not in RETURN_FOR_TASK:
-            raise MessageError(f"Unknown task {task!r}; expected one of "
-                               f"{', '.join(RETURN_FOR_TASK)}.")
+        by_celery_name(task)  # MessageError for an unknown task
         # Queue, time limits of the task's kind and default priority.
-        options = send_options(task, payload)
+        options = celery_app.send_options(task, payload)
         if queue is not None:
             if not isinstance(queue, str) or not queue:
                 raise MessageError(f'queue must be a non-empty string, got '

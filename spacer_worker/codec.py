@@ -25,9 +25,11 @@ import json
 import operator
 import reprlib
 from collections.abc import Callable, Mapping
+from importlib import import_module
 from typing import Any, ClassVar, TypeVar
 
-from spacer_worker.exceptions import MessageError, SpacerError
+from spacer_worker import config
+from spacer_worker.exceptions import MessageError, SpacerError, UnknownClassError
 
 T = TypeVar('T')
 
@@ -534,22 +536,6 @@ class Message:
         obj.validate()
         return obj
 
-    @classmethod
-    def load(cls: type[T], loc: Any) -> T:
-        """Read this message as JSON from a DataLocation (worker side)."""
-        from spacer_worker.storage import load_bytes
-        try:
-            data = json.loads(load_bytes(loc).decode('utf-8'))
-        except ValueError as e:
-            raise MessageError(
-                f'{cls.__name__}: {loc.key!r} is not JSON: {e}') from e
-        return cls.deserialize(data)
-
-    def store(self, loc: Any) -> None:
-        """Write this message as JSON to a DataLocation (worker side)."""
-        from spacer_worker.storage import store_bytes
-        store_bytes(loc, json.dumps(self.serialize()).encode('utf-8'))
-
 
 class Encoded:
     """Mixin for a value class whose whole JSON form is one codec
@@ -590,11 +576,6 @@ def resolve_class(class_path: Any, *, kind: str, builtins: Mapping[str, type],
     Nothing outside the allowlist is ever imported: a message must not be
     able to make a worker import arbitrary modules.
     """
-    from importlib import import_module
-
-    from spacer_worker import config
-    from spacer_worker.exceptions import UnknownClassError
-
     if not isinstance(class_path, str):
         raise MessageError(f'{kind} class_path must be a string, got '
                            f'{show(class_path)} ({type(class_path).__name__}).')

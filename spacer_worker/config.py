@@ -18,18 +18,17 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from spacer_worker.constants import ClassifierType, StorageType, TaskName
 from spacer_worker.exceptions import ConfigError
 
 ENV_PREFIX = 'SPACER_'
 
-# PySpacer's constant lists, for code that checks membership in them. The
-# enums messages.TaskName / ClassifierType and data_classes.StorageType are
-# the source of truth (a test keeps these equal).
-TASKS = ['extract_features', 'train_classifier', 'classify_features',
-         'classify_image']
-CLASSIFIER_TYPES = ['LR', 'MLP']
+# PySpacer's constant lists, for code that checks membership in them, read
+# from the enums in spacer_worker.constants.
+TASKS = [t.value for t in TaskName]
+CLASSIFIER_TYPES = [c.value for c in ClassifierType]
 TRAINER_NAMES = ['minibatch']
-STORAGE_TYPES = ['s3', 'filesystem', 'memory', 'url']
+STORAGE_TYPES = [s.value for s in StorageType]
 
 
 @dataclass(frozen=True)

@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import math
 import operator
 from collections import Counter
 from collections.abc import Generator, Iterable, Sequence
-from enum import StrEnum
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING, Any, TypeAlias
+from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
 from urllib.parse import urlparse
 
 from spacer_worker.codec import (
@@ -43,6 +43,7 @@ from spacer_worker.codec import (
     relabel,
     show,
 )
+from spacer_worker.constants import StorageType
 from spacer_worker.exceptions import (
     InvalidLocationError,
     MessageError,
@@ -62,16 +63,32 @@ FeatureLabelPair: TypeAlias = tuple[Any, LabelId]
 FeatureLabelBatch: TypeAlias = tuple[list[Any], list[LabelId]]
 
 __all__ = [
-    'Annotation', 'DataLocation', 'ImageFeatures', 'ImageLabels', 'LabelId',
+    'Annotation', 'DataClass', 'DataLocation', 'ImageFeatures', 'ImageLabels', 'LabelId',
     'PointFeatures', 'StorageType', 'ValResults',
 ]
 
 
-class StorageType(StrEnum):
-    S3 = 's3'
-    FILESYSTEM = 'filesystem'
-    MEMORY = 'memory'
-    URL = 'url'
+class DataClass(Message):
+    """PySpacer's ``DataClass``: a message that also reads and writes
+    itself as JSON at a DataLocation (through :mod:`spacer_worker.storage`,
+    so worker side)."""
+
+    @classmethod
+    def load(cls: type[_DC], loc: DataLocation) -> _DC:
+        from spacer_worker.storage import load_bytes
+        try:
+            data = json.loads(load_bytes(loc).decode('utf-8'))
+        except ValueError as e:
+            raise MessageError(
+                f'{cls.__name__}: {loc.key!r} is not JSON: {e}') from e
+        return cls.deserialize(data)
+
+    def store(self, loc: DataLocation) -> None:
+        from spacer_worker.storage import store_bytes
+        store_bytes(loc, json.dumps(self.serialize()).encode('utf-8'))
+
+
+_DC = TypeVar('_DC', bound=DataClass)
 
 
 class _RowColCodec(Scalar):
@@ -151,7 +168,7 @@ ANNOTATIONS = PointList(ANNOTATION, what='(row, col, label) triples')
 
 
 @dataclasses.dataclass(frozen=True, eq=True, repr=False)
-class DataLocation(Message):
+class DataLocation(DataClass):
     """Where a blob lives: a filesystem path, an in-memory key, an S3
     object (needs ``bucket_name``) or a URL (read-only). Hashable, so it
     keys ImageLabels."""
@@ -667,7 +684,7 @@ INDEX = Scalar(int, name='an integer')
 
 
 @dataclasses.dataclass(eq=True)
-class ValResults(Message):
+class ValResults(DataClass):
     """Validation results; ``gt``/``est`` index into ``classes``."""
 
     scores: list[float] = field(FLOATS)

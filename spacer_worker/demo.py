@@ -355,13 +355,16 @@ def run_demo(out_dir: str | os.PathLike | None = None, images: int = 10,
 
     with ExitStack() as stack:
         if report.mode == 'embedded':
-            from spacer_worker.embedded import configure_embedded, embedded_workers
+            from spacer_worker.worker.embedded import (
+                configure_embedded,
+                embedded_workers,
+            )
             configure_embedded(app)
             _say('mode: embedded (no SPACER_BROKER_URL): in-memory broker and '
                  'result backend, a worker in this process consuming '
                  f"{', '.join(queues)} with one thread per queue")
         else:
-            from spacer_worker.cli import check
+            from spacer_worker.health import check
             broker = config.redact('BROKER_URL', config.broker_url())
             ok, lines = check(queues=queues, timeout=5.0, app=app)
             if not ok:

@@ -10,18 +10,14 @@ split modes need scikit-learn.
 from __future__ import annotations
 
 import random
-from collections import Counter
-from collections.abc import Iterable
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from spacer_worker import config
+from spacer_worker.data_classes import ImageLabels, LabelId
 from spacer_worker.exceptions import MessageError, TrainingLabelsError
-from spacer_worker.extract_checks import check_extract_inputs
-
-if TYPE_CHECKING:
-    from spacer_worker.data_classes import ImageLabels, LabelId
-    from spacer_worker.messages import TrainingTaskLabels
+from spacer_worker.extractors.checks import check_extract_inputs
+from spacer_worker.task_messages import TrainingTaskLabels
 
 __all__ = ['SplitMode', 'split_labels', 'preprocess_labels',
            'check_extract_inputs']
@@ -45,41 +41,6 @@ class SplitMode(StrEnum):
     VECTORS = 'vectors'
     POINTS = 'points'
     POINTS_STRATIFIED = 'points_stratified'
-
-
-def _image_labels_class() -> type:
-    from spacer_worker.data_classes import ImageLabels
-    return ImageLabels
-
-
-def _training_task_labels(train: ImageLabels, ref: ImageLabels,
-                          val: ImageLabels) -> TrainingTaskLabels:
-    from spacer_worker.messages import TrainingTaskLabels
-    return TrainingTaskLabels(train=train, ref=ref, val=val)
-
-
-def _count_per_class(labels: ImageLabels) -> Counter:
-    counts: Counter = Counter()
-    for key in labels.keys():
-        counts.update(label for _row, _col, label in labels[key])
-    return counts
-
-
-def _label_count(labels: ImageLabels) -> int:
-    return sum(len(labels[key]) for key in labels.keys())
-
-
-def _filter_classes(labels: ImageLabels,
-                    accepted: Iterable[LabelId]) -> ImageLabels:
-    """A new ImageLabels without the annotations of other classes; images
-    left with no annotation are dropped (as PySpacer does)."""
-    accepted = set(accepted)
-    kept = {}
-    for key in labels.keys():
-        annotations = [a for a in labels[key] if a[2] in accepted]
-        if annotations:
-            kept[key] = annotations
-    return _image_labels_class()(kept)
 
 
 def _check_split_ratios(split_ratios: Any) -> tuple[float, float]:
@@ -117,7 +78,7 @@ def split_labels(labels_in: ImageLabels,
     """
     ref_ratio, val_ratio = _check_split_ratios(split_ratios)
     split_mode = _check_split_mode(split_mode)
-    counts = _count_per_class(labels_in)
+    counts = labels_in.label_count_per_class
     total = sum(counts.values())
     ref_goal = min(round(total * ref_ratio),
                    config.get('TRAINING_BATCH_LABEL_COUNT'))
@@ -162,12 +123,12 @@ def _split_vectors(labels_in: ImageLabels, train_goal: int, ref_goal: int,
             position += 1
             sets[name][key] = labels_in[key]
             taken += len(labels_in[key])
-    ImageLabels = _image_labels_class()
-    return _training_task_labels(*(ImageLabels(sets[n]) for n in SET_NAMES))
+    return TrainingTaskLabels(**{n: ImageLabels(sets[n]) for n in SET_NAMES})
 
 
 def _split_points(labels_in: ImageLabels, ref_goal: int, val_goal: int,
                   stratified: bool) -> TrainingTaskLabels:
+    # Clients call preprocess_labels too: numpy and scikit-learn only here.
     import numpy as np
     from sklearn.model_selection import train_test_split
 
@@ -192,7 +153,6 @@ def _split_points(labels_in: ImageLabels, ref_goal: int, val_goal: int,
         train_ref, test_size=ref_goal, random_state=0, shuffle=True,
         stratify=[flat_labels[i] for i in train_ref] if stratified else None)
 
-    ImageLabels = _image_labels_class()
     result = []
     for indices in (train, ref, val):
         data: dict = {}
@@ -205,7 +165,7 @@ def _split_points(labels_in: ImageLabels, ref_goal: int, val_goal: int,
                 bucket = data[key] = []
             bucket.append(annotations[image][position])
         result.append(ImageLabels(data))
-    return _training_task_labels(*result)
+    return TrainingTaskLabels(**dict(zip(SET_NAMES, result, strict=True)))
 
 
 def _is_split(labels_in: Any) -> bool:
@@ -229,25 +189,25 @@ def preprocess_labels(
     if _is_split(labels_in):
         sets = {name: getattr(labels_in, name) for name in SET_NAMES}
         if accepted_classes:
-            sets = {name: _filter_classes(s, accepted_classes)
+            sets = {name: s.filter_classes(accepted_classes)
                     for name, s in sets.items()}
     else:
         pre_split = labels_in
         if accepted_classes:
-            pre_split = _filter_classes(pre_split, accepted_classes)
+            pre_split = pre_split.filter_classes(accepted_classes)
         if split_mode == SplitMode.POINTS_STRATIFIED:
             # Stratification needs every class in every set. As PySpacer
             # does, counts are taken before the accepted_classes filter.
-            counts = _count_per_class(labels_in)
+            counts = labels_in.label_count_per_class
             common = [c for c, n in counts.items()
                       if n >= _STRATIFY_MIN_PER_CLASS]
             if len(common) != len(counts):
-                pre_split = _filter_classes(pre_split, common)
+                pre_split = pre_split.filter_classes(common)
         split = split_labels(pre_split, split_ratios=split_ratios,
                              split_mode=split_mode)
         sets = {name: getattr(split, name) for name in SET_NAMES}
 
-    classes = {name: set(_count_per_class(s)) for name, s in sets.items()}
+    classes = {name: s.classes_set for name, s in sets.items()}
     usable = classes['train'] & classes['ref']
     if len(usable) <= 1:
         raise TrainingLabelsError(
@@ -259,15 +219,16 @@ def preprocess_labels(
 
     for name in SET_NAMES:
         if not classes[name] <= usable:
-            sets[name] = _filter_classes(sets[name], usable)
-        if _label_count(sets[name]) == 0:
+            sets[name] = sets[name].filter_classes(usable)
+        if sets[name].label_count == 0:
             raise TrainingLabelsError(
                 f"After preprocessing, the '{name}' set is empty: its "
                 f"classes {_describe(classes[name])} are not among the "
                 f"classes found in both train and ref "
                 f"{_describe(usable)}." + _filter_hint(accepted_classes))
 
-    return _training_task_labels(sets['train'], sets['ref'], sets['val'])
+    return TrainingTaskLabels(train=sets['train'], ref=sets['ref'],
+                              val=sets['val'])
 
 
 def _describe(classes: set, limit: int = 10) -> str:

@@ -30,11 +30,13 @@ from spacer_worker.codec import (
     resolve_class,
     show,
 )
+from spacer_worker.constants import FeatureCache
 from spacer_worker.exceptions import MessageError, UnknownClassError
 
 if TYPE_CHECKING:
     from spacer_worker.data_classes import ValResults
-    from spacer_worker.messages import TrainClassifierReturnMsg, TrainingTaskLabels
+    from spacer_worker.return_messages import TrainClassifierReturnMsg
+    from spacer_worker.task_messages import TrainingTaskLabels
 
 ProgressCallback = Callable[..., None]
 
@@ -159,7 +161,6 @@ class MiniBatchTrainer(ClassifierTrainer):
                  ) -> tuple[Any, ValResults, TrainClassifierReturnMsg]:
         from spacer_worker.training.minibatch import train_minibatch
         if feature_loc is None:
-            from spacer_worker.messages import FeatureCache
             feature_loc = FeatureCache.AUTO
         return train_minibatch(self, labels, nbr_epochs, pc_models,
                                feature_loc, clf_type, progress)

@@ -31,11 +31,10 @@ from spacer_worker.codec import (
 )
 from spacer_worker.data_classes import LOCATION, DataLocation, ImageFeatures
 from spacer_worker.exceptions import HashMismatchError, MessageError, SpacerError
+from spacer_worker.return_messages import ExtractFeaturesReturnMsg
 
 if TYPE_CHECKING:
     from PIL.Image import Image
-
-    from spacer_worker.messages import ExtractFeaturesReturnMsg
 
 LOCATIONS = DictOf(STR, LOCATION)
 HASHES = DictOf(STR, STR)
@@ -82,7 +81,6 @@ class FeatureExtractor(Description, abc.ABC):
         """Features at ``rowcols``; PySpacer's generic path: crop patches,
         then ``patches_to_features``."""
         from spacer_worker.extractors.runtime.patches import crop_patch
-        from spacer_worker.messages import ExtractFeaturesReturnMsg
 
         start = time.time()
         patches = [crop_patch(im, int(r), int(c), self.CROP_SIZE)
@@ -166,7 +164,6 @@ class DummyExtractor(FeatureExtractor):
 
     def __call__(self, im: Any, rowcols: Sequence[tuple[int, int]]
                  ) -> tuple[ImageFeatures, ExtractFeaturesReturnMsg]:
-        from spacer_worker.messages import ExtractFeaturesReturnMsg
         try:
             import numpy as np
         except ImportError:

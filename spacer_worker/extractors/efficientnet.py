@@ -15,7 +15,7 @@ from spacer_worker.extractors.base import FeatureExtractor
 
 if TYPE_CHECKING:
     from spacer_worker.data_classes import ImageFeatures
-    from spacer_worker.messages import ExtractFeaturesReturnMsg
+    from spacer_worker.return_messages import ExtractFeaturesReturnMsg
 
 
 class EfficientNetExtractor(FeatureExtractor):

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from spacer_worker.constants import StorageType
 from spacer_worker.exceptions import InvalidLocationError
 from spacer_worker.storage.base import Storage
 
-STORAGE_TYPES = ('filesystem', 'memory', 's3', 'url')
+STORAGE_TYPES = tuple(t.value for t in StorageType)
 
 
 def _type_name(storage_type: Any) -> str:

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from spacer_worker import config
+from spacer_worker.constants import ClassifierType
 from spacer_worker.exceptions import ConfigError, MessageError
 from spacer_worker.training.evaluation import (
     CHUNK_ROWS,
@@ -36,7 +37,7 @@ from spacer_worker.training.threads import blas_threads
 
 logger = logging.getLogger(__name__)
 
-CLASSIFIER_TYPES = ('MLP', 'LR')
+CLASSIFIER_TYPES = tuple(c.value for c in ClassifierType)
 PRECISIONS = ('float32', 'float64')
 Progress = Callable[..., None]
 
@@ -205,7 +206,7 @@ def train_minibatch(trainer: Any, labels: Any, nbr_epochs: int,
     else 0 (PySpacer's sequence).
     """
     from spacer_worker.data_classes import ValResults
-    from spacer_worker.messages import TrainClassifierReturnMsg
+    from spacer_worker.return_messages import TrainClassifierReturnMsg
 
     t0 = time.time()
     clf_type, nbr_epochs = check_inputs(clf_type, nbr_epochs)

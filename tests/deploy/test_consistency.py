@@ -51,12 +51,14 @@ FORBIDDEN = {'CELERY_BROKER_URL', 'CELERY_RESULT_BACKEND',
 
 def routed_queues() -> set[str]:
     """Queue names the Celery routing sends tasks to (default settings)."""
-    from spacer_worker.celery import QueueKind, queue_name
+    from spacer_worker.celery import queue_name
+    from spacer_worker.constants import QueueKind
     return {queue_name(kind) for kind in QueueKind}
 
 
 def extract_queue() -> str:
-    from spacer_worker.celery import QueueKind, queue_name
+    from spacer_worker.celery import queue_name
+    from spacer_worker.constants import QueueKind
     return queue_name(QueueKind.EXTRACT)
 
 

@@ -70,7 +70,7 @@ def test_each_queue_has_its_own_exchange_and_routing_key():
 
 
 def test_training_progress_is_published_with_plain_numbers():
-    from spacer_worker.worker_tasks import SpacerTask
+    from spacer_worker.worker.tasks import SpacerTask
 
     published = []
 
@@ -89,10 +89,11 @@ def test_training_progress_is_published_with_plain_numbers():
 
 
 def test_payloads_that_are_not_messages_are_refused_by_name():
-    from spacer_worker.worker_tasks import decode_payload
+    from spacer_worker.messages import ClassifyFeaturesMsg, ExtractFeaturesMsg
+    from spacer_worker.worker.tasks import decode_payload
     with pytest.raises(MessageError, match='not valid JSON'):
-        decode_payload('spacer.x', 'ExtractFeaturesMsg', '{oops')
+        decode_payload('spacer.x', ExtractFeaturesMsg, '{oops')
     with pytest.raises(MessageError, match='got int'):
-        decode_payload('spacer.x', 'ExtractFeaturesMsg', 3)
+        decode_payload('spacer.x', ExtractFeaturesMsg, 3)
     with pytest.raises(MessageError, match='job_token'):
-        decode_payload('spacer.x', 'ClassifyFeaturesMsg', {'job_token': 5})
+        decode_payload('spacer.x', ClassifyFeaturesMsg, {'job_token': 5})

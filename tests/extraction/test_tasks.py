@@ -18,7 +18,7 @@ from spacer_worker.exceptions import (
     ImageDecodeError,
     RowColumnInvalidError,
 )
-from spacer_worker.extract_checks import check_extract_inputs
+from spacer_worker.extractors.checks import check_extract_inputs
 from spacer_worker.messages import ClassifyImageMsg, ExtractFeaturesMsg
 
 

@@ -15,8 +15,8 @@ from spacer_worker.messages import (
     TrainClassifierMsg,
 )
 from spacer_worker.storage import load_classifier, load_features
-from spacer_worker.task_train import score_features
 from spacer_worker.tasks import classify_features, process_job, train_classifier
+from spacer_worker.tasks.features import score_features
 
 
 def train_msg(split, tmp_path, trainer='minibatch', clf_type='MLP', **kw):

@@ -1,4 +1,4 @@
-"""The two tasks that look at pixels: extract_features and classify_image.
+"""The tasks that read pixels: extract_features and classify_image.
 
 The image is fetched and decoded once (its pixel count checked from the
 header first, so a decompression bomb is refused before decoding), the
@@ -11,24 +11,19 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING
 
-from spacer_worker.extract_checks import check_extract_inputs
+from spacer_worker.data_classes import DataLocation
+from spacer_worker.extractors.checks import check_extract_inputs
+from spacer_worker.return_messages import ClassifyReturnMsg, ExtractFeaturesReturnMsg
+from spacer_worker.storage import load_classifier, open_image
+from spacer_worker.storage.blobs import describe
+from spacer_worker.task_messages import ClassifyImageMsg, ExtractFeaturesMsg
+from spacer_worker.tasks.features import score_features
 
 if TYPE_CHECKING:
     from PIL.Image import Image
 
-    from spacer_worker.data_classes import DataLocation
-    from spacer_worker.messages import (
-        ClassifyImageMsg,
-        ClassifyReturnMsg,
-        ExtractFeaturesMsg,
-        ExtractFeaturesReturnMsg,
-    )
-
 
 def _open_checked(image_loc: DataLocation, rowcols: list) -> Image:
-    from spacer_worker.storage import open_image
-    from spacer_worker.storage.blobs import describe
-
     image = open_image(image_loc)
     check_extract_inputs(image.size, rowcols, describe(image_loc))
     return image
@@ -46,9 +41,6 @@ def extract_features(msg: ExtractFeaturesMsg) -> ExtractFeaturesReturnMsg:
 def classify_image(msg: ClassifyImageMsg) -> ClassifyReturnMsg:
     """Extract features at ``msg.rowcols`` and score them with the
     classifier at ``classifier_loc``; nothing is stored."""
-    from spacer_worker.storage import load_classifier
-    from spacer_worker.task_train import score_features
-
     start = time.time()
     # The classifier first: a bad one fails before the costly extraction.
     clf = load_classifier(msg.classifier_loc)

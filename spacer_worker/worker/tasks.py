@@ -1,5 +1,8 @@
 """Celery tasks named ``spacer.*``: thin adapters over spacer_worker.tasks.
 
+One adapter per row of :data:`spacer_worker.contract.TASKS`, registered
+under the row's Celery name, plus ``spacer.process_job``.
+
 Each adapter takes the PySpacer JSON serialization of a message, builds
 the message class, runs the plain task function and returns the result
 message's serialization. Everything else lives in the task functions,
@@ -35,7 +38,10 @@ from celery import Task, shared_task
 from celery.exceptions import SoftTimeLimitExceeded
 from celery.utils.time import get_exponential_backoff_interval
 
-from spacer_worker import config, tasks
+from spacer_worker import config, payloads, tasks
+from spacer_worker.constants import TaskName
+from spacer_worker.contract import PROCESS_JOB, TASKS, JobReturnMsg
+from spacer_worker.contract import Task as ContractTask
 from spacer_worker.exceptions import MessageError, SpacerError, TransientError
 from spacer_worker.failures import failure_text, to_wire
 
@@ -44,17 +50,16 @@ logger = logging.getLogger(__name__)
 PROGRESS = 'PROGRESS'
 _TRAINING_KEYS = ('epoch', 'epochs', 'ref_acc')
 # Kinds of jobs whose tasks are one image each.
-_IMAGE_TASKS = ('extract_features', 'classify_image')
+_IMAGE_TASKS = (TaskName.EXTRACT_FEATURES, TaskName.CLASSIFY_IMAGE)
 
 
-def decode_payload(task_name: str, message_class: str, payload: Any) -> Any:
+def decode_payload(task_name: str, cls: type, payload: Any) -> Any:
     """The message object of a payload; MessageError when it is not one.
 
     A payload may also arrive as a JSON text (a client that serialized
     twice); anything else that is not an object is refused with its type.
     """
-    from spacer_worker import messages, payloads
-
+    message_class = cls.__name__
     if payloads.is_reference(payload):
         payload = payloads.fetch(payload)
     if isinstance(payload, (str, bytes)):
@@ -70,7 +75,6 @@ def decode_payload(task_name: str, message_class: str, payload: Any) -> Any:
             f'{task_name}: the payload must be a JSON object (the PySpacer '
             f'serialization of {message_class}), got '
             f'{type(payload).__name__}: {str(payload)[:200]!r}.')
-    cls = getattr(messages, message_class)
     try:
         return cls.deserialize(payload)
     except SpacerError:
@@ -104,7 +108,7 @@ class SpacerTask(Task):
                        error, self.request.retries + 1, self.max_retries)
         raise self.retry(exc=error, countdown=self.retry_delay())
 
-    def decode(self, payload: Any, message_class: str) -> Any:
+    def decode(self, payload: Any, message_class: type) -> Any:
         """The payload's message; a stored payload that storage cannot
         give right now is retried like any transient error."""
         try:
@@ -151,7 +155,7 @@ class SpacerTask(Task):
             f'SPACER_<EXTRACT|TRAIN|CLASSIFY>_TIME_LIMIT or split the work.')
 
 
-def _run(task: SpacerTask, payload: Any, message_class: str,
+def _run(task: SpacerTask, payload: Any, message_class: type,
          func: Callable[..., Any], with_progress: bool = False) -> dict:
     """Run one task; a failure leaves as PySpacer's class (our error is
     its cause, in the stored traceback)."""
@@ -172,40 +176,28 @@ def _run(task: SpacerTask, payload: Any, message_class: str,
     return result.serialize()
 
 
-@shared_task(name='spacer.extract_features', bind=True, base=SpacerTask)
-def extract_features(self: SpacerTask, payload: Any) -> dict:
-    """ExtractFeaturesMsg -> ExtractFeaturesReturnMsg."""
-    return _run(self, payload, 'ExtractFeaturesMsg', tasks.extract_features)
+def _adapter(row: ContractTask) -> SpacerTask:
+    def run(self: SpacerTask, payload: Any) -> dict:
+        return _run(self, payload, row.message, tasks.TASK_FUNCTIONS[row.name],
+                    with_progress=row.name == TaskName.TRAIN_CLASSIFIER)
+    run.__name__ = run.__qualname__ = str(row.name)
+    run.__doc__ = (f'{row.message.__name__} -> {row.returns.__name__}'
+                   + (', with progress.' if row.name == TaskName.TRAIN_CLASSIFIER
+                      else '.'))
+    return shared_task(name=row.celery_name, bind=True, base=SpacerTask)(run)
 
 
-@shared_task(name='spacer.classify_image', bind=True, base=SpacerTask)
-def classify_image(self: SpacerTask, payload: Any) -> dict:
-    """ClassifyImageMsg -> ClassifyReturnMsg."""
-    return _run(self, payload, 'ClassifyImageMsg', tasks.classify_image)
+# The four contract tasks, e.g. ADAPTERS['extract_features'] is
+# 'spacer.extract_features'.
+ADAPTERS: dict[str, SpacerTask] = {name: _adapter(row)
+                                   for name, row in TASKS.items()}
 
 
-@shared_task(name='spacer.train_classifier', bind=True, base=SpacerTask)
-def train_classifier(self: SpacerTask, payload: Any) -> dict:
-    """TrainClassifierMsg -> TrainClassifierReturnMsg, with progress."""
-    return _run(self, payload, 'TrainClassifierMsg', tasks.train_classifier,
-                with_progress=True)
-
-
-@shared_task(name='spacer.classify_features', bind=True, base=SpacerTask)
-def classify_features(self: SpacerTask, payload: Any) -> dict:
-    """ClassifyFeaturesMsg -> ClassifyReturnMsg."""
-    return _run(self, payload, 'ClassifyFeaturesMsg',
-                tasks.classify_features)
-
-
-@shared_task(name='spacer.process_job', bind=True, base=SpacerTask)
+@shared_task(name=PROCESS_JOB.celery_name, bind=True, base=SpacerTask)
 def process_job(self: SpacerTask, payload: Any) -> dict:
     """JobMsg -> JobReturnMsg; a failing task gives ok=False, not FAILURE."""
-    from spacer_worker import payloads
-    from spacer_worker.messages import JobReturnMsg
-
     try:
-        job = self.decode(payload, 'JobMsg')
+        job = self.decode(payload, PROCESS_JOB.message)
     except SpacerError as e:
         raise to_wire(e) from e
     # An offloaded job is not repeated in full in its result (Redis).

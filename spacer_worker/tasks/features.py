@@ -1,8 +1,8 @@
-"""The training-side tasks: train_classifier and classify_features.
+"""The tasks that read feature files: train_classifier and classify_features.
 
 ``score_features`` is the one place a classifier scores feature vectors:
 all points of an image in one vectorised ``predict_proba`` call (PySpacer
-calls it once per point). ``task_extract.classify_image`` uses it too.
+calls it once per point). ``tasks.images.classify_image`` uses it too.
 """
 
 from __future__ import annotations
@@ -11,18 +11,18 @@ import inspect
 import logging
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
+
+import numpy as np
 
 from spacer_worker import config
-
-if TYPE_CHECKING:
-    from spacer_worker.data_classes import ImageFeatures
-    from spacer_worker.messages import (
-        ClassifyFeaturesMsg,
-        ClassifyReturnMsg,
-        TrainClassifierMsg,
-        TrainClassifierReturnMsg,
-    )
+from spacer_worker.data_classes import ImageFeatures
+from spacer_worker.return_messages import ClassifyReturnMsg, TrainClassifierReturnMsg
+from spacer_worker.storage import load_classifier, load_features, store_classifier
+from spacer_worker.task_messages import ClassifyFeaturesMsg, TrainClassifierMsg
+from spacer_worker.task_utils import preprocess_labels
+from spacer_worker.training.model_cache import load_classifier_cached
+from spacer_worker.training.threads import blas_threads
 
 logger = logging.getLogger(__name__)
 
@@ -37,9 +37,6 @@ def train_classifier(msg: TrainClassifierMsg,
     ``progress(epoch=, nbr_epochs=, ref_acc=)`` is called after each epoch.
     Nothing is stored unless training and evaluation succeed.
     """
-    from spacer_worker.storage import load_classifier, store_classifier
-    from spacer_worker.task_utils import preprocess_labels
-
     labels = preprocess_labels(msg.labels)
     logger.info(
         "Training %s (%s): %d/%d/%d train/ref/val labels, %d classes",
@@ -100,9 +97,6 @@ def _run_trainer(trainer: Any, labels: Any, nbr_epochs: int,
 def classify_features(msg: ClassifyFeaturesMsg) -> ClassifyReturnMsg:
     """Score every point of a stored feature file with a stored classifier
     (kept unpickled between calls while its bytes are unchanged)."""
-    from spacer_worker.storage import load_features
-    from spacer_worker.training.model_cache import load_classifier_cached
-
     t0 = time.time()
     features = load_features(msg.feature_loc)
     clf = load_classifier_cached(msg.classifier_loc)
@@ -120,11 +114,6 @@ def score_features(clf: Any, features: ImageFeatures) -> ClassifyReturnMsg:
 
 def _score(clf: Any, features: ImageFeatures,
            t0: float | None) -> ClassifyReturnMsg:
-    import numpy as np
-
-    from spacer_worker.messages import ClassifyReturnMsg
-    from spacer_worker.training.threads import blas_threads
-
     x = np.asarray(features.feature_array(), dtype=np.float64)
     with blas_threads():
         probabilities = clf.predict_proba(x).tolist()

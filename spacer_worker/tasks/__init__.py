@@ -1,8 +1,9 @@
 """The four PySpacer tasks and ``process_job``, as plain functions.
 
-Each name imports its engine when called, so importing this module (as the
-Celery app does in every process, clients included) pulls in no torch or
-scikit-learn.
+The bodies are grouped by what they read: :mod:`.images` (pixels:
+extract_features, classify_image) and :mod:`.features` (feature files:
+train_classifier, classify_features). Worker side: the Celery adapters in
+:mod:`spacer_worker.worker.tasks` call these; clients never import them.
 """
 
 from __future__ import annotations
@@ -10,55 +11,30 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from spacer_worker.constants import TaskName
+from spacer_worker.contract import JobMsg, JobReturnMsg
 from spacer_worker.exceptions import MessageError
+from spacer_worker.failures import failure_text
+from spacer_worker.tasks.features import classify_features, train_classifier
+from spacer_worker.tasks.images import classify_image, extract_features
 
-if TYPE_CHECKING:
-    from spacer_worker.messages import (
-        ClassifyFeaturesMsg,
-        ClassifyImageMsg,
-        ClassifyReturnMsg,
-        ExtractFeaturesMsg,
-        ExtractFeaturesReturnMsg,
-        JobMsg,
-        JobReturnMsg,
-        TrainClassifierMsg,
-        TrainClassifierReturnMsg,
-    )
+__all__ = [
+    'TASK_FUNCTIONS', 'classify_features', 'classify_image', 'extract_features',
+    'process_job', 'run_task', 'train_classifier',
+]
 
 logger = logging.getLogger(__name__)
 
 ProgressCallback = Callable[..., None]
 
-
-def extract_features(msg: ExtractFeaturesMsg) -> ExtractFeaturesReturnMsg:
-    from spacer_worker.task_extract import extract_features as run
-    return run(msg)
-
-
-def classify_image(msg: ClassifyImageMsg) -> ClassifyReturnMsg:
-    from spacer_worker.task_extract import classify_image as run
-    return run(msg)
-
-
-def train_classifier(msg: TrainClassifierMsg,
-                     progress: ProgressCallback | None = None
-                     ) -> TrainClassifierReturnMsg:
-    from spacer_worker.task_train import train_classifier as run
-    return run(msg, progress=progress)
-
-
-def classify_features(msg: ClassifyFeaturesMsg) -> ClassifyReturnMsg:
-    from spacer_worker.task_train import classify_features as run
-    return run(msg)
-
-
+# The body of each contract task (spacer_worker.contract.TASKS).
 TASK_FUNCTIONS: dict[str, Callable[..., Any]] = {
-    'extract_features': extract_features,
-    'train_classifier': train_classifier,
-    'classify_features': classify_features,
-    'classify_image': classify_image,
+    TaskName.EXTRACT_FEATURES: extract_features,
+    TaskName.TRAIN_CLASSIFIER: train_classifier,
+    TaskName.CLASSIFY_FEATURES: classify_features,
+    TaskName.CLASSIFY_IMAGE: classify_image,
 }
 
 
@@ -71,7 +47,7 @@ def run_task(task_name: str, msg: Any,
         raise MessageError(
             f"task_name {task_name!r} is not a task; expected one of "
             f"{', '.join(TASK_FUNCTIONS)}.") from None
-    if task_name == 'train_classifier':
+    if task_name == TaskName.TRAIN_CLASSIFIER:
         return func(msg, progress=progress)
     return func(msg)
 
@@ -89,9 +65,6 @@ def process_job(job_msg: JobMsg,
     Errors of the ``reraise`` types propagate instead (the Celery adapter
     passes TransientError, to retry the job before answering ok=False).
     """
-    from spacer_worker.failures import failure_text
-    from spacer_worker.messages import JobMsg, JobReturnMsg
-
     if not isinstance(job_msg, JobMsg):
         raise MessageError(
             f"process_job expects a JobMsg, got {type(job_msg).__name__}.")
@@ -100,7 +73,7 @@ def process_job(job_msg: JobMsg,
     for index, task in enumerate(job_msg.tasks):
         try:
             task_progress = None
-            if progress is not None and job_msg.task_name == 'train_classifier':
+            if progress is not None and job_msg.task_name == TaskName.TRAIN_CLASSIFIER:
                 task_progress = functools.partial(progress, done=index, total=total)
             results.append(run_task(job_msg.task_name, task, task_progress))
         except reraise:

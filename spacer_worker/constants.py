@@ -1,0 +1,59 @@
+"""Names and numbers every part agrees on, each defined once.
+
+``str`` enums compare equal to PySpacer's plain strings. This module imports
+nothing from the package, so every other module (``config`` included) may
+derive from it.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+__all__ = [
+    'DEFAULT_PRIORITY', 'EXPEDITE_PRIORITY', 'PRIORITY_STEPS', 'ClassifierType',
+    'FeatureCache', 'QueueKind', 'StorageType', 'TaskName',
+]
+
+
+class TaskName(StrEnum):
+    """PySpacer's four tasks (``config.TASKS``, ``JobMsg.task_name``)."""
+
+    EXTRACT_FEATURES = 'extract_features'
+    TRAIN_CLASSIFIER = 'train_classifier'
+    CLASSIFY_FEATURES = 'classify_features'
+    CLASSIFY_IMAGE = 'classify_image'
+
+
+class ClassifierType(StrEnum):
+    LR = 'LR'
+    MLP = 'MLP'
+
+
+class StorageType(StrEnum):
+    S3 = 's3'
+    FILESYSTEM = 'filesystem'
+    MEMORY = 'memory'
+    URL = 'url'
+
+
+class QueueKind(StrEnum):
+    """The three kinds of work, each with its queue and time limits."""
+
+    EXTRACT = 'extract'
+    TRAIN = 'train'
+    CLASSIFY = 'classify'
+
+
+# Redis serves priority 0 first. A message without a priority counts as 0
+# there, so our senders default to the middle and a caller expedites with 0.
+PRIORITY_STEPS = list(range(10))
+DEFAULT_PRIORITY = 5
+EXPEDITE_PRIORITY = 0
+
+
+class FeatureCache(StrEnum):
+    """Where training caches remotely loaded features: AUTO (a temporary
+    directory the OS picks), DISABLED, or else a directory path (str)."""
+
+    AUTO = 'auto'
+    DISABLED = 'disabled'

@@ -1,0 +1,107 @@
+"""What each task answers: PySpacer's return messages.
+
+They depend only on the codec and the data classes, so the parts that build
+them (extractors, trainers, task bodies) import them at module level.
+Import them from :mod:`spacer_worker.messages`, PySpacer's path.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from spacer_worker.codec import (
+    BOOL,
+    FLOATS,
+    LABEL_ID,
+    NUMBER,
+    ListOf,
+    Optional,
+    TupleOf,
+    field,
+)
+from spacer_worker.data_classes import COL, ROW, DataClass, LabelId
+
+__all__ = ['ClassifyReturnMsg', 'ExtractFeaturesReturnMsg',
+           'TrainClassifierReturnMsg']
+
+SCORE = TupleOf(Optional(ROW), Optional(COL), FLOATS,
+                what='(row, col, scores) triple')
+
+
+class _Scores(ListOf):
+    """ClassifyReturnMsg.scores: one (row, col, [score per class]) per
+    point; well-formed input takes a tight loop (1000 points x classes)."""
+
+    _PLAIN = frozenset((float, int))
+
+    def __init__(self) -> None:
+        super().__init__(SCORE, what='(row, col, scores) triples')
+
+    def convert(self, value: Any) -> list:
+        self._check(value)
+        out = []
+        plain = self._PLAIN
+        for item in value:
+            if (type(item) is tuple or type(item) is list) and len(item) == 3:
+                row, col, scores = item
+                if ((row is None or type(row) is int and row >= 0)
+                        and (col is None or type(col) is int and col >= 0)
+                        and type(scores) is list
+                        and set(map(type, scores)) <= plain):
+                    out.append((row, col, list(scores)))
+                    continue
+            return super().convert(value)
+        return out
+
+    def decode(self, data: Any) -> list:
+        return self.convert(data)
+
+
+@dataclasses.dataclass(eq=True)
+class ExtractFeaturesReturnMsg(DataClass):
+    extractor_loaded_remotely: bool = field(BOOL)
+    runtime: float = field(NUMBER)
+
+    @classmethod
+    def example(cls) -> ExtractFeaturesReturnMsg:
+        return cls(extractor_loaded_remotely=True, runtime=2.1)
+
+
+@dataclasses.dataclass(eq=True)
+class TrainClassifierReturnMsg(DataClass):
+    acc: float = field(NUMBER)
+    pc_accs: list[float] = field(FLOATS)
+    ref_accs: list[float] = field(FLOATS)
+    runtime: float = field(NUMBER)
+
+    @classmethod
+    def example(cls) -> TrainClassifierReturnMsg:
+        return cls(acc=0.7, pc_accs=[0.4, 0.5, 0.6],
+                   ref_accs=[0.55, 0.65, 0.64, 0.67, 0.70], runtime=123.4)
+
+
+@dataclasses.dataclass(eq=True)
+class ClassifyReturnMsg(DataClass):
+    """Scores per point: ``(row, col, [score per class])``, where score
+    ``i`` is for ``classes[i]``."""
+
+    runtime: float = field(NUMBER)
+    scores: list[tuple[int | None, int | None, list[float]]] = field(_Scores())
+    classes: list[LabelId] = field(ListOf(LABEL_ID, what='label ids'))
+    valid_rowcol: bool = field(BOOL)
+
+    def __getitem__(self, rowcol: tuple[int, int]) -> list[float]:
+        """The scores at (row, col)."""
+        if not self.valid_rowcol:
+            raise ValueError('Method requires valid rows and columns')
+        for row, col, scores in self.scores:
+            if (row, col) == tuple(rowcol):
+                return scores
+        raise KeyError(rowcol)
+
+    @classmethod
+    def example(cls) -> ClassifyReturnMsg:
+        return cls(runtime=1.1,
+                   scores=[(10, 20, [0.1, 0.2, 0.7]), (20, 40, [0.9, 0.06, 0.04])],
+                   classes=[100, 12, 44], valid_rowcol=True)
