@@ -212,6 +212,10 @@ def build_config() -> dict[str, Any]:
         'worker_consumer': 'spacer_worker.worker.consumer:Consumer',
         'imports': WORKER_MODULES,
         'worker_hijack_root_logger': False,
+        # A stopping worker (SIGQUIT, or SIGTERM with REMAP_SIGTERM=SIGQUIT)
+        # lets running tasks finish for this long, then cancels and requeues
+        # them; a training resumes from its last epoch checkpoint.
+        'worker_soft_shutdown_timeout': config.get('SOFT_SHUTDOWN_TIMEOUT'),
     }
 
 

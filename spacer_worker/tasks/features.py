@@ -21,6 +21,7 @@ from spacer_worker.return_messages import ClassifyReturnMsg, TrainClassifierRetu
 from spacer_worker.storage import load_classifier, load_features, store_classifier
 from spacer_worker.task_messages import ClassifyFeaturesMsg, TrainClassifierMsg
 from spacer_worker.task_utils import preprocess_labels
+from spacer_worker.training import checkpoint
 from spacer_worker.training.model_cache import load_classifier_cached
 from spacer_worker.training.threads import blas_threads
 
@@ -44,11 +45,14 @@ def train_classifier(msg: TrainClassifierMsg,
         labels.ref.label_count, labels.val.label_count,
         len(labels.ref.classes_set))
     pc_models = [load_classifier(loc) for loc in msg.previous_model_locs]
-    clf, val_results, return_msg = _run_trainer(
-        msg.trainer, labels, msg.nbr_epochs, pc_models,
-        msg.feature_cache_dir, msg.clf_type, progress)
+    # A redelivered run resumes after the last epoch its checkpoint saved.
+    with checkpoint.for_job(msg) as saved:
+        clf, val_results, return_msg = _run_trainer(
+            msg.trainer, labels, msg.nbr_epochs, pc_models,
+            msg.feature_cache_dir, msg.clf_type, progress)
     store_classifier(msg.model_loc, clf)
     val_results.store(msg.valresult_loc)
+    saved.remove()
     if config.get('TRAINING_REPORT'):
         _write_report(msg, val_results, return_msg)
     return return_msg

@@ -24,6 +24,7 @@ import numpy as np
 from spacer_worker import config
 from spacer_worker.constants import ClassifierType
 from spacer_worker.exceptions import ConfigError, MessageError
+from spacer_worker.training import checkpoint
 from spacer_worker.training.evaluation import (
     CHUNK_ROWS,
     accuracy,
@@ -146,8 +147,10 @@ def fit(trainer: Any, train: FeatureSet, ref: FeatureSet, nbr_epochs: int,
                 train.nrows, n_images, ref.nrows, len(classes), nbr_epochs,
                 batch_size)
 
-    ref_accs: list[float] = []
-    for epoch in range(nbr_epochs):
+    # Resume after the last finished epoch of this job, if one was saved.
+    saved = checkpoint.current()
+    clf, rng, ref_accs = saved.restore(clf, rng)
+    for epoch in range(len(ref_accs), nbr_epochs):
         t0 = time.monotonic()
         rng.seed(seed + epoch)
         order = np.arange(n_images)
@@ -160,6 +163,7 @@ def fit(trainer: Any, train: FeatureSet, ref: FeatureSet, nbr_epochs: int,
         logger.info("Epoch %d/%d: reference accuracy %.4f (%.1f s)",
                     epoch + 1, nbr_epochs, ref_accs[-1],
                     time.monotonic() - t0)
+        saved.after_epoch(clf, rng, ref_accs)
         if progress is not None:
             progress(epoch=epoch + 1, nbr_epochs=nbr_epochs,
                      ref_acc=ref_accs[-1])

@@ -42,6 +42,7 @@ OTHER_VARIABLES = {
     'GF_ANALYTICS_REPORTING_ENABLED': 'Grafana',
     'GF_ANALYTICS_CHECK_FOR_UPDATES': 'Grafana',
     'GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH': 'Grafana',
+    'REMAP_SIGTERM': 'celery worker: SIGTERM starts the soft shutdown',
 }
 # Celery reads these before its configuration: they would override
 # SPACER_BROKER_URL / SPACER_RESULT_BACKEND without a word.

@@ -1,0 +1,124 @@
+"""A long training interrupted on real workers (a stop with soft shutdown,
+then kill -9 of the whole worker) is delivered again each time and resumes
+after its last finished epoch, ending with the classifier of an
+uninterrupted run."""
+
+from __future__ import annotations
+
+import signal
+import time
+
+import numpy as np
+
+from spacer_worker.client import Client, JobState
+from spacer_worker.messages import TrainClassifierMsg, TrainingTaskLabels
+from spacer_worker.storage import load_classifier, load_features
+from spacer_worker.tasks import train_classifier
+from spacer_worker.train_classifier import MiniBatchTrainer
+from spacer_worker.train_utils import make_random_data
+from tests.distributed.data import fs
+from tests.distributed.services import wait_for
+
+EPOCHS = 30
+# Small batches make each epoch take a while (many partial_fit calls), so
+# the interruption lands mid-training on any machine.
+TRAINER = MiniBatchTrainer(batch_size=20)
+
+
+def _message(data_dir, out) -> TrainClassifierMsg:
+    np.random.seed(0)
+    sets = {}
+    for part, count in (('train', 30), ('ref', 4), ('val', 4)):
+        keys = [str(data_dir / f'{part}{i}.npz') for i in range(count)]
+        sets[part] = make_random_data(count, [1, 2, 3, 4], 40, 16,
+                                      fs(data_dir), keys)
+    out.mkdir(exist_ok=True)
+    return TrainClassifierMsg(
+        job_token='long', trainer=TRAINER, nbr_epochs=EPOCHS,
+        clf_type='MLP', labels=TrainingTaskLabels(**sets),
+        previous_model_locs=[], model_loc=fs(out / 'model.pkl'),
+        valresult_loc=fs(out / 'valresult.json'))
+
+
+def _scores(msg):
+    clf = load_classifier(msg.model_loc)
+    x = np.concatenate([load_features(loc).feature_array()
+                        for loc in msg.labels.val.keys()])
+    return clf.predict_proba(x.astype(np.float64))
+
+
+def _epoch(client, handle) -> int:
+    status = client.status(handle)
+    assert status.state is not JobState.FAILURE, status.error
+    return (status.progress or {}).get('epoch') or 0
+
+
+def _checkpoint_files(out):
+    return [p for p in out.iterdir() if '.checkpoint-' in p.name]
+
+
+def _resumed_after(worker) -> int:
+    """The epoch a worker's run resumed after (from its log)."""
+    lines = [line for line in worker.log_text().splitlines()
+             if 'Resuming training from its checkpoint' in line]
+    assert lines, worker.log_text()[-3000:]
+    return int(lines[0].split('after epoch ')[1].split()[0])
+
+
+def _sigterm(worker) -> float:
+    """Stop a worker as Docker does (SIGTERM to its main process); seconds
+    until it exited."""
+    started = time.monotonic()
+    worker.proc.send_signal(signal.SIGTERM)
+    worker.proc.wait(30)
+    return time.monotonic() - started
+
+
+def test_interrupted_training_resumes_and_trains_the_same_classifier(
+        app, start_worker, data_dir, tmp_path):
+    msg = _message(data_dir, tmp_path / 'interrupted')
+    out = tmp_path / 'interrupted'
+    client = Client(app)
+    # As config/train.env sets it up: SIGTERM starts Celery's soft
+    # shutdown, which gives running tasks SOFT_SHUTDOWN_TIMEOUT seconds,
+    # then cancels and requeues them.
+    soft = {'SPACER_LOG_DESTINATION': 'console', 'REMAP_SIGTERM': 'SIGQUIT',
+            'SPACER_SOFT_SHUTDOWN_TIMEOUT': '1'}
+    first = start_worker('first', queues='train', env=soft)
+    handle = client.submit(msg)
+
+    # Given the training has saved a few epochs on the first worker
+    wait_for(lambda: _epoch(client, handle) >= 4, 120, interval=0.05,
+             what='epoch 4 done')
+    assert _checkpoint_files(out)
+
+    # When that worker is stopped (soft shutdown: out within seconds,
+    # though the training has far to go)...
+    assert _sigterm(first) < 20
+    assert 'Soft Shutdown' in first.log_text()
+    reached = _epoch(client, handle)
+    assert reached < EPOCHS, 'training ended before the stop'
+
+    # ...the next worker gets it at once and resumes after the last epoch
+    second = start_worker('second', queues='train', env=soft)
+    wait_for(lambda: _epoch(client, handle) >= reached + 3, 120,
+             interval=0.05, what='training going on')
+    assert 4 <= _resumed_after(second) < EPOCHS
+
+    # ...and when that one dies whole (kill -9: lost host, OOM kill), the
+    # lease reaper hands it to a third, which resumes again
+    second.kill()
+    killed_at = _epoch(client, handle)
+    assert killed_at < EPOCHS, 'training ended before the kill'
+    third = start_worker('third', queues='train', env=soft)
+    result = client.result(handle, timeout=240)
+    assert _resumed_after(second) < _resumed_after(third) < EPOCHS
+    assert _resumed_after(third) >= killed_at - 1
+
+    # Then it ends with the very classifier an uninterrupted run trains,
+    # and its checkpoint is gone
+    whole = _message(data_dir, tmp_path / 'whole')
+    whole_ret = train_classifier(whole)
+    assert result.ref_accs == whole_ret.ref_accs
+    assert np.array_equal(_scores(msg), _scores(whole))
+    assert not _checkpoint_files(out)
