@@ -86,7 +86,8 @@ run_gpu_workers() {
     for i in "${!gpus[@]}"; do
         echo "spacer-entrypoint: starting ${nodes[$i]} on GPU ${gpus[$i]}" >&2
         CUDA_VISIBLE_DEVICES="${gpus[$i]}" celery -A "$app" worker \
-            --hostname="${nodes[$i]}" --concurrency=1 "$@" &
+            --hostname="${nodes[$i]}" --concurrency=1 \
+            --loglevel="${SPACER_LOG_LEVEL:-INFO}" "$@" &
         pids+=($!)
     done
 
@@ -130,7 +131,8 @@ worker)
     shift
     warn_default_broker
     record_nodes "${name}@${host}"
-    exec celery -A "$app" worker --hostname="${name}@${host}" "$@"
+    exec celery -A "$app" worker --hostname="${name}@${host}" \
+        --loglevel="${SPACER_LOG_LEVEL:-INFO}" "$@"
     ;;
 gpu-workers)
     shift

@@ -28,13 +28,13 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from enum import StrEnum
 from typing import Any
 
 from celery import Celery
 
 from spacer_worker import celery as celery_app
 from spacer_worker import exceptions, failures, payloads
+from spacer_worker._compat import StrEnum
 from spacer_worker.constants import EXPEDITE_PRIORITY, PRIORITY_STEPS
 from spacer_worker.contract import CELERY_NAMES, by_celery_name, for_message
 from spacer_worker.exceptions import (

@@ -176,6 +176,17 @@ SETTINGS: dict[str, Setting] = {s.name: s for s in [
             'Extractor to load into each worker process at start: its JSON '
             'serialization, or a path to a JSON file; empty loads on first '
             'use.'),
+    # --- PySpacer compatibility and logs (issue 11) -------------------------
+    Setting('LOG_FORMAT', str, 'text',
+            "'text' (PySpacer's layout) or 'json': one JSON object per line "
+            "with time, level, task id and name, job token, queue, worker "
+            "and duration."),
+    Setting('TEST_BUCKET', str, None,
+            "PySpacer's S3 bucket for its own unit tests (unused here)."),
+    Setting('CN_TEST_EXTRACTORS_BUCKET', str, None,
+            "PySpacer's CoralNet test-extractors bucket (unused here)."),
+    Setting('CN_FIXTURES_BUCKET', str, None,
+            "PySpacer's CoralNet fixtures bucket (unused here)."),
     # --- CoralNet adapter (contrib.coralnet) ---------------------------------
     # --- large payloads and long trainings (issue 10) ----------------------
     Setting('PAYLOAD_OFFLOAD_BYTES', int, 256 * 1024,
@@ -342,4 +353,26 @@ def __getattr__(name: str) -> Any:
     # PySpacer-style ``config.MAX_IMAGE_PIXELS``, read at access time.
     if name in SETTINGS:
         return get(name)
+    from spacer_worker import pyspacer_config
+    if name in pyspacer_config.COMPUTED:
+        return pyspacer_config.COMPUTED[name]()
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+# PySpacer's config functions (check, get_config_value...), defined there.
+from spacer_worker.pyspacer_config import (  # noqa: E402
+    CONFIGURABLE_VARS,
+    check,
+    filter_warnings,
+    get_config_detection_result,
+    get_config_value,
+    log_entry_and_exit,
+)
+
+__all__ = [
+    'CLASSIFIER_TYPES', 'CONFIGURABLE_VARS', 'SETTINGS', 'STORAGE_TYPES',
+    'TASKS', 'TRAINER_NAMES', 'Setting', 'broker_url', 'check', 'describe',
+    'filter_warnings', 'get', 'get_config_detection_result',
+    'get_config_value', 'log_entry_and_exit', 'lookup', 'redact',
+    'register', 'reload', 'result_backend_url', 'secrets_path',
+]

@@ -7,7 +7,7 @@ derive from it.
 
 from __future__ import annotations
 
-from enum import StrEnum
+from spacer_worker._compat import StrEnum
 
 __all__ = [
     'DEFAULT_PRIORITY', 'EXPEDITE_PRIORITY', 'PRIORITY_STEPS', 'ClassifierType',

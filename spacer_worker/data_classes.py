@@ -713,3 +713,12 @@ class ValResults(DataClass):
     def example(cls) -> ValResults:
         return cls(scores=[.9, .8, .7], gt=[0, 1, 0], est=[0, 1, 1],
                    classes=[121, 1222])
+
+
+# PySpacer's module re-exports these names; resolved on first use.
+from spacer_worker._exports import lazy_exports  # noqa: E402
+
+__getattr__, __dir__ = lazy_exports(__name__, {
+    'RemoteStorage': 'spacer_worker.storage.base:RemoteStorage',
+    'storage_factory': 'spacer_worker.storage.factory:storage_factory',
+}, globals())

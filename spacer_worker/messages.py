@@ -36,3 +36,11 @@ __all__ = [
 # Task name -> message classes, read from the contract table.
 TASK_MESSAGES = {name: row.message for name, row in TASKS.items()}
 RETURN_MESSAGES = {name: row.returns for name, row in TASKS.items()}
+
+
+# PySpacer's module re-exports these names; resolved on first use.
+from spacer_worker._exports import lazy_exports  # noqa: E402
+
+__getattr__, __dir__ = lazy_exports(__name__, {
+    'DataClass': 'spacer_worker.data_classes:DataClass',
+}, globals())

@@ -24,9 +24,9 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
-from enum import StrEnum
 from typing import Any
 
+from spacer_worker._compat import StrEnum
 from spacer_worker.exceptions import ConfigError, MessageError
 
 KEY_PREFIX = 'spacer:submit:'

@@ -10,10 +10,10 @@ split modes need scikit-learn.
 from __future__ import annotations
 
 import random
-from enum import StrEnum
 from typing import Any
 
 from spacer_worker import config
+from spacer_worker._compat import StrEnum
 from spacer_worker.data_classes import ImageLabels, LabelId
 from spacer_worker.exceptions import MessageError, TrainingLabelsError
 from spacer_worker.extractors.checks import check_extract_inputs
@@ -244,3 +244,15 @@ def _filter_hint(accepted_classes: Any) -> str:
         return ''
     return (f" accepted_classes kept only {_describe(set(accepted_classes))}"
             f"; check it names the classes you meant.")
+
+
+# PySpacer's module re-exports these names; resolved on first use.
+from spacer_worker._exports import lazy_exports  # noqa: E402
+
+__getattr__, __dir__ = lazy_exports(__name__, {
+    'ImageLabels': 'spacer_worker.data_classes:ImageLabels',
+    'LabelId': 'spacer_worker.data_classes:LabelId',
+    'DataLimitError': 'spacer_worker.exceptions:DataLimitError',
+    'RowColumnInvalidError': 'spacer_worker.exceptions:RowColumnInvalidError',
+    'TrainingTaskLabels': 'spacer_worker.messages:TrainingTaskLabels',
+}, globals())

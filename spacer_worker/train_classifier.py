@@ -195,3 +195,15 @@ def trainer_factory(trainer_name: str) -> ClassifierTrainer:
             f'Unknown trainer name {trainer_name!r}; built-in names: '
             f'{", ".join(BUILTIN_TRAINERS)} (or give an allowed class path).')
     return ClassifierTrainer.deserialize({'class_path': class_path})
+
+
+# PySpacer's module re-exports these names; resolved on first use.
+from spacer_worker._exports import lazy_exports  # noqa: E402
+
+__getattr__, __dir__ = lazy_exports(__name__, {
+    'ValResults': 'spacer_worker.data_classes:ValResults',
+    'TrainClassifierReturnMsg': 'spacer_worker.messages:TrainClassifierReturnMsg',
+    'TrainingTaskLabels': 'spacer_worker.messages:TrainingTaskLabels',
+    'evaluate_classifier': 'spacer_worker.train_utils:evaluate_classifier',
+    'calc_acc': 'spacer_worker.train_utils:calc_acc',
+}, globals())

@@ -96,3 +96,14 @@ def make_random_data(im_count: int,
         labels.add_image(loc, [(p, p, label) for p, label
                                in enumerate(point_labels)])
     return labels
+
+
+# PySpacer's module re-exports these names; resolved on first use.
+from spacer_worker._exports import lazy_exports  # noqa: E402
+
+__getattr__, __dir__ = lazy_exports(__name__, {
+    'DataLocation': 'spacer_worker.data_classes:DataLocation',
+    'ImageLabels': 'spacer_worker.data_classes:ImageLabels',
+    'ImageFeatures': 'spacer_worker.data_classes:ImageFeatures',
+    'LabelId': 'spacer_worker.data_classes:LabelId',
+}, globals())

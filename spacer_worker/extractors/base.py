@@ -202,3 +202,15 @@ def extractor_class(class_path: Any) -> type[FeatureExtractor]:
     return resolve_class(class_path, kind='Extractor', builtins=_builtins(),
                          setting='EXTRA_EXTRACTOR_CLASSES',
                          base=FeatureExtractor)
+
+
+# PySpacer's module re-exports these names; resolved on first use.
+from spacer_worker._exports import lazy_exports  # noqa: E402
+
+__getattr__, __dir__ = lazy_exports(__name__, {
+    'PointFeatures': 'spacer_worker.data_classes:PointFeatures',
+    'ConfigError': 'spacer_worker.exceptions:ConfigError',
+    'crop_patches': 'spacer_worker.extractors.utils:crop_patches',
+    'ExtractFeaturesReturnMsg': 'spacer_worker.messages:ExtractFeaturesReturnMsg',
+    'storage_factory': 'spacer_worker.storage.factory:storage_factory',
+}, globals())

@@ -27,15 +27,15 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
-def check_extract_inputs(image_size: Any, rowcols: Sequence[Any],
+def check_extract_inputs(image: Any, rowcols: Sequence[Any],
                          im_key: str = 'image') -> None:
     """Raise DataLimitError or RowColumnInvalidError for unusable inputs.
 
-    ``image_size`` is ``(width, height)`` or anything with a ``.size`` like
-    that (a PIL image, as PySpacer's signature takes); ``im_key`` names the
-    image in messages.
+    ``image`` is a PIL image (as in PySpacer), or anything with a ``.size``
+    ``(width, height)``, or that pair itself; ``im_key`` names the image in
+    messages.
     """
-    width, height = _size_of(image_size)
+    width, height = _size_of(image)
     max_pixels = config.get('MAX_IMAGE_PIXELS')
     if width * height > max_pixels:
         raise DataLimitError(

@@ -32,3 +32,11 @@ class EfficientNetExtractor(FeatureExtractor):
                  ) -> tuple[ImageFeatures, ExtractFeaturesReturnMsg]:
         from spacer_worker.extractors.runtime.efficientnet import run_efficientnet
         return run_efficientnet(self, im, rowcols)
+
+
+# PySpacer's module re-exports these names; resolved on first use.
+from spacer_worker._exports import lazy_exports  # noqa: E402
+
+__getattr__, __dir__ = lazy_exports(__name__, {
+    'TorchExtractor': 'spacer_worker.extractors.torch_extractors:TorchExtractor',
+}, globals())

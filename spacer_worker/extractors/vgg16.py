@@ -33,3 +33,35 @@ class VGG16CaffeExtractor(FeatureExtractor):
 
     def patches_to_features(self, patch_list: list[Any]) -> NoReturn:
         self(None, [])
+
+
+_NO_CAFFE = ('Caffe is not supported by spacer_worker; run VGG16 jobs with '
+             "PySpacer in its Caffe Docker image, or use EfficientNetExtractor.")
+
+
+class Transformer:
+    """PySpacer's Caffe input transformer, kept for its name: every use
+    needs Caffe and says so."""
+
+    def __init__(self, mean: tuple = (0, 0, 0)) -> None:
+        self.mean = mean
+
+    def preprocess(self, im: Any) -> NoReturn:
+        raise ExtractorNotSupportedError(_NO_CAFFE)
+
+    def deprocess(self, im: Any) -> NoReturn:
+        raise ExtractorNotSupportedError(_NO_CAFFE)
+
+
+def load_net(modeldef_path: str, modelweights_path: str) -> Any:
+    """PySpacer loads a Caffe net here; this worker has no Caffe."""
+    raise ExtractorNotSupportedError(
+        f'Cannot load the Caffe net {modeldef_path!r}: {_NO_CAFFE}')
+
+
+# PySpacer's module re-exports these names; resolved on first use.
+from spacer_worker._exports import lazy_exports  # noqa: E402
+
+__getattr__, __dir__ = lazy_exports(__name__, {
+    'ConfigError': 'spacer_worker.exceptions:ConfigError',
+}, globals())

@@ -7,9 +7,15 @@ library: boto3, Pillow, numpy and scikit-learn are imported by the call
 that needs them.
 """
 
-from spacer_worker.storage.base import Storage
+from spacer_worker.aws import get_s3_resource
+from spacer_worker.exceptions import URLDownloadError
+from spacer_worker.storage.base import RemoteStorage, Storage
 from spacer_worker.storage.blobs import load_bytes, store_bytes
-from spacer_worker.storage.classifiers import load_classifier, store_classifier
+from spacer_worker.storage.classifiers import (
+    ClassifierUnpickler,
+    load_classifier,
+    store_classifier,
+)
 from spacer_worker.storage.factory import STORAGE_TYPES, storage_factory, storage_for
 from spacer_worker.storage.features import load_features, store_features
 from spacer_worker.storage.filesystem import FileSystemStorage
@@ -19,12 +25,20 @@ from spacer_worker.storage.memory import (
     clear_memory_storage,
     default_memory_storage,
 )
+from spacer_worker.storage.s3 import S3Storage
+from spacer_worker.storage.url import URLStorage
 
 __all__ = [
     'STORAGE_TYPES',
+    'ClassifierUnpickler',
     'FileSystemStorage',
     'MemoryStorage',
+    'RemoteStorage',
+    'S3Storage',
     'Storage',
+    'URLDownloadError',
+    'URLStorage',
+    'get_s3_resource',
     'clear_memory_storage',
     'default_memory_storage',
     'load_bytes',

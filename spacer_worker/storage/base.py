@@ -38,3 +38,30 @@ class Storage(abc.ABC):
     def describe(self, key: str) -> str:
         """How error messages name ``key`` in this storage."""
         return key
+
+
+class RemoteStorage(Storage):
+    """A store behind the network (s3, url), as PySpacer names it: ``load``
+    may keep a copy in a local folder and read it from there next time."""
+
+    def load(self, key: str, filesystem_cache: str | None = None) -> bytes:
+        """The bytes under ``key``; with ``filesystem_cache``, from the
+        file ``<filesystem_cache>/<key>`` when present, else fetched and
+        written there (atomically) for next time."""
+        if not filesystem_cache:
+            return self._load_remote(key)
+        from pathlib import Path
+
+        from spacer_worker.storage.filesystem import FileSystemStorage
+
+        local = FileSystemStorage()
+        cached = str(Path(filesystem_cache, key))
+        if local.exists(cached):
+            return local.load(cached)
+        data = self._load_remote(key)
+        local.store(cached, data)
+        return data
+
+    @abc.abstractmethod
+    def _load_remote(self, key: str) -> bytes:
+        """Fetch ``key`` over the network."""

@@ -8,8 +8,16 @@ from spacer_worker.storage.factory import storage_for
 
 
 def load_bytes(loc: Any) -> bytes:
-    """The whole object at ``loc``."""
-    return storage_for(loc).load(loc.key)
+    """The whole object at ``loc``.
+
+    Every read goes through the backend's ``load`` (so a test patching
+    ``URLStorage.load``, as CoralNet's do, is obeyed); a PySpacer-style
+    ``load`` returning a BytesIO is accepted too.
+    """
+    data = storage_for(loc).load(loc.key)
+    if not isinstance(data, bytes) and hasattr(data, 'getvalue'):
+        data = data.getvalue()
+    return data
 
 
 def store_bytes(loc: Any, data: bytes) -> None:

@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING, Any
 
 from spacer_worker.exceptions import ClassifierLoadError, ClassifierTooLargeError
 from spacer_worker.storage.blobs import describe, load_bytes, store_bytes
-from spacer_worker.storage.unpickler import restricted_loads
+from spacer_worker.storage.unpickler import ClassifierUnpickler as RestrictedUnpickler
+from spacer_worker.storage.unpickler import check_graph, restricted_loads
 
 if TYPE_CHECKING:
     from sklearn.calibration import CalibratedClassifierCV
@@ -176,3 +177,22 @@ def _check_parts(clf: Any, where: str) -> None:
         raise ClassifierLoadError(
             f"{where} is a CalibratedClassifierCV that cannot classify: "
             f"{problem}.")
+
+
+class ClassifierUnpickler(RestrictedUnpickler):
+    """PySpacer's ``ClassifierUnpickler(file)``: ``load()`` returns the
+    upgraded CalibratedClassifierCV. Unlike PySpacer's, it makes only
+    allowlisted objects (see :mod:`.unpickler`) and reads at most the
+    classifier size limit."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        # pickle.Unpickler's (file, *, fix_imports, encoding...); the
+        # decoding options are ours (latin1 reads Python 2 pickles).
+        file = args[0] if args else kwargs.pop('file')
+        data = file if isinstance(file, (bytes, bytearray)) else file.read()
+        super().__init__(bytes(data), kwargs.pop('where', 'classifier'))
+
+    def load(self) -> CalibratedClassifierCV:
+        clf = super().load()
+        check_graph(clf, self.where)
+        return _upgrade(clf, self.where)

@@ -97,13 +97,13 @@ def encode_image(image: Image, image_format: str = 'JPEG') -> bytes:
     return out.getvalue()
 
 
-def store_image(loc: Any, image: Image, image_format: str | None = None
+def store_image(loc: Any, img: Image, image_format: str | None = None
                 ) -> None:
-    """Store ``image`` at ``loc``; the format follows the key's extension
+    """Store ``img`` at ``loc``; the format follows the key's extension
     (``.png``, ``.jpg``...), JPEG when it has none, as PySpacer."""
     if image_format is None:
         image_format = _format_for(loc.key)
-    store_bytes(loc, encode_image(image, image_format))
+    store_bytes(loc, encode_image(img, image_format))
 
 
 def _format_for(key: str) -> str:

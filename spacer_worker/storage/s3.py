@@ -22,7 +22,7 @@ from spacer_worker.exceptions import (
     StorageAccessDeniedError,
     StorageUnavailableError,
 )
-from spacer_worker.storage.base import Storage
+from spacer_worker.storage.base import RemoteStorage
 from spacer_worker.storage.errors import http_status_is_transient
 
 _NOT_FOUND = {'NoSuchKey', 'NoSuchBucket', 'NotFound', '404'}
@@ -103,7 +103,7 @@ def clear_client_cache() -> None:
         _clients.clear()
 
 
-class S3Storage(Storage):
+class S3Storage(RemoteStorage):
     """Objects in one bucket."""
 
     def __init__(self, bucket_name: str) -> None:
@@ -115,7 +115,7 @@ class S3Storage(Storage):
     def describe(self, key: str) -> str:
         return f"s3://{self.bucket_name}/{key}"
 
-    def load(self, key: str) -> bytes:
+    def _load_remote(self, key: str) -> bytes:
         def get() -> bytes:
             response = s3_client().get_object(Bucket=self.bucket_name, Key=key)
             with response['Body'] as body:

@@ -27,7 +27,7 @@ from spacer_worker.exceptions import (
     URLUnavailableError,
     URLUnusableError,
 )
-from spacer_worker.storage.base import Storage
+from spacer_worker.storage.base import RemoteStorage
 from spacer_worker.storage.errors import (
     http_status_is_transient,
     is_permanent_dns_error,
@@ -37,7 +37,7 @@ _CHUNK = 1 << 16
 _USER_AGENT = 'spacer_worker'
 
 
-class URLStorage(Storage):
+class URLStorage(RemoteStorage):
     """Keys are http:// or https:// URLs."""
 
     writable = False
@@ -45,7 +45,7 @@ class URLStorage(Storage):
     def describe(self, key: str) -> str:
         return f"URL {key!r}"
 
-    def load(self, key: str) -> bytes:
+    def _load_remote(self, key: str) -> bytes:
         limit = config.get('URL_MAX_BYTES')
         deadline = time.monotonic() + config.get('URL_DOWNLOAD_TIMEOUT')
         with self._open(key, 'GET') as response:

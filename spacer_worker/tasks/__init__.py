@@ -88,3 +88,26 @@ def process_job(job_msg: JobMsg,
             progress(done=index + 1, total=total)
     return JobReturnMsg(original_job=job_msg, ok=True, results=results,
                         error_message=None)
+
+
+# PySpacer's module re-exports these names; resolved on first use.
+from spacer_worker._exports import lazy_exports  # noqa: E402
+
+__getattr__, __dir__ = lazy_exports(__name__, {
+    'ImageFeatures': 'spacer_worker.data_classes:ImageFeatures',
+    'ExtractFeaturesMsg': 'spacer_worker.messages:ExtractFeaturesMsg',
+    'ExtractFeaturesReturnMsg': 'spacer_worker.messages:ExtractFeaturesReturnMsg',
+    'TrainClassifierMsg': 'spacer_worker.messages:TrainClassifierMsg',
+    'TrainClassifierReturnMsg': 'spacer_worker.messages:TrainClassifierReturnMsg',
+    'ClassifyFeaturesMsg': 'spacer_worker.messages:ClassifyFeaturesMsg',
+    'ClassifyImageMsg': 'spacer_worker.messages:ClassifyImageMsg',
+    'ClassifyReturnMsg': 'spacer_worker.messages:ClassifyReturnMsg',
+    'JobMsg': 'spacer_worker.messages:JobMsg',
+    'JobReturnMsg': 'spacer_worker.messages:JobReturnMsg',
+    'load_image': 'spacer_worker.storage:load_image',
+    'load_classifier': 'spacer_worker.storage:load_classifier',
+    'store_classifier': 'spacer_worker.storage:store_classifier',
+    'check_extract_inputs': 'spacer_worker.extractors.checks:check_extract_inputs',
+    'preprocess_labels': 'spacer_worker.task_utils:preprocess_labels',
+    'ClassifierTrainer': 'spacer_worker.train_classifier:ClassifierTrainer',
+}, globals())

@@ -22,7 +22,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from celery.signals import worker_init, worker_process_init
+from celery.signals import (
+    task_postrun,
+    task_prerun,
+    worker_init,
+    worker_process_init,
+)
 
 from spacer_worker import config
 from spacer_worker.exceptions import ConfigError
@@ -88,3 +93,30 @@ def _check_parent_has_no_cuda(**_: Any) -> None:
         logger.error('CUDA was initialised in the worker parent process; '
                      'forked pool processes cannot use the GPU. Do not '
                      'import models at module level.')
+
+
+@worker_init.connect
+def _configure_logging(**_: Any) -> None:
+    # LOG_DESTINATION / LOG_LEVEL / LOG_FORMAT, before the pool forks, so
+    # every child logs the same way (spacer_worker.logs).
+    from spacer_worker.logs import configure_logging
+    configure_logging()
+
+
+@task_prerun.connect
+def _task_log_context(task_id: str | None = None, task: Any = None,
+                      args: Any = None, **_: Any) -> None:
+    from spacer_worker.logs import start_task
+
+    request = getattr(task, 'request', None)
+    delivery = getattr(request, 'delivery_info', None) or {}
+    start_task(task_id, getattr(task, 'name', None),
+               delivery.get('routing_key'),
+               getattr(request, 'hostname', None),
+               args[0] if args else None)
+
+
+@task_postrun.connect
+def _task_log_done(state: str | None = None, **_: Any) -> None:
+    from spacer_worker.logs import finish_task
+    finish_task(state)

@@ -18,10 +18,10 @@ import os
 import shutil
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
 
 from spacer_worker import data_classes, extractors, messages, train_classifier
 from tests.messages.cases import build_cases
