@@ -43,4 +43,5 @@ from spacer_worker._exports import lazy_exports  # noqa: E402
 
 __getattr__, __dir__ = lazy_exports(__name__, {
     'DataClass': 'spacer_worker.data_classes:DataClass',
+    'LabelId': 'spacer_worker.data_classes:LabelId',
 }, globals())
