@@ -74,3 +74,7 @@ def data_dir(tmp_path):
     d = tmp_path / 'data'
     d.mkdir()
     return d
+
+
+# A real S3 endpoint (moto's server) for payloads kept in S3.
+from tests.storage.conftest import moto_endpoint, s3_bucket  # noqa: E402, F401

@@ -73,14 +73,54 @@ def test_large_training_goes_by_location_and_is_deleted_after(
              what='payload deleted')
 
 
-def test_small_payload_stays_inline(app, start_worker, data_dir, payload_dir,
+def test_payload_in_s3_through_a_real_worker(app, start_worker, data_dir,
+                                             s3_bucket, moto_endpoint,
+                                             monkeypatch):
+    from spacer_worker.storage import s3 as s3_module
+    monkeypatch.setenv('SPACER_PAYLOAD_LOCATION', f's3://{s3_bucket}/jobs')
+    monkeypatch.setenv('SPACER_PAYLOAD_OFFLOAD_BYTES', THRESHOLD)
+    s3 = s3_module.s3_client()
+
+    def keys():
+        listing = s3.list_objects_v2(Bucket=s3_bucket).get('Contents', [])
+        return [item['Key'] for item in listing]
+
+    handle = Client(app).submit(train_msg(data_dir, epochs=2))
+    assert keys() == [f'jobs/{handle.id}.json']
+    start_worker('w', queues='train', env={
+        'SPACER_PAYLOAD_LOCATION': f's3://{s3_bucket}/jobs',
+        'SPACER_S3_ENDPOINT_URL': moto_endpoint,
+        'SPACER_AWS_ACCESS_KEY_ID': 'testing',
+        'SPACER_AWS_SECRET_ACCESS_KEY': 'testing',
+        'SPACER_AWS_REGION': 'us-east-1'})
+    assert len(Client(app).result(handle, timeout=120).ref_accs) == 2
+    wait_for(lambda: keys() == [], 10, what='payload deleted from S3')
+
+
+def test_payload_location_setting():
+    root = payloads.PayloadRoot.parse('s3://bucket/a/b/')
+    assert (root.storage_type, root.bucket_name, root.prefix) == \
+        ('s3', 'bucket', 'a/b')
+    assert root.holds(root.location('x.json'))
+    from spacer_worker.data_classes import DataLocation
+    for key in ('a/b/c/x.json', 'a/x.json', 'a/b/../b/x.json', 'a/b/x.pkl',
+                'a/b/.x.json'):
+        assert not root.holds(DataLocation('s3', key, 'bucket')), key
+    assert not root.holds(DataLocation('s3', 'a/b/x.json', 'other'))
+    assert payloads.PayloadRoot.parse('file:///srv/p/').prefix == '/srv/p'
+    from spacer_worker.exceptions import ConfigError
+    for bad in ('relative/dir', 's3:///nobucket'):
+        with pytest.raises(ConfigError, match='PAYLOAD_LOCATION'):
+            payloads.PayloadRoot.parse(bad)
+
+
+def test_small_payload_stays_inline(app, data_dir, payload_dir,
                                     monkeypatch, redis_db):
+    # (every other test's payloads run inline: this checks the threshold)
     monkeypatch.setenv('SPACER_PAYLOAD_OFFLOAD_BYTES', str(10 ** 7))
-    handle = Client(app).submit(train_msg(data_dir, epochs=1))
+    Client(app).submit(train_msg(data_dir, epochs=1))
     assert not list(payload_dir.iterdir())
     assert b'train0.featurevector' in _queued_bodies(redis_db)[0]
-    start_worker('w', queues='train', env=_worker_env(payload_dir))
-    assert Client(app).result(handle, timeout=120).ref_accs
 
 
 def test_coralnet_queue_result_is_compact_in_redis_full_when_collected(
