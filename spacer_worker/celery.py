@@ -45,7 +45,8 @@ __all__ = [
 
 
 # Modules only a worker needs; clients never import them.
-WORKER_MODULES = ('spacer_worker.worker.tasks', 'spacer_worker.worker.signals')
+WORKER_MODULES = ('spacer_worker.worker.tasks', 'spacer_worker.worker.signals',
+                  'spacer_worker.worker.metrics')
 
 
 def queue_name(kind: QueueKind | str) -> str:

@@ -3,6 +3,8 @@
     spacer-worker demo                 the whole pipeline on generated data
     spacer-worker submit MSG.json      send one message (--wait: progress bar)
     spacer-worker status|result|cancel HANDLE
+    spacer-worker status --queues      depth per queue/priority, oldest job
+    spacer-worker metrics              queue exporter for Prometheus
     spacer-worker config               effective settings and their sources
     spacer-worker report VALRESULT     figures + HTML page of a training
     spacer-worker check                exit 0 when workers answer (healthcheck)
@@ -142,9 +144,69 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    if args.queues:
+        return _queue_status(args)
+    if args.handle is None:
+        raise UsageError('give a HANDLE, or --queues for the queue view.')
     status = Client().status(args.handle)
     _print_json({'state': str(status.state), 'progress': status.progress,
                  'error_type': status.error_type, 'error': status.error})
+    return 0
+
+
+def _queue_status(args: argparse.Namespace) -> int:
+    from spacer_worker import config
+    from spacer_worker.metrics.queues import (
+        broker_redis,
+        format_view,
+        known_queues,
+        read_broker,
+    )
+    queues = known_queues(args.queue or ())
+    broker = config.redact('BROKER_URL', config.broker_url())
+    conn = None
+    try:
+        conn, redis = broker_redis()
+        view = read_broker(redis, queues)
+    except SpacerError:
+        raise
+    except Exception as e:
+        print(f'spacer-worker status: cannot read the queues at {broker}: '
+              f'{type(e).__name__}: {e}', file=sys.stderr)
+        return 1
+    finally:
+        if conn is not None:
+            conn.release()
+    print(f'broker {broker}')
+    for line in format_view(view):
+        print(line)
+    return 0
+
+
+def cmd_metrics(args: argparse.Namespace) -> int:
+    from spacer_worker import config
+    from spacer_worker.celery import app
+    from spacer_worker.metrics.exporter import serve
+    from spacer_worker.metrics.queues import known_queues
+
+    queues = known_queues(args.queue or ())
+    port = args.port if args.port is not None else \
+        config.get('METRICS_EXPORTER_PORT')
+    bind = args.bind or config.get('METRICS_BIND')
+    try:
+        server = serve(app, queues, bind, port, config.get('METRICS_AUTH'))
+    except OSError as e:
+        print(f'spacer-worker metrics: cannot listen on {bind}:{port}: '
+              f'{e.strerror}', file=sys.stderr)
+        return 1
+    auth = 'basic auth' if config.get('METRICS_AUTH') else 'no auth'
+    print(f'queue metrics of {", ".join(queues)} on '
+          f'http://{bind}:{server.server_port}/metrics ({auth}); broker '
+          f"{config.redact('BROKER_URL', config.broker_url())}", flush=True)
+    try:
+        server.serve_forever(poll_interval=0.5)
+    finally:
+        server.server_close()
     return 0
 
 
@@ -274,11 +336,19 @@ def build_parser() -> argparse.ArgumentParser:
                    help='seconds to wait at most (with --wait)')
     p.set_defaults(func=cmd_submit)
 
-    for name, func, text in (('status', cmd_status, "a job's state"),
+    for name, func, text in (('status', cmd_status, "a job's state, or "
+                                                    'the queues (--queues)'),
                              ('result', cmd_result, "wait for a job's result"),
                              ('cancel', cmd_cancel, 'revoke a job')):
         p = sub.add_parser(name, help=text)
-        p.add_argument('handle', help='handle printed by submit (or task id)')
+        p.add_argument('handle', help='handle printed by submit (or task id)',
+                       nargs='?' if name == 'status' else None)
+        if name == 'status':
+            p.add_argument('--queues', action='store_true',
+                           help='depth of each queue per priority and the '
+                                "oldest waiting job's age")
+            p.add_argument('--queue', action='append', metavar='NAME',
+                           help='also show this queue (repeatable)')
         if name == 'result':
             p.add_argument('--timeout', type=float, default=None)
         if name == 'cancel':
@@ -304,6 +374,16 @@ def build_parser() -> argparse.ArgumentParser:
                         'extension + _report)')
     p.add_argument('--title', help='page title')
     p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser('metrics', help='serve queue lengths, oldest job age '
+                                       'and live workers for Prometheus')
+    p.add_argument('--port', type=int, default=None,
+                   help='default: METRICS_EXPORTER_PORT (9809)')
+    p.add_argument('--bind', default=None,
+                   help='default: METRICS_BIND (127.0.0.1)')
+    p.add_argument('--queue', action='append', metavar='NAME',
+                   help='also export this queue (repeatable)')
+    p.set_defaults(func=cmd_metrics)
 
     p = sub.add_parser('check', help='exit 0 when the broker and workers '
                                      'answer (container healthcheck)')

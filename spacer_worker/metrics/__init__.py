@@ -9,7 +9,8 @@ Two endpoints, both off unless asked for, both bound to 127.0.0.1 unless
   prefork pool children write memory-mapped files); the first worker that
   binds the port serves the merged numbers of all of them, and another
   takes over within ``SERVE_RETRY`` seconds if it stops
-  (:mod:`spacer_worker.metrics.host`).
+  (:mod:`spacer_worker.metrics.host`; the Celery signal handlers that
+  record are :mod:`spacer_worker.worker.metrics`).
 * **queues** (``spacer-worker metrics``): one exporter per deployment reads
   queue lengths per queue and priority, the oldest waiting job's age and the
   live workers (leases) from Redis at each scrape

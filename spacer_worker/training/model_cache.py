@@ -16,6 +16,8 @@ import threading
 from collections import OrderedDict
 from typing import Any
 
+from spacer_worker.metrics import recording
+
 _lock = threading.Lock()
 _entries: OrderedDict[Any, Any] = OrderedDict()
 
@@ -60,13 +62,16 @@ def load_classifier_cached(loc: Any) -> Any:
     if key is not None:
         clf = _lookup(key)
         if clf is not None:
+            recording.cache_lookup('classifier', hit=True)
             return clf
     data = load_bytes(loc)
     if key is None:
         key = ('sha256', hashlib.sha256(data).hexdigest())
         clf = _lookup(key)
         if clf is not None:
+            recording.cache_lookup('classifier', hit=True)
             return clf
+    recording.cache_lookup('classifier', hit=False)
     clf = parse_classifier(data, describe(loc))
     _remember(key, clf, size)
     return clf

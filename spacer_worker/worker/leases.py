@@ -52,6 +52,7 @@ from typing import Any
 from celery import bootsteps
 
 from spacer_worker import config
+from spacer_worker.metrics import recording
 
 logger = logging.getLogger(__name__)
 
@@ -269,7 +270,9 @@ class LeaseKeeper:
             self._connected_since = now
         if now - self._connected_since < self.timings.ttl:
             return []   # let every live worker re-claim first
-        return reap_once(channel, self.worker_id, self.timings)
+        restored = reap_once(channel, self.worker_id, self.timings)
+        recording.leases_restored(len(restored))
+        return restored
 
     def _run(self) -> None:
         failing = False

@@ -44,6 +44,7 @@ from spacer_worker.contract import PROCESS_JOB, TASKS, JobReturnMsg
 from spacer_worker.contract import Task as ContractTask
 from spacer_worker.exceptions import MessageError, SpacerError, TransientError
 from spacer_worker.failures import failure_text, to_wire
+from spacer_worker.metrics import recording
 
 logger = logging.getLogger(__name__)
 
@@ -144,6 +145,8 @@ class SpacerTask(Task):
                     meta[key] = int(meta[key])
             if meta.get('ref_acc') is not None:
                 meta['ref_acc'] = float(meta['ref_acc'])
+            if meta.get('epoch') is not None:
+                recording.epoch_done()
             self.publish_progress(meta)
         return report
 

@@ -33,6 +33,7 @@ from spacer_worker.extractors.runtime import weights as weights_mod
 from spacer_worker.extractors.runtime.backends import Backend
 from spacer_worker.extractors.runtime.network import FEATURE_DIM
 from spacer_worker.extractors.runtime.patches import CROP_SIZE, iter_patch_batches
+from spacer_worker.metrics import recording
 
 if TYPE_CHECKING:
     from spacer_worker.extractors.base import FeatureExtractor
@@ -207,12 +208,15 @@ def get_network(extractor: FeatureExtractor) -> tuple[Network, bool]:
         if expected is not None:
             network = _cached((expected, *variant))
             if network is not None:
+                recording.cache_lookup('network', hit=True)
                 return network, False
         weights = weights_mod.fetch(extractor, 'weights')
         key = (weights.sha256, *variant)
         network = _cached(key)
         if network is not None:
+            recording.cache_lookup('network', hit=True)
             return network, weights.loaded_remotely
+        recording.cache_lookup('network', hit=False)
         start = time.perf_counter()
         network = _build(weights, settings,
                          repr(extractor.data_locations['weights']))

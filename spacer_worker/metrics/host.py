@@ -1,0 +1,192 @@
+"""The Prometheus endpoint of a worker host: one port, every worker's numbers.
+
+Each worker (celery node) records into its own subdirectory of the host's
+metrics directory (``<METRICS_DIR>/<node>-<pid>``), so a worker that starts
+clears nothing but its own files. Every worker tries to bind
+``METRICS_BIND:METRICS_PORT``; the one that gets it serves the merged files
+of all subdirectories, the others try again every ``SERVE_RETRY`` seconds,
+so one takes over when the serving worker stops. Files of dead processes
+are left out of the "live" gauges (tasks in flight), and subdirectories of
+dead workers are removed when a worker starts.
+"""
+
+from __future__ import annotations
+
+import base64
+import glob
+import hmac
+import logging
+import os
+import shutil
+import tempfile
+import threading
+from collections.abc import Iterable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+SERVE_RETRY = 10.0
+
+
+def base_directory(port: int) -> str:
+    from spacer_worker import config
+    explicit = (config.get('METRICS_DIR') or '').strip()
+    if explicit:
+        return explicit
+    return os.path.join(tempfile.gettempdir(), f'spacer-worker-metrics-{port}')
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def worker_directory(base: str, node: str) -> str:
+    """A fresh subdirectory for this worker; removes those of dead ones."""
+    os.makedirs(base, exist_ok=True)
+    for entry in os.scandir(base):
+        pid = entry.name.rpartition('-')[2]
+        if entry.is_dir() and pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(entry.path, ignore_errors=True)
+    safe = ''.join(c if c.isalnum() or c in '._@' else '_' for c in node)
+    path = os.path.join(base, f'{safe}-{os.getpid()}')
+    shutil.rmtree(path, ignore_errors=True)
+    os.makedirs(path)
+    return path
+
+
+def _live_files(base: str) -> list[str]:
+    files = []
+    for path in glob.glob(os.path.join(base, '*', '*.db')):
+        parts = os.path.basename(path)[:-3].split('_')
+        # gauge_livesum_<pid>.db: only while <pid> runs.
+        if parts[0] == 'gauge' and parts[1].startswith('live') and \
+                parts[-1].isdigit() and not _alive(int(parts[-1])):
+            continue
+        files.append(path)
+    return files
+
+
+class HostCollector:
+    """Merges every worker's files under ``base`` at each scrape."""
+
+    def __init__(self, base: str) -> None:
+        self.base = base
+
+    def collect(self) -> Iterable[Any]:
+        from prometheus_client.multiprocess import MultiProcessCollector
+        return MultiProcessCollector.merge(_live_files(self.base),
+                                           accumulate=True)
+
+
+def auth_check(credentials: str) -> Any:
+    """A basic-auth check for ``user:password``, or None for no auth."""
+    if not credentials:
+        return None
+    expected = 'Basic ' + base64.b64encode(credentials.encode()).decode()
+
+    def check(header: str | None) -> bool:
+        return header is not None and hmac.compare_digest(
+            header.encode(), expected.encode())
+    return check
+
+
+def make_server(registry: Any, bind: str, port: int,
+                credentials: str = '') -> ThreadingHTTPServer:
+    """A /metrics HTTP server (not started); OSError when the port is
+    taken."""
+    from prometheus_client.exposition import (
+        CONTENT_TYPE_LATEST,
+        generate_latest,
+    )
+
+    check = auth_check(credentials)
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+            if check is not None and not check(self.headers.get(
+                    'Authorization')):
+                self.send_response(401)
+                self.send_header('WWW-Authenticate',
+                                 'Basic realm="spacer_worker metrics"')
+                self.end_headers()
+                return
+            if self.path.split('?', 1)[0] not in ('/metrics', '/'):
+                self.send_error(404, 'Only /metrics is served here.')
+                return
+            try:
+                body = generate_latest(registry)
+            except Exception as e:
+                logger.exception('Could not collect metrics')
+                self.send_error(500, f'Could not collect metrics: {e}')
+                return
+            self.send_response(200)
+            self.send_header('Content-Type', CONTENT_TYPE_LATEST)
+            self.send_header('Content-Length', str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            logger.debug('metrics: ' + format, *args)
+
+    server = ThreadingHTTPServer((bind, port), Handler)
+    server.daemon_threads = True
+    return server
+
+
+class HostEndpoint:
+    """Serve the host's metrics when this worker holds the port."""
+
+    def __init__(self, base: str, bind: str, port: int,
+                 credentials: str = '') -> None:
+        from prometheus_client import CollectorRegistry
+
+        self.bind, self.port, self.credentials = bind, port, credentials
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(HostCollector(base))
+        self.server: ThreadingHTTPServer | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True,
+                                        name='spacer-metrics-endpoint')
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _run(self) -> None:
+        told = False
+        while not self._stop.is_set():
+            try:
+                server = make_server(self.registry, self.bind, self.port,
+                                     self.credentials)
+            except OSError as e:
+                if not told:
+                    logger.info('Metrics port %s:%d is taken (%s): another '
+                                'worker of this host serves it; trying again '
+                                'every %.0f s.', self.bind, self.port,
+                                e.strerror, SERVE_RETRY)
+                    told = True
+                self._stop.wait(SERVE_RETRY)
+                continue
+            self.server = server
+            logger.info('Serving this host\'s worker metrics on http://%s:%d'
+                        '/metrics', self.bind, self.port)
+            server.serve_forever(poll_interval=0.5)
+            return
+
+    def close_in_child(self) -> None:
+        """In a forked pool child: drop the inherited listening socket, so
+        the port is free once the parent is gone."""
+        if self.server is not None:
+            self.server.socket.close()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self.server is not None:
+            self.server.shutdown()
+            self.server.server_close()

@@ -1,0 +1,160 @@
+"""What waits in the broker: length per queue and priority, the oldest
+waiting job's age, unacknowledged messages and live workers.
+
+Read straight from the broker's Redis in one pipeline (kombu's layout: a
+list per queue and priority, ``<queue>`` for priority 0 and
+``<queue>\\x06\\x16<n>`` for n = 1-9, newest at the head; delivered,
+unacknowledged messages in the ``unacked`` hash). Client side: needs only
+redis, for ``spacer-worker status --queues`` as well as the exporter.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+# kombu.transport.redis: Channel.sep, the unacked hash's default name.
+PRIORITY_SEP = '\x06\x16'
+UNACKED_KEY = 'unacked'
+# spacer_worker.worker.leases.LEASE_KEY, one key per live worker (with a
+# TTL); spelt here so the client side never imports the worker package.
+LEASE_PATTERN = 'spacer:lease:*'
+
+
+@dataclass(frozen=True)
+class QueueDepth:
+    queue: str
+    by_priority: dict[int, int]             # priority -> waiting messages
+    oldest_id: str | None = None            # task id of the oldest message
+    oldest_sent_at: float | None = None     # when its client sent it
+
+    @property
+    def waiting(self) -> int:
+        return sum(self.by_priority.values())
+
+    def oldest_age(self, now: float | None = None) -> float | None:
+        if self.oldest_sent_at is None:
+            return None
+        return max(0.0, (time.time() if now is None else now) -
+                   self.oldest_sent_at)
+
+
+@dataclass(frozen=True)
+class BrokerView:
+    queues: list[QueueDepth]
+    unacked: int = 0
+    workers_alive: int = 0
+    read_at: float = field(default_factory=time.time)
+
+
+def list_key(queue: str, priority: int) -> str:
+    return queue if priority == 0 else f'{queue}{PRIORITY_SEP}{priority}'
+
+
+def known_queues(extra: Iterable[str] = ()) -> list[str]:
+    """Every queue the configuration routes to: the contract's kinds, the
+    CoralNet spec-level queues, plus ``extra``; no list kept by hand."""
+    from spacer_worker import config
+    from spacer_worker.celery import QueueKind, queue_name
+    from spacer_worker.contrib.coralnet import parse_spec_queues
+
+    names = [queue_name(kind) for kind in QueueKind]
+    names += parse_spec_queues(config.get('CORALNET_SPEC_QUEUES')).values()
+    names += list(extra)
+    return list(dict.fromkeys(n for n in names if n))
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _oldest(raw: Any) -> tuple[str | None, float | None]:
+    """(task id, sent at) of one kombu message envelope."""
+    if raw is None:
+        return None, None
+    try:
+        envelope = json.loads(raw)
+        headers = envelope.get('headers') or {}
+        sent = headers.get('spacer_sent_at')
+        return headers.get('id'), float(sent) if sent is not None else None
+    except (ValueError, TypeError, AttributeError):
+        return None, None
+
+
+def read_broker(redis: Any, queues: Sequence[str],
+                priorities: Sequence[int] = tuple(range(10))) -> BrokerView:
+    """One pipeline: LLEN and the tail (oldest) of every list, the unacked
+    hash's size and the live leases."""
+    pipe = redis.pipeline(transaction=False)
+    for queue in queues:
+        for priority in priorities:
+            key = list_key(queue, priority)
+            pipe.llen(key)
+            pipe.lindex(key, -1)
+    pipe.hlen(UNACKED_KEY)
+    replies = pipe.execute()
+    depths = []
+    for i, queue in enumerate(queues):
+        by_priority: dict[int, int] = {}
+        oldest: tuple[str | None, float | None] = (None, None)
+        for j, priority in enumerate(priorities):
+            length, tail = replies[2 * (i * len(priorities) + j):][:2]
+            by_priority[priority] = int(length)
+            task_id, sent = _oldest(tail)
+            if tail is not None and (oldest[0] is None or (
+                    sent is not None and (oldest[1] is None or
+                                          sent < oldest[1]))):
+                oldest = (task_id, sent)
+        depths.append(QueueDepth(queue, by_priority, *oldest))
+    leases = sum(1 for _ in redis.scan_iter(match=LEASE_PATTERN,
+                                            count=500))
+    return BrokerView(queues=depths, unacked=int(replies[-1]),
+                      workers_alive=leases)
+
+
+def broker_redis(app: Any = None) -> tuple[Any, Any]:
+    """(kombu connection, its Redis client) of the broker, with kombu's own
+    connection settings (TLS included); release the connection when done.
+    ConfigError for another broker."""
+    from spacer_worker.exceptions import ConfigError
+    if app is None:
+        from spacer_worker.celery import app
+    conn = app.connection_for_read()
+    if conn.transport.driver_type != 'redis':
+        conn.release()
+        raise ConfigError(f'Queue lengths are read from a Redis broker; '
+                          f'BROKER_URL uses {conn.transport.driver_type}.')
+    return conn, conn.default_channel.client
+
+
+def format_view(view: BrokerView, now: float | None = None) -> list[str]:
+    """The table ``spacer-worker status --queues`` prints."""
+    now = time.time() if now is None else now
+    lines = [f"{'queue':<24} {'waiting':>7}  {'by priority (0 first)':<30} "
+             f"oldest waiting"]
+    for depth in view.queues:
+        busy = ', '.join(f'{p}: {n}' for p, n in depth.by_priority.items()
+                         if n) or '-'
+        age = depth.oldest_age(now)
+        if depth.waiting == 0:
+            oldest = '-'
+        elif age is None:
+            oldest = 'unknown (not sent by spacer_worker.client)'
+        else:
+            oldest = f'{_duration(age)} ({depth.oldest_id})'
+        lines.append(f'{depth.queue:<24} {depth.waiting:>7}  {busy:<30} '
+                     f'{oldest}')
+    lines.append(f'delivered, not yet acknowledged: {view.unacked}; workers '
+                 f'with a live lease: {view.workers_alive}')
+    return lines
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f'{seconds:.0f} s'
+    if seconds < 7200:
+        return f'{seconds / 60:.0f} min'
+    return f'{seconds / 3600:.1f} h'
