@@ -227,3 +227,9 @@ def test_lease_restores_are_counted(app, start_worker, metrics_env, data_dir,
     samples = scrape(port)
     assert total(samples, 'spacer_lease_restored_total') == 1
     assert total(samples, 'spacer_tasks_total', outcome='success') == 1
+
+
+def test_the_queue_view_counts_the_leases_the_workers_write():
+    from spacer_worker.metrics.queues import LEASE_PATTERN
+    from spacer_worker.worker.leases import LEASE_KEY
+    assert LEASE_PATTERN == LEASE_KEY.format('*')
