@@ -17,6 +17,7 @@ import numpy as np
 
 from spacer_worker import config
 from spacer_worker.data_classes import ImageFeatures
+from spacer_worker.exceptions import PermanentError
 from spacer_worker.return_messages import ClassifyReturnMsg, TrainClassifierReturnMsg
 from spacer_worker.storage import load_classifier, load_features, store_classifier
 from spacer_worker.task_messages import ClassifyFeaturesMsg, TrainClassifierMsg
@@ -47,9 +48,13 @@ def train_classifier(msg: TrainClassifierMsg,
     pc_models = [load_classifier(loc) for loc in msg.previous_model_locs]
     # A redelivered run resumes after the last epoch its checkpoint saved.
     with checkpoint.for_job(msg) as saved:
-        clf, val_results, return_msg = _run_trainer(
-            msg.trainer, labels, msg.nbr_epochs, pc_models,
-            msg.feature_cache_dir, msg.clf_type, progress)
+        try:
+            clf, val_results, return_msg = _run_trainer(
+                msg.trainer, labels, msg.nbr_epochs, pc_models,
+                msg.feature_cache_dir, msg.clf_type, progress)
+        except PermanentError:
+            saved.remove()   # no run of this job will get further
+            raise
     store_classifier(msg.model_loc, clf)
     val_results.store(msg.valresult_loc)
     saved.remove()

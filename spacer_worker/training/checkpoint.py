@@ -149,13 +149,22 @@ class Checkpoint:
         return clf, rng, ref_accs
 
     def after_epoch(self, clf: Any, rng: Any, ref_accs: list[float]) -> None:
-        """Write the state after ``len(ref_accs)`` epochs, atomically."""
+        """Write the state after ``len(ref_accs)`` epochs, atomically. A
+        write that fails is logged and the training goes on: a checkpoint
+        only saves time, it must not cost the training."""
         from spacer_worker.storage.blobs import store_bytes
 
         state = {'format': FORMAT, 'job': self.digest,
                  'epoch': len(ref_accs), 'ref_accs': list(ref_accs),
                  'rng': rng.get_state(), 'clf': clf}
-        store_bytes(self.loc, pickle.dumps(state, protocol=4))
+        try:
+            store_bytes(self.loc, pickle.dumps(state, protocol=4))
+        except (SpacerError, OSError) as e:
+            logger.warning('Could not write the training checkpoint after '
+                           'epoch %d to %s (%s: %s); training goes on, but '
+                           'an interruption now restarts from an earlier '
+                           'epoch. Check TRAINING_CHECKPOINT.',
+                           len(ref_accs), self.loc.key, type(e).__name__, e)
 
     def remove(self) -> None:
         from spacer_worker.storage.blobs import delete

@@ -129,3 +129,27 @@ def test_checkpoint_setting(split, tmp_path, monkeypatch):
     assert (loc.storage_type, loc.bucket_name) == ('s3', 'bucket')
     monkeypatch.setenv('SPACER_TRAINING_PRECISION', 'float64')
     assert checkpoint.job_hash(msg) != digest
+
+
+def test_a_checkpoint_that_cannot_be_written_does_not_fail_training(
+        split, tmp_path, monkeypatch, caplog):
+    blocker = tmp_path / 'a-file'
+    blocker.write_text('not a directory')
+    monkeypatch.setenv('SPACER_TRAINING_CHECKPOINT', str(blocker / 'ck'))
+    msg = _msg(split, tmp_path / 'y', epochs=2)
+    ret = train_classifier(msg)
+    assert len(ret.ref_accs) == 2 and (tmp_path / 'y' / 'model.pkl').exists()
+    assert 'Could not write the training checkpoint' in caplog.text
+
+
+def test_a_permanent_failure_removes_the_checkpoint(split, tmp_path):
+    from spacer_worker.exceptions import TrainingLabelsError
+    msg = _msg(split, tmp_path / 'p')
+
+    def progress(**info):
+        if info['epoch'] == 2:
+            assert _checkpoints(tmp_path / 'p')
+            raise TrainingLabelsError('bad labels, found late')
+    with pytest.raises(TrainingLabelsError):
+        train_classifier(msg, progress=progress)
+    assert _checkpoints(tmp_path / 'p') == []
