@@ -35,6 +35,7 @@ import hashlib
 import json
 import logging
 import pickle
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -100,9 +101,13 @@ def location_for(msg: Any, digest: str) -> Any | None:
 class Checkpoint:
     """The checkpoint of one training job at one location."""
 
+    #: Training seconds of earlier runs, up to their last checkpoint.
+    earlier_seconds = 0.0
+
     def __init__(self, loc: Any, digest: str) -> None:
         self.loc = loc
         self.digest = digest
+        self._started = time.monotonic()
 
     def _load(self) -> dict | None:
         from spacer_worker.storage.blobs import describe, exists, load_bytes
@@ -136,6 +141,7 @@ class Checkpoint:
         state = self._load()
         if state is None:
             return clf, rng, []
+        self.earlier_seconds = float(state.get('seconds', 0.0))
         clf = state['clf']
         # The MLP draws from the generator it holds (pickled with it); the
         # loop must reseed that very one.
@@ -156,7 +162,9 @@ class Checkpoint:
 
         state = {'format': FORMAT, 'job': self.digest,
                  'epoch': len(ref_accs), 'ref_accs': list(ref_accs),
-                 'rng': rng.get_state(), 'clf': clf}
+                 'rng': rng.get_state(), 'clf': clf,
+                 'seconds': self.earlier_seconds +
+                 time.monotonic() - self._started}
         try:
             store_bytes(self.loc, pickle.dumps(state, protocol=4))
         except (SpacerError, OSError) as e:

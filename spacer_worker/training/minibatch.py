@@ -226,5 +226,6 @@ def train_minibatch(trainer: Any, labels: Any, nbr_epochs: int,
                              est=evaluation.est, classes=evaluation.classes)
     return_msg = TrainClassifierReturnMsg(
         acc=evaluation.acc, pc_accs=evaluation.pc_accs, ref_accs=ref_accs,
-        runtime=time.time() - t0)
+        # A resumed training counts the epochs its earlier runs saved.
+        runtime=time.time() - t0 + checkpoint.current().earlier_seconds)
     return clf, val_results, return_msg

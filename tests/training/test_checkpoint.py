@@ -4,6 +4,7 @@ finished epoch and ends with the classifier of an uninterrupted run."""
 from __future__ import annotations
 
 import pickle
+import time
 
 import numpy as np
 import pytest
@@ -62,19 +63,25 @@ def test_resumed_training_equals_uninterrupted(split, tmp_path, monkeypatch,
     # Given a run of the same training stopped after epoch 3
     cut = _msg(split, tmp_path / 'cut', clf_type)
     progress, _ = _stop_after(3)
+    started = time.monotonic()
     with pytest.raises(Interrupted):
         train_classifier(cut, progress=progress)
+    first_seconds = time.monotonic() - started
     assert _checkpoints(tmp_path / 'cut')
     assert not (tmp_path / 'cut' / 'model.pkl').exists()
 
     # When it is run again, it goes on from epoch 4
     progress, seen = _stop_after(None)
+    started = time.monotonic()
     cut_ret = train_classifier(cut, progress=progress)
+    second_seconds = time.monotonic() - started
     assert seen == [4, 5, 6]
 
     # Then it ends with the same classifier, and the checkpoint is gone
     assert cut_ret.ref_accs == whole_ret.ref_accs
     assert cut_ret.acc == whole_ret.acc
+    # (its runtime counts the epochs the first run saved)
+    assert cut_ret.runtime > second_seconds + first_seconds / 2
     assert np.array_equal(_scores(cut, split), _scores(whole, split))
     assert _checkpoints(tmp_path / 'cut') == []
     assert _checkpoints(tmp_path / 'whole') == []
