@@ -35,6 +35,13 @@ class Storage(abc.ABC):
     def exists(self, key: str) -> bool:
         """Whether ``key`` holds an object."""
 
+    def move(self, source: str, key: str) -> None:
+        """Put the object at ``source`` under ``key`` and remove ``source``
+        (publishing a staged output); FileNotFoundError (DataNotFoundError)
+        when ``source`` is gone. Backends with a cheaper way override it."""
+        self.store(key, self.load(source))
+        self.delete(source)
+
     def describe(self, key: str) -> str:
         """How error messages name ``key`` in this storage."""
         return key

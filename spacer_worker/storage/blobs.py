@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from contextvars import ContextVar
 from typing import Any
 
 from spacer_worker.storage.factory import storage_for
@@ -20,8 +22,18 @@ def load_bytes(loc: Any) -> bytes:
     return data
 
 
+# Set for the run of a task on a leased worker (spacer_worker.worker.
+# delivery): it checks the run still holds its message, and takes the write
+# (returns True) when ``loc`` is an output, staged until the run commits.
+write_guard: ContextVar[Callable[[Any, bytes], bool] | None] = ContextVar(
+    'spacer_write_guard', default=None)
+
+
 def store_bytes(loc: Any, data: bytes) -> None:
     """Write ``data`` at ``loc`` whole (atomic on every backend)."""
+    guard = write_guard.get()
+    if guard is not None and guard(loc, data):
+        return
     storage_for(loc).store(loc.key, data)
 
 

@@ -58,6 +58,16 @@ class FileSystemStorage(Storage):
             raise
         _fsync_directory(directory)
 
+    def move(self, source: str, key: str) -> None:
+        # Staged files sit beside their destination: one atomic rename.
+        try:
+            os.replace(source, key)
+        except FileNotFoundError:
+            raise
+        except OSError as e:
+            raise os_error(e, 'move into place', self.describe(key)) from e
+        _fsync_directory(os.path.dirname(os.path.abspath(key)))
+
     def delete(self, key: str) -> None:
         try:
             os.remove(key)

@@ -127,6 +127,14 @@ class S3Storage(RemoteStorage):
         self._call(lambda: s3_client().put_object(
             Bucket=self.bucket_name, Key=key, Body=bytes(data)), 'write', key)
 
+    def move(self, source: str, key: str) -> None:
+        # A server-side copy (atomic for readers of ``key``), then delete.
+        self._call(lambda: s3_client().copy_object(
+            Bucket=self.bucket_name, Key=key,
+            CopySource={'Bucket': self.bucket_name, 'Key': source}),
+            'move into place', source)
+        self.delete(source)
+
     def delete(self, key: str) -> None:
         self._call(lambda: s3_client().delete_object(
             Bucket=self.bucket_name, Key=key), 'delete', key)

@@ -1,38 +1,39 @@
-"""Worker leases: requeue the tasks of a worker that died outright.
+"""Worker leases: requeue the messages of a worker that died, and only those.
 
 With late acks on Redis, kombu keeps every delivered, not yet acknowledged
 message in the ``unacked`` hash (delivery tag -> message) and hands it out
-again only after ``visibility_timeout``. That timeout must be longer than
-the longest task, or a live worker's long training runs twice (celery#5935);
-so when a whole worker dies (OOM kill of its process group, lost host), the
-tasks it held wait hours. ``task_reject_on_worker_lost`` does not help: it
-needs a live parent process to requeue a dead child's task.
+again only after ``visibility_timeout`` (hours, so a live worker's long
+training is not handed out twice). When a whole worker dies, its messages
+would wait that long. Leases close the gap, with these rules:
 
-This module closes that gap with Redis itself:
+* **Claims are taken at delivery.** A leased worker's kombu QoS writes the
+  unacked entry and ``spacer:owner[tag] = <lease>`` (plus the tag in
+  ``spacer:held:<lease>``) in one transaction, so no message a leased
+  worker holds is ever unowned. Messages of lease-less workers (LEASE_TTL=0,
+  an older version, another app on the same database) have no owner and are
+  never touched by a reaper: they keep kombu's visibility timeout.
+* **A lease is a heartbeat, not a clock.** Every ``ttl / 3`` seconds a
+  thread of the worker's main process sets ``spacer:beats[<lease>]`` to the
+  next value of a Redis counter. A reaper calls a lease dead when it saw the
+  same beat for ``ttl`` seconds of *its own* monotonic clock while it could
+  reach Redis. No wall clock (worker's or Redis's) is compared, so clock
+  jumps and failover to a replica with another clock change nothing; a
+  reaper that was cut off from Redis starts observing afresh.
+* **Restores are fenced.** A dead lease's held set is kept until every tag
+  in it is resolved. Each tag is restored by one Lua script that re-checks,
+  atomically, that the lease's beat is still the one judged dead, that the
+  tag is still owned by that lease and that the unacked entry is the one
+  read; then it moves the message back to its queue and drops the owner. A
+  paused reaper, a second reaper, or a worker that renewed meanwhile makes
+  the script do nothing.
+* **Acks and requeues are fenced.** A leased worker acks (or requeues) a
+  tag only while it owns it, so a stalled worker that wakes up after its
+  message was restored and delivered elsewhere cannot delete the new
+  holder's unacked entry. The visibility-timeout restore leaves owned tags
+  alone (their owner's lease covers them).
 
-* every worker holds a *lease*: a key ``spacer:lease:<id>`` with a TTL, and
-  beside it ``spacer:claims:<id>``, the set of delivery tags it holds (from
-  Celery's reserved and ETA-scheduled requests), rewritten together in one
-  transaction every ``ttl / 3`` seconds by a thread of the worker's parent
-  process, however busy the pool is;
-* every worker also runs the *reaper* every ``ttl / 3`` seconds, one at a
-  time under a Redis lock: an unacked delivery tag that no live lease
-  claims becomes a suspect, and one still unclaimed ``ttl`` seconds later
-  (by the Redis clock, so worker clocks do not matter) is returned to its
-  queue with kombu's own atomic ``restore_by_tag`` (the same transaction
-  kombu's visibility timeout uses; a message acked meanwhile is left
-  alone).
-
-So a dead worker's tasks run elsewhere about ``2 * ttl`` (plus one or two
-ticks) after it died, while a live worker's task is never requeued however
-long it runs: its lease is renewed by a thread independent of the task.
-Fresh deliveries not yet claimed are covered by the suspect delay; a worker
-that was cut off from Redis waits ``ttl`` after reconnecting before it
-reaps, so every live worker has re-claimed its tasks first.
-
-Limits: Redis transport only (leases are off for other brokers, and with
-``global_keyprefix``); a worker stalled (not dead) for longer than ``ttl``
-may see its tasks run twice, which is why outputs are written atomically.
+Commit fencing (what a stalled worker may still write) is in
+:mod:`spacer_worker.delivery`. Redis transport only (no ``global_keyprefix``);
 ``LEASE_TTL`` (default 30 s) sets the timing; 0 disables leases.
 """
 
@@ -46,27 +47,98 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from celery import bootsteps
+from kombu.transport import redis as kombu_redis
 
 from spacer_worker import config
 from spacer_worker.metrics import recording
 
 logger = logging.getLogger(__name__)
 
-LEASES_KEY = 'spacer:leases'          # zset: worker id -> lease expiry
-LEASE_KEY = 'spacer:lease:{}'         # worker id -> JSON info, with TTL
-CLAIMS_KEY = 'spacer:claims:{}'       # worker id -> set of delivery tags
-REAPER_LOCK_KEY = 'spacer:reaper:lock'
-SUSPECTS_KEY = 'spacer:reaper:suspects'   # tag -> first seen unclaimed
+BEATS_KEY = 'spacer:beats'            # hash: lease id -> last beat
+BEAT_SEQ_KEY = 'spacer:beat:seq'      # counter: beats never repeat
+OWNER_KEY = 'spacer:owner'            # hash: delivery tag -> lease id
+HELD_KEY = 'spacer:held:{}'           # lease id -> set of delivery tags
+LEASE_KEY = 'spacer:lease:{}'         # lease id -> JSON info, with TTL
+COMMIT_KEY = 'spacer:commit:{}'       # delivery tag -> committed result
+RELEASED = 'released'                 # beat of a cleanly closed lease
+# Written as well for workers of the previous version during a rolling
+# upgrade: their reapers requeue any unacked tag missing from these.
+OLD_LEASES_KEY = 'spacer:leases'      # zset: lease id -> expiry
+OLD_CLAIMS_KEY = 'spacer:claims:{}'   # set of tags, with TTL
 
-_RELEASE_LOCK = """
-if redis.call('get', KEYS[1]) == ARGV[1] then
-    return redis.call('del', KEYS[1])
+_RENEW = """
+local beat = redis.call('incr', KEYS[2])
+redis.call('hset', KEYS[1], ARGV[1], beat)
+redis.call('set', KEYS[4], ARGV[2], 'px', ARGV[3])
+local now = redis.call('time')
+redis.call('zadd', KEYS[5], now[1] + ARGV[3] / 1000, ARGV[1])
+redis.call('del', KEYS[6])
+local lost = {}
+for i = 4, #ARGV do
+    redis.call('sadd', KEYS[6], ARGV[i])
+    if redis.call('hget', KEYS[3], ARGV[i]) ~= ARGV[1] then
+        table.insert(lost, ARGV[i])
+    end
 end
-return 0
+if #ARGV >= 4 then redis.call('pexpire', KEYS[6], ARGV[3]) end
+return {beat, lost}
+"""
+
+# KEYS: beats, owner, unacked, unacked_index, held, commit
+# ARGV: tag, lease, beat ('' = the owner itself requeues), raw entry,
+#       then pairs of (list, payload) to push to, 'L' or 'R' first.
+_RESTORE = """
+if ARGV[3] ~= '' and redis.call('hget', KEYS[1], ARGV[2]) ~= ARGV[3] then
+    return 0
+end
+if redis.call('hget', KEYS[2], ARGV[1]) ~= ARGV[2] then
+    redis.call('srem', KEYS[5], ARGV[1])
+    return -1
+end
+local raw = redis.call('hget', KEYS[3], ARGV[1])
+if raw ~= ARGV[4] then
+    if not raw then
+        redis.call('hdel', KEYS[2], ARGV[1])
+        redis.call('srem', KEYS[5], ARGV[1])
+    end
+    return -2
+end
+redis.call('hdel', KEYS[3], ARGV[1])
+redis.call('zrem', KEYS[4], ARGV[1])
+redis.call('hdel', KEYS[2], ARGV[1])
+redis.call('srem', KEYS[5], ARGV[1])
+local side = ARGV[5]
+for i = 6, #ARGV, 2 do
+    if side == 'L' then
+        redis.call('lpush', ARGV[i], ARGV[i + 1])
+    else
+        redis.call('rpush', ARGV[i], ARGV[i + 1])
+    end
+end
+return 1
+"""
+
+# KEYS: owner, unacked, unacked_index, held, commit; ARGV: tag, lease
+_ACK = """
+if redis.call('hget', KEYS[1], ARGV[1]) ~= ARGV[2] then return 0 end
+redis.call('hdel', KEYS[2], ARGV[1])
+redis.call('zrem', KEYS[3], ARGV[1])
+redis.call('hdel', KEYS[1], ARGV[1])
+redis.call('srem', KEYS[4], ARGV[1])
+redis.call('del', KEYS[5])
+return 1
+"""
+
+# KEYS: beats, held; ARGV: lease, beat. A dead lease holding nothing goes.
+_FORGET = """
+if redis.call('hget', KEYS[1], ARGV[1]) ~= ARGV[2] then return 0 end
+if redis.call('scard', KEYS[2]) > 0 then return 0 end
+redis.call('hdel', KEYS[1], ARGV[1])
+return 1
 """
 
 
@@ -83,12 +155,31 @@ class LeaseTimings:
 
     @property
     def grace(self) -> float:
-        """How long an unacked message must stay unclaimed to be reaped."""
+        """How long a beat must stay unchanged before its lease is dead."""
         return self.ttl
 
     @property
     def ttl_ms(self) -> int:
         return max(1, int(self.ttl * 1000))
+
+
+# --- the lease of this process --------------------------------------------
+
+_active_lease: str | None = None
+
+
+def active_lease() -> str | None:
+    """The lease id of this worker process (inherited by pool children)."""
+    return _active_lease
+
+
+def set_active_lease(lease_id: str | None) -> None:
+    global _active_lease
+    _active_lease = lease_id
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def held_delivery_tags() -> set[str]:
@@ -113,90 +204,197 @@ def held_delivery_tags() -> set[str]:
     return tags
 
 
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
+def renew(client: Any, lease_id: str, tags: Iterable[str],
+          timings: LeaseTimings, info: dict | None = None) -> list[str]:
+    """Beat once; return the held tags this lease no longer owns (they were
+    restored to their queue after the lease was judged dead)."""
+    _, lost = client.eval(
+        _RENEW, 6, BEATS_KEY, BEAT_SEQ_KEY, OWNER_KEY,
+        LEASE_KEY.format(lease_id), OLD_LEASES_KEY,
+        OLD_CLAIMS_KEY.format(lease_id),
+        lease_id, json.dumps(info or {}), timings.ttl_ms, *sorted(tags))
+    return [_text(t) for t in lost]
 
 
-def redis_time(client: Any) -> float:
-    seconds, micros = client.time()
-    return seconds + micros / 1e6
-
-
-def renew(client: Any, worker_id: str, tags: Iterable[str],
-          timings: LeaseTimings, info: dict | None = None) -> None:
-    """Write this worker's lease and claims, atomically, for one TTL."""
-    now = redis_time(client)
-    claims = CLAIMS_KEY.format(worker_id)
+def release(client: Any, lease_id: str) -> None:
+    """Close a lease (clean shutdown): what it still holds is restored by
+    the next reaper pass, without waiting for the grace period."""
     pipe = client.pipeline(transaction=True)
-    pipe.set(LEASE_KEY.format(worker_id), json.dumps(info or {}),
-             px=timings.ttl_ms)
-    pipe.zadd(LEASES_KEY, {worker_id: now + timings.ttl})
-    pipe.delete(claims)
-    tags = list(tags)
-    if tags:
-        pipe.sadd(claims, *tags)
-        pipe.pexpire(claims, timings.ttl_ms)
+    pipe.hset(BEATS_KEY, lease_id, RELEASED)
+    pipe.delete(LEASE_KEY.format(lease_id), OLD_CLAIMS_KEY.format(lease_id))
+    pipe.zrem(OLD_LEASES_KEY, lease_id)
     pipe.execute()
 
 
-def release(client: Any, worker_id: str) -> None:
-    """Drop a lease (clean shutdown); what it still held gets reaped."""
-    pipe = client.pipeline(transaction=True)
-    pipe.delete(LEASE_KEY.format(worker_id), CLAIMS_KEY.format(worker_id))
-    pipe.zrem(LEASES_KEY, worker_id)
-    pipe.execute()
+@dataclass
+class LeaseObserver:
+    """What one reaper saw of every lease: (beat, when first seen), by the
+    reaper's monotonic clock."""
+
+    seen: dict[str, tuple[str, float]] = field(default_factory=dict)
+
+    def reset(self) -> None:
+        """Forget everything (after losing Redis: the time apart from it
+        says nothing about the other workers)."""
+        self.seen.clear()
+
+    def dead(self, beats: dict[str, str], now: float,
+             grace: float) -> list[tuple[str, str]]:
+        for lease in set(self.seen) - set(beats):
+            del self.seen[lease]
+        dead = []
+        for lease, beat in beats.items():
+            if beat == RELEASED:
+                dead.append((lease, beat))
+                continue
+            previous = self.seen.get(lease)
+            if previous is None or previous[0] != beat:
+                self.seen[lease] = (beat, now)
+            elif now - previous[1] >= grace:
+                dead.append((lease, beat))
+        return dead
 
 
-def live_claims(client: Any, now: float) -> set[str]:
-    """Delivery tags claimed by workers whose lease has not expired."""
-    # Leases that expired long ago are forgotten (a day of history).
-    client.zremrangebyscore(LEASES_KEY, '-inf', now - 86400)
-    workers = [_text(w) for w in
-               client.zrangebyscore(LEASES_KEY, now, '+inf')]
-    if not workers:
-        return set()
-    return {_text(t) for t in
-            client.sunion([CLAIMS_KEY.format(w) for w in workers])}
+def _restore_args(channel: Any, raw: str, leftmost: bool) -> list[str]:
+    """The (list, payload) pairs kombu would push a restored message to."""
+    from kombu.utils.json import dumps, loads
 
-
-def reap_once(channel: Any, owner: str, timings: LeaseTimings) -> list[str]:
-    """One reaper pass; returns the delivery tags put back in their queue.
-
-    ``channel`` is a kombu Redis channel: its client, its ``unacked`` key
-    names and its QoS's ``restore_by_tag`` are kombu's own.
-    """
-    client = channel.client
-    lock_ms = max(1000, int(timings.tick * 2000))
-    if not client.set(REAPER_LOCK_KEY, owner, nx=True, px=lock_ms):
-        return []       # another worker is reaping
+    payload, exchange, routing_key = loads(raw)
     try:
-        unacked = {_text(t) for t in client.hkeys(channel.unacked_key)}
-        now = redis_time(client)
-        suspects = {_text(k): float(v) for k, v in
-                    client.hgetall(SUSPECTS_KEY).items()}
-        unclaimed = unacked - live_claims(client, now) if unacked else set()
-        due, still = [], {}
-        for tag in unclaimed:
-            first_seen = suspects.get(tag, now)
-            if now - first_seen >= timings.grace:
-                due.append(tag)
-            else:
-                still[tag] = first_seen
-        pipe = client.pipeline(transaction=True)
-        pipe.delete(SUSPECTS_KEY)
-        if still:
-            pipe.hset(SUSPECTS_KEY, mapping=still)
-        pipe.execute()
-        for tag in due:
-            channel.qos.restore_by_tag(tag, client=client)
-            logger.warning(
-                'Requeued message %s: it was held by a worker whose lease '
-                'expired (the worker died or lost Redis for over %.0f s).',
-                tag, timings.ttl)
-        return due
-    finally:
-        client.eval(_RELEASE_LOCK, 1, REAPER_LOCK_KEY, owner)
+        payload['headers']['redelivered'] = True
+        payload['properties']['delivery_info']['redelivered'] = True
+    except (KeyError, TypeError):
+        pass
+    args = ['L' if leftmost else 'R']
+    priority = channel._get_message_priority(payload, reverse=False)
+    for queue in channel._lookup(exchange, routing_key):
+        args += [channel._q_for_pri(queue, priority), dumps(payload)]
+    return args
 
+
+def restore_tag(channel: Any, tag: str, lease_id: str, beat: str,
+                leftmost: bool = False, client: Any = None) -> int:
+    """Put one message back in its queue if ``lease_id`` still owns it (and,
+    unless ``beat`` is '', still has that beat). 1 restored, 0 the lease
+    lives, -1 owned by another or nobody, -2 acked or changed meanwhile."""
+    client = client or channel.client
+    raw = client.hget(channel.unacked_key, tag)
+    if raw is None:
+        extra: list[str] = ['', 'R']
+    else:
+        raw = _text(raw)
+        extra = [raw, *_restore_args(channel, raw, leftmost)]
+    return int(client.eval(
+        _RESTORE, 6, BEATS_KEY, OWNER_KEY, channel.unacked_key,
+        channel.unacked_index_key, HELD_KEY.format(lease_id),
+        COMMIT_KEY.format(tag), tag, lease_id, beat, *extra))
+
+
+def reap_once(channel: Any, observer: LeaseObserver, now: float,
+              timings: LeaseTimings) -> list[str]:
+    """One reaper pass at monotonic time ``now``; returns the delivery tags
+    put back in their queue. ``channel`` is a kombu Redis channel."""
+    client = channel.client
+    beats = {_text(k): _text(v) for k, v in client.hgetall(BEATS_KEY).items()}
+    restored = []
+    for lease_id, beat in observer.dead(beats, now, timings.grace):
+        held = HELD_KEY.format(lease_id)
+        tags = sorted(_text(t) for t in client.smembers(held))
+        if not tags:
+            client.eval(_FORGET, 2, BEATS_KEY, held, lease_id, beat)
+            continue
+        for tag in tags:
+            if restore_tag(channel, tag, lease_id, beat) == 1:
+                restored.append(tag)
+                logger.warning(
+                    'Requeued message %s: worker lease %s stopped beating '
+                    'for over %.0f s (the worker died, stalled or lost '
+                    'Redis).', tag, lease_id, timings.grace)
+    return restored
+
+
+# --- the worker's kombu QoS -------------------------------------------------
+
+class LeasedQoS(kombu_redis.QoS):
+    """kombu's Redis ack emulation, with claims and fenced acks.
+
+    Behaves exactly as kombu's when this process holds no lease.
+    """
+
+    lease_id: str | None = None     # tests set one per channel
+
+    def _lease(self) -> str | None:
+        return self.lease_id or active_lease()
+
+    def append(self, message: Any, delivery_tag: Any) -> None:
+        lease = self._lease()
+        if lease is None:
+            return super().append(message, delivery_tag)
+        from kombu.utils.json import dumps
+        delivery = message.delivery_info
+        raw = dumps([message._raw, delivery['exchange'],
+                     delivery['routing_key']])
+        with self.channel.conn_or_acquire() as client:
+            pipe = client.pipeline(transaction=True)
+            pipe.zadd(self.unacked_index_key, {delivery_tag: time.time()})
+            pipe.hset(self.unacked_key, delivery_tag, raw)
+            pipe.hset(OWNER_KEY, delivery_tag, lease)
+            pipe.sadd(HELD_KEY.format(lease), delivery_tag)
+            pipe.execute()
+        kombu_redis.virtual.QoS.append(self, message, delivery_tag)
+
+    def ack(self, delivery_tag: Any) -> None:
+        lease = self._lease()
+        if lease is None:
+            return super().ack(delivery_tag)
+        self._fenced_ack(delivery_tag, lease)
+        kombu_redis.virtual.QoS.ack(self, delivery_tag)
+
+    def reject(self, delivery_tag: Any, requeue: bool = False) -> None:
+        lease = self._lease()
+        if lease is None:
+            return super().reject(delivery_tag, requeue=requeue)
+        if requeue:
+            self.restore_by_tag(delivery_tag, leftmost=True)
+        else:
+            self._fenced_ack(delivery_tag, lease)
+        kombu_redis.virtual.QoS.ack(self, delivery_tag)
+
+    def restore_by_tag(self, tag: Any, client: Any = None,
+                       leftmost: bool = False) -> None:
+        # Used by requeues, by the restore of held messages at shutdown and
+        # by the visibility timeout. An owned tag is restored only by its
+        # owner (or, once the owner is dead, by a reaper).
+        tag = _text(tag)
+        with self.channel.conn_or_acquire(client) as client:
+            owner = client.hget(OWNER_KEY, tag)
+            if owner is None:
+                return super().restore_by_tag(tag, client=client,
+                                              leftmost=leftmost)
+            lease = self._lease()
+            if lease is None or _text(owner) != lease:
+                return None
+            restore_tag(self.channel, tag, lease, '', leftmost=leftmost,
+                        client=client)
+
+    def _fenced_ack(self, delivery_tag: Any, lease: str) -> None:
+        tag = _text(delivery_tag)
+        with self.channel.conn_or_acquire() as client:
+            done = client.eval(
+                _ACK, 5, OWNER_KEY, self.unacked_key, self.unacked_index_key,
+                HELD_KEY.format(lease), COMMIT_KEY.format(tag), tag, lease)
+        if not done:
+            logger.warning(
+                'Did not acknowledge message %s: this worker no longer holds '
+                'it (its lease lapsed and the message was requeued).', tag)
+
+
+def install_leased_qos() -> None:
+    """Make every kombu Redis channel of this process use LeasedQoS."""
+    kombu_redis.Channel.QoS = LeasedQoS
+
+
+# --- the keeper thread ---------------------------------------------------------
 
 class LeaseKeeper:
     """The thread that renews one worker's lease and runs the reaper."""
@@ -204,19 +402,30 @@ class LeaseKeeper:
     def __init__(self, connect: Callable[[], Any], worker_id: str,
                  timings: LeaseTimings,
                  held: Callable[[], set[str]] = held_delivery_tags,
-                 info: dict | None = None) -> None:
+                 info: dict | None = None,
+                 on_lost: Callable[[list[str]], None] | None = None) -> None:
         self.connect = connect          # -> kombu Connection (Redis)
         self.worker_id = worker_id
         self.timings = timings
         self.held = held
         self.info = info or {}
+        self.on_lost = on_lost
+        self.observer = LeaseObserver()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._connection: Any = None
         self._renewed_at: float | None = None     # monotonic
-        self._connected_since: float | None = None
+        self._reported_lost: set[str] = set()
 
     def start(self) -> None:
+        set_active_lease(self.worker_id)
+        try:
+            self.tick(reap=False)   # own the lease before consuming
+        except Exception as e:
+            logger.warning('First lease renewal of %s failed (%s: %s); the '
+                           'keeper retries.', self.worker_id,
+                           type(e).__name__, e)
+            self._drop_connection()
         self._thread = threading.Thread(
             target=self._run, name=f'spacer-lease-{self.worker_id}',
             daemon=True)
@@ -234,8 +443,10 @@ class LeaseKeeper:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=10)
-        if release_lease and self._connection is not None:
+        if release_lease:
             try:
+                if self._connection is None:
+                    self._connection = self.connect()
                 release(self._connection.default_channel.client,
                         self.worker_id)
             except Exception:
@@ -250,15 +461,16 @@ class LeaseKeeper:
                 pass
         self._connection = None
 
-    def tick(self) -> list[str]:
-        """Renew the lease, then reap if this worker may; returns requeued
-        tags. Raises on connection errors."""
+    def tick(self, now: float | None = None, reap: bool = True) -> list[str]:
+        """Renew the lease, then reap; returns requeued tags. ``now`` is a
+        monotonic time (tests inject it). Raises on connection errors."""
+        now = time.monotonic() if now is None else now
         if self._connection is None:
             self._connection = self.connect()
         channel = self._connection.default_channel
-        renew(channel.client, self.worker_id, self.held(), self.timings,
-              self.info)
-        now = time.monotonic()
+        held = self.held()
+        lost = renew(channel.client, self.worker_id, held, self.timings,
+                     self.info)
         if self._renewed_at is not None and \
                 now - self._renewed_at > self.timings.ttl:
             logger.warning(
@@ -266,17 +478,24 @@ class LeaseKeeper:
                 'process stalled): tasks it held may have been requeued.',
                 self.worker_id, now - self._renewed_at)
         self._renewed_at = now
-        if self._connected_since is None:
-            self._connected_since = now
-        if now - self._connected_since < self.timings.ttl:
-            return []   # let every live worker re-claim first
-        restored = reap_once(channel, self.worker_id, self.timings)
+        fresh = [t for t in lost if t not in self._reported_lost]
+        self._reported_lost = set(lost)
+        if fresh:
+            logger.warning(
+                'Worker %s lost %d message(s) it held (%s): they were '
+                'requeued while its lease lapsed; their runs here will not '
+                'commit.', self.worker_id, len(fresh), ', '.join(fresh))
+            if self.on_lost is not None:
+                self.on_lost(fresh)
+        if not reap:
+            return []
+        restored = reap_once(channel, self.observer, now, self.timings)
         recording.leases_restored(len(restored))
         return restored
 
     def _run(self) -> None:
         failing = False
-        while not self._stop.is_set():
+        while not self._stop.wait(self.timings.tick):
             try:
                 self.tick()
                 if failing:
@@ -290,9 +509,8 @@ class LeaseKeeper:
                         'retrying every %.1f s.', self.worker_id,
                         type(e).__name__, e, self.timings.tick)
                 failing = True
-                self._connected_since = None
+                self.observer.reset()
                 self._drop_connection()
-            self._stop.wait(self.timings.tick)
 
 
 def leases_supported(app: Any) -> tuple[bool, str]:
@@ -326,5 +544,9 @@ class LeaseStep(bootsteps.StartStopStep):
                      f'{uuid.uuid4().hex[:8]}')
         info = {'hostname': worker.hostname, 'host': socket.gethostname(),
                 'pid': os.getpid(), 'started': time.time()}
+        # Before the pool forks and the consumer connects: children inherit
+        # the lease id, the consumer's channels claim what they receive.
+        set_active_lease(worker_id)
+        install_leased_qos()
         return LeaseKeeper(worker.app.connection_for_write, worker_id,
                            timings, info=info)

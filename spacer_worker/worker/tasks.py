@@ -45,6 +45,7 @@ from spacer_worker.contract import Task as ContractTask
 from spacer_worker.exceptions import MessageError, SpacerError, TransientError
 from spacer_worker.failures import failure_text, to_wire
 from spacer_worker.metrics import recording
+from spacer_worker.worker import delivery
 
 logger = logging.getLogger(__name__)
 
@@ -92,6 +93,28 @@ class SpacerTask(Task):
     # Checking call signatures at send time needs the task registered on
     # the sender's app; senders use names only.
     typing = False
+    # Clamps a message's own time limits to the configured ones.
+    Request = 'spacer_worker.worker.request:Request'
+
+    @property
+    def backend(self) -> Any:
+        # Result writes of a leased worker's run are fenced (delivery.py).
+        return delivery.fenced_backend(self.app)
+
+    @backend.setter
+    def backend(self, value: Any) -> None:
+        pass
+
+    def begin_delivery(self) -> None:
+        """Fence this run (leased workers); a message already committed is
+        acked without running again."""
+        delivery.begin(self)
+
+    def declare_outputs(self, msg: Any) -> None:
+        """Outputs of the message are staged until the run commits."""
+        run = delivery.current()
+        if run is not None:
+            run.declare_outputs(delivery.output_locations(msg))
 
     def retry_delay(self) -> float:
         """Exponential backoff (1, 2, 4... s) with full jitter, capped."""
@@ -104,6 +127,9 @@ class SpacerTask(Task):
         when the retries are spent."""
         if self.request.called_directly or self.request.is_eager:
             raise error
+        run = delivery.current()
+        if run is not None:
+            run.check(force=True)   # a lost run must not send a retry
         logger.warning('%s[%s] transient failure (%s: %s), retry %d of %s',
                        self.name, self.request.id, type(error).__name__,
                        error, self.request.retries + 1, self.max_retries)
@@ -122,8 +148,13 @@ class SpacerTask(Task):
                      args: Any, kwargs: Any, einfo: Any) -> None:
         # Runs once the result is stored. A payload kept in storage for
         # this task goes once the task has its final answer; a retry or a
-        # redelivery after a lost worker still needs it.
+        # redelivery after a lost worker still needs it, and so does the
+        # run elsewhere of a message this run lost (it did not commit).
         from spacer_worker import payloads
+        run = delivery.current()
+        delivery.end()
+        if run is not None and not run.committed:
+            return
         if status in ('SUCCESS', 'FAILURE') and args and \
                 payloads.owner(args[0]) == 'worker':
             payloads.discard(args[0])
@@ -162,8 +193,10 @@ def _run(task: SpacerTask, payload: Any, message_class: type,
          func: Callable[..., Any], with_progress: bool = False) -> dict:
     """Run one task; a failure leaves as PySpacer's class (our error is
     its cause, in the stored traceback)."""
+    task.begin_delivery()
     try:
         msg = task.decode(payload, message_class)
+        task.declare_outputs(msg)
         try:
             if with_progress:
                 result = func(msg, progress=task.training_progress())
@@ -199,10 +232,12 @@ ADAPTERS: dict[str, SpacerTask] = {name: _adapter(row)
 @shared_task(name=PROCESS_JOB.celery_name, bind=True, base=SpacerTask)
 def process_job(self: SpacerTask, payload: Any) -> dict:
     """JobMsg -> JobReturnMsg; a failing task gives ok=False, not FAILURE."""
+    self.begin_delivery()
     try:
         job = self.decode(payload, PROCESS_JOB.message)
     except SpacerError as e:
         raise to_wire(e) from e
+    self.declare_outputs(job)
     # An offloaded job is not repeated in full in its result (Redis).
     answer_job = payloads.compact_job(job) if payloads.is_reference(payload) \
         else job
@@ -213,8 +248,9 @@ def process_job(self: SpacerTask, payload: Any) -> dict:
         report(*args, unit=unit, **info)
 
     try:
-        result = tasks.process_job(job, progress=progress,
-                                   reraise=(TransientError,))
+        result = tasks.process_job(
+            job, progress=progress,
+            reraise=(TransientError, delivery.DeliveryLostError))
     except TransientError as e:
         if self.request.retries < (self.max_retries or 0):
             self.retry_transient(e)

@@ -14,7 +14,13 @@ from typing import Any
 
 from celery.signals import task_prerun
 
+from spacer_worker.worker import delivery
+
 RUNS_KEY = 'test:runs'
+COMMITS_KEY = 'test:commits'
+
+# Count commits (final results stored under the fence) per task id.
+delivery.AUDIT_KEY = COMMITS_KEY
 
 
 @task_prerun.connect

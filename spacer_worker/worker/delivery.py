@@ -1,0 +1,330 @@
+"""Commit fencing: one delivery of a message commits, never two.
+
+A worker that stalls (SIGSTOP, a healed network partition, a long GC)
+for longer than its lease may find, when it wakes, that its message was
+requeued and run elsewhere. Whatever it then writes would be a second
+commit of the same message. So, inside a leased worker's task:
+
+* **Outputs are staged.** A write to one of the message's output locations
+  (feature file, classifier, valresult) goes to a hidden staged name beside
+  it (``.<name>.spacer-<token>.staged``); nothing appears under the real
+  name yet. Other writes (caches, checkpoints) go straight through, after a
+  fence check.
+* **The commit is one fenced Lua call.** When the task's final state
+  (SUCCESS or FAILURE) is stored, a script checks, in the broker's Redis,
+  that this worker's lease still owns the message's delivery tag and that
+  its unacked entry exists, and only then records the commit
+  (``spacer:commit:<tag>``: the result record and the staged outputs).
+  Then the staged files are moved to their names and the result written.
+* **A commit is rolled forward, not redone.** If the worker dies after the
+  commit but before the ack, the next delivery of the same message finds
+  the commit record, finishes its moves and result write, and acks without
+  running the task again. The record is deleted with the ack.
+* **A lost delivery stops early.** Progress updates and storage writes
+  check the fence (at most once a second); once the tag is owned by
+  nobody or another lease, the task raises :class:`DeliveryLostError`,
+  which is neither recorded nor acked, and its staged files are deleted.
+
+The remaining window: a worker stalled for longer than the lease grace in
+the instant between a passed fence check and the Redis write of a
+*non-final* state (a progress record) can still write that one record.
+Final results and outputs are covered.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import json
+import logging
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from spacer_worker.storage import blobs
+from spacer_worker.worker import leases
+
+logger = logging.getLogger(__name__)
+
+COMMIT_TTL = 7 * 24 * 3600        # a commit record outlives any redelivery
+CHECK_INTERVAL = 1.0              # seconds between fence checks on progress
+AUDIT_KEY: str | None = None      # benchmarks count commits per task here
+
+# KEYS: owner, unacked; ARGV: tag, lease
+_FENCE = """
+if redis.call('hget', KEYS[1], ARGV[1]) ~= ARGV[2] then return 0 end
+if redis.call('hexists', KEYS[2], ARGV[1]) == 0 then return 0 end
+return 1
+"""
+
+# KEYS: owner, unacked, commit, audit; ARGV: tag, lease, record, ttl, task
+_COMMIT = """
+if redis.call('hget', KEYS[1], ARGV[1]) ~= ARGV[2] then return 0 end
+if redis.call('hexists', KEYS[2], ARGV[1]) == 0 then return 0 end
+if redis.call('set', KEYS[3], ARGV[3], 'nx', 'ex', ARGV[4]) == false then
+    return 0
+end
+if KEYS[4] ~= '' then redis.call('hincrby', KEYS[4], ARGV[5], 1) end
+return 1
+"""
+
+
+class DeliveryLostError(Exception):
+    """This run's message was requeued (the worker's lease lapsed): the run
+    stops without writing anything."""
+
+
+@dataclass
+class Delivery:
+    """One run of one message on a leased worker."""
+
+    tag: str
+    lease: str
+    task_id: str
+    broker: Any                          # redis client of the broker
+    unacked_key: str = 'unacked'
+    token: str = field(default_factory=lambda: uuid.uuid4().hex[:16])
+    outputs: set = field(default_factory=set)
+    staged: list = field(default_factory=list)
+    lost: bool = False
+    committed: bool = False
+    _checked_at: float = 0.0
+
+    # --- the fence ------------------------------------------------------
+
+    def holds(self) -> bool:
+        return bool(self.broker.eval(
+            _FENCE, 2, leases.OWNER_KEY, self.unacked_key, self.tag,
+            self.lease))
+
+    def check(self, force: bool = False) -> None:
+        """Raise DeliveryLostError when this run lost its message."""
+        if self.lost:
+            raise DeliveryLostError(self._lost_text())
+        now = time.monotonic()
+        if not force and now - self._checked_at < CHECK_INTERVAL:
+            return
+        self._checked_at = now
+        if not self.holds():
+            self.lost = True
+            self.discard()
+            raise DeliveryLostError(self._lost_text())
+
+    def _lost_text(self) -> str:
+        return (f'Task {self.task_id}: message {self.tag} was requeued while '
+                f'this worker could not renew its lease; this run stops '
+                f'and writes nothing (another worker runs the message).')
+
+    # --- outputs ------------------------------------------------------------
+
+    def declare_outputs(self, locations: list[Any]) -> None:
+        self.outputs = {_loc_id(loc) for loc in locations if loc is not None}
+
+    def stage(self, loc: Any, data: bytes) -> bool:
+        """Store an output under its staged name; False when ``loc`` is not
+        an output of this message (the caller writes it directly)."""
+        from spacer_worker.storage.factory import storage_for
+
+        self.check(force=True)
+        if _loc_id(loc) not in self.outputs:
+            return False
+        key = staged_key(loc.key, self.token)
+        storage_for(loc).store(key, data)
+        self.staged.append({'type': str(_value(loc.storage_type)),
+                            'bucket': getattr(loc, 'bucket_name', None),
+                            'staged': key, 'key': loc.key})
+        return True
+
+    def discard(self) -> None:
+        """Delete this run's staged files (it will not commit)."""
+        for item in self.staged:
+            try:
+                _storage(item).delete(item['staged'])
+            except Exception as e:
+                logger.warning('Could not delete staged file %s: %s',
+                               item['staged'], e)
+        self.staged = []
+
+    # --- the commit ---------------------------------------------------------
+
+    def commit(self, backend: Any, key: Any, value: Any, state: str,
+               expires: Any) -> bool:
+        """Record the final result under the fence, then publish it."""
+        from celery import states
+
+        if state != states.SUCCESS:
+            self.discard()          # a failed task publishes no output
+        record = json.dumps({
+            'key': _text(key), 'value': _text(value), 'expires': expires,
+            'staged': self.staged})
+        audit = AUDIT_KEY or ''
+        won = self.broker.eval(
+            _COMMIT, 4, leases.OWNER_KEY, self.unacked_key,
+            leases.COMMIT_KEY.format(self.tag), audit, self.tag, self.lease,
+            record, COMMIT_TTL, self.task_id)
+        if not won:
+            self.lost = True
+            self.discard()
+            logger.warning('%s Its result was not stored.', self._lost_text())
+            return False
+        self.committed = True
+        publish(backend, json.loads(record))
+        return True
+
+
+def publish(backend: Any, record: dict) -> None:
+    """Move a commit's staged outputs into place, then write its result (a
+    client that sees the result finds the outputs); repeating it is
+    harmless (a missing staged file was moved already)."""
+    for item in record['staged']:
+        try:
+            _storage(item).move(item['staged'], item['key'])
+        except FileNotFoundError:
+            continue                # moved by an earlier publish
+    backend.set(record['key'], record['value'], expires=record['expires'])
+
+
+def staged_key(key: str, token: str) -> str:
+    head, sep, name = key.rpartition('/')
+    return f'{head}{sep}.{name}.spacer-{token}.staged'
+
+
+def _storage(item: dict) -> Any:
+    from spacer_worker.storage.factory import storage_factory
+    return storage_factory(item['type'], item['bucket'])
+
+
+def _value(x: Any) -> Any:
+    return getattr(x, 'value', x)
+
+
+def _loc_id(loc: Any) -> tuple:
+    return (str(_value(loc.storage_type)), getattr(loc, 'bucket_name', None),
+            loc.key)
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+_OUTPUT_FIELDS = {
+    'ExtractFeaturesMsg': ('feature_loc',),
+    'TrainClassifierMsg': ('model_loc', 'valresult_loc'),
+}
+
+
+def output_locations(msg: Any) -> list[Any]:
+    """Where a message's task writes its results (PySpacer's fields)."""
+    found = [getattr(msg, name, None)
+             for name in _OUTPUT_FIELDS.get(type(msg).__name__, ())]
+    for task in getattr(msg, 'tasks', None) or []:
+        found += output_locations(task)
+    return [loc for loc in found if loc is not None]
+
+
+# --- the current delivery of this process -------------------------------------
+
+_current: contextvars.ContextVar[Delivery | None] = contextvars.ContextVar(
+    'spacer_delivery', default=None)
+_brokers: dict[str, Any] = {}
+
+
+def current() -> Delivery | None:
+    return _current.get()
+
+
+def _set(delivery: Delivery | None) -> None:
+    _current.set(delivery)
+    blobs.write_guard.set(None if delivery is None else delivery.stage)
+
+
+def begin(task: Any) -> Delivery | None:
+    """Start fencing the run of ``task.request``; None without a lease.
+
+    Raises celery's Ignore when the message was committed by an earlier
+    delivery (after finishing that commit): it is acked, not run again.
+    """
+    _set(None)
+    lease = leases.active_lease()
+    request = task.request
+    tag = (getattr(request, 'properties', None) or {}).get('delivery_tag')
+    if lease is None or not tag or request.is_eager or \
+            request.called_directly:
+        return None
+    broker = _broker(task.app)
+    delivery = Delivery(tag=str(tag), lease=lease, task_id=request.id,
+                        broker=broker)
+    record = broker.get(leases.COMMIT_KEY.format(tag))
+    if record is not None:
+        from celery.exceptions import Ignore
+        logger.warning('Task %s (message %s) was committed by an earlier '
+                       'delivery; finishing that commit instead of running '
+                       'it again.', request.id, tag)
+        publish(task.backend, json.loads(record))
+        raise Ignore()
+    _set(delivery)
+    delivery.check(force=True)      # woke up after losing it: stop now
+    return delivery
+
+
+def end() -> None:
+    delivery = _current.get()
+    if delivery is not None and not delivery.committed:
+        delivery.discard()
+    _set(None)
+
+
+def _broker(app: Any) -> Any:
+    url = str(app.conf.broker_url)
+    client = _brokers.get(url)
+    if client is None:
+        with app.connection_for_write() as connection:
+            client = connection.default_channel.client
+            # The channel's client outlives the connection object here:
+            # keep its pool, not the kombu connection.
+            client = type(client)(connection_pool=client.connection_pool)
+        _brokers[url] = client
+    return client
+
+
+# --- the result backend ---------------------------------------------------------
+
+class FencedBackendMixin:
+    """Result writes of a fenced run: final states commit under the fence,
+    progress states are written only while the run holds its message."""
+
+    def _set_with_state(self, key: Any, value: Any, state: str) -> Any:
+        from celery import states
+
+        delivery = _current.get()
+        if delivery is None or _text(key) != _text(
+                self.get_key_for_task(delivery.task_id)):
+            return super()._set_with_state(key, value, state)
+        if state in states.READY_STATES:
+            expires = self.failure_expires if state == states.FAILURE \
+                else self.expires
+            delivery.commit(self, key, value, state, expires)
+            return None
+        delivery.check(force=True)
+        return super()._set_with_state(key, value, state)
+
+
+_fenced: dict[int, Any] = {}
+
+
+def fenced_backend(app: Any) -> Any:
+    """This app's result backend with fenced writes (Redis backends only)."""
+    from celery.backends.redis import RedisBackend
+
+    base = app.backend
+    if not isinstance(base, RedisBackend):
+        return base
+    backend = _fenced.get(id(app))
+    if backend is None:
+        from celery.app import backends
+        cls = type(f'Fenced{type(base).__name__}',
+                   (FencedBackendMixin, type(base)), {})
+        _, url = backends.by_url(app.conf.result_backend, app.loader)
+        backend = cls(app=app, url=url)
+        _fenced[id(app)] = backend
+    return backend
