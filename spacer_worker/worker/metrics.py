@@ -113,6 +113,7 @@ def _start(sender: Any = None, **_: Any) -> None:
         base = base_directory(port)
         node = getattr(sender, 'hostname', None) or 'worker'
         recording.enable(worker_directory(base, node))
+        _zero_known_series()
         _endpoint = HostEndpoint(base, config.get('METRICS_BIND'), port,
                                  config.get('METRICS_AUTH'))
         _endpoint.start()
@@ -121,6 +122,32 @@ def _start(sender: Any = None, **_: Any) -> None:
         logger.exception('Worker metrics are off: could not set up %s.',
                          'the metrics directory or endpoint')
         recording.disable()
+
+
+def _zero_known_series() -> None:
+    # A counter that first appears at 1 has no earlier sample, so rate()
+    # and increase() miss that first task: export the series every worker
+    # will have (each contract task on its configured queue) from the start.
+    from spacer_worker.celery import queue_name
+    for row in [*TASKS.values(), PROCESS_JOB]:
+        kinds = [row.queue] if row.queue is not None else list(QueueKind)
+        for kind in kinds:
+            labels = (row.celery_name, queue_name(kind))
+            recording.metric('spacer_tasks_total').labels(
+                *labels, 'success', '')
+            recording.metric('spacer_task_duration_seconds').labels(*labels)
+            recording.metric('spacer_tasks_in_flight').labels(*labels)
+        if row in _EXTRACT_ROWS or row is PROCESS_JOB:
+            for name in ('spacer_extract_images_total',
+                         'spacer_extract_patches_total',
+                         'spacer_extract_seconds_total'):
+                recording.metric(name).labels(row.celery_name)
+    recording.metric('spacer_training_epochs_total')
+    recording.metric('spacer_lease_restored_total')
+    for cache in ('classifier', 'network'):
+        for result in ('hit', 'miss'):
+            recording.metric('spacer_cache_requests_total').labels(
+                cache, result)
 
 
 @worker_process_init.connect

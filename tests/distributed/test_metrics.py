@@ -233,3 +233,103 @@ def test_the_queue_view_counts_the_leases_the_workers_write():
     from spacer_worker.metrics.queues import LEASE_PATTERN
     from spacer_worker.worker.leases import LEASE_KEY
     assert LEASE_PATTERN == LEASE_KEY.format('*')
+
+
+def test_prometheus_answers_every_dashboard_query_from_real_workers(
+        app, broker_url, start_worker, metrics_env, tmp_path):
+    """Debian's Prometheus scrapes a real worker and the exporter; every
+    query of docs/grafana/spacer-worker.json and every alert rule runs."""
+    import json
+    import shutil
+
+    prometheus = shutil.which('prometheus')
+    if prometheus is None:
+        import os
+        message = 'prometheus is not installed (apt-get install prometheus)'
+        if os.environ.get('CI'):
+            pytest.fail(message)
+        pytest.skip(message)
+    port, env = metrics_env
+    start_worker('m-dash', queues='extract,train,classify', env=env)
+    exporter_port, web_port = free_port(), free_port()
+    exporter = subprocess.Popen(
+        [sys.executable, '-m', 'spacer_worker.cli', 'metrics', '--port',
+         str(exporter_port)], cwd=REPO, env=base_env(broker_url),
+        stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    rules = REPO / 'config' / 'prometheus' / 'alerts.yml'
+    (tmp_path / 'prometheus.yml').write_text(json.dumps({
+        'global': {'scrape_interval': '1s', 'evaluation_interval': '1s'},
+        'rule_files': [str(rules)],
+        'scrape_configs': [
+            {'job_name': 'spacer-workers',
+             'static_configs': [{'targets': [f'127.0.0.1:{port}']}]},
+            {'job_name': 'spacer-queues',
+             'static_configs': [{'targets': [f'127.0.0.1:{exporter_port}']}]},
+        ]}))
+    server = subprocess.Popen(
+        [prometheus, f'--config.file={tmp_path / "prometheus.yml"}',
+         f'--storage.tsdb.path={tmp_path / "tsdb"}',
+         f'--web.listen-address=127.0.0.1:{web_port}'],
+        stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    api = f'http://127.0.0.1:{web_port}/api/v1'
+    try:
+        def query(expr: str) -> list:
+            answer = requests.get(f'{api}/query', params={'query': expr},
+                                  timeout=10).json()
+            assert answer['status'] == 'success', (expr, answer)
+            return answer['data']['result']
+
+        def both_up() -> bool:
+            try:
+                return len(query('up == 1')) == 2
+            except requests.ConnectionError:
+                return False
+        # Tasks run once Prometheus sees the targets, so rates see them.
+        wait_for(both_up, 60, interval=0.5,
+                 what='Prometheus to scrape the worker and the exporter')
+        client = Client(app)
+
+        def fail(token: str) -> None:
+            with pytest.raises(Exception, match='missing'):
+                client.result(client.submit(extract_msg(
+                    tmp_path / 'missing.png', tmp_path / 'm.fv',
+                    token=token)), timeout=60)
+        # An error class's series starts at its first failure: one first,
+        # so that the next is a rise Prometheus sees.
+        fail('dm1')
+        wait_for(lambda: query('spacer_tasks_total{outcome="failure"}'), 30,
+                 interval=0.5, what='Prometheus to see the first failure')
+        image = write_image(tmp_path / 'a.png')
+        for i in range(3):
+            client.result(client.submit(extract_msg(
+                image, tmp_path / f'{i}.fv', token=f'd{i}')), timeout=60)
+        fail('dm2')
+        wait_for(lambda: query('increase(spacer_tasks_total'
+                               '{outcome="failure"}[1m]) > 0'), 60,
+                 interval=0.5, what='Prometheus to see the tasks')
+
+        board = json.loads((REPO / 'docs' / 'grafana' /
+                            'spacer-worker.json').read_text())
+        answers = {panel['title']: [query(t['expr'])
+                                    for t in panel['targets']]
+                   for panel in board['panels']}
+    finally:
+        server.terminate()
+        exporter.terminate()
+        server.wait(10)
+        exporter.wait(10)
+
+    def values(title: str) -> dict:
+        return {json.dumps(r['metric'], sort_keys=True): float(r['value'][1])
+                for r in answers[title][0]}
+    assert list(values('Workers alive').values()) == [1.0]
+    assert list(values('Worker hosts up').values()) == [1.0]
+    assert set(values('Queue depth')) == {
+        json.dumps({'queue': q}) for q in ('extract', 'train', 'classify')}
+    assert values('Throughput (tasks/s)')[
+        json.dumps({'task': 'spacer.extract_features'})] > 0
+    assert json.dumps({'error': 'DataNotFoundError'}) in \
+        values('Failures by error class')
+    for title in ('Task latency p50', 'Task latency p99'):
+        assert json.dumps({'task': 'spacer.extract_features'}) in values(title)
+    assert sum(values('Extraction: images/s and patches/s').values()) > 0
