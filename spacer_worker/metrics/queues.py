@@ -1,7 +1,7 @@
 """What waits in the broker: length per queue and priority, the oldest
 waiting job's age, unacknowledged messages and live workers.
 
-Read straight from the broker's Redis in one pipeline (kombu's layout: a
+Read straight from the broker's Redis in one script (kombu's layout: a
 list per queue and priority, ``<queue>`` for priority 0 and
 ``<queue>\\x06\\x16<n>`` for n = 1-9, newest at the head; delivered,
 unacknowledged messages in the ``unacked`` hash). Client side: needs only
@@ -10,7 +10,7 @@ redis, for ``spacer-worker status --queues`` as well as the exporter.
 
 from __future__ import annotations
 
-import json
+import re
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -71,46 +71,63 @@ def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-def _oldest(raw: Any) -> tuple[str | None, float | None]:
-    """(task id, sent at) of one kombu message envelope."""
-    if raw is None:
+# Only the end of the oldest message comes back: kombu writes the body
+# (which may be a training's labels, megabytes) first and the headers and
+# properties after it; ours and the task id are within the last few KB.
+_TAIL_BYTES = 4096
+_READ = """
+local out = {}
+for _, key in ipairs(KEYS) do
+    out[#out + 1] = redis.call('llen', key)
+    local oldest = redis.call('lindex', key, -1)
+    out[#out + 1] = oldest and string.sub(oldest, -tonumber(ARGV[2])) or ''
+end
+out[#out + 1] = redis.call('hlen', ARGV[1])
+return out
+"""
+_SENT_AT = re.compile(rb'"spacer_sent_at": ([0-9.eE+-]+)')
+_TASK_ID = re.compile(rb'"correlation_id": "([^"]+)"')
+
+
+def _oldest(tail: bytes) -> tuple[str | None, float | None]:
+    """(task id, sent at) from the end of one kombu message envelope."""
+    if not tail:
         return None, None
+    task_id = _TASK_ID.search(tail)
+    sent = _SENT_AT.search(tail)
     try:
-        envelope = json.loads(raw)
-        headers = envelope.get('headers') or {}
-        sent = headers.get('spacer_sent_at')
-        return headers.get('id'), float(sent) if sent is not None else None
-    except (ValueError, TypeError, AttributeError):
-        return None, None
+        sent_at = float(sent.group(1)) if sent else None
+    except ValueError:
+        sent_at = None
+    return (task_id.group(1).decode(errors='replace') if task_id else None,
+            sent_at)
 
 
 def read_broker(redis: Any, queues: Sequence[str],
                 priorities: Sequence[int] = tuple(range(10))) -> BrokerView:
-    """One pipeline: LLEN and the tail (oldest) of every list, the unacked
-    hash's size and the live leases."""
-    pipe = redis.pipeline(transaction=False)
-    for queue in queues:
-        for priority in priorities:
-            key = list_key(queue, priority)
-            pipe.llen(key)
-            pipe.lindex(key, -1)
-    pipe.hlen(UNACKED_KEY)
-    replies = pipe.execute()
+    """One script: LLEN and the end of the oldest message of every list,
+    and the unacked hash's size; then the live leases (SCAN)."""
+    keys = [list_key(q, p) for q in queues for p in priorities]
+    replies = redis.eval(_READ, len(keys), *keys, UNACKED_KEY,
+                         str(_TAIL_BYTES))
     depths = []
     for i, queue in enumerate(queues):
         by_priority: dict[int, int] = {}
         oldest: tuple[str | None, float | None] = (None, None)
+        found = False
         for j, priority in enumerate(priorities):
-            length, tail = replies[2 * (i * len(priorities) + j):][:2]
+            k = 2 * (i * len(priorities) + j)
+            length, tail = replies[k], replies[k + 1]
             by_priority[priority] = int(length)
-            task_id, sent = _oldest(tail)
-            if tail is not None and (oldest[0] is None or (
-                    sent is not None and (oldest[1] is None or
-                                          sent < oldest[1]))):
-                oldest = (task_id, sent)
+            if not length:
+                continue
+            task_id, sent = _oldest(tail if isinstance(tail, bytes)
+                                    else str(tail).encode())
+            if not found or (sent is not None and (
+                    oldest[1] is None or sent < oldest[1])):
+                oldest, found = (task_id, sent), True
         depths.append(QueueDepth(queue, by_priority, *oldest))
-    leases = sum(1 for _ in redis.scan_iter(match=LEASE_PATTERN,
-                                            count=500))
+    leases = sum(1 for _ in redis.scan_iter(match=LEASE_PATTERN, count=500))
     return BrokerView(queues=depths, unacked=int(replies[-1]),
                       workers_alive=leases)
 
