@@ -76,6 +76,8 @@ class Invalid(Exception):
 def as_invalid(error: BaseException) -> Invalid:
     if isinstance(error, Invalid):
         return error
+    if isinstance(error, RecursionError):
+        return Invalid('is nested too deeply to be a message')
     if isinstance(error, SpacerError):
         return Invalid(str(error), type(error), named=True)
     return Invalid(f'{type(error).__name__}: {error}')
@@ -214,6 +216,11 @@ class Choice(Codec):
             return value
         if type(value) is str and value in self._by_value:
             return self._by_value[value]
+        if not isinstance(value, str):
+            # Enum lookup of a JSON container would repr it whole.
+            allowed = ', '.join(repr(m.value) for m in self.enum)
+            raise Invalid(f'{show(value)} is not one of {allowed}',
+                          self.error_type)
         try:
             return self.enum(value)
         except (ValueError, TypeError):
@@ -527,7 +534,7 @@ class Message:
             try:
                 values[spec.name] = spec.codec_for(values).decode(raw)
             except (Invalid, SpacerError, TypeError, ValueError, KeyError,
-                    AttributeError) as e:
+                    AttributeError, RecursionError) as e:
                 raise relabel(e, f'{cls.__name__}.{key}', raw) from e
         # Decoded values are already checked: skip the constructor's pass.
         obj = cls.__new__(cls)
@@ -558,7 +565,7 @@ class Encoded:
         try:
             value = cls._codec.decode(data)
         except (Invalid, SpacerError, TypeError, ValueError, KeyError,
-                AttributeError) as e:
+                AttributeError, RecursionError) as e:
             raise relabel(e, cls.__name__, data) from e
         return cls._from_decoded(value)
 

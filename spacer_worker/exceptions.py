@@ -93,7 +93,9 @@ class PayloadError(MessageError):
     must not or cannot follow: outside PAYLOAD_LOCATION, too big, changed."""
 
 
-class InvalidLocationError(PermanentError, ValueError):
+class InvalidLocationError(MessageError):
+    # A MessageError: a bad location in a message is a malformed message
+    # (decoding raises MessageError subclasses only).
     wire_class = 'ValueError'
 
 
@@ -169,7 +171,8 @@ class WeightsLoadError(PermanentError):
     wire_class = 'RuntimeError'
 
 
-class RowColumnInvalidError(PermanentError, ValueError):
+class RowColumnInvalidError(MessageError):
+    # A MessageError too: rowcols come from the message.
     wire_class = 'spacer.exceptions.RowColumnInvalidError'
 
 

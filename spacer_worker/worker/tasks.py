@@ -39,6 +39,7 @@ from celery.exceptions import SoftTimeLimitExceeded
 from celery.utils.time import get_exponential_backoff_interval
 
 from spacer_worker import config, payloads, tasks
+from spacer_worker.codec import show
 from spacer_worker.constants import TaskName
 from spacer_worker.contract import PROCESS_JOB, TASKS, JobReturnMsg
 from spacer_worker.contract import Task as ContractTask
@@ -67,7 +68,7 @@ def decode_payload(task_name: str, cls: type, payload: Any) -> Any:
     if isinstance(payload, (str, bytes)):
         try:
             payload = json.loads(payload)
-        except ValueError as e:
+        except (ValueError, RecursionError) as e:
             raise MessageError(
                 f'{task_name}: the payload is a string that is not valid '
                 f'JSON ({e}); send the {message_class} serialization as a '
@@ -76,12 +77,13 @@ def decode_payload(task_name: str, cls: type, payload: Any) -> Any:
         raise MessageError(
             f'{task_name}: the payload must be a JSON object (the PySpacer '
             f'serialization of {message_class}), got '
-            f'{type(payload).__name__}: {str(payload)[:200]!r}.')
+            f'{type(payload).__name__}: {show(payload)}.')
     try:
         return cls.deserialize(payload)
     except SpacerError:
         raise
-    except (KeyError, TypeError, ValueError, AttributeError) as e:
+    except (KeyError, TypeError, ValueError, AttributeError,
+            RecursionError) as e:
         raise MessageError(
             f'{task_name}: the payload is not a valid {message_class}: '
             f'{type(e).__name__}: {e}') from e
