@@ -32,6 +32,9 @@ python3 -m pip install -q -e '.[dev]'
 echo "== PySpacer 0.14.0 reference environment"
 bash scripts/reference-venv.sh
 
+echo "== Python 3.10 client environment (CoralNet's: Django 4.2, redis-py 4.5)"
+bash scripts/client-venv-py310.sh >/dev/null
+
 echo "== ruff"
 python3 -m ruff check .
 

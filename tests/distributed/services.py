@@ -19,6 +19,9 @@ import redis
 
 REPO = Path(__file__).resolve().parents[2]
 REDIS_SERVER = shutil.which('redis-server') or '/usr/bin/redis-server'
+# The workers' Python: the client side may run on another one (the Python
+# 3.10 client venv runs these tests against 3.11 workers).
+WORKER_PYTHON = os.environ.get('TEST_WORKER_PYTHON') or sys.executable
 
 
 def free_port() -> int:
@@ -118,7 +121,7 @@ class Worker:
         self.log = log_dir / f'worker-{name}.log'
         self.env = base_env(broker_url, DIST_TEST_WORKER=name,
                             DIST_TEST_RUNS_URL=broker_url, **(env or {}))
-        self.args = [sys.executable, '-m', 'celery', '-A', 'spacer_worker',
+        self.args = [WORKER_PYTHON, '-m', 'celery', '-A', 'spacer_worker',
                      'worker', '-Q', queues, '-c', str(concurrency),
                      '-n', f'{name}@%h', '-l', 'info', '--without-mingle',
                      '--without-gossip', '-I', 'tests.distributed.worker_hooks',
