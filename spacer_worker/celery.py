@@ -32,15 +32,19 @@ from spacer_worker import config
 from spacer_worker.constants import (
     DEFAULT_PRIORITY,
     EXPEDITE_PRIORITY,
+    HIGH_SPEC_ANNOTATIONS,
+    HIGH_SPEC_KINDS,
     PRIORITY_STEPS,
     QueueKind,
+    SpecLevel,
 )
 from spacer_worker.contract import PROCESS_JOB, TASKS, by_celery_name
 from spacer_worker.exceptions import MessageError
 
 __all__ = [
     'DEFAULT_PRIORITY', 'EXPEDITE_PRIORITY', 'QueueKind', 'app', 'build_config',
-    'create_app', 'queue_for', 'send_options', 'task_kind', 'time_limits',
+    'create_app', 'queue_for', 'send_options', 'spec_level_of', 'task_kind',
+    'time_limits',
 ]
 
 
@@ -54,23 +58,72 @@ def queue_name(kind: QueueKind | str) -> str:
     return config.get(f'QUEUE_{QueueKind(kind).name}')
 
 
-def task_kind(task: str, payload: Any = None) -> QueueKind:
+def task_kind(task: str, payload: Any = None,
+              spec_level: Any = None) -> QueueKind:
     """Kind of work of a contract task; process_job's comes from the
-    ``task_name`` in its payload (a JobMsg serialization)."""
+    ``task_name`` in its payload (a JobMsg serialization). A HIGH spec
+    level (given, or found by :func:`spec_level_of`) picks the kind's
+    high-spec queue."""
     row = by_celery_name(task)
     if row.queue is not None:
-        return row.queue
-    job_task = payload.get('task_name') if isinstance(payload, dict) else None
-    if job_task not in TASKS:
+        kind = row.queue
+    else:
+        job_task = payload.get('task_name') if isinstance(payload, dict) \
+            else None
+        if job_task not in TASKS:
+            raise MessageError(
+                f"Cannot route {task}: its payload's task_name is "
+                f"{job_task!r}, expected one of {', '.join(TASKS)}.")
+        kind = TASKS[job_task].queue
+    if spec_level_of(kind, payload, spec_level) is SpecLevel.HIGH:
+        return HIGH_SPEC_KINDS.get(kind, kind)
+    return kind
+
+
+def spec_level_of(kind: QueueKind, payload: Any = None,
+                  spec_level: Any = None) -> SpecLevel:
+    """The spec level a sender gave (a SpecLevel, CoralNet's SpacerJobSpec
+    or its value), else HIGH for a training of at least
+    HIGH_SPEC_ANNOTATIONS annotations (as CoralNet decides), else MEDIUM.
+    Image sizes are unknown before the image is read, so big extractions
+    are HIGH only when the sender says so."""
+    if spec_level is not None:
+        # An enum member by its value or name ('high', 'HIGH', 'H'...).
+        for text in (getattr(spec_level, 'value', spec_level),
+                     getattr(spec_level, 'name', None)):
+            text = str(text).strip().lower() if text is not None else ''
+            for level in SpecLevel:
+                if text and (text == level.value or text == level.value[0]):
+                    return level
         raise MessageError(
-            f"Cannot route {task}: its payload's task_name is "
-            f"{job_task!r}, expected one of {', '.join(TASKS)}.")
-    return TASKS[job_task].queue
+            f"spec_level {spec_level!r}: expected one of "
+            f"{', '.join(SpecLevel)} (or CoralNet's SpacerJobSpec).")
+    if kind is QueueKind.TRAIN and \
+            _annotation_count(payload) >= HIGH_SPEC_ANNOTATIONS:
+        return SpecLevel.HIGH
+    return SpecLevel.MEDIUM
 
 
-def queue_for(task: str, payload: Any = None) -> str:
+def _annotation_count(payload: Any) -> int:
+    # A TrainClassifierMsg serialization, or a JobMsg of them.
+    if not isinstance(payload, dict):
+        return 0
+    messages = payload.get('tasks') if 'tasks' in payload else [payload]
+    count = 0
+    for msg in messages if isinstance(messages, list) else []:
+        labels = msg.get('labels') if isinstance(msg, dict) else None
+        for split in (labels or {}).values() if isinstance(labels, dict) \
+                else []:
+            data = split.get('data') if isinstance(split, dict) else None
+            if isinstance(data, dict):
+                count += sum(len(v) for v in data.values()
+                             if isinstance(v, list))
+    return count
+
+
+def queue_for(task: str, payload: Any = None, spec_level: Any = None) -> str:
     """Queue a contract task goes to (process_job: its tasks' queue)."""
-    return queue_name(task_kind(task, payload))
+    return queue_name(task_kind(task, payload, spec_level))
 
 
 def time_limits(kind: QueueKind | str) -> tuple[int, int]:
@@ -87,11 +140,12 @@ def time_limits(kind: QueueKind | str) -> tuple[int, int]:
     return max(1, int(hard * 0.9)), hard
 
 
-def send_options(task: str, payload: Any = None) -> dict[str, Any]:
+def send_options(task: str, payload: Any = None,
+                 spec_level: Any = None) -> dict[str, Any]:
     """apply_async/send_task options for a contract task: queue, time
-    limits of its kind (process_job gets its tasks' limits, not the
-    default), and the default priority."""
-    kind = task_kind(task, payload)
+    limits of its kind and spec level (process_job gets its tasks' limits,
+    not the default), and the default priority."""
+    kind = task_kind(task, payload, spec_level)
     soft, hard = time_limits(kind)
     return {'queue': queue_name(kind), 'soft_time_limit': soft,
             'time_limit': hard, 'priority': DEFAULT_PRIORITY}

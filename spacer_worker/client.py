@@ -238,8 +238,14 @@ class Client:
                task_id: str | None = None,
                idempotency_key: str | None = None,
                before_send: Callable[[JobHandle], None] | None = None,
+               spec_level: Any = None,
                ) -> JobHandle:
         """Send one message; return its handle at once.
+
+        ``spec_level`` 'high' (or CoralNet's ``SpacerJobSpec.HIGH``) sends
+        it to its kind's high-spec queue (extract_high, train_high) with
+        that queue's time limits; trainings of 200k annotations or more go
+        there by themselves.
 
         ``queue`` overrides the contract's queue; ``priority`` 0-9 with 0
         first (``EXPEDITE``) lets a caller jump the queue. Submitting the
@@ -250,13 +256,14 @@ class Client:
         return self.send(message_task(msg), msg.serialize(), queue=queue,
                          priority=priority, task_id=task_id,
                          idempotency_key=idempotency_key,
-                         before_send=before_send)
+                         before_send=before_send, spec_level=spec_level)
 
     def send(self, task: str, payload: dict, *, queue: str | None = None,
              priority: int | None = None,
              task_id: str | None = None,
              idempotency_key: str | None = None,
              before_send: Callable[[JobHandle], None] | None = None,
+             spec_level: Any = None,
              ) -> JobHandle:
         """Send an already serialized payload by contract task name.
 
@@ -271,7 +278,7 @@ class Client:
         """
         by_celery_name(task)  # MessageError for an unknown task
         # Queue, time limits of the task's kind and default priority.
-        options = celery_app.send_options(task, payload)
+        options = celery_app.send_options(task, payload, spec_level)
         if queue is not None:
             if not isinstance(queue, str) or not queue:
                 raise MessageError(f'queue must be a non-empty string, got '

@@ -157,6 +157,18 @@ SETTINGS: dict[str, Setting] = {s.name: s for s in [
             'Hard time limit (s) of train-queue tasks (soft: 90%).'),
     Setting('CLASSIFY_TIME_LIMIT', int, 600,
             'Hard time limit (s) of classify-queue tasks (soft: 90%).'),
+    # --- spec levels (issue 11): CoralNet's HIGH jobs, own queues ----------
+    Setting('QUEUE_EXTRACT_HIGH', str, 'extract_high',
+            'Queue of HIGH spec-level extractions (images of 6000 x 6000 '
+            'pixels or more): high-memory extraction workers.'),
+    Setting('QUEUE_TRAIN_HIGH', str, 'train_high',
+            'Queue of HIGH spec-level trainings (200k annotations or more): '
+            'high-memory training workers.'),
+    Setting('EXTRACT_HIGH_TIME_LIMIT', int, 4 * 3600,
+            'Hard time limit (s) of extract_high tasks (soft: 90%).'),
+    Setting('TRAIN_HIGH_TIME_LIMIT', int, 7 * 24 * 3600,
+            'Hard time limit (s) of train_high tasks: days, as CoralNet '
+            'allows its high-spec Batch jobs (soft: 90%).'),
     Setting('VISIBILITY_TIMEOUT', int, 0,
             'Seconds before Redis redelivers an unacknowledged task; 0 = '
             'the longest hard time limit + 1 h, so a live task never runs '

@@ -11,7 +11,8 @@ from spacer_worker._compat import StrEnum
 
 __all__ = [
     'DEFAULT_PRIORITY', 'EXPEDITE_PRIORITY', 'PRIORITY_STEPS', 'ClassifierType',
-    'FeatureCache', 'QueueKind', 'StorageType', 'TaskName',
+    'FeatureCache', 'HIGH_SPEC_ANNOTATIONS', 'HIGH_SPEC_IMAGE_PIXELS',
+    'HIGH_SPEC_KINDS', 'QueueKind', 'SpecLevel', 'StorageType', 'TaskName',
 ]
 
 
@@ -37,11 +38,31 @@ class StorageType(StrEnum):
 
 
 class QueueKind(StrEnum):
-    """The three kinds of work, each with its queue and time limits."""
+    """The kinds of work, each with its queue and time limits; the _HIGH
+    ones take HIGH spec-level jobs (big images, big trainings) to workers
+    with more memory and longer limits."""
 
     EXTRACT = 'extract'
     TRAIN = 'train'
     CLASSIFY = 'classify'
+    EXTRACT_HIGH = 'extract_high'
+    TRAIN_HIGH = 'train_high'
+
+
+class SpecLevel(StrEnum):
+    """CoralNet's job spec levels (its ``SpacerJobSpec``)."""
+
+    MEDIUM = 'medium'
+    HIGH = 'high'
+
+
+#: Where a HIGH spec-level job of each kind goes.
+HIGH_SPEC_KINDS = {QueueKind.EXTRACT: QueueKind.EXTRACT_HIGH,
+                   QueueKind.TRAIN: QueueKind.TRAIN_HIGH}
+# CoralNet's thresholds: extractions of images with at least this many
+# pixels, trainings with at least this many annotations are HIGH.
+HIGH_SPEC_IMAGE_PIXELS = 6000 * 6000
+HIGH_SPEC_ANNOTATIONS = 200_000
 
 
 # Redis serves priority 0 first. A message without a priority counts as 0

@@ -106,6 +106,19 @@ def _spec_value(spec_level: Any) -> str | None:
     return value.lower()
 
 
+def _known_level(spec_level: Any) -> Any:
+    """The spec level for time limits: a level of our own (medium, high),
+    else None (a custom level routed by CORALNET_SPEC_QUEUES alone)."""
+    from spacer_worker.celery import spec_level_of
+    from spacer_worker.constants import QueueKind
+
+    try:
+        spec_level_of(QueueKind.EXTRACT, None, spec_level)
+    except MessageError:
+        return None
+    return spec_level
+
+
 class CeleryQueue:
     """CoralNet's ``BaseQueue`` interface over spacer_worker's Celery app."""
 
@@ -131,7 +144,8 @@ class CeleryQueue:
         return self.prefix + name
 
     def queue_for(self, job_msg: JobMsg, spec_level: Any) -> str:
-        """The queue for a job: CORALNET_SPEC_QUEUES, else the contract's."""
+        """The queue for a job: CORALNET_SPEC_QUEUES, else the contract's
+        for its spec level (HIGH: extract_high / train_high)."""
         from spacer_worker import config
         from spacer_worker.celery import queue_for
 
@@ -141,7 +155,8 @@ class CeleryQueue:
             for key in (f'{job_msg.task_name}:{spec}', spec):
                 if key in mapping:
                     return mapping[key]
-        return queue_for(f'spacer.{job_msg.task_name}')
+        return queue_for('spacer.process_job', {'task_name': job_msg.task_name},
+                         _known_level(spec_level))
 
     # --- CoralNet's interface -------------------------------------------------
 
@@ -181,7 +196,8 @@ class CeleryQueue:
             handle = self.client.send(
                 'spacer.process_job', payload, queue=queue,
                 task_id=handle_id, before_send=register,
-                idempotency_key=f'{self.prefix}job:{job_id}')
+                idempotency_key=f'{self.prefix}job:{job_id}',
+                spec_level=_known_level(spec_level))
         except Exception:
             self._unregister(registered)
             payloads.discard(payload)

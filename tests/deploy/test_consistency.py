@@ -57,10 +57,10 @@ def routed_queues() -> set[str]:
     return {queue_name(kind) for kind in QueueKind}
 
 
-def extract_queue() -> str:
+def extract_queues() -> set[str]:
     from spacer_worker.celery import queue_name
     from spacer_worker.constants import QueueKind
-    return queue_name(QueueKind.EXTRACT)
+    return {queue_name(QueueKind.EXTRACT), queue_name(QueueKind.EXTRACT_HIGH)}
 
 
 def command_queues(command: list[str]) -> set[str]:
@@ -105,7 +105,8 @@ def test_every_worker_consumes_queues_the_routing_defines(compose):
     known = routed_queues()
     found = workers(compose)
     assert set(found) == {'extract-worker', 'extract-worker-cpu',
-                          'train-worker', 'classify-worker'}
+                          'extract-worker-high', 'train-worker',
+                          'train-worker-high', 'classify-worker'}
     for name, svc in found.items():
         queues = command_queues(svc['command'])
         assert queues, f'{name} names no queue: {svc["command"]}'
@@ -120,16 +121,18 @@ def test_each_profile_serves_the_queues_it_promises(compose, profiles):
     consumed = {q for name, svc in workers(compose).items() if name in running
                 for q in command_queues(svc['command'])}
     # Extraction needs a profile (gpu or cpu); the rest always runs.
-    expected = routed_queues() - ({extract_queue()} if not profiles else set())
+    expected = routed_queues() - (extract_queues() if not profiles else set())
     assert consumed == expected
 
 
 def test_profiles_pick_the_extraction_worker(compose):
     base = {'redis', 'minio', 'minio-init', 'train-worker', 'classify-worker',
-            'flower'}
+            'train-worker-high', 'flower'}
     assert services_in(compose, set()) == base
-    assert services_in(compose, {'gpu'}) == base | {'extract-worker'}
-    assert services_in(compose, {'cpu'}) == base | {'extract-worker-cpu'}
+    assert services_in(compose, {'gpu'}) == base | {'extract-worker',
+                                                    'extract-worker-high'}
+    assert services_in(compose, {'cpu'}) == base | {'extract-worker-cpu',
+                                                    'extract-worker-high'}
 
 
 def test_workers_have_distinct_node_names_and_scale(compose):
