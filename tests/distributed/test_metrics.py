@@ -138,7 +138,8 @@ def test_the_serving_worker_hands_the_port_over(app, start_worker,
     first = start_worker('m-first', queues='extract', env=env)
     wait_port(port)
     second = start_worker('m-second', queues='extract', env=env)
-    assert 'Serving this host' in first.log_text()
+    # Bound to the loopback interface unless METRICS_BIND says otherwise.
+    assert f'on http://127.0.0.1:{port}/metrics' in first.log_text()
     wait_for(lambda: 'is taken' in second.log_text(), 10, interval=0.2,
              what='the second worker to find the port taken')
     client = Client(app)
@@ -333,3 +334,32 @@ def test_prometheus_answers_every_dashboard_query_from_real_workers(
     for title in ('Task latency p50', 'Task latency p99'):
         assert json.dumps({'task': 'spacer.extract_features'}) in values(title)
     assert sum(values('Extraction: images/s and patches/s').values()) > 0
+
+
+def test_a_task_cancelled_while_running_is_counted_and_not_in_flight(
+        app, start_worker, metrics_env, tmp_path, redis_db):
+    from spacer_worker.client import JobState
+    from tests.distributed.services import runs
+
+    port, env = metrics_env
+    start_worker('m-slow', queues='extract',
+                 env={'DIST_TEST_TASK_DELAY': '300', **env})
+    wait_port(port)
+    client = Client(app)
+    handle = client.submit(extract_msg(write_image(tmp_path / 'a.png'),
+                                       tmp_path / 'a.fv'))
+    wait_for(lambda: runs(redis_db), 30, what='the task to start')
+    wait_for(lambda: total(scrape(port), 'spacer_tasks_in_flight') == 1, 10,
+             interval=0.2, what='the task to be in flight')
+
+    client.cancel(handle, terminate=True)
+
+    wait_for(lambda: client.status(handle).state is JobState.REVOKED, 30,
+             interval=0.2, what='the task to be revoked')
+    # The killed pool process's in-flight count went with it.
+    wait_for(lambda: total(scrape(port), 'spacer_tasks_in_flight') == 0, 10,
+             interval=0.2, what='nothing in flight')
+    samples = scrape(port)
+    assert total(samples, 'spacer_tasks_total', outcome='revoked',
+                 task='spacer.extract_features') == 1
+    assert total(samples, 'spacer_tasks_total', outcome='success') == 0
