@@ -297,6 +297,26 @@ class ClassifierUnpickler(pickle._Unpickler):
     del _name
 
     def load(self) -> Any:
+        """The unpickled object. Whatever the bytes hold, failures are
+        ClassifierLoadError (UnsafePickleError when the pickle asks for
+        something forbidden)."""
+        try:
+            return self._run()
+        except UnsafePickleError as e:
+            if str(e).startswith(self.where):
+                raise
+            raise UnsafePickleError(
+                f'{self.where} was refused: {e}. A classifier pickle may '
+                f'only make scikit-learn classifiers and their numpy parts; '
+                f'only load classifiers from sources you trust.') from e
+        except ClassifierLoadError:
+            raise
+        except Exception as e:  # noqa: BLE001 - untrusted bytes: any failure
+            raise ClassifierLoadError(
+                f'{self.where} is not a readable classifier pickle '
+                f'({type(e).__name__}: {str(e)[:300]}).') from e
+
+    def _run(self) -> Any:
         """Run the pickle, one bounded step per opcode."""
         self._unframer = pickle._Unframer(self._file_read,
                                           self._file_readline)
@@ -520,17 +540,9 @@ def _modern_name(module: str, name: str) -> tuple[str, str]:
 def restricted_loads(data: bytes, where: str = 'pickle') -> Any:
     """The object pickled in ``data``, made only of allowed types.
 
-    Raises UnsafePickleError for anything outside the allowlist; other
-    malformed input raises whatever pickle raises (the caller wraps it).
+    Raises UnsafePickleError for anything outside the allowlist and
+    ClassifierLoadError for any other unreadable input.
     """
-    try:
-        obj = ClassifierUnpickler(data, where).load()
-    except UnsafePickleError as e:
-        if str(e).startswith(where):
-            raise
-        raise UnsafePickleError(
-            f'{where} was refused: {e}. A classifier pickle may only make '
-            f'scikit-learn classifiers and their numpy parts; only load '
-            f'classifiers from sources you trust.') from e
+    obj = ClassifierUnpickler(data, where).load()
     check_graph(obj, where)
     return obj
