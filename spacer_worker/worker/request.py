@@ -4,8 +4,9 @@ A message carries its time limits in its ``timelimit`` header, and Celery
 lets them win over the worker's. A message asking for a day would then run
 far past what the operator allowed (and past the broker's visibility
 timeout, so Redis would hand it to a second worker). This request clamps
-both limits to the task's configured ones (``<KIND>_TIME_LIMIT``), and
-logs what it changed. Lower limits in a message are kept.
+both limits to the task's configured ones (``<KIND>_TIME_LIMIT``; on a
+high-spec queue ``<KIND>_HIGH_TIME_LIMIT``), and logs what it changed.
+Lower limits in a message are kept.
 """
 
 from __future__ import annotations
@@ -48,8 +49,7 @@ class Request(CeleryRequest):
         asked = self._request_dict.get('timelimit')
         if not asked:
             return
-        hard_max = self.task.time_limit
-        soft_max = self.task.soft_time_limit
+        hard_max, soft_max = _ceilings(self)
         limits = clamp_time_limits(asked, hard_max, soft_max)
         if any(isinstance(a, (int, float)) and b is not None and a > b
                for a, b in zip(asked, limits, strict=False)):
@@ -59,3 +59,18 @@ class Request(CeleryRequest):
                 self.id, tuple(asked), hard_max, soft_max, limits)
         self.time_limits = limits
         self._request_dict['timelimit'] = list(limits)
+
+
+def _ceilings(request: Any) -> tuple[float | None, float | None]:
+    """The task's configured (hard, soft) limits; on a high-spec queue
+    (extract_high, train_high) that queue's, which are longer."""
+    from spacer_worker.celery import queue_name, time_limits
+    from spacer_worker.constants import HIGH_SPEC_KINDS
+
+    hard_max, soft_max = request.task.time_limit, request.task.soft_time_limit
+    queue = (getattr(request, 'delivery_info', None) or {}).get('routing_key')
+    for kind in HIGH_SPEC_KINDS.values():
+        if queue and queue == queue_name(kind):
+            soft, hard = time_limits(kind)
+            return max(hard, hard_max or 0), max(soft, soft_max or 0)
+    return hard_max, soft_max

@@ -56,3 +56,18 @@ def test_high_trainings_get_days_and_big_ones_go_there_by_themselves():
 def test_an_unknown_spec_level_is_named():
     with pytest.raises(MessageError, match='urgent'):
         send_options('spacer.extract_features', None, 'urgent')
+
+
+def test_a_worker_keeps_the_longer_limits_of_high_queues():
+    from spacer_worker.worker.request import _ceilings
+
+    class Task:
+        time_limit, soft_time_limit = 8 * 3600, int(8 * 3600 * 0.9)
+
+    class Request:
+        task = Task()
+        delivery_info = {'routing_key': 'train_high'}
+
+    assert _ceilings(Request()) == (7 * 24 * 3600, int(7 * 24 * 3600 * 0.9))
+    Request.delivery_info = {'routing_key': 'train'}
+    assert _ceilings(Request()) == (8 * 3600, int(8 * 3600 * 0.9))

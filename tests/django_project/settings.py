@@ -25,3 +25,17 @@ SPACER = {
     'BROKER_URL': os.environ['TEST_REDIS_URL'],
     'EXTRA_EXTRACTOR_CLASSES': 'tests.client.helpers.LocalOnlyExtractor',
 }
+
+# Failures are sorted as CoralNet sorts them: by the class path on the last
+# line of error_message (vision/results.py).
+SPACER_USER_ERRORS = [
+    'spacer.exceptions.URLDownloadError',
+    'spacer.exceptions.DataLimitError',
+    'spacer.exceptions.RowColumnInvalidError',
+    'PIL.UnidentifiedImageError',
+]
+SPACER_STALE_FEATURES_ERROR = 'spacer.exceptions.RowColumnMismatchError'
+ADMINS = [('Admin', 'admin@example.org')]
+# Admin e-mails land as files, so the test (another process) can read them.
+EMAIL_BACKEND = 'django.core.mail.backends.filebased.EmailBackend'
+EMAIL_FILE_PATH = os.environ.get('TEST_DJANGO_MAIL_DIR', '/tmp/django-mail')

@@ -10,23 +10,31 @@ from django.utils.module_loading import import_string
 from spacer_worker.messages import JobMsg
 
 from .models import Job
+from .results import handle
 
 
 def get_queue_class():
     return import_string(settings.SPACER_QUEUE_CHOICE)
 
 
-def submit(job_msg_for, count: int, spec_level: str = 'medium') -> list[int]:
+def submit(job_msg_for, count: int, spec_level: str = 'medium',
+           name: str = '') -> list[int]:
     """Create ``count`` jobs and enqueue each; ``job_msg_for(job_id)``
     builds its JobMsg (job_token = the job id, as CoralNet does)."""
+    return [pk for pk, _ in submit_with_handles(job_msg_for, count,
+                                                spec_level, name)]
+
+
+def submit_with_handles(job_msg_for, count: int, spec_level: str = 'medium',
+                        name: str = '') -> list[tuple[int, str]]:
     queue = get_queue_class()()
-    ids = []
+    submitted = []
     for _ in range(count):
-        job = Job.objects.create()
+        job = Job.objects.create(name=name)
         msg: JobMsg = job_msg_for(job.pk)
-        queue.submit_job(msg, job.pk, spec_level)
-        ids.append(job.pk)
-    return ids
+        handle = queue.submit_job(msg, job.pk, spec_level)
+        submitted.append((job.pk, handle.id))
+    return submitted
 
 
 def collect_spacer_jobs() -> dict:
@@ -40,10 +48,5 @@ def collect_spacer_jobs() -> dict:
             collectable[start:start + 100])
         statuses.update(chunk_statuses)
         for result in results:
-            job = Job.objects.get(pk=int(result.original_job.tasks[0].job_token))
-            job.status = 'success' if result.ok else 'error'
-            job.result_message = result.error_message
-            job.collections += 1
-            job.save()
-            handled.append(job.pk)
+            handled.append(handle(result).pk)
     return {'statuses': dict(statuses), 'handled': handled}

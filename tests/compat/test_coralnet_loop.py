@@ -1,0 +1,94 @@
+"""CoralNet's own terms: a Django project collecting like CoralNet does
+(tests/django_project: SPACER_QUEUE_CHOICE, the last line of
+error_message, user errors sorted from admin errors by class path) gets
+the class it expects for every failure, each run by real workers.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+
+from spacer_worker.client import Client
+from tests.compat.test_failure_classes import http_root  # noqa: F401
+from tests.distributed.services import REPO, base_env, wait_for
+
+EXPECTED = {
+    # scenario: (class path on the last line, how CoralNet sorts it)
+    'bad_url': ('spacer.exceptions.URLDownloadError', 'user'),
+    'not_an_image': ('PIL.UnidentifiedImageError', 'user'),
+    'too_many_points': ('spacer.exceptions.DataLimitError', 'user'),
+    'bad_row_column': ('spacer.exceptions.RowColumnInvalidError', 'user'),
+    'stale_features': ('spacer.exceptions.RowColumnMismatchError',
+                       'reset features'),
+    'lost': ('spacer_worker.exceptions.ResultLostError', 'admin'),
+    'revoked': ('celery.exceptions.TaskRevokedError', 'admin'),
+}
+
+
+def _django(env, *args) -> dict:
+    done = subprocess.run(
+        [sys.executable, '-m', 'django', *args,
+         '--settings', 'tests.django_project.settings'],
+        cwd=str(REPO), env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = done.stdout.strip().splitlines()
+    return json.loads(lines[-1]) if lines else {}
+
+
+def test_coralnet_sorts_every_failure_by_its_class(
+        app, broker_url, redis_db, start_worker, tmp_path,
+        http_root):  # noqa: F811
+    data = tmp_path / 'data'
+    data.mkdir()
+    sandbox = {'SPACER_FILESYSTEM_READ_ROOTS': str(tmp_path),
+               'SPACER_FILESYSTEM_WRITE_ROOTS': str(tmp_path),
+               'SPACER_URL_ALLOWED_HOSTS': '127.0.0.1'}
+    start_worker('coralnet', queues='extract,train,classify,extract_high',
+                 concurrency=2, env=sandbox)
+    env = base_env(broker_url)
+    del env['SPACER_BROKER_URL']            # settings.SPACER, as CoralNet
+    env.update(TEST_REDIS_URL=broker_url,
+               TEST_DJANGO_DB=str(tmp_path / 'db.sqlite3'),
+               TEST_DJANGO_MAIL_DIR=str(tmp_path / 'mail'))
+    _django(env, 'migrate', '-v', '0')
+    jobs = _django(env, 'submit_scenarios', str(data), http_root)
+
+    # Lost: the job ran, then the result backend lost its record.
+    lost_key = app.backend.get_key_for_task(jobs['lost'][1])
+    wait_for(lambda: b'SUCCESS' in (redis_db.get(lost_key) or b''), 60,
+             what='the lost job to finish')
+    redis_db.delete(lost_key)
+    # Revoked: cancelled while queued; then its queue gets a consumer.
+    Client(app).cancel(jobs['revoked'][1])
+    time.sleep(0.5)
+    app.control.add_consumer('train_high', reply=True, timeout=5)
+
+    deadline = time.monotonic() + 120
+    while True:
+        report = _django(env, 'collect_jobs')
+        if all(job['status'] != 'pending'
+               for job in report['sorted'].values()):
+            break
+        assert time.monotonic() < deadline, report['sorted']
+        time.sleep(0.5)
+
+    by_name = {job['name']: job for job in report['sorted'].values()}
+    assert by_name['ok']['status'] == 'success'
+    admin = []
+    for name, (error_class, sort) in EXPECTED.items():
+        job = by_name[name]
+        assert job['status'] == 'error', (name, job)
+        assert job['error_class'] == error_class, (name, job)
+        assert job['user_error'] is (sort == 'user'), (name, job)
+        assert job['features_reset'] is (sort == 'reset features'), (name, job)
+        if sort == 'admin':
+            admin.append(error_class.rsplit('.', 1)[1])
+    # Only the admin errors were logged and mailed.
+    assert sorted(kind for kind, _ in report['error_logs']) == sorted(admin)
+    mails = [p.read_text() for p in (tmp_path / 'mail').iterdir()] \
+        if (tmp_path / 'mail').exists() else []
+    assert len(mails) == len(admin)
+    assert all('Spacer job failed: ' in mail for mail in mails)
