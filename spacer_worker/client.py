@@ -38,6 +38,7 @@ from spacer_worker._compat import StrEnum
 from spacer_worker.constants import EXPEDITE_PRIORITY, PRIORITY_STEPS
 from spacer_worker.contract import CELERY_NAMES, by_celery_name, for_message
 from spacer_worker.exceptions import (
+    ConfigError,
     JobFailedError,
     MessageError,
     ResultLostError,
@@ -163,7 +164,10 @@ def status_from_meta(meta: dict | None) -> JobStatus:
     if meta is None:
         return JobStatus(JobState.LOST, error_class=failures.LOST,
                          error='No record in the result backend: the result '
-                               'expired or the backend lost its data.')
+                               'expired, the job waited longer than '
+                               'JOB_MAX_QUEUE_WAIT plus its time limit '
+                               'without running, or the backend lost its '
+                               'data.')
     raw_state = meta.get('status', 'PENDING')
     try:
         state = JobState(raw_state)
@@ -291,7 +295,8 @@ class Client:
                                    f'served first), got {priority!r}.')
             options['priority'] = priority
         claimed = self._claim(task, payload, task_id or self.new_task_id(),
-                              options['queue'], idempotency_key)
+                              options['queue'], idempotency_key,
+                              self.pending_ttl(options))
         handle = JobHandle(id=claimed.id, task=task, queue=claimed.queue)
         if not claimed.fresh:
             return handle
@@ -313,7 +318,7 @@ class Client:
         return handle
 
     def _claim(self, task: str, payload: Any, task_id: str, queue: str,
-               idempotency_key: str | None) -> Any:
+               idempotency_key: str | None, pending_ttl: int) -> Any:
         from spacer_worker import submission
 
         key = submission.dedupe_key(task, payload, idempotency_key)
@@ -323,11 +328,11 @@ class Client:
                 submission.redis_of(backend) is None:
             # Nothing names the job, deduplication is off, or the backend
             # is not Redis (embedded mode): every submission is a new job.
-            self._mark_submitted(task_id)
+            self._mark_submitted(task_id, pending_ttl)
             return submission.Claim(id=task_id, queue=queue, fresh=True)
         return submission.claim(backend, key, task_id, queue,
                                 self._pending_record(task_id), mode,
-                                submission.dedupe_window())
+                                submission.dedupe_window(), pending_ttl)
 
     def _unclaim(self, claimed: Any) -> None:
         from spacer_worker import submission
@@ -346,16 +351,29 @@ class Client:
             'status': 'PENDING', 'result': None, 'traceback': None,
             'children': [], 'date_done': None, 'task_id': task_id})
 
-    def _mark_submitted(self, task_id: str) -> None:
+    @staticmethod
+    def pending_ttl(options: dict) -> int:
+        """Seconds a PENDING record lives: the longest queue wait allowed
+        (JOB_MAX_QUEUE_WAIT) plus the task's hard time limit. A worker's
+        first state replaces it (with the result expiry)."""
+        from spacer_worker import config
+        wait = config.get('JOB_MAX_QUEUE_WAIT')
+        if wait <= 0:
+            raise ConfigError(f'JOB_MAX_QUEUE_WAIT must be a positive number '
+                              f'of seconds, got {wait!r}.')
+        return int(wait + (options.get('time_limit') or 0))
+
+    def _mark_submitted(self, task_id: str, ttl: int) -> None:
         # Written before sending, so a fast worker's result is never
-        # overwritten; no expiry, so it lasts however long the job waits.
+        # overwritten; it expires once the job could no longer be waiting
+        # or running, so a message the broker lost reads LOST.
         backend = self.app.backend
         key = backend.get_key_for_task(task_id)
         value = self._pending_record(task_id)
         client = getattr(backend, 'client', None)
         if client is not None and hasattr(client, 'set') and \
                 hasattr(client, 'pipeline'):
-            client.set(key, value)          # Redis: no TTL
+            client.set(key, value, ex=ttl)
         else:
             backend.set(key, value)
 

@@ -222,6 +222,13 @@ SETTINGS: dict[str, Setting] = {s.name: s for s in [
             "CeleryQueue: spec level -> queue, e.g. "
             "'train_classifier:high=train_highmem'; unset keeps the "
             "contract's queue."),
+    # --- job records (issue 10: leases, job lifecycle) -----------------------
+    Setting('JOB_MAX_QUEUE_WAIT', int, 3 * 24 * 3600,
+            'Longest a submitted job may wait in its queue: its PENDING '
+            'record expires this long plus the task\'s hard time limit '
+            'after submission, and the job then reads LOST (a message the '
+            'broker lost is not PENDING forever). Keep it above your '
+            'longest backlog.'),
 ]}
 
 

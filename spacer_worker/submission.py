@@ -39,7 +39,7 @@ class DedupeMode(StrEnum):
 
 
 # KEYS: dedupe key, new job's record key. ARGV: new value (id + queue),
-# window (s), mode, record value, record key prefix.
+# window (s), mode, record value, record key prefix, record TTL (s, 0: none).
 _CLAIM = """
 local earlier = redis.call('get', KEYS[1])
 if earlier then
@@ -55,7 +55,11 @@ if earlier then
     end
 end
 redis.call('set', KEYS[1], ARGV[1], 'EX', tonumber(ARGV[2]))
-redis.call('set', KEYS[2], ARGV[4])
+if tonumber(ARGV[6] or '0') > 0 then
+    redis.call('set', KEYS[2], ARGV[4], 'EX', tonumber(ARGV[6]))
+else
+    redis.call('set', KEYS[2], ARGV[4])
+end
 return false
 """
 
@@ -136,7 +140,8 @@ def redis_of(backend: Any) -> Any | None:
 
 
 def claim(backend: Any, key: str, task_id: str, queue: str,
-          record: str | bytes, mode: DedupeMode, window: int) -> Claim:
+          record: str | bytes, mode: DedupeMode, window: int,
+          record_ttl: int = 0) -> Claim:
     """Claim ``key`` for ``task_id`` (and write its PENDING ``record``), or
     return the job that holds it."""
     redis = redis_of(backend)
@@ -145,7 +150,7 @@ def claim(backend: Any, key: str, task_id: str, queue: str,
     prefix = record_key[:len(record_key) - len(task_id)]
     value = json.dumps({'id': task_id, 'queue': queue})
     earlier = redis.eval(_CLAIM, 2, key, record_key, value, str(window),
-                         str(mode), record, prefix)
+                         str(mode), record, prefix, str(record_ttl))
     if earlier is None:
         return Claim(id=task_id, queue=queue, fresh=True, key=key)
     held = json.loads(earlier)

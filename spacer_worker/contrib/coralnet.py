@@ -21,9 +21,17 @@ Bookkeeping lives in the result backend's Redis, beside the results:
   (:mod:`spacer_worker.payloads`), from which collect_jobs rebuilds the
   full ``original_job`` before deleting it.
 
-``collect_jobs`` reads every state in one pipeline and claims finished jobs
-in one transaction (``HDEL`` returns 1 only to the first claimer), so a
-result is handed back once even when two collectors overlap. Statuses
+* ``<prefix>handed``: hash task id -> the collect call that handed its
+  result back, and whether that call returned.
+
+``collect_jobs`` is two-phase, so a result is delivered to the caller at
+least once and never silently dropped: a call hands finished results back
+and marks them *handed*; they leave Redis only when the next collect call
+(which shows the caller survived the previous one) or :meth:`ack_jobs`
+confirms them. A call that crashes before returning leaves its results
+handed but unconfirmed: they are handed back again after
+``handoff_timeout`` seconds. Two overlapping calls never hand back the
+same result (claims are one Lua script). Statuses
 follow AWS Batch's words, which CoralNet's dashboards count: ``PENDING``,
 ``RUNNING``, ``SUCCEEDED``, ``FAILED``, ``DROPPED`` (result expired or lost),
 ``COLLECTED`` (an earlier call already handed it back).
@@ -31,6 +39,7 @@ follow AWS Batch's words, which CoralNet's dashboards count: ``PENDING``,
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import time
@@ -123,9 +132,17 @@ class CeleryQueue:
     """CoralNet's ``BaseQueue`` interface over spacer_worker's Celery app."""
 
     def __init__(self, app: Celery | None = None,
-                 prefix: str = DEFAULT_PREFIX) -> None:
+                 prefix: str = DEFAULT_PREFIX,
+                 handoff_timeout: float = 120.0,
+                 confirm_on_next_call: bool = True) -> None:
         self.client = Client(app)
         self.prefix = prefix
+        # A result handed to a call that never returned (the collector
+        # crashed) is handed back again after this many seconds.
+        self.handoff_timeout = handoff_timeout
+        # False: only ack_jobs confirms; unacked results come back after
+        # handoff_timeout (for callers that ack what they stored).
+        self.confirm_on_next_call = confirm_on_next_call
 
     # --- plumbing -----------------------------------------------------------
 
@@ -207,16 +224,30 @@ class CeleryQueue:
         return handle
 
     def get_collectable_jobs(self) -> list[CeleryJob]:
-        """Every job not yet handed back, oldest first."""
+        """Every job not yet handed back, oldest first. A result handed to
+        a call is not listed for ``handoff_timeout`` seconds, nor at all
+        once that call returned (it awaits confirmation), unless only
+        ack_jobs confirms."""
         redis = self.redis
         ids = [_text(i) for i in redis.zrange(self._key('order'), 0, -1)]
         if not ids:
             return []
-        infos = redis.hmget(self._key('info'), ids)
+        pipe = redis.pipeline(transaction=False)
+        pipe.hmget(self._key('info'), ids)
+        pipe.hmget(self._key('handed'), ids)
+        pipe.time()
+        infos, handed, (seconds, micros) = pipe.execute()
+        now = seconds + micros / 1e6
         jobs = []
-        for task_id, raw in zip(ids, infos, strict=True):
+        for task_id, raw, held in zip(ids, infos, handed, strict=True):
             if raw is None:
                 continue  # collected between the two reads
+            if held is not None:
+                hand = json.loads(held)
+                if hand.get('returned') and self.confirm_on_next_call:
+                    continue  # the caller has it
+                if now - hand['at'] < self.handoff_timeout:
+                    continue  # handed to a call moments ago
             info = json.loads(raw)
             jobs.append(CeleryJob(task_id=task_id, job_id=info['job_id'],
                                   spec_level=info['spec_level'],
@@ -227,18 +258,22 @@ class CeleryQueue:
     def collect_jobs(self, jobs: list[CeleryJob]
                      ) -> tuple[list[JobReturnMsg], list[str]]:
         """Results of the finished jobs among ``jobs`` (in their order), and
-        one status per job. Two round trips per call, whatever its size."""
+        one status per job. Three round trips per call, whatever its size:
+        confirm and read, hand out, mark returned."""
         jobs = list(jobs)
         if not jobs:
             return [], []
         ids = [_job_task_id(j) for j in jobs]
         backend = self.client.app.backend
-        # Round trip 1: every state, and whether each job is still on the
-        # books (one claimed by an earlier call is not handed back again).
+        # Every state, and whether each job is still on the books, after
+        # phase 2 of the earlier calls (what they returned, the caller has).
         pipe = self.redis.pipeline(transaction=False)
+        if self.confirm_on_next_call:
+            self._confirm(returned_only=True, pipe=pipe)
         pipe.mget([backend.get_key_for_task(i) for i in ids])
         pipe.hmget(self._key('info'), ids)
-        raw_metas, registered = pipe.execute()
+        *confirmed, raw_metas, registered = pipe.execute()
+        self._discard_payloads(confirmed[0] if confirmed else [])
         statuses = [self.client.decode_status(raw) for raw in raw_metas]
 
         finished = [i for i, (s, r) in enumerate(zip(statuses, registered,
@@ -264,33 +299,60 @@ class CeleryQueue:
             msg, word = self._return_msg(job, status, stored)
             results.append(msg)
             words.append(word)
-            # Handed back with its full original_job: the stored copy of an
-            # offloaded job is no longer needed.
-            payloads.discard(stored)
+        # Phase 1 done: these results reached the caller.
+        self._mark_returned(list(claimed))
         return results, words
+
+    def ack_jobs(self, jobs: list[Any]) -> None:
+        """Confirm that the caller stored the results of ``jobs``: they
+        leave Redis now (without waiting for the next collect call)."""
+        self._confirm(ids=[_job_task_id(j) for j in jobs])
 
     # --- helpers ------------------------------------------------------------------
 
     def _claim(self, ids: list[str]) -> dict[str, str | None]:
-        """Remove finished jobs from the books; return those this caller won
-        (task id -> stored JobMsg JSON)."""
+        """Mark finished jobs handed to this call; return those it won
+        (task id -> stored JobMsg JSON). A job another call holds is not
+        won, unless that call never returned within handoff_timeout."""
         if not ids:
             return {}
-        backend = self.client.app.backend
-        pipe = self.redis.pipeline(transaction=True)
-        for task_id in ids:
-            pipe.hget(self._key('msgs'), task_id)
-            pipe.hdel(self._key('info'), task_id)
-            pipe.hdel(self._key('msgs'), task_id)
-            pipe.zrem(self._key('order'), task_id)
-            pipe.delete(backend.get_key_for_task(task_id))
-        replies = pipe.execute()
+        call = f'{time.time():.6f}:{id(self):x}:{next(_calls)}'
+        replies = self.redis.eval(
+            _HAND_OUT, 2, self._key('handed'), self._key('msgs'), call,
+            str(self.handoff_timeout),
+            '1' if self.confirm_on_next_call else '0', *ids)
         won = {}
-        for n, task_id in enumerate(ids):
-            stored, removed = replies[5 * n], replies[5 * n + 1]
-            if removed:
+        for task_id, (took, stored) in zip(ids, _pairs(replies), strict=True):
+            if took:
                 won[task_id] = None if stored is None else _text(stored)
         return won
+
+    def _mark_returned(self, ids: list[str]) -> None:
+        if ids:
+            self.redis.eval(_RETURNED, 1, self._key('handed'), *ids)
+
+    def _confirm(self, ids: list[str] | None = None,
+                 returned_only: bool = False, pipe: Any = None) -> None:
+        """Phase 2: drop confirmed jobs from the books and their results
+        (queued on ``pipe`` when given)."""
+        backend = self.client.app.backend
+        # The result keys' prefix (celery-task-meta-, with any prefix).
+        sample = _text(backend.get_key_for_task('x'))
+        prefix = sample[:-1]
+        stored = (pipe or self.redis).eval(
+            _CONFIRM, 4, self._key('handed'), self._key('info'),
+            self._key('msgs'), self._key('order'), prefix,
+            '1' if returned_only else '0', *(ids or []))
+        if pipe is None:
+            self._discard_payloads(stored)
+
+    @staticmethod
+    def _discard_payloads(stored: list | None) -> None:
+        for raw in stored or []:
+            if raw:
+                # Handed back with its full original_job: the stored copy
+                # of an offloaded job is no longer needed.
+                payloads.discard(_stored_payload(_text(raw)))
 
     def _unregister(self, ids: list[str]) -> None:
         pipe = self.redis.pipeline(transaction=True)
@@ -343,6 +405,88 @@ class CeleryQueue:
         return JobReturnMsg(original_job=_original_job(job, stored_job),
                             ok=False, results=None,
                             error_message=reason), word
+
+
+_calls = itertools.count()
+
+# KEYS: handed, msgs; ARGV: call, handoff timeout, confirm-on-next, ids...
+# -> flat list of (won 0/1, stored msg or false) per id.
+_HAND_OUT = """
+local now = redis.call('time')
+local t = tonumber(now[1]) + tonumber(now[2]) / 1e6
+local out = {}
+for i = 4, #ARGV do
+    local id = ARGV[i]
+    local take = true
+    local held = redis.call('hget', KEYS[1], id)
+    if held then
+        local h = cjson.decode(held)
+        if h['returned'] and ARGV[3] == '1' then
+            take = false    -- confirmed by this very call's sweep
+        elseif t - h['at'] < tonumber(ARGV[2]) then
+            take = false    -- another call has it
+        end
+    end
+    if take then
+        redis.call('hset', KEYS[1], id, cjson.encode(
+            {call = ARGV[1], at = t, returned = false}))
+        table.insert(out, 1)
+        table.insert(out, redis.call('hget', KEYS[2], id))
+    else
+        table.insert(out, 0)
+        table.insert(out, false)
+    end
+end
+return out
+"""
+
+# KEYS: handed; ARGV: ids. The call returned these to its caller.
+_RETURNED = """
+local now = redis.call('time')
+local t = tonumber(now[1]) + tonumber(now[2]) / 1e6
+for i = 1, #ARGV do
+    local held = redis.call('hget', KEYS[1], ARGV[i])
+    if held then
+        local h = cjson.decode(held)
+        h['returned'] = true
+        h['at'] = t
+        redis.call('hset', KEYS[1], ARGV[i], cjson.encode(h))
+    end
+end
+return #ARGV
+"""
+
+# KEYS: handed, info, msgs, order; ARGV: result key prefix, returned-only,
+# ids (none: every handed job). -> the stored msgs of the jobs dropped.
+_CONFIRM = """
+local ids = {}
+if #ARGV > 2 then
+    for i = 3, #ARGV do table.insert(ids, ARGV[i]) end
+else
+    ids = redis.call('hkeys', KEYS[1])
+end
+local dropped = {}
+for _, id in ipairs(ids) do
+    local go = true
+    if ARGV[2] == '1' then
+        local held = redis.call('hget', KEYS[1], id)
+        go = held and cjson.decode(held)['returned']
+    end
+    if go then
+        table.insert(dropped, redis.call('hget', KEYS[3], id) or '')
+        redis.call('hdel', KEYS[1], id)
+        redis.call('hdel', KEYS[2], id)
+        redis.call('hdel', KEYS[3], id)
+        redis.call('zrem', KEYS[4], id)
+        redis.call('del', ARGV[1] .. id)
+    end
+end
+return dropped
+"""
+
+
+def _pairs(flat: list) -> list[tuple[int, Any]]:
+    return [(int(flat[i]), flat[i + 1]) for i in range(0, len(flat), 2)]
 
 
 def _stored_payload(stored: str | None) -> Any:

@@ -91,7 +91,8 @@ def test_collect_in_chunks_keeps_order_and_never_repeats(
         results, chunk_statuses = queue.collect_jobs(jobs[start:start + 100])
         collected.extend(results)
         statuses.extend(chunk_statuses)
-    assert 2 <= trips.count <= 4, f'{trips.count} round trips for 2 chunks'
+    # confirm+read, hand out, mark returned: 3 per call
+    assert 2 <= trips.count <= 6, f"{trips.count} round trips for 2 chunks"
 
     assert statuses == ['SUCCEEDED'] * 150
     assert [r.original_job.tasks[0].job_token for r in collected] == \
