@@ -12,7 +12,7 @@ would wait that long. Leases close the gap, with these rules:
   worker holds is ever unowned. Messages of lease-less workers (LEASE_TTL=0,
   an older version, another app on the same database) have no owner and are
   never touched by a reaper: they keep kombu's visibility timeout.
-* **A lease is a heartbeat, not a clock.** Every ``ttl / 3`` seconds a
+* **A lease is a heartbeat, not a clock.** Every ``ttl / 6`` seconds a
   thread of the worker's main process sets ``spacer:beats[<lease>]`` to the
   next value of a Redis counter. A reaper calls a lease dead when it saw the
   same beat for ``ttl`` seconds of *its own* monotonic clock while it could
@@ -150,8 +150,10 @@ class LeaseTimings:
 
     @property
     def tick(self) -> float:
-        """Seconds between renewals (and between reaper passes)."""
-        return self.ttl / 3
+        """Seconds between renewals (and between reaper passes): six beats
+        per grace period, so a dead lease is seen within ``ttl + 2 tick``
+        (4/3 ttl) of its last beat, and a live one never misses enough."""
+        return self.ttl / 6
 
     @property
     def grace(self) -> float:
