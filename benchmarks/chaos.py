@@ -435,13 +435,16 @@ def main() -> int:
         # Recovery: from the fault until every task the victim held has its
         # result stored elsewhere; bound: 2 x TTL + that run's own length.
         # A task hit again by a later fault before it finished counts, for
-        # this fault, until that later fault (which then measures its own).
+        # this fault, until it started again elsewhere (the later fault
+        # measures its own recovery).
         for index, event in enumerate(events):
             ends, own = [], []
             for task_id in event.held:
                 later = [e for e in events[index + 1:] if task_id in e.held]
                 if later:
-                    ends.append(later[0].at)
+                    restarts = [r['at'] for r in runs if r['id'] == task_id
+                                and event.at < r['at'] <= later[0].at]
+                    ends.append(min(restarts, default=later[0].at))
                     continue
                 if task_id not in done:
                     ends = None
