@@ -50,7 +50,8 @@ def test_web_process_trains_and_classifies_features_itself(tmp_path):
     from spacer_worker.train_utils import make_random_data
 
     labels: ImageLabels = make_random_data(
-        8, [1, 2], 20, 16, DataLocation('filesystem', str(tmp_path)))
+        8, [1, 2], 20, 16, DataLocation('filesystem', str(tmp_path)),
+        feature_loc_keys=[str(tmp_path / f'img{i}.npz') for i in range(8)])
     split = preprocess_labels(labels, split_mode=SplitMode.POINTS)
     model = DataLocation('filesystem', str(tmp_path / 'model.pkl'))
     train_classifier(TrainClassifierMsg(
