@@ -307,7 +307,8 @@ class Client:
             # A large payload goes to storage; the broker gets its location.
             sent = payloads.offload(payload, claimed.id)
             # When it was sent, for the queue view's "oldest waiting job".
-            options['headers'] = {'spacer_sent_at': time.time()}
+            options['headers'] = {**(options.get('headers') or {}),
+                                  'spacer_sent_at': time.time()}
             self.app.send_task(task, args=[sent], task_id=claimed.id,
                                **options)
         except BaseException:
