@@ -27,6 +27,7 @@ from celery.signals import (
     task_revoked,
     worker_init,
     worker_process_init,
+    worker_ready,
     worker_shutdown,
 )
 
@@ -116,7 +117,6 @@ def _start(sender: Any = None, **_: Any) -> None:
         _zero_known_series()
         _endpoint = HostEndpoint(base, config.get('METRICS_BIND'), port,
                                  config.get('METRICS_AUTH'))
-        _endpoint.start()
     except Exception:
         # Metrics are for people watching; a worker without them still works.
         logger.exception('Worker metrics are off: could not set up %s.',
@@ -148,6 +148,14 @@ def _zero_known_series() -> None:
         for result in ('hit', 'miss'):
             recording.metric('spacer_cache_requests_total').labels(
                 cache, result)
+
+
+@worker_ready.connect
+def _serve(**_: Any) -> None:
+    # Once the pool runs and logging is set up: the endpoint's messages
+    # (serving, or port taken) reach the worker's log.
+    if _endpoint is not None:
+        _endpoint.start()
 
 
 @worker_process_init.connect

@@ -41,6 +41,18 @@ def total(samples: dict, name: str, **labels: str) -> float:
                if n == name and wanted <= ls)
 
 
+def scrape_after(port: int, tasks: int, timeout: float = 30) -> dict:
+    """A scrape once ``tasks`` tasks have ended: a worker counts a task just
+    after storing its result, so a client may see the result first."""
+    def ended() -> dict | None:
+        samples = scrape(port)
+        done = total(samples, 'spacer_task_duration_seconds_count') + \
+            total(samples, 'spacer_tasks_total', outcome='revoked')
+        return samples if done >= tasks else None
+    return wait_for(ended, timeout, interval=0.2,
+                    what=f'{tasks} tasks counted on port {port}')
+
+
 def wait_port(port: int, timeout: float = 30) -> None:
     def up() -> bool:
         try:
@@ -97,7 +109,7 @@ def test_a_host_endpoint_counts_what_its_workers_ran(
             job_token=token, feature_loc=feature_loc, classifier_loc=model)),
             timeout=60)
 
-    samples = scrape(port)
+    samples = scrape_after(port, 8)
 
     count = lambda **kw: total(samples, 'spacer_tasks_total', **kw)  # noqa: E731
     assert count(task='spacer.extract_features', outcome='success') == 3
@@ -145,14 +157,14 @@ def test_the_serving_worker_hands_the_port_over(app, start_worker,
     client = Client(app)
     client.result(client.submit(extract_msg(
         write_image(tmp_path / 'a.png'), tmp_path / 'a.fv')), timeout=60)
-    assert total(scrape(port), 'spacer_tasks_total') == 1
+    assert total(scrape_after(port, 1), 'spacer_tasks_total') == 1
 
     first.stop()
 
     wait_for(lambda: 'Serving this host' in second.log_text(), 30,
              interval=0.5, what='the second worker to serve')
     wait_port(port)
-    samples = scrape(port)
+    samples = scrape_after(port, 1)
     # What the stopped worker counted is still there; nothing is running.
     assert total(samples, 'spacer_tasks_total', outcome='success') == 1
     assert total(samples, 'spacer_tasks_in_flight') == 0
@@ -225,7 +237,7 @@ def test_lease_restores_are_counted(app, start_worker, metrics_env, data_dir,
     doomed.kill()
     result.get(timeout=120)
 
-    samples = scrape(port)
+    samples = scrape_after(port, 1)
     assert total(samples, 'spacer_lease_restored_total') == 1
     assert total(samples, 'spacer_tasks_total', outcome='success') == 1
 
@@ -283,8 +295,8 @@ def test_prometheus_answers_every_dashboard_query_from_real_workers(
         def both_up() -> bool:
             try:
                 return len(query('up == 1')) == 2
-            except requests.ConnectionError:
-                return False
+            except (requests.ConnectionError, ValueError):
+                return False    # not listening, or not ready (503)
         # Tasks run once Prometheus sees the targets, so rates see them.
         wait_for(both_up, 60, interval=0.5,
                  what='Prometheus to scrape the worker and the exporter')
@@ -325,8 +337,10 @@ def test_prometheus_answers_every_dashboard_query_from_real_workers(
                 for r in answers[title][0]}
     assert list(values('Workers alive').values()) == [1.0]
     assert list(values('Worker hosts up').values()) == [1.0]
+    from spacer_worker.metrics.queues import known_queues
     assert set(values('Queue depth')) == {
-        json.dumps({'queue': q}) for q in ('extract', 'train', 'classify')}
+        json.dumps({'queue': q}) for q in known_queues()}
+    assert {'extract', 'train', 'classify'} <= set(known_queues())
     assert values('Throughput (tasks/s)')[
         json.dumps({'task': 'spacer.extract_features'})] > 0
     assert json.dumps({'error': 'DataNotFoundError'}) in \
@@ -359,7 +373,7 @@ def test_a_task_cancelled_while_running_is_counted_and_not_in_flight(
     # The killed pool process's in-flight count went with it.
     wait_for(lambda: total(scrape(port), 'spacer_tasks_in_flight') == 0, 10,
              interval=0.2, what='nothing in flight')
-    samples = scrape(port)
+    samples = scrape_after(port, 1)
     assert total(samples, 'spacer_tasks_total', outcome='revoked',
                  task='spacer.extract_features') == 1
     assert total(samples, 'spacer_tasks_total', outcome='success') == 0
