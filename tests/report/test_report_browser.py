@@ -145,6 +145,8 @@ def test_a_100_class_report_renders_and_matches(browser, tmp_path):
         ref_accs=[0.3 + 0.007 * i for i in range(50)], runtime=812.5)
     names = {str(label): f'Label {i:03d} with a fairly long name (genus sp.)'
              for i, label in enumerate(val.classes)}
+    # Names are text, never markup.
+    names[str(val.classes[1])] = '<img src=x onerror=alert(1)> Acropora & "co"'
     (tmp_path / 'valresult.json').write_text(json.dumps(val.serialize()))
     (tmp_path / 'result.json').write_text(json.dumps(train.serialize()))
     (tmp_path / 'names.json').write_text(json.dumps(names))

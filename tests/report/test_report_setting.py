@@ -80,3 +80,21 @@ def test_off_by_default(split, tmp_path):
 ])
 def test_report_folder_names(key, folder):
     assert report_folder_for(DataLocation('s3', key, 'bucket')).key == folder
+
+
+def test_label_names_as_a_mapping_or_coralnet_list(tmp_path):
+    from spacer_worker.exceptions import MessageError
+    from spacer_worker.report import load_label_names
+
+    (tmp_path / 'map.json').write_text('{"1": "sand", "22": "coral"}')
+    (tmp_path / 'list.json').write_text(
+        '[{"id": 1, "name": "sand"}, {"id": 22, "name": "coral"}]')
+    (tmp_path / 'bad.json').write_text('[1, 2]')
+
+    expected = {'1': 'sand', '22': 'coral'}
+    assert load_label_names(tmp_path / 'map.json') == expected
+    assert load_label_names(tmp_path / 'list.json') == expected
+    with pytest.raises(MessageError, match='label id -> name'):
+        load_label_names(tmp_path / 'bad.json')
+    with pytest.raises(MessageError, match='Cannot read'):
+        load_label_names(tmp_path / 'missing.json')
