@@ -147,11 +147,16 @@ def test_coralnet_queue_result_is_compact_in_redis_full_when_collected(
     assert list(payload_dir.iterdir())
 
     # When CoralNet collects it, original_job is the job it submitted
-    results, words = queue.collect_jobs(queue.get_collectable_jobs())
+    jobs = queue.get_collectable_jobs()
+    results, words = queue.collect_jobs(jobs)
     assert words == ['SUCCEEDED']
     assert results[0].ok, results[0].error_message
     assert results[0].original_job == job
     assert len(results[0].results[0].ref_accs) == 2
+    # The stored copy goes with the result, once the caller confirms it
+    # has it (ack_jobs, or its next collect call)
+    assert list(payload_dir.iterdir())
+    queue.ack_jobs(jobs)
     assert not list(payload_dir.iterdir())
 
 
@@ -165,13 +170,16 @@ def test_failed_offloaded_job_reports_its_full_job(
     queue.submit_job(job, job_id=8)
     start_worker('w', queues='train', env=_worker_env(payload_dir))
 
+    jobs = queue.get_collectable_jobs()
+
     def collected():
-        results, _ = queue.collect_jobs(queue.get_collectable_jobs())
+        results, _ = queue.collect_jobs(jobs)
         return results
     results = wait_for(collected, 120, interval=0.3, what='job collected')
     assert not results[0].ok
     assert 'no-such-model.pkl' in results[0].error_message
     assert results[0].original_job == job
+    queue.ack_jobs(jobs)
     assert not list(payload_dir.iterdir())
 
 
