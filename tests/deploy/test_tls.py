@@ -76,8 +76,12 @@ while result.state not in ('SUCCESS', 'FAILURE') and time.monotonic() < deadline
     time.sleep(0.2)
 info = result.info
 print(result.state, type(info).__name__, info)
+print(result.traceback)
 '''], env=env, capture_output=True, text=True, timeout=120)
-        assert "MessageError" in client.stdout, client.stdout + client.stderr
+        # PySpacer's class on the wire, ours in the traceback.
+        assert client.stdout.startswith("FAILURE ValueError"), \
+            client.stdout + client.stderr
+        assert "spacer_worker.exceptions.MessageError" in client.stdout
         assert "'bogus'" in client.stdout
     finally:
         for proc in procs:
