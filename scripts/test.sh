@@ -38,6 +38,9 @@ bash scripts/client-venv-py310.sh >/dev/null
 echo "== ruff"
 python3 -m ruff check .
 
+echo "== import layers (pyproject.toml [tool.importlinter])"
+lint-imports
+
 echo "== pytest"
 set +e
 python3 -m pytest "$@"

@@ -278,7 +278,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from spacer_worker.demo import run_demo
+    from spacer_worker.demo import run_demo  # needs the worker extra
     try:
         report = run_demo(out_dir=args.out, images=args.images,
                           points=args.points, epochs=args.epochs,

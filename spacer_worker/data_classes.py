@@ -9,6 +9,9 @@ PySpacer 0.14.0. Differences that matter:
 * Bad values raise typed errors naming the field and value, not asserts.
 * numpy is imported only by the methods that need it, so a client without
   numpy can build, serialize and read every message.
+* ``load``/``store`` (PySpacer's API on the data classes) call
+  :mod:`spacer_worker.storage`, the layer above, when called: the one
+  upward import, declared in pyproject.toml's import contracts.
 """
 
 from __future__ import annotations
@@ -63,8 +66,8 @@ FeatureLabelPair: TypeAlias = tuple[Any, LabelId]
 FeatureLabelBatch: TypeAlias = tuple[list[Any], list[LabelId]]
 
 __all__ = [
-    'Annotation', 'DataClass', 'DataLocation', 'ImageFeatures', 'ImageLabels', 'LabelId',
-    'PointFeatures', 'StorageType', 'ValResults',
+    'Annotation', 'DataClass', 'DataLocation', 'ImageFeatures', 'ImageLabels',
+    'LabelId', 'PointFeatures', 'StorageType', 'ValResults',
 ]
 
 
@@ -75,7 +78,7 @@ class DataClass(Message):
 
     @classmethod
     def load(cls: type[_DC], loc: DataLocation) -> _DC:
-        from spacer_worker.storage import load_bytes
+        from spacer_worker.storage import load_bytes  # the layer above
         try:
             data = json.loads(load_bytes(loc).decode('utf-8'))
         except ValueError as e:
@@ -84,7 +87,7 @@ class DataClass(Message):
         return cls.deserialize(data)
 
     def store(self, loc: DataLocation) -> None:
-        from spacer_worker.storage import store_bytes
+        from spacer_worker.storage import store_bytes  # the layer above
         store_bytes(loc, json.dumps(self.serialize()).encode('utf-8'))
 
 
@@ -636,6 +639,7 @@ class ImageFeatures:
         """Read a feature file (npz, or legacy JSON). With
         ``filesystem_cache`` (a directory), a remote file is kept there
         under its key and read from there next time, as in PySpacer."""
+        # The layer above (see the module docstring).
         from spacer_worker.storage import load_bytes, load_features, store_bytes
         from spacer_worker.storage.features import decode_features
         if not filesystem_cache or not loc.is_remote:
@@ -650,7 +654,7 @@ class ImageFeatures:
 
     def store(self, loc: DataLocation) -> None:
         """Write PySpacer's npz layout, atomically."""
-        from spacer_worker.storage import store_features
+        from spacer_worker.storage import store_features  # the layer above
         store_features(loc, self)
 
     def __eq__(self, other: object) -> bool:

@@ -26,6 +26,29 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+from PIL import Image
+from tqdm import tqdm
+
+from spacer_worker import config
+from spacer_worker.celery import app
+from spacer_worker.celery import queue_name as queue_of
+from spacer_worker.client import Client, decode_result, raise_for_status
+from spacer_worker.data_classes import DataLocation, ImageLabels, ValResults
+from spacer_worker.extractors import EfficientNetExtractor
+from spacer_worker.extractors.runtime.calibration import make_calibrated_weights
+from spacer_worker.health import check
+from spacer_worker.messages import (
+    ClassifyFeaturesMsg,
+    ExtractFeaturesMsg,
+    TrainClassifierMsg,
+)
+from spacer_worker.report import build_report, report_folder_for, write_report_dir
+from spacer_worker.storage import store_image
+from spacer_worker.task_utils import SplitMode, preprocess_labels
+from spacer_worker.train_classifier import MiniBatchTrainer
+from spacer_worker.worker.embedded import configure_embedded, embedded_workers
+
 # Substrates: label id, name, base colour, texture.
 CLASSES: list[tuple[int, str, tuple[int, int, int], str]] = [
     (1, 'sand', (200, 185, 150), 'grain'),
@@ -57,8 +80,6 @@ def _say(text: str = '') -> None:
 
 def _noise(rng: Any, cells: int, size: tuple[int, int]) -> Any:
     """Smooth noise in [0, 1] with about ``cells`` blobs across."""
-    import numpy as np
-    from PIL import Image
     width, height = size
     grid = rng.random((max(2, cells * height // width), cells),
                       dtype=np.float32)
@@ -68,7 +89,6 @@ def _noise(rng: Any, cells: int, size: tuple[int, int]) -> Any:
 def _texture(rng: Any, colour: tuple[int, int, int], kind: str,
              size: tuple[int, int]) -> Any:
     """An RGB float image of one substrate's texture."""
-    import numpy as np
     width, height = size
     yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
     if kind == 'grain':
@@ -91,8 +111,6 @@ def _texture(rng: Any, colour: tuple[int, int, int], kind: str,
 def make_image(rng: Any, regions: int = 4) -> tuple[Any, Any, Any]:
     """(PIL image, class index per pixel, distance to the nearest other
     region per pixel): Voronoi regions of substrates, each present."""
-    import numpy as np
-    from PIL import Image
     width, height = IMAGE_SIZE
     seeds = rng.random((regions, 2)) * (height, width)
     classes = np.concatenate([rng.permutation(len(CLASSES)),
@@ -129,14 +147,6 @@ def make_data(out: Path, images: int, points: int, seed: int,
     """Write images, weights and annotations under ``out``;
     ``progress(1)`` after each image, ``before_weights()`` once they are
     all written."""
-    import numpy as np
-
-    from spacer_worker.data_classes import DataLocation
-    from spacer_worker.extractors import EfficientNetExtractor
-    from spacer_worker.extractors.runtime.calibration import (
-        make_calibrated_weights,
-    )
-    from spacer_worker.storage import store_image
 
     rng = np.random.default_rng(seed)
     for sub in ('images', 'features', 'model'):
@@ -180,7 +190,6 @@ def make_data(out: Path, images: int, points: int, seed: int,
 # --- running through the queues -------------------------------------------------
 
 def _bar(total: int, desc: str, unit: str) -> Any:
-    from tqdm import tqdm
     return tqdm(total=total, desc=f'{desc:<9}', unit=unit, file=sys.stdout,
                 dynamic_ncols=True, leave=True)
 
@@ -188,8 +197,6 @@ def _bar(total: int, desc: str, unit: str) -> Any:
 def wait_all(client: Any, handles: Sequence[Any], desc: str, unit: str,
              timeout: float) -> list[Any]:
     """Wait for every handle with one bar; return their typed results."""
-    from spacer_worker.client import decode_result, raise_for_status
-
     results: list[Any] = [None] * len(handles)
     pending = set(range(len(handles)))
     deadline = time.monotonic() + timeout
@@ -219,8 +226,6 @@ def wait_all(client: Any, handles: Sequence[Any], desc: str, unit: str,
 def wait_training(client: Any, handle: Any, epochs: int,
                   timeout: float) -> Any:
     """Wait for a training task with an epoch bar fed by its progress."""
-    from spacer_worker.client import decode_result, raise_for_status
-
     deadline = time.monotonic() + timeout
     with _bar(epochs, 'train', 'epoch') as bar:
         while True:
@@ -254,15 +259,6 @@ def run_pipeline(client: Any, data: DemoData, epochs: int,
                  timings: dict[str, float], timeout: float = 600.0
                  ) -> tuple[int, int]:
     """Extract, train, classify through the queues; (correct, scored)."""
-    from spacer_worker.data_classes import ImageLabels
-    from spacer_worker.messages import (
-        ClassifyFeaturesMsg,
-        ExtractFeaturesMsg,
-        TrainClassifierMsg,
-    )
-    from spacer_worker.task_utils import SplitMode, preprocess_labels
-    from spacer_worker.train_classifier import MiniBatchTrainer
-
     started = time.perf_counter()
     handles = [client.submit(ExtractFeaturesMsg(
         job_token=f'extract-{i}', extractor=data.extractor,
@@ -299,7 +295,6 @@ def run_pipeline(client: Any, data: DemoData, epochs: int,
             best = max(range(len(scores)), key=scores.__getitem__)
             correct += int(result.classes[best] == truth[(row, col)])
             scored += 1
-    timings['_val_acc'] = trained.acc
     data.trained = trained
     return correct, scored
 
@@ -307,13 +302,6 @@ def run_pipeline(client: Any, data: DemoData, epochs: int,
 def write_training_report(data: DemoData) -> Path:
     """The training report of the demo's classifier, with the substrates'
     names; returns its index.html."""
-    from spacer_worker.data_classes import ValResults
-    from spacer_worker.report import (
-        build_report,
-        report_folder_for,
-        write_report_dir,
-    )
-
     # Kept beside valresult.json, so that `spacer-worker report` can redraw
     # it: the return message is the only place ref_accs and pc_accs live.
     folder = Path(data.valresult_loc.key).parent
@@ -329,7 +317,6 @@ def write_training_report(data: DemoData) -> Path:
 # --- modes -----------------------------------------------------------------------
 
 def choose_mode(mode: str) -> str:
-    from spacer_worker import config
     if mode != 'auto':
         return mode
     _, source = config.lookup('BROKER_URL')
@@ -340,11 +327,6 @@ def run_demo(out_dir: str | os.PathLike | None = None, images: int = 10,
              points: int = 40, epochs: int = 50, mode: str = 'auto',
              seed: int = 0, timeout: float = 600.0) -> DemoReport:
     """Run the demo, printing as it goes; return what it measured."""
-    from spacer_worker import config
-    from spacer_worker.celery import app
-    from spacer_worker.celery import queue_name as queue_of
-    from spacer_worker.client import Client
-
     if images < 3 or points < 5 or epochs < 1:
         raise ValueError(f'demo needs at least 3 images, 5 points per image '
                          f'and 1 epoch; got {images}, {points}, {epochs}.')
@@ -355,16 +337,11 @@ def run_demo(out_dir: str | os.PathLike | None = None, images: int = 10,
 
     with ExitStack() as stack:
         if report.mode == 'embedded':
-            from spacer_worker.worker.embedded import (
-                configure_embedded,
-                embedded_workers,
-            )
             configure_embedded(app)
             _say('mode: embedded (no SPACER_BROKER_URL): in-memory broker and '
                  'result backend, a worker in this process consuming '
                  f"{', '.join(queues)} with one thread per queue")
         else:
-            from spacer_worker.health import check
             broker = config.redact('BROKER_URL', config.broker_url())
             ok, lines = check(queues=queues, timeout=5.0, app=app)
             if not ok:
@@ -397,7 +374,7 @@ def run_demo(out_dir: str | os.PathLike | None = None, images: int = 10,
         correct, scored = run_pipeline(client, data, epochs, report.timings,
                                        timeout)
 
-    val_acc = report.timings.pop('_val_acc')
+    val_acc = data.trained.acc
     started = time.perf_counter()
     report.report_path = str(write_training_report(data))
     report.timings['report'] = time.perf_counter() - started

@@ -18,6 +18,7 @@ Client-side module: no torch, numpy or scikit-learn.
 
 from __future__ import annotations
 
+import builtins
 import traceback
 from functools import cache
 
@@ -76,7 +77,6 @@ def wire_type(path: str) -> type[BaseException]:
     module, _, name = path.rpartition('.')
     module = module or _BUILTIN
     if module == _BUILTIN:
-        import builtins
         cls = getattr(builtins, name, None)
         if isinstance(cls, type) and issubclass(cls, BaseException):
             return cls

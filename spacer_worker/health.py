@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from spacer_worker import celery as celery_app
 from spacer_worker import config
 
 __all__ = ['check']
@@ -19,7 +20,7 @@ def check(node: str | None = None, queues: Sequence[str] | None = None,
     """Is the broker reachable and does a worker (``node``, or any) answer
     a ping, consuming every queue in ``queues``? Returns (ok, report lines)."""
     if app is None:
-        from spacer_worker.celery import app
+        app = celery_app.app
     broker = config.redact('BROKER_URL', config.broker_url())
     try:
         with app.connection_for_write() as conn:

@@ -26,6 +26,7 @@ Client side: nothing heavy at import; storage is imported by the calls.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -35,7 +36,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from spacer_worker import config
+from spacer_worker.data_classes import DataLocation, ImageLabels
 from spacer_worker.exceptions import ConfigError, MessageError, PayloadError
+from spacer_worker.messages import JobMsg, TrainingTaskLabels
+from spacer_worker.storage import load_bytes, store_bytes
+from spacer_worker.storage.blobs import delete
 
 logger = logging.getLogger(__name__)
 
@@ -74,7 +79,6 @@ class PayloadRoot:
         return cls('filesystem', None, posixpath.normpath(text))
 
     def location(self, name: str) -> Any:
-        from spacer_worker.data_classes import DataLocation
         key = f'{self.prefix}/{name}' if self.prefix else name
         return DataLocation(self.storage_type, key, self.bucket_name)
 
@@ -133,7 +137,6 @@ def offload(payload: dict, task_id: str, owner: str = 'worker',
         return payload
     if not _NAME.match(f'{task_id}.json'):
         raise MessageError(f'task id {task_id!r} cannot name a payload file.')
-    from spacer_worker.storage import store_bytes
     loc = root.location(f'{task_id}.json')
     store_bytes(loc, data)
     ref: dict[str, Any] = {REF_KEY: {
@@ -146,7 +149,6 @@ def offload(payload: dict, task_id: str, owner: str = 'worker',
 
 def reference_location(ref: dict) -> Any:
     """The DataLocation a reference names (unchecked)."""
-    from spacer_worker.data_classes import DataLocation
     info = ref.get(REF_KEY)
     if not isinstance(info, dict):
         raise PayloadError(f'{REF_KEY} must be an object, got '
@@ -190,7 +192,6 @@ def _checked(ref: dict) -> tuple[Any, int, str]:
 
 def fetch(ref: dict) -> Any:
     """The payload a reference stands for, after every check."""
-    from spacer_worker.storage import load_bytes
     loc, size, digest = _checked(ref)
     data = load_bytes(loc)
     if len(data) != size or hashlib.sha256(data).hexdigest() != digest:
@@ -222,7 +223,6 @@ def discard(ref: Any) -> None:
             logger.warning('Not deleting payload %r: outside '
                            'PAYLOAD_LOCATION.', loc)
             return
-        from spacer_worker.storage.blobs import delete
         delete(loc)
     except Exception as e:  # clean-up only; the job's answer stands
         logger.warning('Could not delete stored payload of %s: %s: %s',
@@ -236,10 +236,7 @@ def compact_job(job: Any) -> Any:
     labels are emptied (point lists stay: they are bounded per image, and
     CoralNet checks them against its database). Same JSON shape, readable
     by PySpacer; the caller keeps (or re-reads) the full job."""
-    import dataclasses
 
-    from spacer_worker.data_classes import ImageLabels
-    from spacer_worker.messages import JobMsg, TrainingTaskLabels
 
     tasks = []
     for task in job.tasks:

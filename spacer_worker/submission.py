@@ -26,6 +26,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from spacer_worker import config
 from spacer_worker._compat import StrEnum
 from spacer_worker.exceptions import ConfigError, MessageError
 
@@ -82,7 +83,6 @@ class Claim:
 
 
 def dedupe_mode() -> DedupeMode:
-    from spacer_worker import config
     value = str(config.get('SUBMIT_DEDUPE')).strip().lower()
     try:
         return DedupeMode(value)
@@ -92,7 +92,6 @@ def dedupe_mode() -> DedupeMode:
 
 
 def dedupe_window() -> int:
-    from spacer_worker import config
     window = config.get('SUBMIT_DEDUPE_WINDOW')
     if window <= 0:
         raise ConfigError(f'SUBMIT_DEDUPE_WINDOW must be a positive number '

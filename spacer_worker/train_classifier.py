@@ -17,6 +17,7 @@ import inspect
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from spacer_worker import config
 from spacer_worker.codec import (
     BOOL,
     INT,
@@ -159,6 +160,7 @@ class MiniBatchTrainer(ClassifierTrainer):
                  feature_loc: Any = None,
                  progress: ProgressCallback | None = None,
                  ) -> tuple[Any, ValResults, TrainClassifierReturnMsg]:
+        # scikit-learn loads only when a worker trains.
         from spacer_worker.training.minibatch import train_minibatch
         if feature_loc is None:
             feature_loc = FeatureCache.AUTO
@@ -167,7 +169,6 @@ class MiniBatchTrainer(ClassifierTrainer):
 
 
 def _default_batch_size() -> int:
-    from spacer_worker import config
     return config.get('TRAINING_BATCH_LABEL_COUNT')
 
 

@@ -8,10 +8,14 @@ from __future__ import annotations
 
 import random
 import string
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from spacer_worker.data_classes import DataLocation, ImageLabels, LabelId
+import numpy as np
+
+from spacer_worker.data_classes import DataLocation, ImageFeatures, ImageLabels, LabelId
+from spacer_worker.exceptions import MessageError, TrainingLabelsError
+from spacer_worker.training.evaluation import as_float64
+from spacer_worker.training.loading import open_training_data
 
 __all__ = ['evaluate_classifier', 'calc_acc', 'make_random_data']
 
@@ -20,12 +24,6 @@ def evaluate_classifier(clf: Any, labels: ImageLabels,
                         ) -> tuple[list, list, list]:
     """(ground truth labels, predicted labels, top scores) of every
     annotation of ``labels``, in PySpacer's order."""
-    import numpy as np
-
-    from spacer_worker.exceptions import TrainingLabelsError
-    from spacer_worker.training.evaluation import as_float64
-    from spacer_worker.training.loading import open_training_data
-
     if sum(len(labels[key]) for key in labels.keys()) == 0:
         raise TrainingLabelsError(
             "evaluate_classifier: the labels hold no annotations to "
@@ -66,12 +64,6 @@ def make_random_data(im_count: int,
     every image has each class at least once. Keys are random unless
     ``feature_loc_keys`` (at least ``im_count`` of them) are given.
     """
-    import numpy as np
-
-    from spacer_worker.data_classes import DataLocation, ImageFeatures
-    from spacer_worker.data_classes import ImageLabels as Labels
-    from spacer_worker.exceptions import MessageError
-
     if feature_loc_keys is not None and len(feature_loc_keys) < im_count:
         raise MessageError(
             f"make_random_data: feature_loc_keys has {len(feature_loc_keys)} "
@@ -80,7 +72,7 @@ def make_random_data(im_count: int,
         raise MessageError(
             f"make_random_data: points_per_image={points_per_image} cannot "
             f"hold each of the {len(class_list)} classes.")
-    labels = Labels()
+    labels = ImageLabels()
     for i in range(im_count):
         point_labels = np.random.choice(class_list, points_per_image).tolist()
         point_labels[:len(class_list)] = class_list

@@ -80,7 +80,7 @@ class FeatureExtractor(Description, abc.ABC):
                  ) -> tuple[ImageFeatures, ExtractFeaturesReturnMsg]:
         """Features at ``rowcols``; PySpacer's generic path: crop patches,
         then ``patches_to_features``."""
-        from spacer_worker.extractors.runtime.patches import crop_patch
+        from spacer_worker.extractors.runtime.patches import crop_patch  # worker only
 
         start = time.time()
         patches = [crop_patch(im, int(r), int(c), self.CROP_SIZE)
@@ -144,6 +144,23 @@ class FeatureExtractor(Description, abc.ABC):
         return Description.build(cls, kwargs, data)
 
 
+# Every accepted spelling of a built-in's class path -> its class. Filled by
+# @builtin in each built-in's module; the package's __init__ imports them
+# all, so the table is complete whenever this module is importable.
+_BUILTINS: dict[str, type[FeatureExtractor]] = {}
+
+
+def builtin(cls: type[FeatureExtractor]) -> type[FeatureExtractor]:
+    """Allowlist a built-in extractor under PySpacer's and our paths."""
+    for path in (cls.__dict__['PYSPACER_CLASS_PATH'],
+                 f'{cls.__module__}.{cls.__name__}',
+                 f'spacer.extractors.{cls.__name__}',
+                 f'spacer_worker.extractors.{cls.__name__}'):
+        _BUILTINS[path] = cls
+    return cls
+
+
+@builtin
 class DummyExtractor(FeatureExtractor):
     """Random features of the right shape; no model (tests, demos)."""
 
@@ -182,24 +199,9 @@ class DummyExtractor(FeatureExtractor):
         return data
 
 
-def _builtins() -> dict[str, type]:
-    from spacer_worker.extractors.efficientnet import EfficientNetExtractor
-    from spacer_worker.extractors.vgg16 import VGG16CaffeExtractor
-
-    table: dict[str, type] = {}
-    for cls in (DummyExtractor, EfficientNetExtractor, VGG16CaffeExtractor):
-        pyspacer_path = cls.__dict__['PYSPACER_CLASS_PATH']
-        ours = f'{cls.__module__}.{cls.__name__}'
-        for path in (pyspacer_path, ours,
-                     f'spacer.extractors.{cls.__name__}',
-                     f'spacer_worker.extractors.{cls.__name__}'):
-            table[path] = cls
-    return table
-
-
 def extractor_class(class_path: Any) -> type[FeatureExtractor]:
     """The allowlisted extractor class for a class path."""
-    return resolve_class(class_path, kind='Extractor', builtins=_builtins(),
+    return resolve_class(class_path, kind='Extractor', builtins=_BUILTINS,
                          setting='EXTRA_EXTRACTOR_CLASSES',
                          base=FeatureExtractor)
 

@@ -11,13 +11,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from spacer_worker.extractors.base import FeatureExtractor
+from spacer_worker.extractors.base import FeatureExtractor, builtin
 
 if TYPE_CHECKING:
     from spacer_worker.data_classes import ImageFeatures
     from spacer_worker.return_messages import ExtractFeaturesReturnMsg
 
 
+@builtin
 class EfficientNetExtractor(FeatureExtractor):
     PYSPACER_CLASS_PATH = 'spacer.extractors.efficientnet.EfficientNetExtractor'
     DATA_LOCATION_KEYS: ClassVar[list[str]] = ['weights']
@@ -30,6 +31,7 @@ class EfficientNetExtractor(FeatureExtractor):
 
     def __call__(self, im: Any, rowcols: Sequence[tuple[int, int]]
                  ) -> tuple[ImageFeatures, ExtractFeaturesReturnMsg]:
+        # The network (torch) loads only when a worker runs the extractor.
         from spacer_worker.extractors.runtime.efficientnet import run_efficientnet
         return run_efficientnet(self, im, rowcols)
 

@@ -11,9 +11,10 @@ from collections.abc import Sequence
 from typing import Any, ClassVar, NoReturn
 
 from spacer_worker.exceptions import ExtractorNotSupportedError
-from spacer_worker.extractors.base import FeatureExtractor
+from spacer_worker.extractors.base import FeatureExtractor, builtin
 
 
+@builtin
 class VGG16CaffeExtractor(FeatureExtractor):
     PYSPACER_CLASS_PATH = 'spacer.extractors.vgg16.VGG16CaffeExtractor'
     # A Caffe .prototxt and a .caffemodel.

@@ -24,13 +24,11 @@ from __future__ import annotations
 import io
 import json
 import zipfile
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from spacer_worker.data_classes import ImageFeatures
 from spacer_worker.exceptions import FeatureFileError, MessageError
 from spacer_worker.storage.blobs import describe, load_bytes, store_bytes
-
-if TYPE_CHECKING:
-    from spacer_worker.data_classes import ImageFeatures
 
 _ZIP_MAGIC = (b'PK\x03\x04', b'PK\x05\x06')
 _KEYS = ('meta', 'rows', 'cols', 'feat')
@@ -203,8 +201,6 @@ def _vectors(vectors: list, where: str) -> Any:
 
 def _build(rows: Any, cols: Any, feat: Any, valid_rowcol: bool,
            npoints: int, where: str) -> ImageFeatures:
-    from spacer_worker.data_classes import ImageFeatures
-
     try:
         return ImageFeatures.from_arrays(
             rows if valid_rowcol else [], cols if valid_rowcol else [],

@@ -7,14 +7,7 @@ scores sets with the new and previous classifiers.
 
 from __future__ import annotations
 
+from spacer_worker.training.loading import open_training_data
+from spacer_worker.training.minibatch import train_minibatch
+
 __all__ = ['train_minibatch', 'open_training_data']
-
-
-def __getattr__(name: str):
-    if name == 'train_minibatch':
-        from spacer_worker.training.minibatch import train_minibatch
-        return train_minibatch
-    if name == 'open_training_data':
-        from spacer_worker.training.loading import open_training_data
-        return open_training_data
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

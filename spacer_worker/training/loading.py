@@ -15,6 +15,7 @@ import logging
 import os
 import tempfile
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass
@@ -30,6 +31,7 @@ from spacer_worker.exceptions import (
     RowColumnMismatchError,
     RowColumnMissingError,
 )
+from spacer_worker.storage import load_features
 from spacer_worker.training.matrix import DTYPE, FeatureMatrix
 
 logger = logging.getLogger(__name__)
@@ -152,8 +154,6 @@ def match_rows(rows: Any, cols: Any, annotations: Sequence[Any],
 
 
 def _read_one(loc: Any) -> tuple[np.ndarray, Any, Any]:
-    from spacer_worker.storage import load_features
-
     features = load_features(loc)
     if not features.valid_rowcol:
         raise RowColumnMissingError(
@@ -209,8 +209,6 @@ def open_training_data(labels: Any, feature_cache: Any = AUTO,
     """Load the features of the sets ``names`` of ``labels`` (by default
     train/ref/val of a TrainingTaskLabels), each file once; the matrix (and
     any cache file) is released on exit."""
-    import time
-
     t0 = time.monotonic()
     layout = _plan(labels, names)
     locs = list(layout.targets)

@@ -23,7 +23,9 @@ import numpy as np
 
 from spacer_worker import config
 from spacer_worker.constants import ClassifierType
+from spacer_worker.data_classes import ValResults
 from spacer_worker.exceptions import ConfigError, MessageError
+from spacer_worker.return_messages import TrainClassifierReturnMsg
 from spacer_worker.training import checkpoint
 from spacer_worker.training.evaluation import (
     CHUNK_ROWS,
@@ -209,8 +211,6 @@ def train_minibatch(trainer: Any, labels: Any, nbr_epochs: int,
     The MLP's seed is the trainer's ``random_seed`` where it has one,
     else 0 (PySpacer's sequence).
     """
-    from spacer_worker.data_classes import ValResults
-    from spacer_worker.return_messages import TrainClassifierReturnMsg
 
     t0 = time.time()
     clf_type, nbr_epochs = check_inputs(clf_type, nbr_epochs)

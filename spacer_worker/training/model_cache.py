@@ -16,7 +16,10 @@ import threading
 from collections import OrderedDict
 from typing import Any
 
+from spacer_worker import config
 from spacer_worker.metrics import recording
+from spacer_worker.storage.blobs import describe, load_bytes
+from spacer_worker.storage.classifiers import parse_classifier
 
 _lock = threading.Lock()
 _entries: OrderedDict[Any, Any] = OrderedDict()
@@ -51,10 +54,6 @@ def _remember(key: Any, clf: Any, size: int) -> None:
 def load_classifier_cached(loc: Any) -> Any:
     """``storage.load_classifier(loc)``, reusing an identical classifier
     loaded before in this process (CLASSIFIER_CACHE_SIZE entries, LRU)."""
-    from spacer_worker import config
-    from spacer_worker.storage.blobs import describe, load_bytes
-    from spacer_worker.storage.classifiers import parse_classifier
-
     size = config.get('CLASSIFIER_CACHE_SIZE')
     if size <= 0:
         return parse_classifier(load_bytes(loc), describe(loc))

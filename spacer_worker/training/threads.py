@@ -12,6 +12,10 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
+from threadpoolctl import ThreadpoolController
+
+from spacer_worker import config
+
 _lock = threading.Lock()
 _controller: Any = None
 
@@ -22,7 +26,6 @@ def _get_controller() -> Any:
     global _controller
     with _lock:
         if _controller is None:
-            from threadpoolctl import ThreadpoolController
             _controller = ThreadpoolController()
         return _controller
 
@@ -30,8 +33,6 @@ def _get_controller() -> Any:
 @contextlib.contextmanager
 def blas_threads() -> Iterator[None]:
     """Run the block with at most BLAS_THREADS BLAS threads (0: as is)."""
-    from spacer_worker import config
-
     threads = config.get('BLAS_THREADS')
     if threads <= 0:
         yield

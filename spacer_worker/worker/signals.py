@@ -31,6 +31,7 @@ from celery.signals import (
 
 from spacer_worker import config
 from spacer_worker.exceptions import ConfigError
+from spacer_worker.extractors import FeatureExtractor
 
 logger = logging.getLogger(__name__)
 
@@ -65,7 +66,8 @@ def preload_extractor() -> bool:
     spec = preload_spec()
     if spec is None:
         return False
-    from spacer_worker.extractors import FeatureExtractor
+    # torch loads here, in the pool child, never in the worker's parent:
+    # a child forked after CUDA init cannot use CUDA.
     from spacer_worker.extractors.runtime.engine import preload
 
     preload(FeatureExtractor.deserialize(spec))

@@ -152,7 +152,6 @@ class SpacerTask(Task):
         # this task goes once the task has its final answer; a retry or a
         # redelivery after a lost worker still needs it, and so does the
         # run elsewhere of a message this run lost (it did not commit).
-        from spacer_worker import payloads
         run = delivery.current()
         delivery.end()
         if run is not None and not run.committed:

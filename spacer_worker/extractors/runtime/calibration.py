@@ -22,6 +22,7 @@ from PIL import Image
 
 from spacer_worker.extractors.runtime.network import CROP_SIZE, EfficientNetB0
 from spacer_worker.extractors.runtime.patches import crop_patch
+from spacer_worker.storage import storage_factory
 
 CALIBRATION_PATCHES = 32
 
@@ -86,8 +87,6 @@ def make_calibrated_weights(path: str | os.PathLike,
     buffer = io.BytesIO()
     torch.save({'net': net.state_dict()}, buffer)
     data = buffer.getvalue()
-    from spacer_worker.storage import storage_factory
-
     # Atomic, and readable as a plain file would be (umask applies).
     storage_factory('filesystem').store(os.fspath(path), data)
     return hashlib.sha256(data).hexdigest()

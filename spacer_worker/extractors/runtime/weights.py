@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from filelock import FileLock, Timeout
+
 from spacer_worker import config
 from spacer_worker.exceptions import (
     ConfigError,
@@ -31,6 +33,7 @@ from spacer_worker.exceptions import (
     StorageUnavailableError,
     WeightsLoadError,
 )
+from spacer_worker.storage import load_bytes, storage_factory
 
 if TYPE_CHECKING:
     import torch
@@ -81,8 +84,6 @@ def _mismatch(extractor: FeatureExtractor, key: str, actual: str,
 
 def fetch(extractor: FeatureExtractor, key: str = 'weights') -> Weights:
     """The verified bytes of ``extractor.data_locations[key]``."""
-    from spacer_worker.storage import load_bytes
-
     loc = extractor.data_locations[key]
     expected = extractor.data_hashes.get(key)
     if not loc.is_remote:
@@ -96,10 +97,6 @@ def fetch(extractor: FeatureExtractor, key: str = 'weights') -> Weights:
 
 def _fetch_remote(extractor: FeatureExtractor, key: str, loc: DataLocation,
                   expected: str | None) -> Weights:
-    from filelock import FileLock, Timeout
-
-    from spacer_worker.storage import load_bytes, storage_factory
-
     path = cache_path(loc)
     path.parent.mkdir(parents=True, exist_ok=True)
     lock = FileLock(f'{path}.lock', timeout=CACHE_LOCK_TIMEOUT)
