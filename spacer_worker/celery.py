@@ -189,6 +189,8 @@ def build_config() -> dict[str, Any]:
             'soft_time_limit': soft, 'time_limit': hard,
             # Transient errors and lost pool processes share this budget.
             'max_retries': config.get('TASK_MAX_RETRIES'),
+            # Celery's autoretry backoff cap (SpacerTask.autoretry_for).
+            'retry_backoff_max': config.get('RETRY_BACKOFF_MAX'),
             'default_retry_delay': 2,
         }
 

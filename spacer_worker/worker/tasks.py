@@ -36,9 +36,8 @@ from typing import Any
 
 from celery import Task, shared_task
 from celery.exceptions import SoftTimeLimitExceeded
-from celery.utils.time import get_exponential_backoff_interval
 
-from spacer_worker import config, payloads, tasks
+from spacer_worker import payloads, tasks
 from spacer_worker.codec import show
 from spacer_worker.constants import TaskName
 from spacer_worker.contract import PROCESS_JOB, TASKS, JobReturnMsg
@@ -90,11 +89,19 @@ def decode_payload(task_name: str, cls: type, payload: Any) -> Any:
 
 
 class SpacerTask(Task):
-    """Base of the adapters: retries, time limits, progress."""
+    """Base of the adapters: retries, time limits, progress, wire classes."""
 
     # Checking call signatures at send time needs the task registered on
     # the sender's app; senders use names only.
     typing = False
+    # Celery's own retry: a TransientError is retried after 1, 2, 4... s
+    # with full jitter; max_retries and retry_backoff_max come from the
+    # settings through the app's task_annotations (celery.build_config).
+    # Celery's worker logs each retry ("retry: Retry in 2s: ...").
+    autoretry_for = (TransientError,)
+    retry_backoff = True
+    retry_jitter = True
+
     # Clamps a message's own time limits to the configured ones.
     Request = 'spacer_worker.worker.request:Request'
 
@@ -118,33 +125,21 @@ class SpacerTask(Task):
         if run is not None:
             run.declare_outputs(delivery.output_locations(msg))
 
-    def retry_delay(self) -> float:
-        """Exponential backoff (1, 2, 4... s) with full jitter, capped."""
-        return get_exponential_backoff_interval(
-            factor=1, retries=self.request.retries,
-            maximum=config.get('RETRY_BACKOFF_MAX'), full_jitter=True)
-
-    def retry_transient(self, error: TransientError) -> None:
-        """Schedule a retry (raises celery's Retry), or re-raise ``error``
-        when the retries are spent."""
-        if self.request.called_directly or self.request.is_eager:
-            raise error
+    def retry(self, *args: Any, **kwargs: Any) -> Any:
+        # Celery's autoretry calls this; a lost run must not send a retry.
         run = delivery.current()
         if run is not None:
-            run.check(force=True)   # a lost run must not send a retry
-        logger.warning('%s[%s] transient failure (%s: %s), retry %d of %s',
-                       self.name, self.request.id, type(error).__name__,
-                       error, self.request.retries + 1, self.max_retries)
-        raise self.retry(exc=error, countdown=self.retry_delay())
+            run.check(force=True)
+        return super().retry(*args, **kwargs)
 
-    def decode(self, payload: Any, message_class: type) -> Any:
-        """The payload's message; a stored payload that storage cannot
-        give right now is retried like any transient error."""
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        # This wraps Celery's autoretry wrapper of run(), so a
+        # TransientError gets here only once its retries are spent. Every
+        # failure leaves under PySpacer's class path, ours as its cause.
         try:
-            return decode_payload(self.name, message_class, payload)
-        except TransientError as e:
-            self.retry_transient(e)
-            raise  # not reached: retry_transient always raises
+            return super().__call__(*args, **kwargs)
+        except SpacerError as e:
+            raise to_wire(e) from e
 
     def after_return(self, status: str, retval: Any, task_id: str,
                      args: Any, kwargs: Any, einfo: Any) -> None:
@@ -192,24 +187,17 @@ class SpacerTask(Task):
 
 def _run(task: SpacerTask, payload: Any, message_class: type,
          func: Callable[..., Any], with_progress: bool = False) -> dict:
-    """Run one task; a failure leaves as PySpacer's class (our error is
-    its cause, in the stored traceback)."""
+    """Run one task: decode, call, serialize (errors: see SpacerTask)."""
     task.begin_delivery()
+    msg = decode_payload(task.name, message_class, payload)
+    task.declare_outputs(msg)
     try:
-        msg = task.decode(payload, message_class)
-        task.declare_outputs(msg)
-        try:
-            if with_progress:
-                result = func(msg, progress=task.training_progress())
-            else:
-                result = func(msg)
-        except TransientError as e:
-            task.retry_transient(e)
-            raise  # not reached: retry_transient always raises
-        except SoftTimeLimitExceeded as e:
-            raise task.time_limit_error(e) from e
-    except SpacerError as e:
-        raise to_wire(e) from e
+        if with_progress:
+            result = func(msg, progress=task.training_progress())
+        else:
+            result = func(msg)
+    except SoftTimeLimitExceeded as e:
+        raise task.time_limit_error(e) from e
     return result.serialize()
 
 
@@ -234,10 +222,7 @@ ADAPTERS: dict[str, SpacerTask] = {name: _adapter(row)
 def process_job(self: SpacerTask, payload: Any) -> dict:
     """JobMsg -> JobReturnMsg; a failing task gives ok=False, not FAILURE."""
     self.begin_delivery()
-    try:
-        job = self.decode(payload, PROCESS_JOB.message)
-    except SpacerError as e:
-        raise to_wire(e) from e
+    job = decode_payload(self.name, PROCESS_JOB.message, payload)
     self.declare_outputs(job)
     # An offloaded job is not repeated in full in its result (Redis).
     answer_job = payloads.compact_job(job) if payloads.is_reference(payload) \
@@ -254,7 +239,7 @@ def process_job(self: SpacerTask, payload: Any) -> dict:
             reraise=(TransientError, delivery.DeliveryLostError))
     except TransientError as e:
         if self.request.retries < (self.max_retries or 0):
-            self.retry_transient(e)
+            raise  # autoretry_for schedules the retry
         # Retries spent: answer like PySpacer does for any failure.
         result = JobReturnMsg(original_job=job, ok=False, results=None,
                               error_message=failure_text(e))
