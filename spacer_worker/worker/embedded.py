@@ -11,10 +11,14 @@ so several workers of one app in one process cannot split the queues.)
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
+
+from celery.contrib.testing.worker import start_worker
+from celery.utils.imports import symbol_by_name
+
+from spacer_worker.worker.leases import LeaseStep
 
 EMBEDDED_BROKER = 'memory://'
 EMBEDDED_BACKEND = 'cache+memory://'
@@ -37,8 +41,9 @@ def configure_embedded(app: Any) -> None:
     )
     # Leases let other workers requeue a dead worker's Redis messages;
     # with one process and an in-memory broker there is nobody to do so.
+    # The app names the step by path (the client side never imports it).
     steps = app.steps['worker']
-    for step in [s for s in steps if 'leases' in str(s)]:
+    for step in [s for s in steps if symbol_by_name(s) is LeaseStep]:
         steps.discard(step)
     # A backend made before the switch would still point at Redis.
     if getattr(app, '_backend', None) is not None:
@@ -48,37 +53,18 @@ def configure_embedded(app: Any) -> None:
 @contextmanager
 def embedded_workers(app: Any, queues: Sequence[str],
                      concurrency: int | None = None, loglevel: str = 'WARNING',
-                     start_timeout: float = 30.0) -> Iterator[Any]:
-    """Run a thread-pool worker on ``queues`` until the block exits."""
-    from celery.worker import WorkController
-    from celery.worker import state as worker_state
+                     shutdown_timeout: float = 30.0) -> Iterator[Any]:
+    """Run a thread-pool worker on ``queues`` until the block exits.
 
-    class _Worker(WorkController):
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
-            self.ready = threading.Event()
-            super().__init__(*args, **kwargs)
-
-        def on_consumer_ready(self, consumer: Any) -> None:
-            self.ready.set()
-
-    app.finalize()
-    app.set_current()
-    app.set_default()
-    worker = _Worker(app=app, hostname='embedded@localhost', pool='threads',
-                     concurrency=concurrency or len(queues),
-                     queues=list(queues), loglevel=loglevel,
-                     without_heartbeat=True, without_mingle=True,
-                     without_gossip=True)
-    thread = threading.Thread(target=worker.start, daemon=True,
-                              name='spacer-embedded-worker')
-    thread.start()
-    try:
-        if not worker.ready.wait(start_timeout):
-            raise RuntimeError(f'The embedded worker did not start within '
-                               f'{start_timeout} s.')
+    Celery's own embedded worker (``celery.contrib.testing``): a worker
+    thread, started once its consumer is ready, stopped warm on exit. It
+    waits for that start without a time limit, which is safe here: the
+    memory transport has no connection that could fail to come up.
+    """
+    with start_worker(app, concurrency=concurrency or len(queues),
+                      pool='threads', loglevel=loglevel,
+                      perform_ping_check=False,
+                      shutdown_timeout=shutdown_timeout,
+                      hostname='embedded@localhost',
+                      queues=list(queues)) as worker:
         yield worker
-    finally:
-        # The flag the worker's consumer loop checks; 0 = warm shutdown.
-        worker_state.should_terminate = 0
-        thread.join(30)
-        worker_state.should_terminate = None
