@@ -24,14 +24,13 @@ from typing import Any
 
 import numpy as np
 
-from spacer_worker import config
+from spacer_worker import config, storage
 from spacer_worker.exceptions import (
     FeatureFileError,
     MessageError,
     RowColumnMismatchError,
     RowColumnMissingError,
 )
-from spacer_worker.storage import load_features
 from spacer_worker.training.matrix import DTYPE, FeatureMatrix
 
 logger = logging.getLogger(__name__)
@@ -154,7 +153,7 @@ def match_rows(rows: Any, cols: Any, annotations: Sequence[Any],
 
 
 def _read_one(loc: Any) -> tuple[np.ndarray, Any, Any]:
-    features = load_features(loc)
+    features = storage.load_features(loc)
     if not features.valid_rowcol:
         raise RowColumnMissingError(
             f"{_where(loc)}: features without row/column positions (legacy "
