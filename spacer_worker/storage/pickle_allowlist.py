@@ -243,6 +243,20 @@ def _random_state(args: tuple, loader: Any) -> Any:
                  'made in this pickle or a bit generator name')
 
 
+def _seed_sequence(args: tuple, loader: Any) -> Any:
+    # Cython's pickle of SeedSequence (the global RandomState of an MLP
+    # trained without random_state, as PySpacer's are, carries one):
+    # (class, layout checksum, None), then BUILD with its fields.
+    from numpy.random import bit_generator
+    if (len(args) != 3 or not is_token(args[0], 'numpy.random.bit_generator',
+                                       'SeedSequence')
+            or type(args[1]) is not int or args[2] is not None):
+        raise refuse('a SeedSequence is only made empty, as numpy pickles '
+                     'it')
+    return bit_generator.__pyx_unpickle_SeedSequence(
+        bit_generator.SeedSequence, args[1], None)
+
+
 def _legacy_random_state(args: tuple, loader: Any) -> Any:
     import numpy as np
     if args:
@@ -256,6 +270,9 @@ def _container(kind: type) -> Callable[[tuple, Any], Any]:
             return kind()
         if len(args) == 1 and type(args[0]) in (list, tuple, set, frozenset):
             loader.charge(len(args[0]))
+            if kind in (set, frozenset):
+                for item in args[0]:
+                    loader.check_key(item)
             return kind(args[0])
         raise refuse(f'builtins.{kind.__name__} may only copy a list, tuple '
                      f'or set of the pickle (never a size or an iterator)')
@@ -308,6 +325,8 @@ _CALLS: dict[tuple[str, str], Callable[[tuple, Any], Any]] = {
     ('numpy.random._pickle', '__bit_generator_ctor'): _bit_generator,
     ('numpy.random._pickle', '__randomstate_ctor'): _random_state,
     ('numpy.random', '__RandomState_ctor'): _legacy_random_state,
+    ('numpy.random.bit_generator', '__pyx_unpickle_SeedSequence'):
+        _seed_sequence,
     ('builtins', 'list'): _container(list),
     ('builtins', 'tuple'): _container(tuple),
     ('builtins', 'set'): _container(set),
@@ -336,6 +355,8 @@ def entries() -> dict[tuple[str, str], Entry]:
     table['numpy', 'ndarray'] = Entry(ARGUMENT, 'numpy', 'ndarray')
     for name, module in BIT_GENERATORS.items():
         table[module, name] = Entry(ARGUMENT, module, name)
+    table['numpy.random.bit_generator', 'SeedSequence'] = Entry(
+        ARGUMENT, 'numpy.random.bit_generator', 'SeedSequence')
     return table
 
 

@@ -121,6 +121,9 @@ class ClassifierUnpickler(pickle._Unpickler):
         record = self._made.get(id(obj))
         return record if record is not None and record[0] is obj else None
 
+    def check_key(self, value: Any) -> None:
+        _check_key(value)
+
     def new_instance(self, token: Global) -> Any:
         cls = token.target
         return object.__new__(cls)
@@ -249,6 +252,7 @@ class ClassifierUnpickler(pickle._Unpickler):
         key = self.stack.pop()
         target = self.stack[-1]
         _check_dict(target)
+        _check_key(key)
         self.charge(1)
         target[key] = value
     dispatch[pickle.SETITEM[0]] = load_setitem
@@ -261,6 +265,7 @@ class ClassifierUnpickler(pickle._Unpickler):
             raise pickle.UnpicklingError('SETITEMS needs key, value pairs')
         self.charge(len(items))
         for i in range(0, len(items), 2):
+            _check_key(items[i])
             target[items[i]] = items[i + 1]
     dispatch[pickle.SETITEMS[0]] = load_setitems
 
@@ -270,8 +275,27 @@ class ClassifierUnpickler(pickle._Unpickler):
         if type(target) is not set:
             raise refuse(f'ADDITEMS to a {_kind(target)}, not a set')
         self.charge(len(items))
+        for item in items:
+            _check_key(item)
         target.update(items)
     dispatch[pickle.ADDITEMS[0]] = load_additems
+
+    def load_dict(self) -> None:
+        items = self.pop_mark()
+        if len(items) % 2:
+            raise pickle.UnpicklingError('DICT needs key, value pairs')
+        for key in items[::2]:
+            _check_key(key)
+        self.append({items[i]: items[i + 1]
+                     for i in range(0, len(items), 2)})
+    dispatch[pickle.DICT[0]] = load_dict
+
+    def load_frozenset(self) -> None:
+        items = self.pop_mark()
+        for item in items:
+            _check_key(item)
+        self.append(frozenset(items))
+    dispatch[pickle.FROZENSET[0]] = load_frozenset
 
     def load_bytearray8(self) -> None:
         # pickle allocates the bytearray before reading it: check the
@@ -355,7 +379,9 @@ def _build(loader: ClassifierUnpickler, inst: Any, state: Any) -> None:
     elif type(inst) is np.random.RandomState:
         _build_random_state(inst, state)
     elif type(inst).__name__ in allow.BIT_GENERATORS:
-        _build_bit_generator(inst, state)
+        _build_bit_generator(loader, inst, state)
+    elif type(inst) is np.random.bit_generator.SeedSequence:
+        _build_seed_sequence(loader, inst, state)
     elif _is_instance_class(type(inst)):
         _build_instance(inst, state)
     else:
@@ -368,7 +394,8 @@ def _build_dtype(dtype: Any, state: Any) -> None:
     canonical = {base.__reduce__()[2]}
     for order in '<>':
         canonical.add(base.newbyteorder(order).__reduce__()[2])
-    if type(state) is not tuple or state not in canonical:
+    if type(state) is not tuple or not all(
+            type(v) in _KEY_TYPES for v in state) or state not in canonical:
         raise refuse(f'a {dtype.str} dtype state that numpy does not write '
                      f'for it')
     type(dtype).__setstate__(dtype, state)
@@ -389,6 +416,11 @@ def _build_array(loader: ClassifierUnpickler, array: Any, state: Any
     if dtype.hasobject:
         if type(data) is not list or len(data) != count:
             raise refuse('object array data must be a list of its size')
+        # Labels are names and numbers. numpy frees nested object arrays
+        # recursively in C, so a deep nest would crash the process.
+        if not all(type(v) in _KEY_TYPES or isinstance(v, np.generic)
+                   for v in data):
+            raise refuse('object array items must be names or numbers')
     elif allow._raw_length(data) != count * dtype.itemsize:
         raise refuse('array data does not match its shape and dtype')
     np.ndarray.__setstate__(array, state)
@@ -406,13 +438,44 @@ def _build_random_state(rs: Any, state: Any) -> None:
     np.random.RandomState.__setstate__(rs, state)
 
 
-def _build_bit_generator(bitgen: Any, state: Any) -> None:
-    if type(state) is tuple and len(state) == 2 and state[1] is None:
-        state = state[0]
+def _build_bit_generator(loader: ClassifierUnpickler, bitgen: Any,
+                         state: Any) -> None:
+    import numpy as np
+    seed_seq = None
+    if type(state) is tuple and len(state) == 2:
+        state, seed_seq = state
     if type(state) is not dict or type(state.get('bit_generator')) is not str:
-        raise refuse('a bit generator state must be numpy\'s dict (no seed '
-                     'sequence)')
-    type(bitgen).__setstate__(bitgen, state)
+        raise refuse('a bit generator state must be numpy\'s dict')
+    if seed_seq is not None and (
+            type(seed_seq) is not np.random.bit_generator.SeedSequence
+            or loader._record(seed_seq) is None):
+        raise refuse('a bit generator may only hold a SeedSequence made by '
+                     'this pickle')
+    type(bitgen).__setstate__(bitgen, state if seed_seq is None
+                              else (state, seed_seq))
+
+
+def _build_seed_sequence(loader: ClassifierUnpickler, seq: Any,
+                         state: Any) -> None:
+    # (entropy, n_children_spawned, pool, pool_size, spawn_key); the pool
+    # must be what pool_size says, or generate_state reads out of bounds.
+    import numpy as np
+    ok = type(state) is tuple and len(state) == 5
+    if ok:
+        entropy, children, pool, size, spawn_key = state
+        ok = ((entropy is None or type(entropy) is int or (
+            type(entropy) is tuple and all(type(e) is int for e in entropy)))
+            and type(children) is int and 0 <= children < 2 ** 32
+            and type(size) is int and 1 <= size <= 1024
+            and type(pool) is np.ndarray and loader._record(pool) is not None
+            and pool.dtype == np.uint32 and pool.shape == (size,)
+            and pool.flags.c_contiguous
+            and type(spawn_key) is tuple
+            and all(type(k) is int and k >= 0 for k in spawn_key))
+    if not ok:
+        raise refuse('a SeedSequence state must be numpy\'s (entropy, '
+                     'children, pool, pool_size, spawn_key)')
+    np.random.bit_generator.SeedSequence.__setstate__(seq, state)
 
 
 def _is_data_descriptor(attr: Any) -> bool:
@@ -446,6 +509,21 @@ def _build_instance(inst: Any, state: Any) -> None:
 
 
 # --- the finished object ----------------------------------------------------
+
+
+_KEY_TYPES = (type(None), bool, int, float, complex, str, bytes)
+
+
+def _check_key(key: Any) -> None:
+    # Hashing a deeply nested tuple recurses in C without a guard and
+    # crashes the interpreter; classifier dict keys and set items are
+    # names and numbers.
+    if type(key) in _KEY_TYPES or (type(key) is tuple and len(key) <= 64
+                                   and all(type(k) in _KEY_TYPES
+                                           for k in key)):
+        return
+    raise refuse(f'a dict key or set item that is a {_kind(key)}; only '
+                 f'names, numbers and flat tuples of them are allowed')
 
 
 def _check_dict(target: Any) -> None:
@@ -512,7 +590,8 @@ def check_graph(root: Any, where: str) -> None:
         elif isinstance(obj, np.generic) and kind.__module__ == 'numpy':
             pass
         elif kind is np.random.RandomState or (
-                kind.__name__ in allow.BIT_GENERATORS):
+                kind.__name__ in allow.BIT_GENERATORS) or (
+                kind is np.random.bit_generator.SeedSequence):
             pass
         elif _is_instance_class(kind):
             state = obj.__dict__

@@ -166,6 +166,26 @@ def deep_nesting(depth: int = 100_000) -> bytes:
         depth - 1) + pickle.STOP
 
 
+def deep_tuple_key(depth: int = 1_000_000) -> bytes:
+    """A dict keyed by a tuple nested a million deep: hashing it
+    recurses in C and kills the worker process (segfault)."""
+    return (b'\x80\x02' + pickle.EMPTY_DICT + pickle.NONE
+            + pickle.TUPLE1 * depth + pickle.NONE + pickle.SETITEM
+            + pickle.STOP)
+
+
+def nested_object_arrays(depth: int = 3) -> bytes:
+    """Object arrays inside object arrays: numpy frees them recursively
+    in C, so 200,000 levels crash the process when they are dropped."""
+    import numpy as np
+    inner = None
+    for _ in range(depth):
+        outer = np.empty(1, dtype=object)
+        outer[0] = inner
+        inner = outer
+    return pickle.dumps(inner, protocol=2)
+
+
 ALL = {
     'adam_get_updates': adam_get_updates,
     'calibrated_predict_proba': calibrated_predict_proba,
@@ -185,4 +205,6 @@ ALL = {
     'append_to_class': append_to_class,
     'setitem_on_class': setitem_on_class,
     'deep_nesting': deep_nesting,
+    'deep_tuple_key': deep_tuple_key,
+    'nested_object_arrays': nested_object_arrays,
 }

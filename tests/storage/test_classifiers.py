@@ -203,3 +203,23 @@ def test_wrong_objects_raise_classifier_load_error(obj, message):
 def test_garbage_raises_classifier_load_error(garbage):
     with pytest.raises(ClassifierLoadError, match='not a readable'):
         parse_classifier(garbage)
+
+
+@pytest.mark.parametrize('protocol', [0, 2, 5])
+def test_mlp_holding_a_seed_sequence_loads(protocol):
+    # An MLP trained with random_state=None in a process whose global
+    # RandomState was never seeded by hand pickles that RandomState with
+    # its SeedSequence (Cython's own pickle format).
+    x, y = data()
+    mlp = MLPClassifier(hidden_layer_sizes=(8,),
+                        random_state=np.random.RandomState())
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        mlp.partial_fit(x, y, classes=[0, 1, 2])
+    clf = CalibratedClassifierCV(mlp, cv='prefit').fit(x, y)
+    pickled = pickle.dumps(clf, protocol=protocol)
+    assert b'SeedSequence' in pickled
+    loaded = parse_classifier(pickled)
+    assert np.array_equal(loaded.predict_proba(x), clf.predict_proba(x))
+    assert (loaded.estimator._random_state.get_state()[1].tolist()
+            == clf.estimator._random_state.get_state()[1].tolist())

@@ -1,7 +1,7 @@
 """Mutated classifier pickles: only ClassifierLoadError, and no side effect.
 
-Starting from real classifiers (SGD and MLP, pickle protocols 0, 2, 4 and
-5), hypothesis flips bytes, inserts and deletes opcodes, truncates, and
+Starting from real classifiers (SGD, MLP, MLP with a SeedSequence;
+pickle protocols 0, 2, 4 and 5), hypothesis flips bytes, inserts and deletes opcodes, truncates, and
 swaps globals for other allowed or forbidden names, one to three
 mutations at a time. Whatever comes out, loading it either gives a
 CalibratedClassifierCV or raises ClassifierLoadError, and every
@@ -46,10 +46,24 @@ FORBIDDEN_GLOBALS = [
 OPCODES = sorted({op.code.encode('latin1') for op in pickletools.opcodes})
 
 
+def _seeded_mlp() -> CalibratedClassifierCV:
+    # Its RandomState carries a SeedSequence (Cython's pickle format).
+    import numpy as np
+    from sklearn.neural_network import MLPClassifier
+
+    from .test_classifiers import data
+    x, y = data()
+    mlp = MLPClassifier(hidden_layer_sizes=(4,),
+                        random_state=np.random.RandomState())
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        mlp.partial_fit(x, y, classes=[0, 1, 2])
+    return CalibratedClassifierCV(mlp, cv='prefit').fit(x, y)
+
+
 def _bases() -> list[bytes]:
     out = []
-    for kind in ('sgd', 'mlp'):
-        clf = train(kind)
+    for clf in (train('sgd'), train('mlp'), _seeded_mlp()):
         out.append(dump_classifier(clf))  # protocol 2, as PySpacer writes
         out.extend(pickle.dumps(clf, protocol=p) for p in (0, 4, 5))
     return out

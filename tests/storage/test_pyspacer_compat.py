@@ -149,3 +149,35 @@ def test_classifier_stored_here_predicts_identically_in_pyspacer(
                         {'path': path, 'test': test.tolist()})
     assert got['type'] == 'CalibratedClassifierCV'
     assert np.array_equal(np.array(got['proba']), clf.predict_proba(test))
+
+
+PYSPACER_OWN_TRAINER = '''
+import numpy as np
+from spacer.data_classes import DataLocation
+from spacer.storage import store_classifier
+from spacer.train_classifier import MiniBatchTrainer
+from spacer.train_utils import make_random_data
+base = DataLocation('filesystem', PAYLOAD['dir'])
+train = make_random_data(4, [1, 2, 3], 20, 32, base,
+                         [PAYLOAD['dir'] + f'/t{i}' for i in range(4)])
+ref = make_random_data(2, [1, 2, 3], 20, 32, base,
+                       [PAYLOAD['dir'] + f'/r{i}' for i in range(2)])
+# PySpacer's own training: its MLP has no random_state, so the pickle
+# carries the global RandomState and its SeedSequence.
+clf, _ = MiniBatchTrainer()._train(train, ref, 2, PAYLOAD['kind'])
+store_classifier(DataLocation('filesystem', PAYLOAD['path']), clf)
+test = np.array(PAYLOAD['test'], dtype=np.float32)
+RESULT = clf.predict_proba(test).tolist()
+'''
+
+
+@pytest.mark.parametrize('kind', ['LR', 'MLP'])
+def test_classifier_from_pyspacers_own_trainer_loads_here(
+        pyspacer_reference, tmp_path, kind):
+    test, _ = data(n=50, seed=7)
+    path = str(tmp_path / 'pyspacer-trained.model')
+    expected = run_reference(PYSPACER_OWN_TRAINER, {
+        'dir': str(tmp_path), 'path': path, 'kind': kind,
+        'test': test.tolist()})
+    clf = load_classifier(DataLocation('filesystem', path))
+    assert np.array_equal(clf.predict_proba(test), np.array(expected))
