@@ -1,8 +1,8 @@
 """Mutated classifier pickles: only ClassifierLoadError, and no side effect.
 
 Starting from real classifiers (SGD, MLP, MLP with a SeedSequence;
-pickle protocols 0, 2, 4 and 5), hypothesis flips bytes, inserts and deletes opcodes, truncates, and
-swaps globals for other allowed or forbidden names, one to three
+pickle protocols 0, 2, 4 and 5), hypothesis flips bytes, inserts and
+deletes opcodes, truncates, splices, and swaps globals for other allowed or forbidden names, one to three
 mutations at a time. Whatever comes out, loading it either gives a
 CalibratedClassifierCV or raises ClassifierLoadError, and every
 allowlisted class, function and dtype singleton is unchanged.
