@@ -86,7 +86,10 @@ def train_msg(data_dir: Path, labels: TrainingTaskLabels, name: str,
 def test_pickle_attacks_fail_typed_and_leave_the_worker_sound(
         app, start_worker, data_dir, redis_db):
     client = Client(app)
-    start_worker('cpu', queues='train,classify', concurrency=1)
+    # The storage sandbox (issue 9) admits only the test's directory.
+    roots = {'SPACER_FILESYSTEM_READ_ROOTS': str(data_dir),
+             'SPACER_FILESYSTEM_WRITE_ROOTS': str(data_dir)}
+    start_worker('cpu', queues='train,classify', concurrency=1, env=roots)
     labels = toy_labels(data_dir)
     val_features = next(iter(labels.val.keys()))
 
