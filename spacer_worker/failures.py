@@ -37,7 +37,7 @@ STALE_FEATURES_CLASS = 'spacer.exceptions.RowColumnMismatchError'
 #: The last line's class for failures around a task, by what happened.
 LOST = 'spacer_worker.exceptions.ResultLostError'
 REVOKED = 'celery.exceptions.TaskRevokedError'
-SOFT_TIME_LIMIT = 'celery.exceptions.SoftTimeLimitExceeded'
+SOFT_TIME_LIMIT = 'billiard.exceptions.SoftTimeLimitExceeded'
 HARD_TIME_LIMIT = 'billiard.exceptions.TimeLimitExceeded'
 WORKER_LOST = 'billiard.exceptions.WorkerLostError'
 INFRASTRUCTURE = {

@@ -92,3 +92,33 @@ def test_coralnet_sorts_every_failure_by_its_class(
         if (tmp_path / 'mail').exists() else []
     assert len(mails) == len(admin)
     assert all('Spacer job failed: ' in mail for mail in mails)
+
+
+def test_a_job_out_of_time_ends_in_a_classifiable_line(app, start_worker,
+                                                       tmp_path):
+    from spacer_worker import failures
+    from spacer_worker.contrib.coralnet import CeleryQueue
+    from tests.compat.test_failure_classes import _stale_training_job
+    from tests.training.conftest import random_labels
+
+    start_worker('slow', queues='train', env={'SPACER_TRAIN_TIME_LIMIT': '3'})
+    job = _stale_training_job(tmp_path)
+    msg = job.tasks[0]
+    # A training that is fine but far too long for 3 s.
+    from spacer_worker.task_utils import SplitMode, preprocess_labels
+    (tmp_path / 'ok').mkdir()
+    msg.labels = preprocess_labels(random_labels(tmp_path / 'ok', im_count=20,
+                                                 points=50),
+                                   split_mode=SplitMode.POINTS)
+    msg.nbr_epochs, msg.clf_type = 100_000, 'MLP'
+    queue = CeleryQueue(app)
+    queue.submit_job(job, 1)
+    deadline = time.monotonic() + 60
+    results = []
+    while not results:
+        assert time.monotonic() < deadline, 'no result in 60 s'
+        results, _ = queue.collect_jobs(queue.get_collectable_jobs())
+        time.sleep(0.5)
+    assert not results[0].ok
+    assert failures.error_class(results[0].error_message) == \
+        failures.SOFT_TIME_LIMIT, results[0].error_message
