@@ -114,7 +114,10 @@ class ClassifierUnpickler(pickle._Unpickler):
                          f'or items; a classifier needs far fewer')
 
     def _remember(self, obj: Any) -> Any:
-        self._made[id(obj)] = [obj, _FRESH]
+        # A call may hand back an object it was given (tuple(t) is t):
+        # keep its record, so nothing already built becomes fresh again.
+        if self._record(obj) is None:
+            self._made[id(obj)] = [obj, _FRESH]
         return obj
 
     def _record(self, obj: Any) -> list | None:
