@@ -10,6 +10,7 @@ permanent (missing key, access denied, bad location) and transient
 from __future__ import annotations
 
 import abc
+from typing import Any
 
 
 class Storage(abc.ABC):
@@ -72,3 +73,13 @@ class RemoteStorage(Storage):
     @abc.abstractmethod
     def _load_remote(self, key: str) -> bytes:
         """Fetch ``key`` over the network."""
+
+
+def as_bytes(data: Any) -> bytes:
+    """What a ``store`` was given, as bytes: bytes-like, or a stream such
+    as the BytesIO PySpacer's storage classes take."""
+    if hasattr(data, 'getvalue'):
+        return data.getvalue()
+    if hasattr(data, 'read'):
+        return data.read()
+    return bytes(data)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import uuid
 
-from spacer_worker.storage.base import Storage
+from spacer_worker.storage.base import Storage, as_bytes
 from spacer_worker.storage.errors import os_error
 
 _CHUNK = 1 << 20
@@ -33,6 +33,7 @@ class FileSystemStorage(Storage):
             raise os_error(e, 'read', self.describe(key)) from e
 
     def store(self, key: str, data: bytes) -> None:
+        data = as_bytes(data)
         path = os.path.abspath(key)
         directory, name = os.path.split(path)
         where = self.describe(key)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 
 from spacer_worker.exceptions import DataNotFoundError
-from spacer_worker.storage.base import Storage
+from spacer_worker.storage.base import Storage, as_bytes
 
 
 class MemoryStorage(Storage):
@@ -34,7 +34,7 @@ class MemoryStorage(Storage):
                     f"processes).") from None
 
     def store(self, key: str, data: bytes) -> None:
-        blob = bytes(data)  # a private copy: later edits do not leak in
+        blob = as_bytes(data)  # a private copy: later edits do not leak in
         with self._lock:
             self._blobs[key] = blob
 

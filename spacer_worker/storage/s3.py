@@ -22,7 +22,7 @@ from spacer_worker.exceptions import (
     StorageAccessDeniedError,
     StorageUnavailableError,
 )
-from spacer_worker.storage.base import RemoteStorage
+from spacer_worker.storage.base import RemoteStorage, as_bytes
 from spacer_worker.storage.errors import http_status_is_transient
 
 _NOT_FOUND = {'NoSuchKey', 'NoSuchBucket', 'NotFound', '404'}
@@ -125,7 +125,8 @@ class S3Storage(RemoteStorage):
     def store(self, key: str, data: bytes) -> None:
         # A PUT is atomic in S3: readers see the old or the new object.
         self._call(lambda: s3_client().put_object(
-            Bucket=self.bucket_name, Key=key, Body=bytes(data)), 'write', key)
+            Bucket=self.bucket_name, Key=key, Body=as_bytes(data)), 'write',
+            key)
 
     def move(self, source: str, key: str) -> None:
         # A server-side copy (atomic for readers of ``key``), then delete.

@@ -148,3 +148,21 @@ def test_a_torch_extractor_subclass_runs_when_allowlisted(tmp_path,
         expected = TinyNet.extract_features(net, batch).numpy()
     np.testing.assert_allclose(features.feature_array(), expected,
                                rtol=1e-5, atol=1e-6)
+
+
+def test_storages_take_pyspacer_style_streams(tmp_path, s3_bucket):  # noqa: F811
+    from spacer_worker import storage
+    for backend, key in [(storage.FileSystemStorage(), str(tmp_path / 'a')),
+                         (storage.MemoryStorage(), 'a'),
+                         (storage.S3Storage(s3_bucket), 'a')]:
+        backend.store(key, io.BytesIO(b'stream'))
+        assert backend.load(key) == b'stream', backend
+        assert backend.exists(key)
+
+
+def test_aws_check_reports_settings_and_identity(s3_bucket, capsys):  # noqa: F811
+    aws.aws_check()
+    out = capsys.readouterr().out
+    assert 'Spacer config - AWS_ACCESS_KEY_ID: Yes' in out
+    assert 'Identified as ARN: arn:aws:' in out
+    assert 'testing' not in out.replace('Will now', '')   # no secret values
