@@ -181,3 +181,12 @@ def test_healthcheck_passes_where_no_worker_was_started(container):
     check = container.healthcheck()
     assert check.returncode == 0
     assert 'nothing to check' in check.stdout
+
+
+def test_worker_passes_the_log_level_through(container):
+    proc = container.start('worker', 'classify', '--queues=classify',
+                           SPACER_LOG_LEVEL='DEBUG')
+    container.wait_healthy(proc)
+    # `worker` execs celery: the entrypoint's process is the worker.
+    argv = Path(f'/proc/{proc.pid}/cmdline').read_bytes().split(b'\0')
+    assert b'--loglevel=DEBUG' in argv
