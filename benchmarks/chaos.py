@@ -91,7 +91,12 @@ class Redis:
 
 
 class Worker:
-    def __init__(self, name: str, env: dict, log_dir: Path) -> None:
+    def __init__(self, name: str, env: dict, log_dir: Path,
+                 concurrency: int = 2) -> None:
+        # Two slots per worker: a requeued task finds a free slot instead
+        # of waiting behind a busy worker's task (the recovery then shows
+        # the leases, not the queue).
+        self.concurrency = concurrency
         self.name = name
         self.env = {**env, 'CHAOS_WORKER': name}
         self.log = open(log_dir / f'{name}.log', 'ab')
@@ -100,7 +105,7 @@ class Worker:
     def start(self) -> Worker:
         self.proc = subprocess.Popen(
             [sys.executable, '-m', 'celery', '-A', 'spacer_worker', 'worker',
-             '-Q', 'extract,train,classify', '-c', '1', '-n',
+             '-Q', 'extract,train,classify', '-c', str(self.concurrency), '-n',
              f'{self.name}@%h', '-l', 'info', '--without-mingle',
              '--without-gossip', '-I', 'benchmarks.chaos_hooks'],
             cwd=REPO, env=self.env, stdout=self.log,
@@ -348,19 +353,15 @@ def main() -> int:
             return time.time() - started
 
         def chaos() -> None:
-            schedule = (
-                [('stop', 0.1), ('redis', 0.3), ('collector', 0.45)]
-                if args.quick else
-                [('stop', 0.25), ('redis', 0.45), ('collector', 0.6)])
-            # Faults are timed against how long the jobs take; estimate it
-            # from the submission rate (the run length is not known yet).
-            expected = max(30.0, args.jobs / 4)
+            # The one-off faults come at fractions of the jobs collected,
+            # so they land mid-run whatever the machine's speed.
+            schedule = [('stop', 0.15), ('redis', 0.35), ('collector', 0.5)]
             next_kill = started + (args.kill_every / 2 if args.quick
                                    else args.kill_every)
             while not stop.is_set() and (
                     len(collected) < len(jobs) or schedule):
                 now = time.time()
-                if schedule and now - started >= schedule[0][1] * expected:
+                if schedule and len(collected) >= schedule[0][1] * len(jobs):
                     what, _ = schedule.pop(0)
                     if what == 'stop':
                         victim, held = pick_victim(rng, broker, leased)

@@ -362,17 +362,30 @@ class LeasedQoS(kombu_redis.QoS):
             self._fenced_ack(delivery_tag, lease)
         kombu_redis.virtual.QoS.ack(self, delivery_tag)
 
+    _visibility_pass = False
+
+    def restore_visible(self, *args: Any, **kwargs: Any) -> None:
+        # kombu's visibility timeout: an owned message is its lease's
+        # business (its owner may be running it, however long).
+        self._visibility_pass = True
+        try:
+            super().restore_visible(*args, **kwargs)
+        finally:
+            self._visibility_pass = False
+
     def restore_by_tag(self, tag: Any, client: Any = None,
                        leftmost: bool = False) -> None:
         # Used by requeues, by the restore of held messages at shutdown and
         # by the visibility timeout. An owned tag is restored only by its
-        # owner (or, once the owner is dead, by a reaper).
+        # owner requeueing it (or, once the owner is dead, by a reaper).
         tag = _text(tag)
         with self.channel.conn_or_acquire(client) as client:
             owner = client.hget(OWNER_KEY, tag)
             if owner is None:
                 return super().restore_by_tag(tag, client=client,
                                               leftmost=leftmost)
+            if self._visibility_pass:
+                return None
             lease = self._lease()
             if lease is None or _text(owner) != lease:
                 return None
