@@ -343,8 +343,11 @@ def main() -> int:
                                                    strict=True):
                         collected.setdefault(job.job_id, []).append(
                             (now, word, result))
-                except Exception:
-                    pass
+                except Exception as e:
+                    # Redis restarting, most often; anything else is shown.
+                    if not isinstance(e, redis.RedisError):
+                        import traceback
+                        traceback.print_exc()
                 time.sleep(0.3)
 
         started = time.time()
