@@ -241,7 +241,7 @@ def main() -> int:
     parser.add_argument('--deadline', type=float, default=600.0,
                         help='seconds after its submission a job must be '
                              'collected by')
-    parser.add_argument('--timeout', type=float, default=900.0)
+    parser.add_argument('--timeout', type=float, default=400.0)
     parser.add_argument('--seed', type=int, default=1)
     parser.add_argument('--quick', action='store_true',
                         help='faults early and close together (test suite)')
@@ -510,6 +510,9 @@ def main() -> int:
         for n in partial:
             print(f'  partial: job {n} ({jobs[n].task_name}) task '
                   f'{task_of.get(n)}: {output_problem(jobs[n])}')
+        for n in [m for m in range(len(jobs)) if m not in collected][:5]:
+            print(f'  not collected: job {n} task {task_of.get(n)} last '
+                  f'word {words_seen.get(n)}')
         if failed:
             print('ok=False answers:', [collected[n][0][2].error_message
                                         .strip().splitlines()[-1]

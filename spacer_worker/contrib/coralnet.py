@@ -262,6 +262,8 @@ class CeleryQueue:
         confirm and read, hand out, mark returned."""
         jobs = list(jobs)
         if not jobs:
+            if self.confirm_on_next_call:
+                self._confirm(returned_only=True)
             return [], []
         ids = [_job_task_id(j) for j in jobs]
         backend = self.client.app.backend
