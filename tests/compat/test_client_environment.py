@@ -30,7 +30,9 @@ def test_environment_is_what_the_test_was_run_for():
 
 def test_submit_and_collect_through_celery_queue(app, start_worker,
                                                  tmp_path):
-    start_worker('cn-env', queues='extract')
+    start_worker('cn-env', queues='extract', env={
+        'SPACER_FILESYSTEM_READ_ROOTS': str(tmp_path),
+        'SPACER_FILESYSTEM_WRITE_ROOTS': str(tmp_path)})
     queue = CeleryQueue(app)
     image = write_image(tmp_path / 'img.png')
     queue.submit_job(extract_job([image], tmp_path, token='7'), 7, None)

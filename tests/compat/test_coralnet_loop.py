@@ -101,7 +101,10 @@ def test_a_job_out_of_time_ends_in_a_classifiable_line(app, start_worker,
     from tests.compat.test_failure_classes import _stale_training_job
     from tests.training.conftest import random_labels
 
-    start_worker('slow', queues='train', env={'SPACER_TRAIN_TIME_LIMIT': '3'})
+    start_worker('slow', queues='train', env={
+        'SPACER_TRAIN_TIME_LIMIT': '3',
+        'SPACER_FILESYSTEM_READ_ROOTS': str(tmp_path),
+        'SPACER_FILESYSTEM_WRITE_ROOTS': str(tmp_path)})
     job = _stale_training_job(tmp_path)
     msg = job.tasks[0]
     # A training that is fine but far too long for 3 s.

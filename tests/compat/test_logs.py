@@ -56,7 +56,9 @@ def test_worker_json_lines_carry_the_task_context(app, start_worker,
                                                   data_dir, tmp_path):
     worker = start_worker('jsonlog', queues='extract', env={
         'SPACER_LOG_DESTINATION': 'console', 'SPACER_LOG_FORMAT': 'json',
-        'SPACER_LOG_LEVEL': 'INFO'})
+        'SPACER_LOG_LEVEL': 'INFO',
+        'SPACER_FILESYSTEM_READ_ROOTS': str(data_dir),
+        'SPACER_FILESYSTEM_WRITE_ROOTS': str(data_dir)})
     msg = extract_msg(data_dir, 'logged')
     result = app.send_task('spacer.extract_features', args=[msg.serialize()],
                            queue='extract')
