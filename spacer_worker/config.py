@@ -74,6 +74,47 @@ SETTINGS: dict[str, Setting] = {s.name: s for s in [
     Setting('S3_MAX_ATTEMPTS', int, 3,
             'Attempts boto makes per S3 call (throttling, 5xx) before the '
             'error goes to the task retry.'),
+    # --- sandbox: what a broker message may touch (issue 9) ----------------
+    # Enforced for messages from the broker only; a direct call of
+    # spacer_worker.tasks trusts its caller, as PySpacer does.
+    Setting('FILESYSTEM_READ_ROOTS', str, '',
+            "Directories (':'-separated, absolute) a worker may read files "
+            "under; write roots are readable too. Unset: no file reads."),
+    Setting('FILESYSTEM_WRITE_ROOTS', str, '',
+            "Directories (':'-separated, absolute) a worker may write files "
+            "under. Unset: no file writes."),
+    Setting('S3_READ_BUCKETS', str, '',
+            "S3 buckets a worker may read, comma-separated 'bucket' or "
+            "'bucket/prefix'; write buckets are readable too. Unset: none."),
+    Setting('S3_WRITE_BUCKETS', str, '',
+            "S3 buckets a worker may write, comma-separated 'bucket' or "
+            "'bucket/prefix'. Unset: none."),
+    Setting('URL_ALLOWED_HOSTS', str, '',
+            'Host names or CIDR networks (comma-separated) that url '
+            'locations may reach although private; public hosts are always '
+            'allowed, cloud metadata addresses never.'),
+    Setting('MEMORY_STORAGE_ALLOWED', bool, False,
+            "Whether broker messages may use 'memory' locations (a worker "
+            "process's own RAM; useful only with the embedded mode)."),
+    Setting('FILESYSTEM_MAX_BYTES', int, 2 * 1024 ** 3,
+            'Largest file read from filesystem storage, in bytes.'),
+    Setting('S3_MAX_BYTES', int, 2 * 1024 ** 3,
+            'Largest S3 object read, in bytes.'),
+    Setting('FEATURE_ARRAY_MAX_BYTES', int, 256 * 1024 * 1024,
+            'Largest array inside a feature file (npz), inflated, in bytes; '
+            'checked from its header before inflating.'),
+    Setting('MESSAGE_MAX_BYTES', int, 64 * 1024 * 1024,
+            'Largest broker message payload (its JSON), in bytes.'),
+    Setting('MAX_LABELS_PER_TRAINING', int, 5_000_000,
+            'Most annotations (train + ref + val) one broker training may '
+            'carry.'),
+    Setting('MAX_EPOCHS', int, 500,
+            'Most epochs (nbr_epochs) one broker training may ask for.'),
+    Setting('MAX_HIDDEN_UNITS', int, 8192,
+            'Largest sum of mlp_hidden_layer_sizes a broker training may '
+            'ask for.'),
+    Setting('MAX_TASKS_PER_JOB', int, 1000,
+            'Most tasks one broker JobMsg may carry.'),
     # --- extraction ---------------------------------------------------------
     Setting('EXTRA_EXTRACTOR_CLASSES', str, '',
             'Comma-separated class paths of extra allowed extractors.'),

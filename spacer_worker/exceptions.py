@@ -15,8 +15,11 @@ the task layer retries only the second kind::
     │   ├── StorageReadOnlyError       write to read-only storage (url)
     │   ├── DataNotFoundError          key/object/URL does not exist (404)
     │   ├── StorageAccessDeniedError   credentials/permission refused (403)
+    │   │   └── LocationNotAllowedError  outside the operator's allowlists
     │   ├── URLDownloadError           URL unusable: bad status, too big
     │   ├── DataLimitError             image/points over configured limits
+    │   │   ├── ReadLimitError         object larger than its backend's limit
+    │   │   └── MessageLimitError      message over a bound (also MessageError)
     │   ├── ImageDecodeError           bytes are not a readable image
     │   ├── FeatureFileError           feature file unreadable/malformed
     │   ├── ClassifierLoadError        pickle unreadable or wrong type
@@ -139,6 +142,22 @@ class URLUnusableError(URLDownloadError, PermanentError):
 
 class DataLimitError(PermanentError):
     wire_class = 'spacer.exceptions.DataLimitError'
+
+
+class LocationNotAllowedError(StorageAccessDeniedError):
+    """A broker message named storage its worker's operator did not allow
+    (FILESYSTEM_*_ROOTS, S3_*_BUCKETS), or an output that is an input."""
+
+
+class ReadLimitError(DataLimitError):
+    """An object is larger than its backend's read limit
+    (FILESYSTEM_MAX_BYTES, S3_MAX_BYTES) or a feature array than
+    FEATURE_ARRAY_MAX_BYTES."""
+
+
+class MessageLimitError(DataLimitError, MessageError):
+    """A broker message is over a bound: its size, labels, epochs,
+    hidden-layer sizes or tasks per job."""
 
 
 class ImageDecodeError(PermanentError):

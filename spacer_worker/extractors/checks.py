@@ -14,7 +14,7 @@ from typing import Any
 from spacer_worker import config
 from spacer_worker.exceptions import DataLimitError, RowColumnInvalidError
 
-__all__ = ['check_extract_inputs']
+__all__ = ['check_extract_inputs', 'check_point_count']
 
 
 def _size_of(image_or_size: Any) -> tuple[int, int]:
@@ -25,6 +25,17 @@ def _size_of(image_or_size: Any) -> tuple[int, int]:
 
 def _is_int(value: Any) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def check_point_count(rowcols: Sequence[Any], im_key: str = 'image') -> None:
+    """DataLimitError when there are more than MAX_POINTS_PER_IMAGE points;
+    the extraction tasks call it before fetching the image."""
+    max_points = config.get('MAX_POINTS_PER_IMAGE')
+    if len(rowcols) > max_points:
+        raise DataLimitError(
+            f"{len(rowcols)} point locations were specified for image "
+            f"{im_key}, and that's larger than the max allowed of "
+            f"{max_points} (MAX_POINTS_PER_IMAGE).")
 
 
 def check_extract_inputs(image: Any, rowcols: Sequence[Any],
@@ -42,12 +53,7 @@ def check_extract_inputs(image: Any, rowcols: Sequence[Any],
             f"Image {im_key} has {width} x {height} = {width * height} total "
             f"pixels, which is larger than the max allowed of {max_pixels} "
             f"(MAX_IMAGE_PIXELS).")
-    max_points = config.get('MAX_POINTS_PER_IMAGE')
-    if len(rowcols) > max_points:
-        raise DataLimitError(
-            f"{len(rowcols)} point locations were specified for image "
-            f"{im_key}, and that's larger than the max allowed of "
-            f"{max_points} (MAX_POINTS_PER_IMAGE).")
+    check_point_count(rowcols, im_key)
     for index, point in enumerate(rowcols):
         try:
             row, col = point

@@ -1,4 +1,8 @@
-"""Bytes at a ``DataLocation``: the base every format helper builds on."""
+"""Bytes at a ``DataLocation``: the base every format helper builds on.
+
+Inside :func:`spacer_worker.storage.sandbox.untrusted` (a task from the
+broker) every call here goes through the operator's allowlists.
+"""
 
 from __future__ import annotations
 
@@ -7,16 +11,21 @@ from contextvars import ContextVar
 from typing import Any
 
 from spacer_worker.storage.factory import storage_for
+from spacer_worker.storage.sandbox import READ, WRITE, current
 
 
 def load_bytes(loc: Any) -> bytes:
     """The whole object at ``loc``.
 
-    Every read goes through the backend's ``load`` (so a test patching
-    ``URLStorage.load``, as CoralNet's do, is obeyed); a PySpacer-style
-    ``load`` returning a BytesIO is accepted too.
+    Every trusted read goes through the backend's ``load`` (so a test
+    patching ``URLStorage.load``, as CoralNet's do, is obeyed); a
+    PySpacer-style ``load`` returning a BytesIO is accepted too.
     """
-    data = storage_for(loc).load(loc.key)
+    sandbox = current()
+    if sandbox is not None:
+        data = sandbox.load(loc)
+    else:
+        data = storage_for(loc).load(loc.key)
     if not isinstance(data, bytes) and hasattr(data, 'getvalue'):
         data = data.getvalue()
     return data
@@ -31,19 +40,41 @@ write_guard: ContextVar[Callable[[Any, bytes], bool] | None] = ContextVar(
 
 def store_bytes(loc: Any, data: bytes) -> None:
     """Write ``data`` at ``loc`` whole (atomic on every backend)."""
+    sandbox = current()
+    if sandbox is not None:
+        # Refused before it is staged, not only when it is committed.
+        sandbox.check(loc, WRITE)
     guard = write_guard.get()
     if guard is not None and guard(loc, data):
+        return
+    if sandbox is not None:
+        sandbox.store(loc, data)
         return
     storage_for(loc).store(loc.key, data)
 
 
 def delete(loc: Any) -> None:
     """Remove the object at ``loc``; a missing object is not an error."""
+    sandbox = current()
+    if sandbox is not None:
+        sandbox.delete(loc)
+        return
     storage_for(loc).delete(loc.key)
 
 
 def exists(loc: Any) -> bool:
+    sandbox = current()
+    if sandbox is not None:
+        return sandbox.exists(loc)
     return storage_for(loc).exists(loc.key)
+
+
+def check_readable(loc: Any) -> None:
+    """Raise unless the running task may read ``loc`` (for callers that
+    look at a location, e.g. its file's identity, before reading it)."""
+    sandbox = current()
+    if sandbox is not None:
+        sandbox.check(loc, READ)
 
 
 def describe(loc: Any) -> str:

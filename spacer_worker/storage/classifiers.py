@@ -79,7 +79,8 @@ def parse_classifier(data: bytes, where: str = 'classifier'
         except Exception as e:  # noqa: BLE001 - untrusted bytes: any failure
             raise ClassifierLoadError(
                 f"{where} is not a readable classifier pickle "
-                f"({type(e).__name__}: {str(e)[:300]}).") from e
+                # Not str(e): a decoder's message may quote the bytes.
+                f"({type(e).__name__}).") from e
 
 
 def load_classifier(loc: Any) -> CalibratedClassifierCV:

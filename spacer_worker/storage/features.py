@@ -26,8 +26,9 @@ import json
 import zipfile
 from typing import Any
 
+from spacer_worker import config
 from spacer_worker.data_classes import ImageFeatures
-from spacer_worker.exceptions import FeatureFileError, MessageError
+from spacer_worker.exceptions import FeatureFileError, MessageError, ReadLimitError
 from spacer_worker.storage.blobs import describe, load_bytes, store_bytes
 
 _ZIP_MAGIC = (b'PK\x03\x04', b'PK\x05\x06')
@@ -71,7 +72,7 @@ def decode_features(data: bytes, where: str = 'feature file'
         return _decode_json(data, where)
     raise FeatureFileError(
         f"{where} is not a feature file: expected an npz (zip) archive or "
-        f"legacy JSON, got {len(data)} bytes starting {data[:8]!r}.")
+        f"legacy JSON, and it is neither.")
 
 
 def load_features(loc: Any) -> ImageFeatures:
@@ -109,12 +110,17 @@ def _decode_npz(data: bytes, where: str) -> ImageFeatures:
                     f"{where} is an npz archive without the "
                     f"{', '.join(missing)} array(s) of a feature file "
                     f"(it has {', '.join(archive.files) or 'none'}).")
-            meta, rows, cols, feat = (archive[k] for k in _KEYS)
+            headers = _member_headers(archive.zip, where)
+            meta = archive['meta']
+            _check_shapes(headers, meta, where)
+            rows, cols, feat = (archive[k] for k in _KEYS[1:])
     except FeatureFileError:
         raise
     except (OSError, ValueError, EOFError, zipfile.BadZipFile,
             zipfile.LargeZipFile, NotImplementedError) as e:
-        raise FeatureFileError(f"{where} is a damaged npz archive: {e}") from e
+        # Not str(e): numpy quotes the bytes of a bad header.
+        raise FeatureFileError(
+            f"{where} is a damaged npz archive ({type(e).__name__}).") from e
 
     if meta.shape != (3,) or not np.issubdtype(meta.dtype, np.number):
         raise FeatureFileError(
@@ -140,11 +146,75 @@ def _decode_npz(data: bytes, where: str) -> ImageFeatures:
     return _build(rows, cols, feat, valid_rowcol, npoints, where)
 
 
+def _member_headers(zf: zipfile.ZipFile, where: str) -> dict[str, tuple]:
+    """(shape, dtype) of each array, read from its .npy header: a few
+    inflated bytes, so a member claiming gigabytes is refused before it is
+    inflated (FEATURE_ARRAY_MAX_BYTES)."""
+    import numpy as np
+
+    limit = config.get('FEATURE_ARRAY_MAX_BYTES')
+    readers = {(1, 0): np.lib.format.read_array_header_1_0,
+               (2, 0): np.lib.format.read_array_header_2_0}
+    headers = {}
+    names = set(zf.namelist())
+    for key in _KEYS:
+        with zf.open(key + '.npy' if key + '.npy' in names else key) as member:
+            version = np.lib.format.read_magic(member)
+            if version not in readers:
+                raise FeatureFileError(
+                    f"{where}: array {key!r} has .npy format version "
+                    f"{version}; feature files use 1.0 or 2.0.")
+            shape, _fortran, dtype = readers[version](member)
+        if dtype.hasobject:
+            raise FeatureFileError(
+                f"{where} is a damaged npz archive: array {key!r} holds "
+                f"Python objects, which are never unpickled.")
+        size = dtype.itemsize
+        for n in shape:
+            size *= n
+        if size > limit:
+            raise ReadLimitError(
+                f"{where}: array {key!r} would inflate to {size} bytes "
+                f"({dtype} {shape}), over the FEATURE_ARRAY_MAX_BYTES limit "
+                f"of {limit}.")
+        headers[key] = (shape, dtype)
+    return headers
+
+
+def _check_shapes(headers: dict[str, tuple], meta: Any, where: str) -> None:
+    # Before 'feat', 'rows' and 'cols' are inflated: their headers must
+    # agree with what 'meta' says.
+    import numpy as np
+
+    if meta.shape != (3,) or not np.issubdtype(meta.dtype, np.number):
+        raise FeatureFileError(
+            f"{where}: 'meta' must hold [valid_rowcol, npoints, feature_dim], "
+            f"got {meta.dtype} {meta.shape}.")
+    npoints, feature_dim = int(meta[1]), int(meta[2])
+    if npoints == 0:
+        raise FeatureFileError(f"{where} holds no points.")
+    shape = headers['feat'][0]
+    if shape != (npoints, feature_dim):
+        raise FeatureFileError(
+            f"{where}: 'feat' must be a float [{npoints}, {feature_dim}] "
+            f"array as 'meta' says, got shape {shape}.")
+    for name in ('rows', 'cols'):
+        if headers[name][0] not in ((npoints,), (0,)):
+            raise FeatureFileError(
+                f"{where}: '{name}' must be {npoints} integers, got shape "
+                f"{headers[name][0]}.")
+
+
 def _decode_json(data: bytes, where: str) -> ImageFeatures:
     try:
         content = json.loads(data.decode('utf-8'))
-    except (UnicodeDecodeError, ValueError) as e:
-        raise FeatureFileError(f"{where} is not valid JSON: {e}") from e
+    except UnicodeDecodeError as e:
+        raise FeatureFileError(
+            f"{where} is not UTF-8 JSON (bad byte at offset {e.start}).") from e
+    except json.JSONDecodeError as e:
+        raise FeatureFileError(
+            f"{where} is not valid JSON: {e.msg} at line {e.lineno} column "
+            f"{e.colno}.") from e
     if isinstance(content, list):
         # The oldest format: vectors only, no positions.
         return _build(None, None, _vectors(content, where), False,
@@ -165,7 +235,7 @@ def _decode_json(data: bytes, where: str) -> ImageFeatures:
         except (KeyError, TypeError, ValueError) as e:
             raise FeatureFileError(
                 f"{where}: every point needs integer 'row' and 'col' "
-                f"({e}).") from e
+                f"({type(e).__name__}).") from e
     npoints = content.get('npoints', len(points))
     dim = content.get('feature_dim', feat.shape[1] if feat.ndim == 2 else 0)
     if npoints != len(points) or dim != feat.shape[1]:
@@ -191,7 +261,7 @@ def _vectors(vectors: list, where: str) -> Any:
     except (TypeError, ValueError) as e:
         raise FeatureFileError(
             f"{where}: feature vectors must be equal-length lists of "
-            f"numbers ({e}).") from e
+            f"numbers ({type(e).__name__}).") from e
     if feat.ndim != 2 or feat.shape[1] == 0:
         raise FeatureFileError(
             f"{where}: feature vectors must be equal-length, non-empty lists "

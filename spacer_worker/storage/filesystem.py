@@ -10,9 +10,17 @@ file may remain beside the destination; it is never read.
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
 import uuid
 
+from spacer_worker import config
+from spacer_worker.exceptions import (
+    LocationNotAllowedError,
+    ReadLimitError,
+    SpacerError,
+)
 from spacer_worker.storage.base import Storage, as_bytes
 from spacer_worker.storage.errors import os_error
 
@@ -26,11 +34,7 @@ class FileSystemStorage(Storage):
         return f"file {key!r}"
 
     def load(self, key: str) -> bytes:
-        try:
-            with open(key, 'rb') as f:
-                return f.read()
-        except OSError as e:
-            raise os_error(e, 'read', self.describe(key)) from e
+        return read_file(key, self.describe(key))
 
     def store(self, key: str, data: bytes) -> None:
         data = as_bytes(data)
@@ -79,6 +83,56 @@ class FileSystemStorage(Storage):
 
     def exists(self, key: str) -> bool:
         return os.path.isfile(key)
+
+
+def read_file(path: str, where: str, *, strict: bool = False) -> bytes:
+    """The bytes of ``path``, at most FILESYSTEM_MAX_BYTES of them.
+
+    The size of a regular file is checked before reading; anything else
+    (a pipe, /dev/zero) is cut off at the limit. ``strict`` (broker
+    messages) also refuses a symbolic link as the last component and any
+    file that is not a regular file, without blocking on a FIFO.
+    """
+    limit = config.get('FILESYSTEM_MAX_BYTES')
+    flags = os.O_RDONLY | getattr(os, 'O_CLOEXEC', 0)
+    if strict:
+        flags |= os.O_NOFOLLOW | os.O_NONBLOCK
+    try:
+        fd = os.open(path, flags)
+    except OSError as e:
+        if strict and e.errno == errno.ELOOP:
+            raise LocationNotAllowedError(
+                f"Could not read {where}: it is a symbolic link.") from e
+        raise os_error(e, 'read', where) from e
+    try:
+        info = os.fstat(fd)
+        if strict and not stat.S_ISREG(info.st_mode):
+            raise LocationNotAllowedError(
+                f"Could not read {where}: not a regular file.")
+        if stat.S_ISREG(info.st_mode) and info.st_size > limit:
+            raise ReadLimitError(
+                f"Could not read {where}: it is {info.st_size} bytes, over "
+                f"the FILESYSTEM_MAX_BYTES limit of {limit}.")
+        if strict:
+            os.set_blocking(fd, True)
+        chunks, total = [], 0
+        while True:
+            chunk = os.read(fd, min(_CHUNK, limit + 1 - total))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            total += len(chunk)
+            if total > limit:
+                raise ReadLimitError(
+                    f"Could not read {where}: stopped at the "
+                    f"FILESYSTEM_MAX_BYTES limit of {limit} bytes.")
+        return b''.join(chunks)
+    except SpacerError:
+        raise           # ours are OSErrors too (PermissionError...)
+    except OSError as e:
+        raise os_error(e, 'read', where) from e
+    finally:
+        os.close(fd)
 
 
 def _write_all(fd: int, data: bytes) -> None:

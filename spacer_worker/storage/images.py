@@ -48,8 +48,7 @@ def decode_image(data: bytes, where: str = 'image') -> Image:
     except PILImage.UnidentifiedImageError as e:
         raise ImageDecodeError(
             f"{where} is not an image in a supported format "
-            f"({', '.join(FORMATS)}); {len(data)} bytes starting "
-            f"{data[:8]!r}.") from e
+            f"({', '.join(FORMATS)}).") from e
     except _DECODE_ERRORS as e:
         raise ImageDecodeError(
             f"{where} has an unreadable image header: {e}.") from e

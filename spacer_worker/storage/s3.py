@@ -18,6 +18,7 @@ from spacer_worker.exceptions import (
     ConfigError,
     DataNotFoundError,
     InvalidLocationError,
+    ReadLimitError,
     SpacerError,
     StorageAccessDeniedError,
     StorageUnavailableError,
@@ -116,10 +117,22 @@ class S3Storage(RemoteStorage):
         return f"s3://{self.bucket_name}/{key}"
 
     def _load_remote(self, key: str) -> bytes:
+        limit = config.get('S3_MAX_BYTES')
+
         def get() -> bytes:
             response = s3_client().get_object(Bucket=self.bucket_name, Key=key)
             with response['Body'] as body:
-                return body.read()
+                size = response.get('ContentLength')
+                if isinstance(size, int) and size > limit:
+                    raise ReadLimitError(
+                        f"Could not read {self.describe(key)}: it is {size} "
+                        f"bytes, over the S3_MAX_BYTES limit of {limit}.")
+                data = body.read(limit + 1)
+            if len(data) > limit:
+                raise ReadLimitError(
+                    f"Could not read {self.describe(key)}: stopped at the "
+                    f"S3_MAX_BYTES limit of {limit} bytes.")
+            return data
         return self._call(get, 'read', key)
 
     def store(self, key: str, data: bytes) -> None:

@@ -15,7 +15,7 @@ import ssl
 import time
 import urllib.error
 import urllib.request
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 from urllib.parse import urlsplit
 
 from spacer_worker import config
@@ -33,6 +33,9 @@ from spacer_worker.storage.errors import (
     is_permanent_dns_error,
 )
 
+if TYPE_CHECKING:
+    from spacer_worker.storage.netguard import HostGuard
+
 _CHUNK = 1 << 16
 _USER_AGENT = 'spacer_worker'
 
@@ -41,6 +44,11 @@ class URLStorage(RemoteStorage):
     """Keys are http:// or https:// URLs."""
 
     writable = False
+
+    def __init__(self, guard: HostGuard | None = None) -> None:
+        # With a guard (broker messages), every connection, redirects
+        # included, goes only to an address the guard checked.
+        self.guard = guard
 
     def describe(self, key: str) -> str:
         return f"URL {key!r}"
@@ -124,7 +132,7 @@ class URLStorage(RemoteStorage):
         request = urllib.request.Request(
             url, method=method, headers={'User-Agent': _USER_AGENT})
         try:
-            return _opener().open(request, timeout=config.get('URL_TIMEOUT'))
+            return _opener(self.guard).open(request, timeout=config.get('URL_TIMEOUT'))
         except urllib.error.HTTPError as e:
             e.close()
             _raise_status(e.code, e.reason, url)
@@ -154,8 +162,12 @@ class _HTTPOnlyRedirects(urllib.request.HTTPRedirectHandler):
         return super().redirect_request(req, fp, code, msg, headers, newurl)
 
 
-def _opener() -> urllib.request.OpenerDirector:
-    return urllib.request.build_opener(_HTTPOnlyRedirects)
+def _opener(guard: HostGuard | None = None) -> urllib.request.OpenerDirector:
+    if guard is None:
+        return urllib.request.build_opener(_HTTPOnlyRedirects)
+    from spacer_worker.storage.netguard import guarded_handlers
+    return urllib.request.build_opener(_HTTPOnlyRedirects,
+                                       *guarded_handlers(guard))
 
 
 def _parse_length(value: str | None) -> int | None:

@@ -54,7 +54,8 @@ def run_task(task_name: str, msg: Any,
 
 def process_job(job_msg: JobMsg,
                 progress: ProgressCallback | None = None,
-                reraise: tuple[type[BaseException], ...] = ()
+                reraise: tuple[type[BaseException], ...] = (),
+                admit: Callable[[], None] | None = None,
                 ) -> JobReturnMsg:
     """Run every task of a job; on the first error, return ok=False.
 
@@ -64,10 +65,19 @@ def process_job(job_msg: JobMsg,
     ``progress(done=i, total=n)`` is called after each task of the job.
     Errors of the ``reraise`` types propagate instead (the Celery adapter
     passes TransientError, to retry the job before answering ok=False).
+    ``admit()``, when given, runs first; its error is answered the same way
+    (the adapter checks a broker message's locations and bounds with it).
     """
     if not isinstance(job_msg, JobMsg):
         raise MessageError(
             f"process_job expects a JobMsg, got {type(job_msg).__name__}.")
+    if admit is not None:
+        try:
+            admit()
+        except Exception as e:
+            logger.error("Job refused: %s: %s", type(e).__name__, e)
+            return JobReturnMsg(original_job=job_msg, ok=False, results=None,
+                                error_message=_error_text(e))
     results = []
     total = len(job_msg.tasks)
     for index, task in enumerate(job_msg.tasks):
@@ -83,11 +93,23 @@ def process_job(job_msg: JobMsg,
                          getattr(task, 'job_token', '?'), job_msg.task_name,
                          type(e).__name__, e)
             return JobReturnMsg(original_job=job_msg, ok=False, results=None,
-                                error_message=failure_text(e))
+                                error_message=_error_text(e))
         if progress is not None:
             progress(done=index + 1, total=total)
     return JobReturnMsg(original_job=job_msg, ok=True, results=results,
                         error_message=None)
+
+
+def _error_text(error: BaseException) -> str:
+    """PySpacer's error_message for a failed job task: the traceback,
+    ending in PySpacer's class path (:mod:`spacer_worker.failures`).
+
+    For a broker message (sandbox active) without the causes below our
+    own error: a decoder's message may quote the bytes it choked on.
+    """
+    from spacer_worker.storage.sandbox import hide_causes
+
+    return failure_text(hide_causes(error))
 
 
 # PySpacer's module re-exports these names; resolved on first use.

@@ -12,7 +12,7 @@ import time
 from typing import TYPE_CHECKING
 
 from spacer_worker.data_classes import DataLocation
-from spacer_worker.extractors.checks import check_extract_inputs
+from spacer_worker.extractors.checks import check_extract_inputs, check_point_count
 from spacer_worker.return_messages import ClassifyReturnMsg, ExtractFeaturesReturnMsg
 from spacer_worker.storage import load_classifier, open_image
 from spacer_worker.storage.blobs import describe
@@ -24,6 +24,8 @@ if TYPE_CHECKING:
 
 
 def _open_checked(image_loc: DataLocation, rowcols: list) -> Image:
+    # Counting points costs nothing; fetching the image may cost a lot.
+    check_point_count(rowcols, describe(image_loc))
     image = open_image(image_loc)
     check_extract_inputs(image.size, rowcols, describe(image_loc))
     return image
@@ -41,6 +43,7 @@ def extract_features(msg: ExtractFeaturesMsg) -> ExtractFeaturesReturnMsg:
 def classify_image(msg: ClassifyImageMsg) -> ClassifyReturnMsg:
     """Extract features at ``msg.rowcols`` and score them with the
     classifier at ``classifier_loc``; nothing is stored."""
+    check_point_count(msg.rowcols, describe(msg.image_loc))
     start = time.time()
     # The classifier first: a bad one fails before the costly extraction.
     clf = load_classifier(msg.classifier_loc)

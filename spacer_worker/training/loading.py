@@ -31,6 +31,7 @@ from spacer_worker.exceptions import (
     RowColumnMismatchError,
     RowColumnMissingError,
 )
+from spacer_worker.storage.sandbox import in_context
 from spacer_worker.training.matrix import DTYPE, FeatureMatrix
 
 logger = logging.getLogger(__name__)
@@ -259,7 +260,9 @@ def _fill(matrix: FeatureMatrix, layout: _Layout, locs: list[Any],
     pool = ThreadPoolExecutor(max_workers=_threads(locs),
                               thread_name_prefix='spacer-load')
     try:
-        futures = [pool.submit(place, loc, None) for loc in locs[1:]]
+        # in_context: each read runs under the caller's storage sandbox.
+        futures = [pool.submit(in_context(place), loc, None)
+                   for loc in locs[1:]]
         done, _pending = wait(futures, return_when=FIRST_EXCEPTION)
         for future in futures:
             if future in done and future.exception() is not None:

@@ -18,7 +18,7 @@ from typing import Any
 
 from spacer_worker import config
 from spacer_worker.metrics import recording
-from spacer_worker.storage.blobs import describe, load_bytes
+from spacer_worker.storage.blobs import check_readable, describe, load_bytes
 from spacer_worker.storage.classifiers import parse_classifier
 
 _lock = threading.Lock()
@@ -54,6 +54,9 @@ def _remember(key: Any, clf: Any, size: int) -> None:
 def load_classifier_cached(loc: Any) -> Any:
     """``storage.load_classifier(loc)``, reusing an identical classifier
     loaded before in this process (CLASSIFIER_CACHE_SIZE entries, LRU)."""
+    # Before the file's identity is looked at: a cached classifier is
+    # served only for a location the running task may read.
+    check_readable(loc)
     size = config.get('CLASSIFIER_CACHE_SIZE')
     if size <= 0:
         return parse_classifier(load_bytes(loc), describe(loc))

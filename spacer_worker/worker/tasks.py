@@ -20,6 +20,12 @@ Failures:
 * ``spacer.process_job`` answers like PySpacer: a JobReturnMsg with
   ``ok=False`` and the traceback text, once retries are spent.
 
+Messages from the broker are untrusted: each task body runs inside
+:func:`spacer_worker.storage.sandbox.untrusted` (the operator's storage
+allowlists) after :func:`spacer_worker.admission.admit` checked the
+message's locations and bounds. The task functions themselves trust their
+caller, as PySpacer's do.
+
 Progress (state ``PROGRESS``, read by clients and shown in Flower):
 training publishes ``{'epoch', 'epochs', 'ref_acc'}`` after each epoch; a
 job publishes ``{'done', 'total', 'unit'}`` after each of its tasks
@@ -38,6 +44,7 @@ from celery import Task, shared_task
 from celery.exceptions import SoftTimeLimitExceeded
 
 from spacer_worker import payloads, tasks
+from spacer_worker.admission import admit, check_payload_size
 from spacer_worker.codec import show
 from spacer_worker.constants import TaskName
 from spacer_worker.contract import PROCESS_JOB, TASKS, JobReturnMsg
@@ -45,6 +52,7 @@ from spacer_worker.contract import Task as ContractTask
 from spacer_worker.exceptions import MessageError, SpacerError, TransientError
 from spacer_worker.failures import failure_text, to_wire
 from spacer_worker.metrics import recording
+from spacer_worker.storage.sandbox import hide_causes, untrusted
 from spacer_worker.worker import delivery
 
 logger = logging.getLogger(__name__)
@@ -62,7 +70,9 @@ def decode_payload(task_name: str, cls: type, payload: Any) -> Any:
     twice); anything else that is not an object is refused with its type.
     """
     message_class = cls.__name__
+    check_payload_size(task_name, payload)
     if payloads.is_reference(payload):
+        # Bounded by PAYLOAD_MAX_BYTES, from PAYLOAD_LOCATION only.
         payload = payloads.fetch(payload)
     if isinstance(payload, (str, bytes)):
         try:
@@ -139,7 +149,8 @@ class SpacerTask(Task):
         try:
             return super().__call__(*args, **kwargs)
         except SpacerError as e:
-            raise to_wire(e) from e
+            # Without the causes below ours: see sandbox.hide_causes.
+            raise to_wire(hide_causes(e, broker=True)) from e
 
     def after_return(self, status: str, retval: Any, task_id: str,
                      args: Any, kwargs: Any, einfo: Any) -> None:
@@ -192,10 +203,12 @@ def _run(task: SpacerTask, payload: Any, message_class: type,
     msg = decode_payload(task.name, message_class, payload)
     task.declare_outputs(msg)
     try:
-        if with_progress:
-            result = func(msg, progress=task.training_progress())
-        else:
-            result = func(msg)
+        with untrusted() as sandbox:
+            admit(msg, sandbox)
+            if with_progress:
+                result = func(msg, progress=task.training_progress())
+            else:
+                result = func(msg)
     except SoftTimeLimitExceeded as e:
         raise task.time_limit_error(e) from e
     return result.serialize()
@@ -234,15 +247,18 @@ def process_job(self: SpacerTask, payload: Any) -> dict:
         report(*args, unit=unit, **info)
 
     try:
-        result = tasks.process_job(
-            job, progress=progress,
-            reraise=(TransientError, delivery.DeliveryLostError))
+        with untrusted() as sandbox:
+            result = tasks.process_job(
+                job, progress=progress,
+                reraise=(TransientError, delivery.DeliveryLostError),
+                admit=lambda: admit(job, sandbox))
     except TransientError as e:
         if self.request.retries < (self.max_retries or 0):
             raise  # autoretry_for schedules the retry
         # Retries spent: answer like PySpacer does for any failure.
-        result = JobReturnMsg(original_job=job, ok=False, results=None,
-                              error_message=failure_text(e))
+        result = JobReturnMsg(
+            original_job=job, ok=False, results=None,
+            error_message=failure_text(hide_causes(e, broker=True)))
     except SoftTimeLimitExceeded as e:
         error = self.time_limit_error(e)
         result = JobReturnMsg(original_job=job, ok=False, results=None,

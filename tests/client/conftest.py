@@ -59,10 +59,15 @@ def worker_logs(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope='session')
-def celery_worker(redis_url, worker_logs) -> Iterator[Worker]:
-    """One worker on the three contract queues (prefork, 2 processes)."""
-    worker = start_worker(redis_url, 'extract,train,classify', 'client-tests',
-                          worker_logs, concurrency=2)
+def celery_worker(redis_url, worker_logs, tmp_path_factory
+                  ) -> Iterator[Worker]:
+    """One worker on the three contract queues (prefork, 2 processes),
+    allowed to read and write this run's temporary directories (where the
+    tests put their images and features)."""
+    worker = start_worker(
+        redis_url, 'extract,train,classify', 'client-tests', worker_logs,
+        concurrency=2,
+        FILESYSTEM_WRITE_ROOTS=str(tmp_path_factory.getbasetemp()))
     yield worker
     worker.stop()
 

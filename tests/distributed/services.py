@@ -119,8 +119,12 @@ class Worker:
                  extra_args: tuple[str, ...] = ()) -> None:
         self.name = name
         self.log = log_dir / f'worker-{name}.log'
+        # Workers are closed by default (issue 9): a test's worker may read
+        # and write its own temporary directory, unless the test says more.
+        sandbox = {'SPACER_FILESYSTEM_WRITE_ROOTS': str(log_dir)}
         self.env = base_env(broker_url, DIST_TEST_WORKER=name,
-                            DIST_TEST_RUNS_URL=broker_url, **(env or {}))
+                            DIST_TEST_RUNS_URL=broker_url,
+                            **{**sandbox, **(env or {})})
         self.args = [WORKER_PYTHON, '-m', 'celery', '-A', 'spacer_worker',
                      'worker', '-Q', queues, '-c', str(concurrency),
                      '-n', f'{name}@%h', '-l', 'info', '--without-mingle',

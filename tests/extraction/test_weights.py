@@ -51,7 +51,10 @@ def test_remote_weights_are_cached_and_reused(weights, file_server, tmp_path,
     # When a worker runs the extractor the first time, it downloads,
     _, first = extractor(image, POINTS)
     assert first.extractor_loaded_remotely is True
-    assert (cache / 'w.pt').read_bytes() == weights.path.read_bytes()
+    cached = weights_mod.cache_path(
+        DataLocation('url', file_server.url('w.pt')), weights.sha256)
+    assert cached.parent.parent == cache
+    assert cached.read_bytes() == weights.path.read_bytes()
     # and a fresh process (empty network cache) reads the cached copy.
     engine.clear_cache()
     _, second = extractor(image, POINTS)
@@ -66,13 +69,16 @@ def test_corrupt_cached_copy_is_evicted_and_fetched_again(
     monkeypatch.setenv('SPACER_EXTRACTORS_CACHE_DIR', str(cache))
     shutil.copy(weights.path, file_server.root / 'w.pt')
     # Given a cached copy that was damaged on disk,
-    (cache / 'w.pt').write_bytes(b'damaged')
+    cached = weights_mod.cache_path(
+        DataLocation('url', file_server.url('w.pt')), weights.sha256)
+    cached.parent.mkdir()
+    cached.write_bytes(b'damaged')
     extractor = _url_extractor(file_server.url('w.pt'), weights.sha256)
     # when the extractor loads with its hash, it re-downloads the file.
     loaded = weights_mod.fetch(extractor)
     assert loaded.loaded_remotely is True
     assert loaded.sha256 == weights.sha256
-    assert (cache / 'w.pt').read_bytes() == weights.path.read_bytes()
+    assert cached.read_bytes() == weights.path.read_bytes()
 
 
 def test_remote_hash_mismatch_raises_and_caches_nothing(
@@ -80,16 +86,39 @@ def test_remote_hash_mismatch_raises_and_caches_nothing(
     cache = tmp_path / 'cache'
     monkeypatch.setenv('SPACER_EXTRACTORS_CACHE_DIR', str(cache))
     (file_server.root / 'w.pt').write_bytes(b'not the weights you expect')
-    (cache).mkdir()
-    (cache / 'w.pt').write_bytes(b'stale copy with another hash')
+    cached = weights_mod.cache_path(
+        DataLocation('url', file_server.url('w.pt')), weights.sha256)
+    cached.parent.mkdir(parents=True)
+    cached.write_bytes(b'stale copy with another hash')
     extractor = _url_extractor(file_server.url('w.pt'), weights.sha256)
     # When both the cached copy and the server's file fail the hash,
     with pytest.raises(HashMismatchError):
         weights_mod.fetch(extractor)
     # then the cached copy is evicted and the bad download not kept.
-    assert not (cache / 'w.pt').exists()
-    assert [p.name for p in cache.iterdir() if not p.name.endswith('.lock')] \
-        == []
+    assert list(cached.parent.iterdir()) == []
+
+
+def test_cached_weights_serve_only_the_location_they_came_from(
+        weights, file_server, tmp_path, monkeypatch):
+    # Given a cache filled by a message naming one URL's efficientnet file,
+    monkeypatch.setenv('SPACER_EXTRACTORS_CACHE_DIR', str(tmp_path / 'cache'))
+    (file_server.root / 'evil').mkdir()
+    (file_server.root / 'evil' / 'efficientnet_b0_ver1.pt').write_bytes(
+        b'poisoned weights')
+    shutil.copy(weights.path, file_server.root / 'efficientnet_b0_ver1.pt')
+    poisoned = weights_mod.fetch(_url_extractor(
+        file_server.url('evil/efficientnet_b0_ver1.pt'), None))
+    assert poisoned.data == b'poisoned weights'
+    # when a message without data_hashes names another location with the
+    # same file name, its own bytes are fetched, not the cached ones,
+    genuine = weights_mod.fetch(_url_extractor(
+        file_server.url('efficientnet_b0_ver1.pt'), None))
+    assert genuine.sha256 == weights.sha256
+    assert genuine.loaded_remotely is True
+    # and each location's copy is served to that location alone.
+    again = weights_mod.fetch(_url_extractor(
+        file_server.url('efficientnet_b0_ver1.pt'), None))
+    assert (again.sha256, again.loaded_remotely) == (weights.sha256, False)
 
 
 def test_remote_weights_need_a_cache_dir(weights, file_server):
@@ -129,7 +158,9 @@ def test_processes_filling_the_cache_at_once_download_once(
     assert sorted(remote for _, remote in results) == [False, False, False,
                                                        True]
     assert file_server.gets('w.pt') == 1
-    assert (cache / 'w.pt').read_bytes() == weights.path.read_bytes()
+    [folder] = [d for d in cache.iterdir() if d.is_dir()]
+    assert [p.read_bytes() for p in folder.iterdir()] == [
+        weights.path.read_bytes()]
 
 
 def test_data_parallel_prefixed_weights_give_the_same_features(

@@ -1,8 +1,13 @@
 """Extractor weights: fetch, verify, cache, unpickle safely.
 
 Local weights (filesystem, memory) are read where they are. Remote weights
-(s3, url) are downloaded once into EXTRACTORS_CACHE_DIR, named by the
-location's filename as in PySpacer. Several worker processes on one host
+(s3, url) are downloaded once into EXTRACTORS_CACHE_DIR, into a folder of
+their own location: its file name (for people) plus a digest of its storage
+type, bucket and key, each copy named by its sha256. A cached file is thus
+trusted only for the exact location it came from: a message naming
+``url:https://evil/efficientnet_b0_ver1.pt`` fills another folder than
+``s3://prod/efficientnet_b0_ver1.pt`` (PySpacer keys by file name alone, so
+one would serve the other). Several worker processes on one host
 may fill the cache at once: a file lock serialises the download and the
 file appears atomically (temp file + rename), so nobody reads half a file.
 
@@ -18,8 +23,8 @@ from __future__ import annotations
 import codecs
 import hashlib
 import io
+import json
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -57,8 +62,8 @@ def sha256_of(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def cache_path(loc: DataLocation) -> Path:
-    """Where a remote location's bytes are cached on this host."""
+def location_dir(loc: DataLocation) -> Path:
+    """The cache folder of one remote location on this host."""
     directory = config.get('EXTRACTORS_CACHE_DIR')
     if not directory:
         raise ConfigError(
@@ -70,7 +75,37 @@ def cache_path(loc: DataLocation) -> Path:
         raise ConfigError(
             f"Cannot cache extractor data from {loc.key!r}: its location has "
             f"no file name to cache it under.")
-    return Path(directory) / name
+    kind = str(getattr(loc.storage_type, 'value', loc.storage_type))
+    identity = json.dumps([kind, loc.bucket_name or '', loc.key])
+    digest = hashlib.sha256(identity.encode('utf-8')).hexdigest()[:32]
+    return Path(directory) / f'{name}.{digest}'
+
+
+def cache_path(loc: DataLocation, sha256: str) -> Path:
+    """Where the copy of ``loc`` with content ``sha256`` is cached."""
+    return location_dir(loc) / sha256
+
+
+def _cached_copy(folder: Path, expected: str | None) -> Weights | None:
+    # With a hash, only that copy; without, the newest copy of this
+    # location. A copy whose bytes do not match its name is damaged.
+    if expected is not None:
+        candidates = [folder / expected]
+    else:
+        candidates = sorted(
+            (p for p in folder.iterdir() if not p.name.startswith('.')),
+            key=lambda p: p.stat().st_mtime_ns, reverse=True)
+    for path in candidates:
+        if not path.is_file():
+            continue
+        data = path.read_bytes()
+        actual = sha256_of(data)
+        if actual == path.name:
+            return Weights(data, actual, loaded_remotely=False)
+        logger.warning("Cached %s has sha256 %s, not its name: evicting it.",
+                       path, actual)
+        path.unlink()
+    return None
 
 
 def _mismatch(extractor: FeatureExtractor, key: str, actual: str,
@@ -97,41 +132,39 @@ def fetch(extractor: FeatureExtractor, key: str = 'weights') -> Weights:
 
 def _fetch_remote(extractor: FeatureExtractor, key: str, loc: DataLocation,
                   expected: str | None) -> Weights:
-    path = cache_path(loc)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(f'{path}.lock', timeout=CACHE_LOCK_TIMEOUT)
+    folder = location_dir(loc)
+    folder.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(f'{folder}.lock', timeout=CACHE_LOCK_TIMEOUT)
     try:
         with lock:
-            if path.is_file():
-                data = path.read_bytes()
-                actual = sha256_of(data)
-                if expected is None or actual == expected:
-                    return Weights(data, actual, loaded_remotely=False)
-                logger.warning(
-                    "Cached %s has sha256 %s, not %s: evicting it and "
-                    "downloading %r again.", path, actual, expected, loc)
-                path.unlink()
+            cached = _cached_copy(folder, expected)
+            if cached is not None:
+                return cached
             data = load_bytes(loc)
             actual = sha256_of(data)
             if expected is not None and actual != expected:
                 raise _mismatch(extractor, key, actual, expected)
-            storage_factory('filesystem').store(str(path), data)
+            # The cache writes are the worker's own, not the message's.
+            storage_factory('filesystem').store(str(folder / actual), data)
+            for older in folder.iterdir():
+                if older.name != actual and not older.name.startswith('.'):
+                    older.unlink(missing_ok=True)
             return Weights(data, actual, loaded_remotely=True)
     except Timeout as e:
         raise StorageUnavailableError(
             f"Waited {CACHE_LOCK_TIMEOUT:.0f} s for another process to finish "
-            f"caching {path}; if no process is downloading, delete "
-            f"{path}.lock.") from e
+            f"caching into {folder}; if no process is downloading, delete "
+            f"{folder}.lock.") from e
 
 
 def evict(extractor: FeatureExtractor, key: str = 'weights') -> None:
     """Remove a remote location's cached copy (no-op for local ones)."""
     loc = extractor.data_locations[key]
     if loc.is_remote:
-        try:
-            os.remove(cache_path(loc))
-        except FileNotFoundError:
-            pass
+        folder = location_dir(loc)
+        if folder.is_dir():
+            for path in folder.iterdir():
+                path.unlink(missing_ok=True)
 
 
 def _safe_globals() -> list[Any]:
@@ -158,12 +191,14 @@ def load_state_dict(weights: Weights, where: str) -> dict[str, torch.Tensor]:
             content = torch.load(io.BytesIO(weights.data), map_location='cpu',
                                  weights_only=True)
     except Exception as e:
+        logger.warning('torch.load of %s failed: %s', where,
+                       str(e).splitlines()[0] if str(e) else type(e).__name__)
         # torch.load fails on foreign bytes in many ways (UnpicklingError,
         # RuntimeError, BadZipFile, IndexError...): all mean the same here.
         raise WeightsLoadError(
             f"Extractor weights at {where} are not a PyTorch file that can "
             f"be loaded safely (torch.load with weights_only=True): "
-            f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from e
+            f"{type(e).__name__} (the worker's log has the detail).") from e
     if not isinstance(content, dict) or not isinstance(content.get('net'), dict):
         raise WeightsLoadError(
             f"Extractor weights at {where} must hold {{'net': state_dict}} "

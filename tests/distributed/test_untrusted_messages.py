@@ -1,0 +1,530 @@
+"""Issue 9's attacks, each sent as a broker message to a real celery worker.
+
+One worker (prefork, one pool process) runs under a sandbox: it may read
+``inputs/``, write ``outputs/``, read and write S3 bucket ``spacer`` under
+``features/`` only, and reach one private host, this test's HTTP server
+(127.0.0.3/32). Next to the roots lies ``secret/``, with the worker's own
+settings file. Every attack must end in a typed FAILURE, touch nothing
+outside the roots, and leave the same pool process serving the next
+legitimate task.
+"""
+
+from __future__ import annotations
+
+import http.server
+import io
+import json
+import os
+import threading
+import time
+import uuid
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from spacer_worker import exceptions
+from spacer_worker.data_classes import DataLocation
+from spacer_worker.extractors import DummyExtractor
+from spacer_worker.failures import error_class
+from spacer_worker.messages import (
+    ExtractFeaturesMsg,
+    ExtractFeaturesReturnMsg,
+    JobMsg,
+    JobReturnMsg,
+    TrainClassifierReturnMsg,
+)
+from tests.distributed.data import ROWCOLS, classify_msg, fs, make_image, train_msg
+from tests.distributed.services import Worker, free_port, runs
+
+TIMEOUT = 60
+LIMITS = {
+    'SPACER_FILESYSTEM_MAX_BYTES': str(2 * 1024 * 1024),
+    'SPACER_MESSAGE_MAX_BYTES': str(256 * 1024),
+    'SPACER_MAX_LABELS_PER_TRAINING': '1000',
+    'SPACER_MAX_EPOCHS': '20',
+    'SPACER_MAX_HIDDEN_UNITS': '300',
+    'SPACER_MAX_TASKS_PER_JOB': '5',
+    'SPACER_MAX_POINTS_PER_IMAGE': '50',
+    'SPACER_FEATURE_ARRAY_MAX_BYTES': str(8 * 1024 * 1024),
+}
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    def log_message(self, *args) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        self.server.hits.append(self.path)
+        if self.path.startswith('/redirect?to='):
+            self.send_response(302)
+            self.send_header('Location', self.path.split('=', 1)[1])
+            self.end_headers()
+            return
+        body = self.server.files.get(self.path)
+        if body is None:
+            self.send_response(404)
+            self.end_headers()
+            return
+        self.send_response(200)
+        self.send_header('Content-Length', str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+@pytest.fixture(scope='module')
+def http_server():
+    # On 127.0.0.3, the one private address the worker may reach: Redis
+    # and everything else on 127.0.0.1 stay out of bounds.
+    server = http.server.ThreadingHTTPServer(('127.0.0.3', 0), _Handler)
+    server.daemon_threads = True
+    server.files, server.hits = {}, []
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture(scope='module')
+def place(tmp_path_factory, http_server):
+    base = tmp_path_factory.mktemp('sandboxed')
+    dirs = {name: base / name for name in ('inputs', 'outputs', 'secret')}
+    for d in dirs.values():
+        d.mkdir()
+    secrets = dirs['secret'] / 'secrets.json'
+    secrets.write_text(json.dumps({'LOG_LEVEL': 'INFO'}))
+    make_image(dirs['secret'] / 'private.png', seed=7)
+    make_image(dirs['inputs'] / 'image.png', seed=1)
+    (dirs['inputs'] / 'escape.png').symlink_to(dirs['secret'] / 'private.png')
+    (dirs['inputs'] / 'notes.txt').write_bytes(b'TOP-SECRET-TOKEN-42 ' * 10)
+    os.mkfifo(dirs['inputs'] / 'fifo.png')
+    with open(dirs['inputs'] / 'huge.png', 'wb') as f:
+        f.truncate(3 * 1024 * 1024)
+    (dirs['inputs'] / 'bomb.featurevector').write_bytes(_npz_bomb())
+    with open(dirs['outputs'] / 'link-out.featurevector', 'wb'):
+        pass
+    (dirs['outputs'] / 'link-out.featurevector').unlink()
+    (dirs['outputs'] / 'link-out.featurevector').symlink_to(
+        dirs['secret'] / 'overwritten.featurevector')
+    http_server.files['/image.png'] = (dirs['inputs'] / 'image.png'
+                                       ).read_bytes()
+    return base, dirs, secrets
+
+
+def _npz_bomb() -> bytes:
+    """A feature file whose 'feat' header claims 10^9 x 4096 float64 (32 TB)
+    while the archive is a few hundred bytes."""
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, 'w', compression=zipfile.ZIP_DEFLATED) as zf:
+        def member(name, array, header_shape=None):
+            buf = io.BytesIO()
+            np.lib.format.write_array(buf, array, allow_pickle=False)
+            data = buf.getvalue()
+            if header_shape is not None:
+                buf = io.BytesIO()
+                np.lib.format.write_array_header_1_0(buf, {
+                    'descr': '<f8', 'fortran_order': False,
+                    'shape': header_shape})
+                data = buf.getvalue() + b'\0' * 64
+            zf.writestr(name + '.npy', data)
+        member('meta', np.array([1, 10**9, 4096], dtype=np.int64))
+        member('rows', np.zeros(4, dtype=np.uint16))
+        member('cols', np.zeros(4, dtype=np.uint16))
+        member('feat', np.zeros((1, 1)), header_shape=(10**9, 4096))
+    return out.getvalue()
+
+
+@pytest.fixture(scope='module')
+def worker(redis_server, place, http_server):
+    base, dirs, secrets = place
+    broker = redis_server.url(0)
+    redis_server.client(0).flushdb()
+    env = {
+        'SPACER_RESULT_BACKEND': broker,
+        'SPACER_SECRETS_PATH': str(secrets),
+        'SPACER_FILESYSTEM_READ_ROOTS': str(dirs['inputs']),
+        'SPACER_FILESYSTEM_WRITE_ROOTS': str(dirs['outputs']),
+        'SPACER_S3_WRITE_BUCKETS': 'spacer/features',
+        # Nothing listens here: a refused S3 message must not even try.
+        'SPACER_S3_ENDPOINT_URL': f'http://127.0.0.1:{free_port()}',
+        'SPACER_AWS_ACCESS_KEY_ID': 'test', 'SPACER_AWS_SECRET_ACCESS_KEY': 'x',
+        'SPACER_URL_ALLOWED_HOSTS': '127.0.0.3/32',
+        'SPACER_URL_TIMEOUT': '3',
+        'SPACER_LEASE_TTL': '0',
+        **LIMITS,
+    }
+    w = Worker('sandboxed', broker, base, queues='extract,train,classify',
+               env=env).start()
+    yield w
+    w.stop()
+
+
+@pytest.fixture(scope='module')
+def app(redis_server, worker):
+    from spacer_worker.celery import create_app
+    broker = redis_server.url(0)
+    app = create_app(set_as_current=False, broker_url=broker,
+                     result_backend=broker)
+    yield app
+    app.close()
+
+
+QUEUES = {'spacer.extract_features': 'extract',
+          'spacer.classify_image': 'extract',
+          'spacer.train_classifier': 'train',
+          'spacer.classify_features': 'classify'}
+
+
+def send(app, name, payload, queue=None):
+    if queue is None:
+        queue = QUEUES.get(name) or 'extract'
+    return app.send_task(name, args=[payload], queue=queue,
+                         task_id=str(uuid.uuid4()))
+
+
+def fails_with(app, name, payload, ours, queue=None) -> str:
+    """Send, wait for the FAILURE and return its stored traceback text.
+
+    The failure shows PySpacer's class (CoralNet sorts by it) with our
+    typed error, ``ours``, as its cause in the traceback.
+    """
+    result = send(app, name, payload, queue)
+    with pytest.raises(Exception) as info:
+        result.get(timeout=TIMEOUT)
+    assert result.state == 'FAILURE'
+    text = result.traceback
+    wire = getattr(exceptions, ours).wire_class
+    if not wire.startswith('spacer.'):
+        # (A PySpacer stand-in class reaches the result backend as
+        # failures.WireError without its cause: Celery cannot pickle it.
+        # Each test then checks the message, which names the reason.)
+        assert error_class(text) == wire, text
+        assert f'spacer_worker.exceptions.{ours}: ' in text, text
+    assert str(info.value) in text
+    return text
+
+
+def _snapshot(directory: Path) -> dict:
+    return {p.name: (p.read_bytes() if p.is_file() and not p.is_fifo()
+                     else None)
+            for p in sorted(directory.iterdir())}
+
+
+def _pool_pids(redis_server) -> set[int]:
+    return {r['pid'] for r in runs(redis_server.client(0))}
+
+
+@pytest.fixture
+def unharmed(app, place, redis_server):
+    """After the test: nothing changed outside the roots (nor in the
+    read root), the worker serves a good extraction, from the same pool
+    process as before."""
+    base, dirs, secrets = place
+    before = {name: _snapshot(dirs[name]) for name in ('secret', 'inputs')}
+    pids_before = _pool_pids(redis_server)
+    yield
+    out = dirs['outputs'] / f'good-{uuid.uuid4().hex[:6]}.featurevector'
+    good = ExtractFeaturesMsg(
+        job_token='good', extractor=DummyExtractor(feature_dim=8),
+        rowcols=ROWCOLS, image_loc=fs(dirs['inputs'] / 'image.png'),
+        feature_loc=fs(out))
+    ExtractFeaturesReturnMsg.deserialize(
+        send(app, 'spacer.extract_features', good.serialize()
+             ).get(timeout=TIMEOUT))
+    assert out.is_file()
+    after = {name: _snapshot(dirs[name]) for name in ('secret', 'inputs')}
+    assert after == before
+    assert sorted(p.name for p in base.iterdir()
+                  if not p.name.startswith('worker-')) == \
+        ['inputs', 'outputs', 'secret']
+    if pids_before:
+        assert _pool_pids(redis_server) == pids_before
+
+
+def _extract(image: DataLocation, feature: DataLocation,
+             rowcols=ROWCOLS) -> dict:
+    return ExtractFeaturesMsg(
+        job_token='attack', extractor=DummyExtractor(feature_dim=8),
+        rowcols=rowcols, image_loc=image, feature_loc=feature).serialize()
+
+
+# --- storage sandbox -------------------------------------------------------------
+
+def test_feature_loc_cannot_overwrite_the_workers_settings_file(
+        app, place, unharmed):
+    _base, dirs, secrets = place
+    text = fails_with(app, 'spacer.extract_features', _extract(
+        fs(dirs['inputs'] / 'image.png'), fs(secrets)),
+        'LocationNotAllowedError')
+    assert 'SPACER_FILESYSTEM_WRITE_ROOTS' in text
+
+
+def test_feature_loc_equal_to_image_loc_is_refused(app, place, unharmed):
+    _base, dirs, _ = place
+    image = dirs['outputs'] / 'own.png'
+    make_image(image, seed=3)
+    before = image.read_bytes()
+    text = fails_with(app, 'spacer.extract_features', _extract(
+        fs(image), fs(dirs['outputs'] / '.' / 'own.png')),
+        'LocationNotAllowedError')
+    assert 'overwrite an input' in text
+    assert image.read_bytes() == before
+
+
+def test_write_through_a_symlink_out_of_the_write_root_is_refused(
+        app, place, unharmed):
+    _base, dirs, _ = place
+    fails_with(app, 'spacer.extract_features', _extract(
+        fs(dirs['inputs'] / 'image.png'),
+        fs(dirs['outputs'] / 'link-out.featurevector')),
+        'LocationNotAllowedError')
+    assert not (dirs['secret'] / 'overwritten.featurevector').exists()
+
+
+def test_s3_outside_the_allowed_prefix_is_refused_before_any_request(
+        app, place, unharmed):
+    _base, dirs, _ = place
+    image = fs(dirs['inputs'] / 'image.png')
+    for key, bucket in (('images/photo.jpg', 'spacer'),
+                        ('features-old/x.fv', 'spacer'),
+                        ('features/../images/photo.jpg', 'spacer'),
+                        ('features/x.fv', 'prod')):
+        text = fails_with(app, 'spacer.extract_features', _extract(
+            image, DataLocation('s3', key, bucket_name=bucket)),
+            'LocationNotAllowedError')
+        assert f's3://{bucket}/{key}' in text
+
+
+@pytest.mark.parametrize('path', ['/etc/shadow', '/etc/passwd', '/dev/zero'])
+def test_reading_outside_the_roots_is_refused_without_echoing_the_file(
+        app, place, unharmed, path):
+    _base, dirs, _ = place
+    started = time.monotonic()
+    text = fails_with(app, 'spacer.extract_features', _extract(
+        fs(path), fs(dirs['outputs'] / 'x.featurevector')),
+        'LocationNotAllowedError')
+    assert time.monotonic() - started < 20
+    assert 'SPACER_FILESYSTEM_READ_ROOTS' in text
+    assert 'root:' not in text and 'bytes' not in text
+
+
+def test_a_symlink_out_of_the_read_root_is_not_followed(app, place, unharmed):
+    _base, dirs, _ = place
+    fails_with(app, 'spacer.extract_features', _extract(
+        fs(dirs['inputs'] / 'escape.png'), fs(dirs['outputs'] / 'e.fv')),
+        'LocationNotAllowedError')
+
+
+def test_only_regular_files_are_read_and_a_fifo_does_not_hang(
+        app, place, unharmed):
+    _base, dirs, _ = place
+    text = fails_with(app, 'spacer.extract_features', _extract(
+        fs(dirs['inputs'] / 'fifo.png'), fs(dirs['outputs'] / 'f.fv')),
+        'LocationNotAllowedError')
+    assert 'regular file' in text
+
+
+def test_an_unreadable_file_in_the_root_is_not_echoed(app, place, unharmed):
+    _base, dirs, _ = place
+    text = fails_with(app, 'spacer.extract_features', _extract(
+        fs(dirs['inputs'] / 'notes.txt'), fs(dirs['outputs'] / 'n.fv')),
+        'ImageDecodeError')
+    assert 'TOP-SECRET' not in text and '200' not in text
+
+
+def test_feature_cache_dir_outside_the_write_roots_is_refused(
+        app, place, unharmed):
+    _base, dirs, _ = place
+    msg = train_msg(dirs['outputs']).serialize()
+    msg['feature_cache_dir'] = str(dirs['secret'])
+    fails_with(app, 'spacer.train_classifier', msg, 'LocationNotAllowedError')
+
+
+def test_previous_model_outside_the_roots_is_refused(app, place, unharmed):
+    _base, dirs, secrets = place
+    msg = train_msg(dirs['outputs']).serialize()
+    msg['previous_model_locs'] = [fs(secrets).serialize()]
+    fails_with(app, 'spacer.train_classifier', msg, 'LocationNotAllowedError')
+
+
+def test_memory_storage_is_refused_by_default(app, place, unharmed):
+    _base, dirs, _ = place
+    fails_with(app, 'spacer.extract_features', _extract(
+        DataLocation('memory', 'image.png'), fs(dirs['outputs'] / 'm.fv')),
+        'LocationNotAllowedError')
+
+
+# --- URLs ------------------------------------------------------------------------
+
+def test_internal_urls_all_fail_alike(app, place, http_server, redis_server,
+                                      unharmed):
+    _base, dirs, _ = place
+    port = http_server.server_address[1]
+    targets = [
+        'http://169.254.169.254/latest/meta-data/iam/',   # cloud metadata
+        f'http://localhost:{redis_server.port}/',          # Redis, by name
+        f'http://127.0.0.2:{redis_server.port}/',          # loopback, other
+        'http://[::1]:6379/',
+        'http://10.0.0.1/',                                # private
+        f'http://127.0.0.1:{redis_server.port}/',          # Redis
+        f'http://127.0.0.3:{port}/redirect?to=http://169.254.169.254/',
+        f'http://127.0.0.3:{port}/redirect?to=http://127.0.0.1:{port}/x',
+        f'http://127.0.0.3:{free_port()}/closed',          # refused
+        f'http://127.0.0.3:{port}/missing.png',            # 404
+    ]
+    texts = set()
+    for url in targets:
+        text = fails_with(app, 'spacer.extract_features', _extract(
+            DataLocation('url', url), fs(dirs['outputs'] / 'u.fv')),
+            'URLDownloadError')
+        texts.add(text.replace(repr(url), '<url>'))
+    # Refused, unreachable and not found read the same, traceback and
+    # all: the worker is no port scanner.
+    assert len(texts) == 1, texts
+    [text] = texts
+    for word in ('refused', '404', 'imed out', 'public', 'resolve'):
+        assert word not in text
+    # The worker's log keeps the reason.
+    assert 'not a public address' in _worker_log(place)
+
+
+def test_an_allowed_private_host_still_works(app, place, http_server,
+                                             unharmed):
+    _base, dirs, _ = place
+    port = http_server.server_address[1]
+    out = dirs['outputs'] / 'via-url.fv'
+    ExtractFeaturesReturnMsg.deserialize(send(
+        app, 'spacer.extract_features', _extract(
+            DataLocation('url', f'http://127.0.0.3:{port}/image.png'),
+            fs(out))).get(timeout=TIMEOUT))
+    assert out.is_file()
+
+
+def _worker_log(place) -> str:
+    base, _dirs, _ = place
+    return (base / 'worker-sandboxed.log').read_text(errors='replace')
+
+
+# --- bounds ----------------------------------------------------------------------
+
+def test_a_file_over_the_read_limit_is_refused_before_reading(
+        app, place, unharmed):
+    _base, dirs, _ = place
+    text = fails_with(app, 'spacer.extract_features', _extract(
+        fs(dirs['inputs'] / 'huge.png'), fs(dirs['outputs'] / 'h.fv')),
+        'ReadLimitError')
+    assert 'FILESYSTEM_MAX_BYTES' in text
+
+
+def test_npz_member_shapes_are_checked_before_inflating(app, place, unharmed):
+    _base, dirs, _ = place
+    text = fails_with(app, 'spacer.classify_features', classify_msg(
+        dirs['inputs'] / 'bomb.featurevector',
+        dirs['inputs'] / 'model.pkl').serialize(), 'ReadLimitError')
+    assert 'FEATURE_ARRAY_MAX_BYTES' in text
+
+
+def test_points_are_counted_before_the_image_is_fetched(
+        app, place, http_server, unharmed):
+    _base, dirs, _ = place
+    port = http_server.server_address[1]
+    hits = len(http_server.hits)
+    rowcols = [(i % 60, i // 60) for i in range(51)]
+    text = fails_with(app, 'spacer.extract_features', _extract(
+        DataLocation('url', f'http://127.0.0.3:{port}/image.png'),
+        fs(dirs['outputs'] / 'p.fv'), rowcols), 'DataLimitError')
+    assert 'MAX_POINTS_PER_IMAGE' in text
+    assert len(http_server.hits) == hits
+
+
+def test_a_message_over_the_size_limit_is_refused(app, place, unharmed):
+    _base, dirs, _ = place
+    payload = _extract(fs(dirs['inputs'] / 'image.png'),
+                       fs(dirs['outputs'] / 's.fv'))
+    payload['job_token'] = 'x' * (300 * 1024)
+    text = fails_with(app, 'spacer.extract_features', payload,
+                      'MessageLimitError')
+    assert 'MESSAGE_MAX_BYTES' in text
+
+
+@pytest.mark.parametrize('change, setting', [
+    ({'nbr_epochs': 21}, 'MAX_EPOCHS'),
+    ({'trainer': {'class_path': 'spacer.train_classifier.MiniBatchTrainer',
+                  'mlp_hidden_layer_sizes': [200, 101]}}, 'MAX_HIDDEN_UNITS'),
+])
+def test_training_bounds(app, place, unharmed, change, setting):
+    _base, dirs, _ = place
+    msg = train_msg(dirs['outputs']).serialize() | change
+    text = fails_with(app, 'spacer.train_classifier', msg,
+                      'MessageLimitError')
+    assert setting in text
+
+
+def test_labels_per_training_are_bounded(app, place, unharmed):
+    _base, dirs, _ = place
+    msg = train_msg(dirs['outputs']).serialize()
+    # 10 images x 10 points = 100 annotations; multiply the train set.
+    train = msg['labels']['train']
+    for key in list(train):
+        train[key] = train[key] * 120
+    text = fails_with(app, 'spacer.train_classifier', msg,
+                      'MessageLimitError')
+    assert 'MAX_LABELS_PER_TRAINING' in text
+
+
+def test_tasks_per_job_are_bounded(app, place, unharmed):
+    _base, dirs, _ = place
+    one = ExtractFeaturesMsg.deserialize(_extract(
+        fs(dirs['inputs'] / 'image.png'), fs(dirs['outputs'] / 'j.fv')))
+    job = JobMsg(task_name='extract_features', tasks=[one] * 6)
+    returned = JobReturnMsg.deserialize(send(
+        app, 'spacer.process_job', job.serialize(), 'extract'
+    ).get(timeout=TIMEOUT))
+    assert returned.ok is False
+    last = returned.error_message.strip().splitlines()[-1]
+    assert last.startswith('spacer.exceptions.DataLimitError: ')
+    assert 'MAX_TASKS_PER_JOB' in last
+    assert 'spacer_worker.exceptions.MessageLimitError: ' in \
+        returned.error_message
+
+
+def test_a_job_cannot_write_one_tasks_output_over_anothers_input(
+        app, place, unharmed):
+    _base, dirs, _ = place
+    image = dirs['outputs'] / 'job-src.png'
+    make_image(image, seed=4)
+    before = image.read_bytes()
+    first = ExtractFeaturesMsg.deserialize(_extract(
+        fs(image), fs(dirs['outputs'] / 'job.fv')))
+    second = ExtractFeaturesMsg.deserialize(_extract(
+        fs(dirs['inputs'] / 'image.png'), fs(image)))
+    returned = JobReturnMsg.deserialize(send(
+        app, 'spacer.process_job',
+        JobMsg(task_name='extract_features',
+               tasks=[first, second]).serialize(), 'extract'
+    ).get(timeout=TIMEOUT))
+    assert returned.ok is False
+    assert error_class(returned.error_message) == 'PermissionError'
+    assert 'spacer_worker.exceptions.LocationNotAllowedError: ' in \
+        returned.error_message
+    assert image.read_bytes() == before
+    assert not (dirs['outputs'] / 'job.fv').exists()
+
+
+# --- legitimate work still round-trips ---------------------------------------------
+
+def test_legitimate_training_and_classification_round_trip(
+        app, place, unharmed):
+    _base, dirs, _ = place
+    msg = train_msg(dirs['outputs'])
+    TrainClassifierReturnMsg.deserialize(
+        send(app, 'spacer.train_classifier', msg.serialize()
+             ).get(timeout=TIMEOUT))
+    feature = next(iter(msg.labels.val.keys()))
+    result = send(app, 'spacer.classify_features', classify_msg(
+        feature.key, dirs['outputs'] / 'model.pkl').serialize()
+    ).get(timeout=TIMEOUT)
+    assert len(result['scores']) == 10
+    assert set(result['classes']) == {1, 2, 3}
