@@ -9,7 +9,6 @@ from __future__ import annotations
 import ipaddress
 import os
 import socket
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -281,9 +280,6 @@ def test_the_connection_goes_to_the_address_that_was_checked(monkeypatch):
     # standing in for one answers 127.0.0.1 once, then the metadata address.
     listener = socket.create_server(('127.0.0.1', 0))
     port = listener.getsockname()[1]
-    accepted = []
-    threading.Thread(target=lambda: accepted.append(listener.accept()),
-                     daemon=True).start()
     answers = iter([[(socket.AF_INET, socket.SOCK_STREAM, 6, '',
                       ('127.0.0.1', port))]])
     calls = []
@@ -299,6 +295,8 @@ def test_the_connection_goes_to_the_address_that_was_checked(monkeypatch):
     guard = HostGuard.parse('127.0.0.1/32')
     sock = guard.create_connection(('rebind.example', port), timeout=5)
     assert sock.getpeername() == ('127.0.0.1', port)
+    peer, _ = listener.accept()     # completed in the backlog already
+    peer.close()
     sock.close()
     assert calls == ['rebind.example']
     # and the next connection, answered with the other address, is refused.
