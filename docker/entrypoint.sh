@@ -11,7 +11,9 @@
 #       concurrency 1. Stops them all (warm) on SIGTERM/SIGINT; if one dies,
 #       stops the others and exits non-zero so the container is restarted.
 #   flower [flower options]
-#       Flower for the configured broker (auth and port from FLOWER_* vars).
+#       Flower for the configured broker (auth and port from FLOWER_* vars);
+#       refuses the shipped placeholder password when SERVICE_BIND (the
+#       address compose publishes it on) is beyond localhost.
 #   anything else
 #       Run as given: `spacer-worker config`, `bash`, ...
 #
@@ -144,6 +146,10 @@ gpu-workers)
     ;;
 flower)
     shift
+    # Published on FLOWER_BIND (compose passes it as SERVICE_BIND): beyond
+    # localhost, the shipped basic-auth password must have been changed.
+    sh "$(dirname "$0")/refuse-placeholders.sh" "${SERVICE_BIND:-127.0.0.1}" \
+        "FLOWER_BASIC_AUTH=${FLOWER_BASIC_AUTH:-}" || exit 64
     warn_default_broker
     exec celery -A "$app" flower "$@"
     ;;

@@ -27,6 +27,12 @@ def compose_command(value: list[str] | str) -> list[str]:
     return [part.replace('$$', '$') for part in value]
 
 
+def local_paths(part: str) -> str:
+    """A service command with the files compose mounts at their repo paths."""
+    return part.replace('/opt/spacer/refuse-placeholders.sh',
+                        str(REPO / 'docker' / 'refuse-placeholders.sh'))
+
+
 @pytest.fixture
 def start(tmp_path):
     procs: list[subprocess.Popen] = []
@@ -53,9 +59,10 @@ def test_redis_requires_the_password_and_persists_across_restarts(
     port = free_port()
     # The service's own command, with the config file at its repo path and
     # a local port; the password still arrives through REDIS_PASSWORD.
-    argv = [part.replace('/usr/local/etc/redis/redis.conf -',
-                         f'{CONFIG_DIR / "redis.conf"} --port {port} '
-                         f'--bind 127.0.0.1 -')
+    argv = [local_paths(part).replace(
+                '/usr/local/etc/redis/redis.conf -',
+                f'{CONFIG_DIR / "redis.conf"} --port {port} '
+                f'--bind 127.0.0.1 -')
             for part in compose_command(service['command'])]
     env = {'PATH': os.environ['PATH'], 'REDIS_PASSWORD': password}
     healthcheck = compose_command(service['healthcheck']['test'])
@@ -75,6 +82,8 @@ def test_redis_requires_the_password_and_persists_across_restarts(
     assert client.config_get('appendonly') == {'appendonly': 'yes'}
     assert client.config_get('maxmemory-policy') == {
         'maxmemory-policy': 'noeviction'}
+    # The memory budget of docs/operations.md is in force.
+    assert client.config_get('maxmemory') == {'maxmemory': str(2 * 1024**3)}
     client.rpush('extract', 'task-1', 'task-2')
 
     # docker compose stop / up: SIGTERM, then the same command again.
@@ -88,7 +97,8 @@ def test_redis_requires_the_password_and_persists_across_restarts(
 
 def test_redis_refuses_to_start_without_a_password(compose, tmp_path):
     require_tool('redis-server', 'scripts/test.sh installs it')
-    argv = compose_command(compose['services']['redis']['command'])
+    argv = [local_paths(part) for part in
+            compose_command(compose['services']['redis']['command'])]
     run = subprocess.run(argv, env={'PATH': os.environ['PATH']},
                          cwd=tmp_path, capture_output=True, text=True,
                          timeout=30)
