@@ -20,8 +20,8 @@ import json
 import os
 import sys
 import time
-from collections.abc import Callable, Sequence
-from contextlib import ExitStack
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -323,6 +323,21 @@ def choose_mode(mode: str) -> str:
     return 'embedded' if source == 'default' else 'broker'
 
 
+@contextmanager
+def _write_root(directory: Path) -> Iterator[None]:
+    """FILESYSTEM_WRITE_ROOTS extended by ``directory`` for the block."""
+    name = 'SPACER_FILESYSTEM_WRITE_ROOTS'
+    before = os.environ.get(name)
+    os.environ[name] = ':'.join(filter(None, [before, str(directory)]))
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = before
+
+
 def run_demo(out_dir: str | os.PathLike | None = None, images: int = 10,
              points: int = 40, epochs: int = 50, mode: str = 'auto',
              seed: int = 0, timeout: float = 600.0) -> DemoReport:
@@ -338,9 +353,13 @@ def run_demo(out_dir: str | os.PathLike | None = None, images: int = 10,
     with ExitStack() as stack:
         if report.mode == 'embedded':
             configure_embedded(app)
+            # The demo is the operator of its in-process worker: it lets the
+            # worker's sandbox write (and read) the demo's folder only.
+            stack.enter_context(_write_root(out))
             _say('mode: embedded (no SPACER_BROKER_URL): in-memory broker and '
                  'result backend, a worker in this process consuming '
-                 f"{', '.join(queues)} with one thread per queue")
+                 f"{', '.join(queues)} with one thread per queue; it may "
+                 f"read and write {out} only")
         else:
             broker = config.redact('BROKER_URL', config.broker_url())
             ok, lines = check(queues=queues, timeout=5.0, app=app)
@@ -351,7 +370,8 @@ def run_demo(out_dir: str | os.PathLike | None = None, images: int = 10,
                     f"{','.join(queues)}), or unset SPACER_BROKER_URL for the "
                     f'embedded mode.')
             _say(f'mode: broker {broker} with running workers ({lines[1]}); '
-                 f'they must be able to read {out}')
+                 f'they must be able to read and write {out} (start them '
+                 f'with SPACER_FILESYSTEM_WRITE_ROOTS={out})')
 
         started = time.perf_counter()
         with ExitStack() as bar_scope:

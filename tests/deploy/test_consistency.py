@@ -43,6 +43,8 @@ OTHER_VARIABLES = {
     'GF_ANALYTICS_CHECK_FOR_UPDATES': 'Grafana',
     'GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH': 'Grafana',
     'REMAP_SIGTERM': 'celery worker: SIGTERM starts the soft shutdown',
+    'SERVICE_BIND': 'docker/refuse-placeholders.sh (the published address)',
+    'MC_CONFIG_DIR': 'mc (minio-init): its config in the writable /tmp',
 }
 # Celery reads these before its configuration: they would override
 # SPACER_BROKER_URL / SPACER_RESULT_BACKEND without a word.

@@ -17,10 +17,11 @@ from tests.deploy.conftest import (
     require_tool,
     wait_for,
 )
+from tests.deploy.test_service_config import local_paths  # noqa: E402
 
 
 def redis_service(compose, data_dir, port, env):
-    argv = [part.replace('$$', '$').replace(
+    argv = [local_paths(part.replace('$$', '$')).replace(
         '/usr/local/etc/redis/redis.conf -',
         f'{CONFIG_DIR / "redis.conf"} --port {port} --bind 127.0.0.1 -')
         for part in compose['services']['redis']['command']]
