@@ -137,7 +137,12 @@ def _npz_bomb() -> bytes:
 
 
 @pytest.fixture(scope='module')
-def worker(redis_server, place, http_server):
+def weights_cache(tmp_path_factory):
+    return tmp_path_factory.mktemp('weights-cache')
+
+
+@pytest.fixture(scope='module')
+def worker(redis_server, place, http_server, weights_cache):
     base, dirs, secrets = place
     broker = redis_server.url(0)
     redis_server.client(0).flushdb()
@@ -153,6 +158,9 @@ def worker(redis_server, place, http_server):
         'SPACER_URL_ALLOWED_HOSTS': '127.0.0.3/32',
         'SPACER_URL_TIMEOUT': '3',
         'SPACER_LEASE_TTL': '0',
+        # The worker's own cache, outside every root.
+        'SPACER_EXTRACTORS_CACHE_DIR': str(weights_cache),
+        'SPACER_TORCH_DEVICE': 'cpu', 'SPACER_EXTRACT_BACKEND': 'torch',
         **LIMITS,
     }
     w = Worker('sandboxed', broker, base, queues='extract,train,classify',
@@ -405,6 +413,45 @@ def test_an_allowed_private_host_still_works(app, place, http_server,
 def _worker_log(place) -> str:
     base, _dirs, _ = place
     return (base / 'worker-sandboxed.log').read_text(errors='replace')
+
+
+# --- weights cache -----------------------------------------------------------------
+
+def test_the_weights_cache_cannot_be_poisoned_across_locations(
+        app, place, http_server, tmp_path_factory, unharmed):
+    from spacer_worker.extractors import EfficientNetExtractor
+    from spacer_worker.extractors.runtime.calibration import (
+        make_calibrated_weights,
+    )
+    _base, dirs, _ = place
+    port = http_server.server_address[1]
+    genuine = tmp_path_factory.mktemp('prod') / 'efficientnet_b0_ver1.pt'
+    make_calibrated_weights(genuine, seed=0)
+    http_server.files['/prod/efficientnet_b0_ver1.pt'] = genuine.read_bytes()
+    http_server.files['/evil/efficientnet_b0_ver1.pt'] = b'poisoned weights'
+
+    def extraction(folder: str, out: str) -> dict:
+        return ExtractFeaturesMsg(
+            job_token=folder, rowcols=ROWCOLS[:2],
+            extractor=EfficientNetExtractor(data_locations={'weights': (
+                DataLocation('url', f'http://127.0.0.3:{port}/{folder}/'
+                                    f'efficientnet_b0_ver1.pt'))}),
+            image_loc=fs(dirs['inputs'] / 'image.png'),
+            feature_loc=fs(dirs['outputs'] / out)).serialize()
+
+    # Given an attacker's message that fills the cache with its own file of
+    # the production file's name (no data_hashes),
+    fails_with(app, 'spacer.extract_features', extraction('evil', 'e.fv'),
+               'WeightsLoadError')
+    # a production message naming the genuine location, also without
+    # hashes, gets the genuine weights, downloaded for it,
+    returned = ExtractFeaturesReturnMsg.deserialize(send(
+        app, 'spacer.extract_features', extraction('prod', 'p.fv')
+    ).get(timeout=180))
+    assert returned.extractor_loaded_remotely is True
+    assert (dirs['outputs'] / 'p.fv').is_file()
+    # (from its own URL: the cached copy of the other one was not used).
+    assert http_server.hits.count('/prod/efficientnet_b0_ver1.pt') == 1
 
 
 # --- bounds ----------------------------------------------------------------------
