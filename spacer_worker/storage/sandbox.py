@@ -13,7 +13,8 @@ inside :func:`untrusted`; while it is active, every read and write through
   S3_READ_BUCKETS / S3_WRITE_BUCKETS (``bucket`` or ``bucket/prefix``);
 * url: every connection is checked by :mod:`.netguard`, and every failure
   reads the same (refused, unreachable, not found), so a message cannot use
-  the worker as a port scanner; the log keeps the reason;
+  the worker as a port scanner; the log keeps the reason. Only a 5xx or
+  429 answer from an allowed server stays transient, and is retried;
 * memory: only with MEMORY_STORAGE_ALLOWED.
 
 An unset allowlist allows nothing, and the error names the setting to set.
@@ -264,6 +265,8 @@ class Sandbox:
         except DataLimitError:
             raise           # too large: says nothing about the network
         except URLDownloadError as e:
+            if _server_busy(e):
+                raise       # an allowed server answered 5xx/429: retried
             raise self._url_failure(url, e) from None
 
     def _url_failure(self, url: str, error: Exception) -> URLDownloadError:
@@ -273,6 +276,17 @@ class Sandbox:
             f"Could not download {url!r}: the host is not allowed, cannot "
             f"be reached, or has no such file. The worker's log says which "
             f"(allowed private hosts: {ENV}URL_ALLOWED_HOSTS).")
+
+
+def _server_busy(error: Exception) -> bool:
+    """An allowed host's HTTP server answered 5xx or 429 (transient, worth
+    a retry). Refused, unreachable, timed-out connections and 4xx answers
+    all read alike instead: those are what a port scan tells apart."""
+    import urllib.error
+
+    from spacer_worker.exceptions import TransientError
+    return isinstance(error, TransientError) and isinstance(
+        error.__context__, urllib.error.HTTPError)
 
 
 def _kind(loc: Any) -> str:

@@ -121,7 +121,9 @@ class Worker:
         self.log = log_dir / f'worker-{name}.log'
         # Workers are closed by default (issue 9): a test's worker may read
         # and write its own temporary directory, unless the test says more.
-        sandbox = {'SPACER_FILESYSTEM_WRITE_ROOTS': str(log_dir)}
+        # Its URLs may reach the tests' HTTP servers on 127.0.0.1.
+        sandbox = {'SPACER_FILESYSTEM_WRITE_ROOTS': str(log_dir),
+                   'SPACER_URL_ALLOWED_HOSTS': '127.0.0.1/32'}
         self.env = base_env(broker_url, DIST_TEST_WORKER=name,
                             DIST_TEST_RUNS_URL=broker_url,
                             **{**sandbox, **(env or {})})

@@ -303,3 +303,50 @@ def test_the_connection_goes_to_the_address_that_was_checked(monkeypatch):
     with pytest.raises(HostNotAllowedError, match='169.254.169.254'):
         guard.create_connection(('rebind.example', port), timeout=5)
     listener.close()
+
+
+@pytest.fixture
+def http_status_server():
+    """127.0.0.1 server answering /503 with 503 and anything else 404."""
+    import http.server
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *args) -> None:
+            pass
+
+        def do_GET(self) -> None:
+            self.send_response(503 if self.path == '/503' else 404)
+            self.send_header('Content-Length', '0')
+            self.end_headers()
+
+    server = http.server.ThreadingHTTPServer(('127.0.0.1', 0), Handler)
+    import threading
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f'http://127.0.0.1:{server.server_address[1]}'
+    server.shutdown()
+    server.server_close()
+
+
+def test_only_a_busy_allowed_server_stays_transient(http_status_server):
+    from spacer_worker.exceptions import URLDownloadError, URLUnavailableError
+    box = Sandbox(hosts=HostGuard.parse('127.0.0.1/32'))
+    with untrusted(box):
+        # 503 from an allowed host: retried like any transient error;
+        with pytest.raises(URLUnavailableError):
+            load_bytes(DataLocation('url', f'{http_status_server}/503'))
+        # 404, refused, or not allowed: one permanent error, one text.
+        texts = set()
+        for url in (f'{http_status_server}/missing',
+                    f'http://127.0.0.1:{_closed_port()}/x',
+                    'http://169.254.169.254/latest/'):
+            with pytest.raises(URLDownloadError) as info:
+                load_bytes(DataLocation('url', url))
+            assert not isinstance(info.value, URLUnavailableError)
+            texts.add(str(info.value).replace(repr(url), '<url>'))
+        assert len(texts) == 1
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
