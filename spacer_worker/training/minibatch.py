@@ -27,6 +27,7 @@ from spacer_worker.data_classes import ValResults
 from spacer_worker.exceptions import ConfigError, MessageError
 from spacer_worker.return_messages import TrainClassifierReturnMsg
 from spacer_worker.training import checkpoint
+from spacer_worker.training.adam import restore, use_in_place_adam
 from spacer_worker.training.evaluation import (
     CHUNK_ROWS,
     accuracy,
@@ -161,10 +162,16 @@ def fit(trainer: Any, train: FeatureSet, ref: FeatureSet, nbr_epochs: int,
             if compute is np.float64:
                 x32 = as_float64(x32, batch_buffer)
             clf.partial_fit(x32, y, classes=classes)
+            if clf_type == 'MLP':
+                # Same steps, bit for bit, without Adam's temporaries
+                # (see training.adam); a no-op after the first batch.
+                use_in_place_adam(clf)
         ref_accs.append(accuracy(ref.labels, predict_labels(clf, ref_x)))
         logger.info("Epoch %d/%d: reference accuracy %.4f (%.1f s)",
                     epoch + 1, nbr_epochs, ref_accs[-1],
                     time.monotonic() - t0)
+        if clf_type == 'MLP':
+            restore(clf)  # a checkpoint holds scikit-learn classes only
         saved.after_epoch(clf, rng, ref_accs)
         if progress is not None:
             progress(epoch=epoch + 1, nbr_epochs=nbr_epochs,

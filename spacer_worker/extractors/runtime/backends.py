@@ -1,8 +1,13 @@
 """Two ways to run the folded network on a batch of uint8 patches.
 
-* ``OnnxRuntimeBackend`` (CPU): PyTorch for the stem, then ONNX Runtime
-  on a graph written from the folded parameters. The fastest on CPU (~1.5x eager PyTorch here), small
-  batches suit it best, and it uses its own allocator.
+* ``OnnxRuntimeBackend`` (CPU): ONNX Runtime on a graph written from the
+  folded parameters, uint8 patches in, features out. The fastest on CPU
+  (~1.5x eager PyTorch here), small batches suit it best, and it uses its
+  own allocator. It runs one batch per thread (``streams``), each on one
+  core, rather than one batch split over every core: the late layers
+  (7x7 maps, 1x1 squeeze-excite convs) are too small to split well, and
+  threads that wait for each other at each of ~400 nodes spin on a core
+  someone else may need (3x slower on a loaded machine).
 * ``TorchBackend`` (CPU or CUDA): eager PyTorch, channels_last, in
   ``inference_mode``; optional fp16 on CUDA. On CPU it raises glibc's mmap
   threshold so activation buffers are reused instead of being mapped and
@@ -14,8 +19,8 @@ normalisation).
 
 fp16 (EXTRACT_PRECISION=fp16, CUDA only) trades exactness for speed: half
 precision keeps ~3 significant digits, so features drift from fp32 by
-about 1e-3 relative, far beyond the 1e-4 agreement with PySpacer that fp32
-keeps. Use it only where classifiers are trained on fp16 features too.
+about 1e-3 relative, far beyond the float32 error that fp32 keeps (as
+close to a float64 run as PySpacer's own). Use it only where classifiers are trained on fp16 features too.
 ``benchmarks/extraction.py --device cuda`` prints the measured drift (max
 and mean absolute difference from fp32 over the same patches).
 """
@@ -34,14 +39,10 @@ from spacer_worker.extractors.runtime.folded import FoldedEfficientNet
 
 logger = logging.getLogger(__name__)
 
-# x / 255 in float32 for every byte value: one table lookup replaces a
-# convert pass and a divide pass, with bit-identical results.
-_UNIT_SCALE = np.arange(256, dtype=np.float32) / np.float32(255)
-
-
 class Backend(Protocol):
     name: str
     default_batch_size: int
+    streams: int  # batches run() may work on at once, from as many threads
 
     def run(self, patches: np.ndarray) -> np.ndarray: ...
 
@@ -60,28 +61,23 @@ class OnnxRuntimeBackend:
         options = ort.SessionOptions()
         options.graph_optimization_level = \
             ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.intra_op_num_threads = threads
+        options.intra_op_num_threads = 1
         options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.log_severity_level = 3
         self._input = INPUT_NAME
         self._session = ort.InferenceSession(
             build_onnx_model(net), options, providers=['CPUExecutionProvider'])
-        # One PyTorch thread for the (small) stem: idle OpenMP threads
-        # spin-wait on the cores ONNX Runtime is about to use.
-        torch.set_num_threads(1)
-        self._stem = net.stem_forward
+        self.streams = max(1, threads)
 
     def run(self, patches: np.ndarray) -> np.ndarray:
-        # The stem in PyTorch, rounding as PySpacer does (see onnx_graph).
-        x = torch.from_numpy(_UNIT_SCALE[patches.transpose(0, 3, 1, 2)])
-        with torch.inference_mode():
-            x = self._stem(x).contiguous().numpy()
-        return self._session.run(None, {self._input: x})[0]
+        return self._session.run(
+            None, {self._input: np.ascontiguousarray(patches)})[0]
 
 
 class TorchBackend:
     name = 'torch'
+    streams = 1  # PyTorch splits each batch over its own threads
 
     def __init__(self, net: FoldedEfficientNet, device: torch.device,
                  precision: str, threads: int):

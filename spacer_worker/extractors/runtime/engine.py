@@ -19,8 +19,9 @@ import logging
 import os
 import threading
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -125,6 +126,8 @@ class Network:
         self.backend = backend
         self.settings = settings
         self.sha256 = sha256
+        self._pool: ThreadPoolExecutor | None = None
+        self._pool_lock = threading.Lock()
 
     def batch_size(self) -> int:
         return (config.get('EXTRACT_BATCH_SIZE')
@@ -138,16 +141,50 @@ class Network:
                 ) -> np.ndarray:
         """Features of the patches of ``im`` at ``rowcols``, in order.
 
-        Patches are cropped one batch at a time, so memory stays at one
-        batch whatever the number of points.
+        Patches are cropped one batch at a time while the backend's
+        streams run the batches before, so memory stays at a few batches
+        whatever the number of points.
         """
         out = np.empty((len(rowcols), FEATURE_DIM), np.float32)
-        start = 0
-        for batch in iter_patch_batches(im, rowcols, self.batch_size(),
-                                        CROP_SIZE):
-            out[start:start + len(batch)] = self.backend.run(batch)
-            start += len(batch)
+        batches = iter_patch_batches(im, rowcols, self.batch_size(),
+                                     CROP_SIZE)
+        streams = getattr(self.backend, 'streams', 1)
+        if streams <= 1:
+            start = 0
+            for batch in batches:
+                out[start:start + len(batch)] = self.backend.run(batch)
+                start += len(batch)
+            return out
+        pool = self._executor(streams)
+        pending: deque[tuple[int, Future]] = deque()
+        try:
+            start = 0
+            for batch in batches:
+                pending.append((start, pool.submit(self.backend.run, batch)))
+                start += len(batch)
+                # One batch per stream in flight, plus the one being cut.
+                while len(pending) > streams:
+                    _collect(out, *pending.popleft())
+            while pending:
+                _collect(out, *pending.popleft())
+        finally:
+            for _start, future in pending:
+                future.cancel()
         return out
+
+    def _executor(self, streams: int) -> ThreadPoolExecutor:
+        # Its idle threads end when the network is dropped from the cache
+        # and collected (the executor's own weak-reference callback).
+        with self._pool_lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(
+                    max_workers=streams, thread_name_prefix='extract')
+            return self._pool
+
+
+def _collect(out: np.ndarray, start: int, future: Future) -> None:
+    features = future.result()
+    out[start:start + len(features)] = features
 
 
 _cache: OrderedDict[tuple, Network] = OrderedDict()

@@ -31,7 +31,7 @@ from spacer_worker.extractors.runtime.network import (
 )
 
 
-def _fold(conv: SamePadConv, bn: nn.BatchNorm2d) -> nn.Conv2d:
+def fold(conv: SamePadConv, bn: nn.BatchNorm2d) -> nn.Conv2d:
     """One conv with bias equal to ``bn(conv(x))`` in eval mode."""
     # In float64, so folding adds no rounding of its own.
     scale = bn.weight.double() / torch.sqrt(bn.running_var.double() + bn.eps)
@@ -53,7 +53,7 @@ def _fold(conv: SamePadConv, bn: nn.BatchNorm2d) -> nn.Conv2d:
 
 
 def _copy_conv(conv: SamePadConv) -> nn.Conv2d:
-    """The conv unchanged (no bias), padding as :func:`_fold` does."""
+    """The conv unchanged (no bias), padding as :func:`fold` does."""
     pad = same_padding(conv.kernel_size[0], conv.stride[0])
     symmetric = pad[0] == pad[1]
     copy = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size,
@@ -89,12 +89,12 @@ class FoldedBlock(nn.Module):
     def __init__(self, block: MBConv):
         super().__init__()
         self.spec: BlockSpec = block.spec
-        self.expand = (_fold(block._expand_conv, block._bn0)
+        self.expand = (fold(block._expand_conv, block._bn0)
                        if self.spec.expand != 1 else None)
-        self.depthwise = _fold(block._depthwise_conv, block._bn1)
+        self.depthwise = fold(block._depthwise_conv, block._bn1)
         self.se_reduce = _linear(block._se_reduce)
         self.se_expand = _linear(block._se_expand)
-        self.project = _fold(block._project_conv, block._bn2)
+        self.project = fold(block._project_conv, block._bn2)
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
         x = inputs
@@ -119,7 +119,7 @@ class FoldedEfficientNet(nn.Module):
         self.stem = _copy_conv(reference._conv_stem)
         self.stem_bn = _copy_bn(reference._bn0)
         self.blocks = nn.ModuleList(FoldedBlock(b) for b in reference._blocks)
-        self.head = _fold(reference._conv_head, reference._bn1)
+        self.head = fold(reference._conv_head, reference._bn1)
         self.requires_grad_(False)
         self.eval()  # the stem's batch norm must use its running statistics
 

@@ -4,29 +4,48 @@ ONNX Runtime runs this network about 1.5x faster than eager PyTorch on a
 small CPU, and its speed does not depend on the malloc in use. The graph is
 written node by node from the folded parameters (milliseconds, no tracing,
 no torch.onnx exporter): Conv's ``pads`` attribute expresses the lopsided
-stride-2 'SAME' padding directly. The squeeze-excite gate is spelled with
-Exp rather than Sigmoid, whose approximation in ONNX Runtime is too coarse
-there for the 1e-4 agreement with PySpacer; swish uses Sigmoid (see
-``silu``).
+stride-2 'SAME' padding directly.
 
-The graph starts after the stem: the backend runs the stem in PyTorch,
-which rounds its conv as PySpacer's does (see :mod:`.folded`); ONNX
-Runtime's own conv rounds differently there, and that alone moves features
-by up to 1.7e-4 from PySpacer's.
+The whole network is in the graph, from the uint8 patches on: the stem's
+batch norm and the 1/255 scaling are folded into its conv (in float64),
+so nothing runs in PyTorch per batch.
+
+Precision, measured against a float64 run of PySpacer's network
+(``benchmarks/extraction.py``, ``tests/extraction/test_fidelity.py``):
+
+* Means are taken in two stages (an AveragePool over k x k tiles, then the
+  mean of the tiles). ONNX Runtime's GlobalAveragePool sums a whole
+  112 x 112 map in one float32 running sum; where a channel is nearly
+  constant and large (saturated content: white areas, 16-bit images that
+  Pillow clips to 255) that sum loses about n * 2^-24 relative, the
+  squeeze-excite gates multiply the error into every channel, and features
+  came out 20-40x farther from float64 than PySpacer's. Short sums keep
+  the error at PySpacer's level; AveragePool runs in the same blocked
+  layout as the convs, so it costs no layout change.
+* The squeeze-excite gate is spelled with Exp rather than Sigmoid, whose
+  approximation in ONNX Runtime is coarse for a value that scales a whole
+  channel; swish uses Sigmoid (see ``silu``).
 """
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
+import torch
 from torch import nn
 
-from spacer_worker.extractors.runtime.folded import FoldedEfficientNet
-from spacer_worker.extractors.runtime.network import FEATURE_DIM, same_padding
+from spacer_worker.extractors.runtime.folded import FoldedEfficientNet, fold
+from spacer_worker.extractors.runtime.network import (
+    CROP_SIZE,
+    FEATURE_DIM,
+    same_padding,
+)
 
 INPUT_NAME = 'patches'
 OUTPUT_NAME = 'features'
 OPSET = 17
-STEM_SHAPE = (32, 112, 112)  # the stem's output: the graph's input
+INPUT_SHAPE = (CROP_SIZE, CROP_SIZE, 3)  # uint8 NHWC, as patches are cut
 
 
 class _GraphWriter:
@@ -71,6 +90,14 @@ class _GraphWriter:
                                 self.constant(linear.bias.detach().cpu().numpy())],
                        kernel_shape=[1, 1])
 
+    def mean(self, x: str, size: int) -> str:
+        """[N, C, size, size] -> [N, C, 1, 1], summing short runs only."""
+        tile = tile_size(size)
+        if tile > 1:
+            x = self.op('AveragePool', [x], kernel_shape=[tile, tile],
+                        strides=[tile, tile])
+        return self.op('GlobalAveragePool', [x])
+
     def _one_plus_exp_minus(self, x: str) -> str:
         if self.one is None:
             self.one = self.constant(np.array(1.0, np.float32))
@@ -84,36 +111,59 @@ class _GraphWriter:
     def silu(self, x: str) -> str:
         # Swish runs on the big activation maps, where four elementwise
         # passes (Neg, Exp, Add, Div) cost ~30% of the whole network; the
-        # two of Sigmoid + Mul keep the features within 1e-4 of PySpacer's
-        # on the benchmark's images (the gate, above, stays exact: its
-        # error is multiplied into every channel).
+        # two of Sigmoid + Mul stay as close to float64 as PyTorch (the
+        # gate, above, stays exact: its error is multiplied into every
+        # channel).
         return self.op('Mul', [x, self.op('Sigmoid', [x])])
 
 
+def tile_size(size: int) -> int:
+    """The divisor of ``size`` nearest its square root (1 for small maps):
+    a mean over k x k tiles, then over (size/k)^2 tiles, has the shortest
+    float32 running sums."""
+    if size <= 8:
+        return 1
+    return min((k for k in range(1, size + 1) if size % k == 0),
+               key=lambda k: (abs(k - math.sqrt(size)), k))
+
+
+def _scaled_stem(net: FoldedEfficientNet) -> nn.Conv2d:
+    """The stem conv with its batch norm and the uint8 -> [0, 1] scaling
+    folded in (in float64), so it takes raw byte values."""
+    stem = fold(net.stem, net.stem_bn)
+    with torch.no_grad():
+        stem.weight.copy_(stem.weight.double() / 255)
+    return stem
+
+
 def build_onnx_model(net: FoldedEfficientNet) -> bytes:
-    """Serialized ONNX model: ``patches`` (the stem's output,
-    [N, 32, 112, 112]) -> ``features``."""
+    """Serialized ONNX model: ``patches`` (uint8 [N, 224, 224, 3], as
+    cropped) -> ``features`` (float32 [N, 1280])."""
     from onnx import TensorProto
 
     g = _GraphWriter()
-    x = INPUT_NAME
+    x = g.op('Cast', [g.op('Transpose', [INPUT_NAME], perm=[0, 3, 1, 2])],
+             to=TensorProto.FLOAT)
+    x = g.silu(g.conv(x, _scaled_stem(net)))
+    size = CROP_SIZE // 2
     for block in net.blocks:
         inputs = x
         if block.expand is not None:
             x = g.silu(g.conv(x, block.expand))
         x = g.silu(g.conv(x, block.depthwise))
-        gate = g.op('GlobalAveragePool', [x])
+        size //= block.depthwise.stride[0]
+        gate = g.mean(x, size)
         gate = g.silu(g.linear_1x1(gate, block.se_reduce))
         gate = g.sigmoid(g.linear_1x1(gate, block.se_expand))
         x = g.conv(g.op('Mul', [x, gate]), block.project)
         if block.spec.residual:
             x = g.op('Add', [x, inputs])
-    x = g.op('GlobalAveragePool', [g.silu(g.conv(x, net.head))])
+    x = g.mean(g.silu(g.conv(x, net.head)), size)
     g.nodes.append(g.helper.make_node('Flatten', [x], [OUTPUT_NAME], axis=1))
     graph = g.helper.make_graph(
         g.nodes, 'efficientnet_b0_features',
-        [g.helper.make_tensor_value_info(INPUT_NAME, TensorProto.FLOAT,
-                                         ['batch', *STEM_SHAPE])],
+        [g.helper.make_tensor_value_info(INPUT_NAME, TensorProto.UINT8,
+                                         ['batch', *INPUT_SHAPE])],
         [g.helper.make_tensor_value_info(OUTPUT_NAME, TensorProto.FLOAT,
                                          ['batch', FEATURE_DIM])],
         g.initializers)
