@@ -14,10 +14,11 @@ from typing import TYPE_CHECKING
 from spacer_worker.data_classes import DataLocation
 from spacer_worker.extractors.checks import check_extract_inputs, check_point_count
 from spacer_worker.return_messages import ClassifyReturnMsg, ExtractFeaturesReturnMsg
-from spacer_worker.storage import load_classifier, open_image
+from spacer_worker.storage import open_image
 from spacer_worker.storage.blobs import describe
 from spacer_worker.task_messages import ClassifyImageMsg, ExtractFeaturesMsg
 from spacer_worker.tasks.features import score_features
+from spacer_worker.training.model_cache import load_classifier_cached
 
 if TYPE_CHECKING:
     from PIL.Image import Image
@@ -46,7 +47,14 @@ def classify_image(msg: ClassifyImageMsg) -> ClassifyReturnMsg:
     check_point_count(msg.rowcols, describe(msg.image_loc))
     start = time.time()
     # The classifier first: a bad one fails before the costly extraction.
-    clf = load_classifier(msg.classifier_loc)
+    # From the process's classifier cache, as classify_features does: a
+    # worker classifies image after image of one source with the same
+    # classifier, and unpickling it each time (tens of ms, more for large
+    # MLPs) is work thrown away. Entries are keyed by content (or a local
+    # file's inode/size/mtime), so an overwritten classifier is never
+    # served stale, and CLASSIFIER_CACHE_SIZE bounds the memory they take
+    # on an extract worker (0 turns the cache off).
+    clf = load_classifier_cached(msg.classifier_loc)
     image = _open_checked(msg.image_loc, msg.rowcols)
     features, _ = msg.extractor(image, msg.rowcols)
     del image

@@ -158,3 +158,46 @@ def test_classify_image_scores_the_extracted_features(weights, image_cases,
     np.testing.assert_allclose([s for _, _, s in result.scores], expected,
                                atol=1e-6)
     assert result.runtime > 0
+
+
+def test_classify_image_keeps_its_classifier_but_never_a_stale_one(
+        weights, image_cases, tmp_path, monkeypatch):
+    from spacer_worker.storage import classifiers
+    from spacer_worker.training import model_cache
+
+    model_cache.clear()
+    parsed = []
+    real_parse = classifiers.parse_classifier
+
+    def counting_parse(data, where):
+        parsed.append(where)
+        return real_parse(data, where)
+
+    monkeypatch.setattr(classifiers, 'parse_classifier', counting_parse)
+    case = next(c for c in image_cases if c.name == 'small.png')
+    clf_loc = _classifier(tmp_path)
+    msg = ClassifyImageMsg(
+        job_token='classify', extractor=weights.extractor(),
+        rowcols=case.rowcols[:2],
+        image_loc=DataLocation('filesystem', str(case.path)),
+        classifier_loc=clf_loc)
+    # Given a worker that classified one image with a classifier,
+    first = tasks.classify_image(msg)
+    # when it classifies again with the same file, it does not unpickle it
+    # again,
+    assert tasks.classify_image(msg).scores == first.scores
+    assert len(parsed) == 1
+    # and when the file is replaced, the new classifier is the one used.
+    from sklearn.calibration import CalibratedClassifierCV
+    from sklearn.linear_model import SGDClassifier
+
+    from spacer_worker.storage import store_classifier
+    rng = np.random.default_rng(5)
+    x, y = rng.random((60, 1280)), np.repeat([4, 9], 30)
+    clf = CalibratedClassifierCV(
+        SGDClassifier(loss='log_loss', random_state=0).fit(x, y),
+        cv='prefit').fit(x, y)
+    store_classifier(clf_loc, clf)
+    assert tasks.classify_image(msg).classes == [4, 9]
+    assert len(parsed) == 2
+    model_cache.clear()
