@@ -24,8 +24,9 @@ ERROR_FACTOR = 2.0
 ERROR_SLACK = 1e-5
 
 # Runs under PySpacer (tests.reference.run_reference): for each case,
-# PySpacer's float32 features (its extractor, as its task calls it) and a
-# float64 run of its network on its own patches, saved as .npy files.
+# PySpacer's float32 features at ``rowcols`` (its extractor, as its task
+# calls it) and a float64 run of its network on its own patches at
+# ``exact_rowcols`` (default: the same points), saved as .npy files.
 PYSPACER_FLOAT32_AND_FLOAT64 = '''
 import numpy as np
 import torch
@@ -74,9 +75,10 @@ for case in PAYLOAD['cases']:
         np.save(case['out'] + '.float32.npy',
                 np.array([pf.data for pf in features.point_features],
                          dtype=np.float32))
+    exact_rowcols = [tuple(rc) for rc in case.get('exact_rowcols', rowcols)]
     patches = crop_patches(load_image(DataLocation('filesystem',
                                                    case['path'])),
-                           rowcols, 224)
+                           exact_rowcols, 224)
     exact = []
     with torch.no_grad():
         for start in range(0, len(patches), 10):

@@ -102,6 +102,8 @@ def _position_array(values: Any) -> Any:
 def _decode_npz(data: bytes, where: str) -> ImageFeatures:
     import numpy as np
 
+    from spacer_worker.storage.npz import read_member
+
     try:
         with np.load(io.BytesIO(data), allow_pickle=False) as archive:
             missing = [k for k in _KEYS if k not in archive.files]
@@ -113,7 +115,11 @@ def _decode_npz(data: bytes, where: str) -> ImageFeatures:
             headers = _member_headers(archive.zip, where)
             meta = archive['meta']
             _check_shapes(headers, meta, where)
-            rows, cols, feat = (archive[k] for k in _KEYS[1:])
+            # Bounded by the headers just checked; inflated with ISA-L
+            # where installed (storage.npz).
+            rows, cols, feat = (read_member(archive.zip, k, data,
+                                            config.get('FEATURE_ARRAY_MAX_BYTES'))
+                                for k in _KEYS[1:])
     except FeatureFileError:
         raise
     except (OSError, ValueError, EOFError, zipfile.BadZipFile,

@@ -24,6 +24,7 @@ from spacer_worker.task_messages import ClassifyFeaturesMsg, TrainClassifierMsg
 from spacer_worker.task_utils import preprocess_labels
 from spacer_worker.training import checkpoint
 from spacer_worker.training.model_cache import load_classifier_cached
+from spacer_worker.training.scoring import predict_proba
 from spacer_worker.training.threads import blas_threads
 
 logger = logging.getLogger(__name__)
@@ -125,7 +126,9 @@ def _score(clf: Any, features: ImageFeatures,
            t0: float | None) -> ClassifyReturnMsg:
     x = np.asarray(features.feature_array(), dtype=np.float64)
     with blas_threads():
-        probabilities = clf.predict_proba(x).tolist()
+        # scikit-learn's numbers without its per-class calls (see
+        # training.scoring).
+        probabilities = predict_proba(clf, x).tolist()
     if features.valid_rowcol:
         rows = np.asarray(features.rows).tolist()
         cols = np.asarray(features.cols).tolist()

@@ -46,10 +46,10 @@ def _hard_images(directory: Path) -> list[ImageCase]:
         image.save(path, **save_args)
         reopened = Image.open(path)
         width, height = reopened.size
-        # A corner, the centre, a random point: float64 runs are slow.
+        # A corner and a random point: float64 runs are slow.
         points = edge_points(width, height, 50 + len(cases))
         cases.append(ImageCase(name, path, reopened.mode,
-                               [points[3], points[6], points[7]]))
+                               [points[3], points[7]]))
 
     from spacer_worker.extractors.runtime.calibration import synthetic_texture
     texture = np.asarray(synthetic_texture(rng, 256).resize((260, 230)))
@@ -72,6 +72,13 @@ def _hard_images(directory: Path) -> list[ImageCase]:
     return cases
 
 
+def exact_points(case: ImageCase) -> list[int]:
+    """Indices of the points that get a float64 run (PyTorch's float64
+    is slow): a corner, the centre and a random point of the edge cases."""
+    return [0, 6, 7] if len(case.rowcols) == 9 else \
+        list(range(len(case.rowcols)))
+
+
 @pytest.fixture(scope='module')
 def all_cases(image_cases, tmp_path_factory) -> list[ImageCase]:
     hard = _hard_images(tmp_path_factory.mktemp('hard_images'))
@@ -88,9 +95,10 @@ def pyspacer_features(pyspacer_reference, all_cases, weights,
     payload = {
         'weights': str(weights.path), 'sha256': weights.sha256,
         'cases': [{'path': str(c.path), 'rowcols': c.rowcols,
+                   'exact_rowcols': [c.rowcols[i] for i in exact_points(c)],
                    'out': str(out_dir / c.name)} for c in all_cases],
     }
-    run_reference(PYSPACER_FLOAT32_AND_FLOAT64, payload)
+    run_reference(PYSPACER_FLOAT32_AND_FLOAT64, payload, timeout=3000)
     return {c.name: (np.load(out_dir / f'{c.name}.float32.npy'),
                      np.load(out_dir / f'{c.name}.float64.npy'))
             for c in all_cases}
@@ -124,6 +132,7 @@ def test_pyspacer_float64_run_is_the_truth_for_its_float32(all_cases,
     # only ~3e-3 of them: the network is that ill-conditioned there.
     for case in all_cases:
         theirs, exact = pyspacer_features[case.name]
+        theirs = theirs[exact_points(case)]
         scale = max(1.0, float(np.abs(exact).max()))
         assert float(np.abs(theirs - exact).max()) < 1e-2 * scale, case.name
 
@@ -143,10 +152,14 @@ def test_features_meet_the_fidelity_rule_for_every_mode_and_edge(
         assert list(zip(features.rows, features.cols, strict=True)) == \
             case.rowcols
         assert return_msg.extractor_loaded_remotely is False
-        # then every image meets the rule against PySpacer and float64.
-        verdict = judge(ours, theirs, exact)
+        # then every image meets the rule: within 1e-4 of PySpacer at
+        # every point, or, at the points run in float64, no farther from
+        # float64 than twice PySpacer's own error.
+        agrees = float(np.abs(ours - theirs).max()) <= 1e-4
+        picked = exact_points(case)
+        verdict = judge(ours[picked], theirs[picked], exact)
         lines.append(verdict.row(f'{case.name} ({case.mode})'))
-        if not verdict.ok:
+        if not (agrees or verdict.ours_error <= verdict.bound):
             failures.append(case.name)
     assert not failures, '\n'.join([backend, *lines])
 
@@ -160,7 +173,9 @@ def test_saturated_content_is_no_less_accurate_than_pyspacer(
         case = next(c for c in all_cases if c.name == name)
         features, _ = extractor(Image.open(case.path), case.rowcols)
         theirs, exact = pyspacer_features[name]
-        verdict = judge(features.feature_array(), theirs, exact)
+        picked = exact_points(case)
+        verdict = judge(features.feature_array()[picked], theirs[picked],
+                        exact)
         # then they are large, and ours are within twice PySpacer's error.
         assert verdict.largest > 20, (name, verdict)
         assert verdict.ours_error <= verdict.bound, (name, verdict)
@@ -183,5 +198,8 @@ def test_extract_task_stores_features_that_meet_the_rule(
     assert stored.npoints == len(case.rowcols)
     assert stored.feature_dim == 1280
     theirs, exact = pyspacer_features[case.name]
-    assert judge(stored.feature_array(), theirs, exact).ok
+    picked = exact_points(case)
+    assert (float(np.abs(stored.feature_array() - theirs).max()) <= 1e-4
+            or judge(stored.feature_array()[picked], theirs[picked],
+                     exact).ok)
     assert result.runtime > 0
