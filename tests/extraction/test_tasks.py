@@ -162,18 +162,18 @@ def test_classify_image_scores_the_extracted_features(weights, image_cases,
 
 def test_classify_image_keeps_its_classifier_but_never_a_stale_one(
         weights, image_cases, tmp_path, monkeypatch):
-    from spacer_worker.storage import classifiers
     from spacer_worker.training import model_cache
 
     model_cache.clear()
     parsed = []
-    real_parse = classifiers.parse_classifier
+    real_parse = model_cache.parse_classifier
 
     def counting_parse(data, where):
         parsed.append(where)
         return real_parse(data, where)
 
-    monkeypatch.setattr(classifiers, 'parse_classifier', counting_parse)
+    # A spy on the real unpickling, counting how often the cache misses.
+    monkeypatch.setattr(model_cache, 'parse_classifier', counting_parse)
     case = next(c for c in image_cases if c.name == 'small.png')
     clf_loc = _classifier(tmp_path)
     msg = ClassifyImageMsg(
