@@ -105,18 +105,18 @@ def test_a_job_out_of_time_ends_in_a_classifiable_line(app, start_worker,
     from tests.training.conftest import random_labels
 
     start_worker('slow', queues='train', env={
-        'SPACER_TRAIN_TIME_LIMIT': '3',
+        'SPACER_TRAIN_TIME_LIMIT': '2',
         'SPACER_FILESYSTEM_READ_ROOTS': str(tmp_path),
         'SPACER_FILESYSTEM_WRITE_ROOTS': str(tmp_path)})
     job = _stale_training_job(tmp_path)
     msg = job.tasks[0]
-    # A training that is fine but far too long for 3 s.
+    # A training that is fine but far too long for 2 s.
     from spacer_worker.task_utils import SplitMode, preprocess_labels
     (tmp_path / 'ok').mkdir()
-    msg.labels = preprocess_labels(random_labels(tmp_path / 'ok', im_count=20,
-                                                 points=50),
+    msg.labels = preprocess_labels(random_labels(tmp_path / 'ok', im_count=40,
+                                                 points=200),
                                    split_mode=SplitMode.POINTS)
-    msg.nbr_epochs, msg.clf_type = 100_000, 'MLP'
+    msg.nbr_epochs, msg.clf_type = 500, 'MLP'    # MAX_EPOCHS allows 500
     queue = CeleryQueue(app)
     queue.submit_job(job, 1)
     deadline = time.monotonic() + 60
