@@ -1,6 +1,6 @@
 """Feature file size and store/load time: PySpacer 0.14.0 vs spacer_worker,
 measured in the same run (timings on a shared machine are noisy; compare the
-ratios). Run: python3 -m tests.storage.bench_features [npoints] [dim]"""
+ratios). Run: python3 benchmarks/features.py [npoints] [dim]"""
 
 from __future__ import annotations
 
@@ -8,12 +8,15 @@ import os
 import sys
 import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 
-from spacer_worker.data_classes import DataLocation, ImageFeatures
-from spacer_worker.storage import load_features, store_features
-from tests.reference import run_reference
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from spacer_worker.data_classes import DataLocation, ImageFeatures  # noqa: E402
+from spacer_worker.storage import load_features, store_features  # noqa: E402
+from tests.reference import run_reference  # noqa: E402
 
 PYSPACER = '''
 import time, numpy as np

@@ -1,6 +1,6 @@
 """Message (de)serialization speed: ours against PySpacer 0.14.0, same run.
 
-    python3 -m tests.messages.bench_messages [n_images] [labels_per_image]
+    python3 benchmarks/messages.py [n_images] [labels_per_image]
 
 Times serialize() and deserialize() of a TrainClassifierMsg carrying
 ``n_images * labels_per_image`` annotations in each of train/ref/val, and of
@@ -11,8 +11,11 @@ the ratio ours / PySpacer (below 1 means we are faster). Best of 5 runs.
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
-from tests.reference import run_reference
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tests.reference import run_reference  # noqa: E402
 
 BUILD = '''
 def build(M, D, n_images, per_image):
