@@ -6,17 +6,21 @@ the task layer retries only the second kind::
     SpacerError
     ├── JobFailedError                 (client) a job ended failed/cancelled
     ├── ResultLostError                (client) a job's result expired/lost
+    ├── URLDownloadError               any URL failure (both kinds below)
+    │   ├── URLUnusableError           also a PermanentError (see below)
+    │   └── URLUnavailableError        also a StorageUnavailableError
     ├── PermanentError                 bad input or state: never retried
     │   ├── ConfigError                a setting is missing or malformed
     │   ├── MessageError               a message or payload is malformed
     │   │   ├── UnknownClassError      a class_path outside the allowlist
-    │   │   └── PayloadError           a stored-payload reference refused
-    │   ├── InvalidLocationError       DataLocation that cannot be used
-    │   ├── StorageReadOnlyError       write to read-only storage (url)
+    │   │   ├── PayloadError           a stored-payload reference refused
+    │   │   ├── RowColumnInvalidError  point not integer / out of image
+    │   │   └── InvalidLocationError   DataLocation that cannot be used
+    │   │       └── StorageReadOnlyError  write to read-only storage (url)
     │   ├── DataNotFoundError          key/object/URL does not exist (404)
     │   ├── StorageAccessDeniedError   credentials/permission refused (403)
     │   │   └── LocationNotAllowedError  outside the operator's allowlists
-    │   ├── URLDownloadError           URL unusable: bad status, too big
+    │   ├── URLUnusableError           URL unusable: bad status, too big
     │   ├── DataLimitError             image/points over configured limits
     │   │   ├── ReadLimitError         object larger than its backend's limit
     │   │   └── MessageLimitError      message over a bound (also MessageError)
@@ -24,10 +28,10 @@ the task layer retries only the second kind::
     │   ├── FeatureFileError           feature file unreadable/malformed
     │   ├── ClassifierLoadError        pickle unreadable or wrong type
     │   │   ├── UnsafePickleError      pickle makes a forbidden object
-    │   │   └── ClassifierTooLargeError  over CLASSIFIER_MAX_BYTES
+    │   │   └── ClassifierTooLargeError  over CLASSIFIER_MAX_BYTES (also a
+    │   │                              DataLimitError)
     │   ├── HashMismatchError          downloaded weights fail their sha256
     │   ├── WeightsLoadError           extractor weights unreadable/wrong shape
-    │   ├── RowColumnInvalidError      point not integer / out of image
     │   ├── RowColumnMismatchError     labels/features point sets differ
     │   ├── RowColumnMissingError      a labelled point has no feature
     │   ├── TrainingLabelsError        too few labels/classes to train
@@ -36,7 +40,7 @@ the task layer retries only the second kind::
         └── StorageUnavailableError    timeouts, resets, throttling, 5xx
             └── URLUnavailableError    URL: timeout, reset, 5xx
 
-URLUnusableError (URLDownloadError + PermanentError) has three narrower
+URLUnusableError has three narrower
 kinds that also carry the generic meaning: URLNotFoundError (404/410, a
 DataNotFoundError), URLAccessDeniedError (401/403, a
 StorageAccessDeniedError), URLTooLargeError (over URL_MAX_BYTES, a
