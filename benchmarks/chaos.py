@@ -47,7 +47,7 @@ import redis
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from tests.distributed.services import (  # noqa: E402
+from tests.services import (  # noqa: E402
     REDIS_SERVER,
     base_env,
     free_port,
@@ -180,7 +180,7 @@ def make_jobs(data: Path, count: int, seed: int) -> list:
     classification of stored features."""
     from spacer_worker.messages import JobMsg
     from spacer_worker.tasks import train_classifier
-    from tests.distributed.data import classify_msg, extract_msg, train_msg
+    from tests.builders import classify_msg, extract_msg, train_msg
 
     rng = random.Random(seed)
     base = data / 'base'

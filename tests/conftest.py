@@ -1,10 +1,27 @@
 from __future__ import annotations
 
+import itertools
 import os
+import shutil
+import time
+from collections.abc import Iterator
 
 import pytest
 
 from tests.reference import reference_python
+from tests.services import (
+    LEASE_TTL,
+    REDIS_SERVER,
+    RedisServer,
+    Worker,
+    free_port,
+    use_s3_endpoint,
+)
+
+# Redis databases: 0-7 for one folder's session services each (redis_url),
+# 8-63 handed out per test (broker_url), so no test sees another's keys.
+_PACKAGE_DBS = itertools.count(0)
+_TEST_DBS = itertools.count(0)
 
 
 @pytest.fixture(scope='session')
@@ -33,3 +50,108 @@ def _isolated_settings(monkeypatch, tmp_path_factory):
     config.reload()
     yield
     config.reload()
+
+
+# --- one redis-server for the whole run -----------------------------------
+
+@pytest.fixture(scope='session')
+def redis_server(tmp_path_factory) -> Iterator[RedisServer]:
+    if not shutil.which(REDIS_SERVER):
+        pytest.fail('redis-server is required (scripts/test.sh installs it).')
+    server = RedisServer(tmp_path_factory.mktemp('redis'))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope='package')
+def redis_url(redis_server) -> str:
+    """A Redis database of this test folder's own (its session workers)."""
+    db = next(_PACKAGE_DBS)
+    if db > 7:
+        pytest.fail('more than 8 folders want a Redis database of their own')
+    redis_server.client(db).flushdb()
+    return redis_server.url(db)
+
+
+@pytest.fixture
+def broker_url(redis_server) -> str:
+    """A fresh Redis database for this test (no leftovers between tests)."""
+    db = 8 + next(_TEST_DBS) % 56
+    redis_server.client(db).flushdb()
+    return redis_server.url(db)
+
+
+@pytest.fixture
+def redis_db(redis_server, broker_url):
+    client = redis_server.client(int(broker_url.rsplit('/', 1)[1]))
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def app(broker_url):
+    """The client side: spacer_worker's app configured for this test's
+    Redis (the package's own app is left alone)."""
+    from spacer_worker.celery import create_app
+    app = create_app(set_as_current=False, broker_url=broker_url,
+                     result_backend=broker_url)
+    yield app
+    app.close()
+
+
+@pytest.fixture
+def start_worker(broker_url, tmp_path):
+    """start_worker(name, queues=..., concurrency=..., env=...) -> Worker on
+    this test's Redis; every worker is stopped at the end of the test."""
+    workers: list[Worker] = []
+
+    def start(name: str, wait: bool = True, env: dict | None = None,
+              **kwargs) -> Worker:
+        env = {'SPACER_LEASE_TTL': LEASE_TTL, **(env or {})}
+        worker = Worker(name, broker_url, tmp_path, env=env, **kwargs)
+        workers.append(worker)
+        return worker.start(wait=wait)
+
+    yield start
+    for worker in workers:
+        worker.stop()
+
+
+@pytest.fixture
+def data_dir(tmp_path):
+    d = tmp_path / 'data'
+    d.mkdir()
+    return d
+
+
+# --- S3: moto's real HTTP server ------------------------------------------
+
+@pytest.fixture(scope='session')
+def moto_endpoint() -> Iterator[str]:
+    """A real S3 HTTP endpoint: moto's server, in a thread of this process."""
+    from moto.server import ThreadedMotoServer
+    port = free_port()
+    server = ThreadedMotoServer(ip_address='127.0.0.1', port=port,
+                                verbose=False)
+    server.start()
+    try:
+        yield f'http://127.0.0.1:{port}'
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def s3_bucket(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch
+              ) -> Iterator[str]:
+    """A fresh, empty bucket on the moto endpoint; settings point at it."""
+    from spacer_worker.storage import s3 as s3_module
+    use_s3_endpoint(monkeypatch, moto_endpoint)
+    name = f'bucket-{time.monotonic_ns()}'
+    client = s3_module.s3_client()
+    client.create_bucket(Bucket=name)
+    yield name
+    listing = client.list_objects_v2(Bucket=name).get('Contents', [])
+    for item in listing:
+        client.delete_object(Bucket=name, Key=item['Key'])
+    client.delete_bucket(Bucket=name)

@@ -9,8 +9,8 @@ import sys
 
 import pytest
 
-from tests.client.conftest import REPO, free_port, worker_env
 from tests.client.helpers import extract_msg, write_image
+from tests.services import REPO, free_port, worker_env
 
 
 def _cli(*args, env, timeout=300) -> subprocess.CompletedProcess:

@@ -12,8 +12,8 @@ import pytest
 from spacer_worker.client import Client, JobHandle, JobState
 from spacer_worker.exceptions import DataNotFoundError, JobFailedError, MessageError
 from spacer_worker.messages import JobMsg
-from tests.client.conftest import REPO, worker_env
 from tests.client.helpers import extract_msg, write_image
+from tests.services import REPO, worker_env
 
 
 def test_handle_survives_a_round_trip_through_text():

@@ -13,8 +13,8 @@ from spacer_worker.client import Client, JobState
 from spacer_worker.contrib.coralnet import CeleryQueue, parse_spec_queues
 from spacer_worker.exceptions import ConfigError, ResultLostError
 from spacer_worker.messages import JobMsg
-from tests.client.conftest import start_worker
 from tests.client.helpers import LocalOnlyExtractor, extract_job, write_image
+from tests.services import spawn_worker
 
 
 class SpacerJobSpec(Enum):
@@ -144,7 +144,7 @@ def test_worker_failure_comes_back_as_not_ok(queue, image, tmp_path,
 @pytest.fixture(scope='module')
 def expiring_worker(redis_url, worker_logs):
     """A worker whose results expire after 1 s."""
-    worker = start_worker(redis_url, 'expiring', 'expiring', worker_logs,
+    worker = spawn_worker(redis_url, 'expiring', 'expiring', worker_logs,
                           RESULT_EXPIRES='1')
     yield worker
     worker.stop()

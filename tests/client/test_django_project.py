@@ -9,8 +9,8 @@ import subprocess
 import sys
 import time
 
-from tests.client.conftest import REPO, worker_env
 from tests.client.helpers import write_image
+from tests.services import REPO, worker_env
 
 
 def _django(env, *args) -> dict | list:

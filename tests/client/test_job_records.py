@@ -16,7 +16,7 @@ import pytest
 from spacer_worker.client import Client, JobState
 from spacer_worker.contrib.coralnet import CeleryQueue
 from tests.client.helpers import extract_job, write_image
-from tests.distributed.services import wait_for
+from tests.services import wait_for
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ import time
 
 from spacer_worker.client import Client
 from tests.compat.test_failure_classes import http_root  # noqa: F401
-from tests.distributed.services import REPO, base_env, wait_for
+from tests.services import REPO, base_env, wait_for
 
 EXPECTED = {
     # scenario: (class path on the last line, how CoralNet sorts it)

@@ -63,7 +63,7 @@ def _extract_job(image: Path | str, out: Path, rowcols, storage='filesystem'):
 
 def _stale_training_job(tmp_path: Path) -> JobMsg:
     from spacer_worker.task_utils import SplitMode, preprocess_labels
-    from tests.training.conftest import random_labels
+    from tests.builders import random_labels
 
     feature_dir = tmp_path / 'features'
     feature_dir.mkdir()

@@ -10,8 +10,8 @@ import pytest
 
 from spacer_worker import logs
 from spacer_worker.exceptions import ConfigError
-from tests.distributed.data import extract_msg
-from tests.distributed.services import wait_for
+from tests.builders import extract_msg
+from tests.services import wait_for
 
 
 @pytest.fixture

@@ -14,7 +14,6 @@ from spacer_worker.data_classes import DataLocation
 from spacer_worker.messages import JobMsg
 from tests.client.helpers import extract_msg, write_image
 from tests.reference import run_reference
-from tests.storage.conftest import moto_endpoint, s3_bucket  # noqa: F401, F811
 
 
 def test_aws_resource_talks_to_the_s3_endpoint_setting(s3_bucket):  # noqa: F811

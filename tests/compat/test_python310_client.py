@@ -14,7 +14,7 @@ import sys
 
 import pytest
 
-from tests.distributed.services import REPO
+from tests.services import REPO
 
 CLIENT_TESTS = [
     'tests/compat/test_client_environment.py',

@@ -1,17 +1,13 @@
 """Fixtures for the deployment checks: the parsed compose file, its env
-files, and a real redis-server for the tests that start workers."""
+files (the redis-server is the run's one, from tests/conftest.py)."""
 
 from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
-
-# One copy of the process helpers for every suite that starts services.
-from tests.distributed.services import free_port, wait_for  # noqa: F401
 
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = REPO / 'compose.yaml'
@@ -62,30 +58,3 @@ def service_env(service: dict) -> dict[str, str]:
         extra = dict(item.split('=', 1) for item in extra)
     env.update({k: str(v) for k, v in extra.items()})
     return env
-
-
-@pytest.fixture(scope='session')
-def redis_url(tmp_path_factory):
-    """A throwaway redis-server (no persistence) for worker tests."""
-    server = require_tool('redis-server', 'scripts/test.sh installs it')
-    import redis
-    port = free_port()
-    directory = tmp_path_factory.mktemp('deploy-redis')
-    proc = subprocess.Popen(
-        [server, '--port', str(port), '--bind', '127.0.0.1', '--save', '',
-         '--appendonly', 'no', '--dir', str(directory)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        start_new_session=True)
-    url = f'redis://127.0.0.1:{port}/0'
-
-    def up() -> bool:
-        try:
-            return bool(redis.Redis.from_url(url).ping())
-        except redis.ConnectionError:
-            return False
-    try:
-        wait_for(up, 20, what='redis-server up')
-        yield url
-    finally:
-        proc.terminate()
-        proc.wait(10)

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.deploy.conftest import CONFIG_DIR, REPO, read_env_file, wait_for
-from tests.distributed.services import kill_group
+from tests.deploy.conftest import CONFIG_DIR, REPO, read_env_file
+from tests.services import kill_group, wait_for
 
 ENTRYPOINT = REPO / 'docker' / 'entrypoint.sh'
 HEALTHCHECK = REPO / 'docker' / 'healthcheck.py'
@@ -26,13 +26,13 @@ HOST = platform.node()   # what Celery's %h and `uname -n` give
 
 
 @pytest.fixture
-def container(redis_url, tmp_path):
+def container(broker_url, tmp_path):
     """Start the entrypoint as a container would; stop it at the end."""
     started: list[subprocess.Popen] = []
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(('SPACER_', 'CELERY_', 'WORKER_', 'FLOWER_'))}
     env.update({
-        'SPACER_BROKER_URL': redis_url.rsplit('/', 1)[0] + '/5',
+        'SPACER_BROKER_URL': broker_url,
         'SPACER_SECRETS_PATH': str(tmp_path / 'no-secrets.json'),
         'SPACER_TORCH_DEVICE': 'cpu',
         'WORKER_NODES_FILE': str(tmp_path / 'nodes'),

@@ -9,15 +9,9 @@ import shutil
 import signal
 import subprocess
 
-from tests.deploy.conftest import (
-    CONFIG_DIR,
-    REPO,
-    free_port,
-    read_env_file,
-    require_tool,
-    wait_for,
-)
+from tests.deploy.conftest import CONFIG_DIR, REPO, read_env_file, require_tool
 from tests.deploy.test_service_config import local_paths  # noqa: E402
+from tests.services import free_port, wait_for
 
 
 def redis_service(compose, data_dir, port, env):

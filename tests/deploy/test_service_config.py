@@ -11,15 +11,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.deploy.conftest import (
-    CONFIG_DIR,
-    REPO,
-    free_port,
-    read_env_file,
-    require_tool,
-    wait_for,
-)
-from tests.distributed.services import kill_group
+from tests.deploy.conftest import CONFIG_DIR, REPO, read_env_file, require_tool
+from tests.services import free_port, kill_group, wait_for
 
 
 def compose_command(value: list[str] | str) -> list[str]:

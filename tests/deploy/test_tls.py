@@ -6,8 +6,8 @@ from __future__ import annotations
 import os
 import subprocess
 
-from tests.deploy.conftest import REPO, free_port, require_tool, wait_for
-from tests.distributed.services import kill_group
+from tests.deploy.conftest import REPO, require_tool
+from tests.services import free_port, kill_group, wait_for
 
 
 def make_certificates(directory) -> None:

@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from spacer_worker.exceptions import MessageError
-from tests.distributed.services import REPO
+from tests.services import REPO
 
 
 def test_importing_the_app_reads_no_settings_and_loads_no_heavy_library():

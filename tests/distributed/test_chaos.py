@@ -15,7 +15,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from tests.distributed.services import REPO, base_env
+from tests.services import REPO, base_env
 
 
 def test_short_chaos_run_loses_nothing_and_commits_once(broker_url):

@@ -9,8 +9,8 @@ import sys
 import pytest
 import requests
 
-from tests.distributed.data import extract_msg
-from tests.distributed.services import REPO, base_env, free_port, kill_group, wait_for
+from tests.builders import extract_msg
+from tests.services import REPO, base_env, free_port, kill_group, wait_for
 
 
 @pytest.fixture

@@ -17,9 +17,8 @@ import pytest
 
 from spacer_worker.data_classes import ImageFeatures
 from spacer_worker.messages import ExtractFeaturesReturnMsg
-from tests.distributed.conftest import LEASE_TTL
-from tests.distributed.data import ROWCOLS, extract_msg
-from tests.distributed.services import runs, wait_for
+from tests.builders import ROWCOLS, extract_msg
+from tests.services import LEASE_TTL, runs, wait_for
 
 
 @pytest.mark.parametrize('lease_ttl', [

@@ -16,9 +16,9 @@ from spacer_worker.client import Client
 from spacer_worker.data_classes import DataLocation
 from spacer_worker.messages import ClassifyFeaturesMsg, TrainClassifierMsg
 from spacer_worker.task_utils import SplitMode, preprocess_labels
+from tests.builders import random_labels
 from tests.client.helpers import extract_job, extract_msg, write_image
-from tests.distributed.services import REPO, base_env, free_port, wait_for
-from tests.training.conftest import random_labels
+from tests.services import REPO, base_env, free_port, wait_for
 
 
 def scrape(port: int, auth: tuple[str, str] | None = None) -> dict:
@@ -222,8 +222,8 @@ def test_the_queue_exporter_and_view_read_the_broker(app, broker_url,
 
 def test_lease_restores_are_counted(app, start_worker, metrics_env, data_dir,
                                     redis_db):
-    from tests.distributed.data import extract_msg as stored_extract_msg
-    from tests.distributed.services import runs
+    from tests.builders import extract_msg as stored_extract_msg
+    from tests.services import runs
 
     port, env = metrics_env
     doomed = start_worker('m-doomed', queues='extract',
@@ -353,7 +353,7 @@ def test_prometheus_answers_every_dashboard_query_from_real_workers(
 def test_a_task_cancelled_while_running_is_counted_and_not_in_flight(
         app, start_worker, metrics_env, tmp_path, redis_db):
     from spacer_worker.client import JobState
-    from tests.distributed.services import runs
+    from tests.services import runs
 
     port, env = metrics_env
     start_worker('m-slow', queues='extract',

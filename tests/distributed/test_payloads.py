@@ -15,8 +15,8 @@ from spacer_worker import payloads
 from spacer_worker.client import Client, JobState
 from spacer_worker.contrib.coralnet import CeleryQueue
 from spacer_worker.messages import JobMsg, JobReturnMsg, TrainClassifierReturnMsg
-from tests.distributed.data import train_msg
-from tests.distributed.services import wait_for
+from tests.builders import train_msg
+from tests.services import wait_for
 
 THRESHOLD = '2000'   # bytes: the test trainings are ~10 KB of JSON
 

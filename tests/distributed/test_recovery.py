@@ -10,9 +10,8 @@ import pytest
 
 from spacer_worker.data_classes import ImageFeatures
 from spacer_worker.messages import ExtractFeaturesReturnMsg
-from tests.distributed.conftest import LEASE_TTL
-from tests.distributed.data import ROWCOLS, extract_msg
-from tests.distributed.services import RedisServer, Worker, runs, wait_for
+from tests.builders import ROWCOLS, extract_msg
+from tests.services import LEASE_TTL, RedisServer, Worker, runs, wait_for
 
 
 @pytest.fixture

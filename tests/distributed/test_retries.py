@@ -22,7 +22,7 @@ from spacer_worker.messages import (
     JobMsg,
     JobReturnMsg,
 )
-from tests.distributed.data import ROWCOLS, fs, make_image
+from tests.builders import ROWCOLS, fs, make_image
 
 TIMEOUT = 20
 RETRIES = '2'

@@ -18,7 +18,7 @@ from spacer_worker.messages import (
     JobReturnMsg,
     TrainClassifierReturnMsg,
 )
-from tests.distributed.data import (
+from tests.builders import (
     FEATURE_DIM,
     ROWCOLS,
     classify_msg,

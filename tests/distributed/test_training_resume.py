@@ -16,8 +16,8 @@ from spacer_worker.storage import load_classifier, load_features
 from spacer_worker.tasks import train_classifier
 from spacer_worker.train_classifier import MiniBatchTrainer
 from spacer_worker.train_utils import make_random_data
-from tests.distributed.data import fs
-from tests.distributed.services import wait_for
+from tests.builders import fs
+from tests.services import wait_for
 
 EPOCHS = 30
 # Small batches make each epoch take a while (many partial_fit calls), so

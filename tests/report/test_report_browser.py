@@ -17,7 +17,7 @@ from PIL import Image
 from spacer_worker.cli import main as cli_main
 from spacer_worker.data_classes import ValResults
 from spacer_worker.messages import TrainClassifierReturnMsg
-from tests.client.conftest import REPO, worker_env
+from tests.services import REPO, worker_env
 
 FIGURES = {'confusion_counts.png', 'confusion_normalised.png',
            'per_class.png', 'threshold.png', 'ref_accs.png', 'previous.png'}

@@ -12,7 +12,7 @@ from spacer_worker.report import report_folder_for
 from spacer_worker.storage import load_bytes
 from spacer_worker.task_utils import SplitMode, preprocess_labels
 from spacer_worker.tasks import train_classifier
-from tests.training.conftest import random_labels
+from tests.builders import random_labels
 
 
 @pytest.fixture

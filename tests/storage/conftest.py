@@ -3,7 +3,6 @@ an S3 endpoint (moto in server mode), and a fake S3 that only errors."""
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -11,13 +10,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from spacer_worker.storage import s3 as s3_module
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
+from tests.services import free_port, use_s3_endpoint
 
 
 def closed_port() -> int:
@@ -136,44 +129,6 @@ def http_server() -> Iterator[_Server]:
 def base_url(http_server: _Server) -> str:
     http_server.files.clear()
     return f'http://127.0.0.1:{http_server.server_address[1]}'
-
-
-@pytest.fixture(scope='session')
-def moto_endpoint() -> Iterator[str]:
-    """A real S3 HTTP endpoint: moto's server, in a thread of this process."""
-    from moto.server import ThreadedMotoServer
-    port = free_port()
-    server = ThreadedMotoServer(ip_address='127.0.0.1', port=port,
-                                verbose=False)
-    server.start()
-    try:
-        yield f'http://127.0.0.1:{port}'
-    finally:
-        server.stop()
-
-
-def use_s3_endpoint(monkeypatch: pytest.MonkeyPatch, endpoint: str) -> None:
-    monkeypatch.setenv('SPACER_S3_ENDPOINT_URL', endpoint)
-    monkeypatch.setenv('SPACER_AWS_ACCESS_KEY_ID', 'testing')
-    monkeypatch.setenv('SPACER_AWS_SECRET_ACCESS_KEY', 'testing')
-    monkeypatch.setenv('SPACER_AWS_REGION', 'us-east-1')
-    monkeypatch.setenv('SPACER_S3_MAX_ATTEMPTS', '1')
-    monkeypatch.setenv('SPACER_URL_TIMEOUT', '5')
-
-
-@pytest.fixture
-def s3_bucket(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch
-              ) -> Iterator[str]:
-    """A fresh, empty bucket on the moto endpoint; settings point at it."""
-    use_s3_endpoint(monkeypatch, moto_endpoint)
-    name = f'bucket-{time.monotonic_ns()}'
-    client = s3_module.s3_client()
-    client.create_bucket(Bucket=name)
-    yield name
-    listing = client.list_objects_v2(Bucket=name).get('Contents', [])
-    for item in listing:
-        client.delete_object(Bucket=name, Key=item['Key'])
-    client.delete_bucket(Bucket=name)
 
 
 @pytest.fixture

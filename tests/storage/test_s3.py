@@ -19,8 +19,9 @@ from spacer_worker.exceptions import (
 from spacer_worker.storage import load_bytes, store_bytes
 from spacer_worker.storage import s3 as s3_module
 from spacer_worker.storage.s3 import S3Storage
+from tests.services import use_s3_endpoint
 
-from .conftest import closed_port, use_s3_endpoint
+from .conftest import closed_port
 
 
 def test_objects_round_trip_through_the_endpoint(s3_bucket):

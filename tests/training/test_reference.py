@@ -13,9 +13,8 @@ from spacer_worker.data_classes import DataLocation
 from spacer_worker.messages import ClassifyFeaturesMsg, TrainClassifierMsg
 from spacer_worker.task_utils import SplitMode, preprocess_labels
 from spacer_worker.tasks import classify_features, train_classifier
+from tests.builders import random_labels
 from tests.reference import run_reference
-
-from .conftest import random_labels
 
 pytestmark = pytest.mark.reference
 

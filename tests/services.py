@@ -1,5 +1,6 @@
-"""Real processes for the distributed tests: redis-server, celery workers,
-Flower. Each runs in its own process group, so a test can kill a whole
+"""Real processes for the tests: redis-server, celery workers, Flower, and
+the helpers around them (one copy for every folder; fixtures that use them
+are in tests/conftest.py). Each runs in its own process group, so a test can kill a whole
 worker (parent and pool children) the way an OOM killer or a lost host does.
 """
 
@@ -17,7 +18,7 @@ from pathlib import Path
 
 import redis
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 REDIS_SERVER = shutil.which('redis-server') or '/usr/bin/redis-server'
 # The workers' Python: the client side may run on another one (the Python
 # 3.10 client venv runs these tests against 3.11 workers).
@@ -185,3 +186,33 @@ class Worker:
 def runs(client: redis.Redis) -> list[dict]:
     """Task runs recorded by worker_hooks."""
     return [json.loads(r) for r in client.lrange('test:runs', 0, -1)]
+
+
+# Short leases so a dead worker's tasks come back in seconds, not a minute.
+LEASE_TTL = '3'
+
+
+def worker_env(redis_url: str, **settings: str) -> dict[str, str]:
+    """Environment for a subprocess on the test Redis: no developer SPACER_*
+    variables, no secrets file; ``settings`` become SPACER_<NAME>."""
+    env = base_env(redis_url, SPACER_RESULT_BACKEND=redis_url)
+    env.update({f'SPACER_{k}': v for k, v in settings.items()})
+    return env
+
+
+def spawn_worker(redis_url: str, queues: str, name: str, log_dir: Path,
+                 concurrency: int = 1, **settings: str) -> Worker:
+    """A real ``celery -A spacer_worker worker`` subprocess, once ready."""
+    env = {f'SPACER_{k}': v for k, v in settings.items()}
+    return Worker(name, redis_url, log_dir, queues=queues,
+                  concurrency=concurrency, env=env).start()
+
+
+def use_s3_endpoint(monkeypatch, endpoint: str) -> None:
+    """Point the S3 settings of this test at ``endpoint`` (moto or a fake)."""
+    monkeypatch.setenv('SPACER_S3_ENDPOINT_URL', endpoint)
+    monkeypatch.setenv('SPACER_AWS_ACCESS_KEY_ID', 'testing')
+    monkeypatch.setenv('SPACER_AWS_SECRET_ACCESS_KEY', 'testing')
+    monkeypatch.setenv('SPACER_AWS_REGION', 'us-east-1')
+    monkeypatch.setenv('SPACER_S3_MAX_ATTEMPTS', '1')
+    monkeypatch.setenv('SPACER_URL_TIMEOUT', '5')

@@ -1,4 +1,5 @@
-"""Small test data on the filesystem: images, feature files, messages."""
+"""Test data builders shared by every folder: images, feature files,
+labels and messages on the filesystem."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from spacer_worker.data_classes import DataLocation
+from spacer_worker.data_classes import DataLocation, ImageLabels
 from spacer_worker.extractors import DummyExtractor
 from spacer_worker.messages import (
     ClassifyFeaturesMsg,
@@ -61,3 +62,13 @@ def classify_msg(feature_path: Path, model_path: Path) -> ClassifyFeaturesMsg:
     return ClassifyFeaturesMsg(job_token=Path(feature_path).name,
                                feature_loc=fs(feature_path),
                                classifier_loc=fs(model_path))
+
+
+def random_labels(directory, im_count: int = 40, classes=(1, 2, 3, 4),
+                  points: int = 50, dim: int = 32, seed: int = 0,
+                  ) -> ImageLabels:
+    """Random features stored as npz files in ``directory``, and labels."""
+    np.random.seed(seed)
+    keys = [str(directory / f'img{i:03d}.npz') for i in range(im_count)]
+    return make_random_data(im_count, list(classes), points, dim,
+                            DataLocation('filesystem', str(directory)), keys)
