@@ -35,8 +35,8 @@ from spacer_worker.messages import (
     JobReturnMsg,
     TrainClassifierReturnMsg,
 )
-from tests.distributed.data import ROWCOLS, classify_msg, fs, make_image, train_msg
-from tests.distributed.services import Worker, free_port, runs
+from tests.builders import ROWCOLS, classify_msg, fs, make_image, train_msg
+from tests.services import Worker, free_port, runs
 
 TIMEOUT = 60
 LIMITS = {
