@@ -216,3 +216,15 @@ def use_s3_endpoint(monkeypatch, endpoint: str) -> None:
     monkeypatch.setenv('SPACER_AWS_REGION', 'us-east-1')
     monkeypatch.setenv('SPACER_S3_MAX_ATTEMPTS', '1')
     monkeypatch.setenv('SPACER_URL_TIMEOUT', '5')
+
+
+def run_django(env: dict[str, str], *args: str) -> dict | list:
+    """``python -m django ARGS`` in the test Django project; the JSON its
+    command printed last (the project's commands answer in JSON)."""
+    done = subprocess.run(
+        [sys.executable, '-m', 'django', *args,
+         '--settings', 'tests.django_project.settings'],
+        cwd=str(REPO), env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = done.stdout.strip().splitlines()
+    return json.loads(lines[-1]) if lines else {}

@@ -4,23 +4,10 @@ enqueued from one process and collected by another."""
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 import time
 
 from tests.client.helpers import write_image
-from tests.services import REPO, worker_env
-
-
-def _django(env, *args) -> dict | list:
-    done = subprocess.run(
-        [sys.executable, '-m', 'django', *args,
-         '--settings', 'tests.django_project.settings'],
-        cwd=str(REPO), env=env, capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr[-3000:]
-    lines = done.stdout.strip().splitlines()
-    return json.loads(lines[-1]) if lines else {}
+from tests.services import run_django, worker_env
 
 
 def test_django_app_enqueues_and_collects_through_celery(
@@ -31,18 +18,16 @@ def test_django_app_enqueues_and_collects_through_celery(
     env['TEST_REDIS_URL'] = redis_url
     env['TEST_DJANGO_DB'] = str(tmp_path / 'db.sqlite3')
     image = write_image(tmp_path / 'img.png')
-    subprocess.run([sys.executable, '-m', 'django', 'migrate', '-v', '0',
-                    '--settings', 'tests.django_project.settings'],
-                   cwd=str(REPO), env=env, check=True, timeout=120)
+    run_django(env, 'migrate', '-v', '0')
 
-    ids = _django(env, 'submit_jobs', str(image), str(tmp_path),
+    ids = run_django(env, 'submit_jobs', str(image), str(tmp_path),
                   '--count', '104', '--bad', '1')
     assert len(ids) == 105
 
     handled: list[int] = []
     deadline = time.monotonic() + 120
     while True:
-        report = _django(env, 'collect_jobs')
+        report = run_django(env, 'collect_jobs')
         handled += report['handled']
         if all(status != 'pending' for status, _, _ in report['jobs'].values()):
             break
@@ -58,5 +43,5 @@ def test_django_app_enqueues_and_collects_through_celery(
     assert {status for pk, (status, _, _) in jobs.items() if pk != bad} == \
         {'success'}
     # Nothing left: a later collection run hands back nothing again.
-    final = _django(env, 'collect_jobs')
+    final = run_django(env, 'collect_jobs')
     assert final['handled'] == [] and final['statuses'] == {}

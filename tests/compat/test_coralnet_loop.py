@@ -6,14 +6,11 @@ the class it expects for every failure, each run by real workers.
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 import time
 
 from spacer_worker.client import Client
 from tests.compat.test_failure_classes import http_root  # noqa: F401
-from tests.services import REPO, base_env, wait_for
+from tests.services import base_env, run_django, wait_for
 
 EXPECTED = {
     # scenario: (class path on the last line, how CoralNet sorts it)
@@ -26,16 +23,6 @@ EXPECTED = {
     'lost': ('spacer_worker.exceptions.ResultLostError', 'admin'),
     'revoked': ('celery.exceptions.TaskRevokedError', 'admin'),
 }
-
-
-def _django(env, *args) -> dict:
-    done = subprocess.run(
-        [sys.executable, '-m', 'django', *args,
-         '--settings', 'tests.django_project.settings'],
-        cwd=str(REPO), env=env, capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr[-3000:]
-    lines = done.stdout.strip().splitlines()
-    return json.loads(lines[-1]) if lines else {}
 
 
 def test_coralnet_sorts_every_failure_by_its_class(
@@ -53,8 +40,8 @@ def test_coralnet_sorts_every_failure_by_its_class(
     env.update(TEST_REDIS_URL=broker_url,
                TEST_DJANGO_DB=str(tmp_path / 'db.sqlite3'),
                TEST_DJANGO_MAIL_DIR=str(tmp_path / 'mail'))
-    _django(env, 'migrate', '-v', '0')
-    jobs = _django(env, 'submit_scenarios', str(data), http_root)
+    run_django(env, 'migrate', '-v', '0')
+    jobs = run_django(env, 'submit_scenarios', str(data), http_root)
 
     # Lost: the job ran, then the result backend lost its record.
     lost_key = app.backend.get_key_for_task(jobs['lost'][1])
@@ -68,7 +55,7 @@ def test_coralnet_sorts_every_failure_by_its_class(
 
     deadline = time.monotonic() + 120
     while True:
-        report = _django(env, 'collect_jobs')
+        report = run_django(env, 'collect_jobs')
         if all(job['status'] != 'pending'
                for job in report['sorted'].values()):
             break
