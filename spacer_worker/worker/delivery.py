@@ -293,6 +293,24 @@ class FencedBackendMixin:
     """Result writes of a fenced run: final states commit under the fence,
     progress states are written only while the run holds its message."""
 
+    def _store_result(self, task_id: Any, result: Any, state: str,
+                      traceback: Any = None, request: Any = None,
+                      **kwargs: Any) -> Any:
+        # A retry of a task runs under the same task id in the same pool
+        # process, after a run whose context Celery never closed (no
+        # after_return on a retry): a context of another message is not
+        # this run's.
+        delivery = _current.get()
+        tag = (getattr(request, 'properties', None) or {}).get(
+            'delivery_tag') if request is not None else None
+        if delivery is not None and tag is not None and \
+                str(tag) != delivery.tag:
+            delivery.discard()
+            _set(None)
+        return super()._store_result(task_id, result, state,
+                                     traceback=traceback, request=request,
+                                     **kwargs)
+
     def _set_with_state(self, key: Any, value: Any, state: str) -> Any:
         from celery import states
 

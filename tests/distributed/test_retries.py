@@ -27,15 +27,6 @@ from tests.builders import ROWCOLS, fs, make_image
 TIMEOUT = 20
 RETRIES = '2'
 
-# Found by these tests: since 589cecf (leases fenced end to end) a run that
-# Celery retries stores its RETRY state through the fenced backend, which
-# takes the retry's own publish for a requeue and raises DeliveryLostError;
-# the task then never succeeds or fails with its own error. Strict: these
-# fail loudly once the fencing lets a retried run through.
-pytestmark = pytest.mark.xfail(
-    strict=True, raises=Exception,
-    reason='retried runs end in DeliveryLostError (lease fencing, 589cecf)')
-
 
 class FlakyServer:
     """Serves one file; the first ``failures`` GETs get 503."""
