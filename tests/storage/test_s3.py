@@ -112,3 +112,34 @@ def test_anonymous_access_sends_unsigned_requests(s3_bucket, monkeypatch):
     assert S3Storage(s3_bucket).load('public.txt') == b'hi'
     with pytest.raises(StorageAccessDeniedError):
         S3Storage(s3_bucket).load('private.txt')
+
+
+def test_an_object_over_s3_max_bytes_is_refused_from_its_size(
+        s3_bucket, monkeypatch):
+    from spacer_worker.exceptions import ReadLimitError
+    loc = DataLocation('s3', 'features/big.fv', bucket_name=s3_bucket)
+    store_bytes(loc, b'x' * 5000)
+    monkeypatch.setenv('SPACER_S3_MAX_BYTES', '4096')
+    with pytest.raises(ReadLimitError, match='5000 bytes.*S3_MAX_BYTES'):
+        load_bytes(loc)
+    monkeypatch.setenv('SPACER_S3_MAX_BYTES', '5000')
+    assert load_bytes(loc) == b'x' * 5000
+
+
+def test_the_s3_sandbox_reads_allowed_prefixes_through_the_endpoint(
+        s3_bucket):
+    from spacer_worker.exceptions import LocationNotAllowedError
+    from spacer_worker.storage.sandbox import S3Grant, Sandbox, untrusted
+    allowed = DataLocation('s3', 'features/a.fv', bucket_name=s3_bucket)
+    other = DataLocation('s3', 'models/m.pkl', bucket_name=s3_bucket)
+    store_bytes(allowed, b'feature bytes')
+    store_bytes(other, b'model bytes')
+    with untrusted(Sandbox(s3_write=(S3Grant(s3_bucket, 'features'),))):
+        assert load_bytes(allowed) == b'feature bytes'
+        store_bytes(DataLocation('s3', 'features/b.fv',
+                                 bucket_name=s3_bucket), b'new')
+        with pytest.raises(LocationNotAllowedError):
+            load_bytes(other)
+        with pytest.raises(LocationNotAllowedError):
+            store_bytes(other, b'overwritten')
+    assert load_bytes(other) == b'model bytes'
