@@ -196,9 +196,13 @@ def time_forward(extractor, batches: list) -> float:
     cuda = network.settings.device.startswith('cuda')
     if cuda:
         torch.cuda.synchronize()
+    streams = getattr(network.backend, 'streams', 1)
     start = time.perf_counter()
-    for b in batches:
-        network.run_patches(b)
+    if streams > 1:  # as Network.extract runs them: one batch per thread
+        list(network._executor(streams).map(network.run_patches, batches))
+    else:
+        for b in batches:
+            network.run_patches(b)
     if cuda:
         torch.cuda.synchronize()
     return time.perf_counter() - start
