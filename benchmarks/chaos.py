@@ -263,7 +263,9 @@ def main() -> int:
     env = base_env(broker_url, SPACER_RESULT_BACKEND=backend_url,
                    SPACER_LEASE_TTL=str(ttl), CHAOS_BROKER_URL=broker_url,
                    CHAOS_TASK_HOLD=str(args.task_hold),
-                   SPACER_TRAINING_CHECKPOINT='off')
+                   SPACER_TRAINING_CHECKPOINT='off',
+                   # Workers are closed by default: this run's data only.
+                   SPACER_FILESYSTEM_WRITE_ROOTS=str(data))
     workers: list[Worker] = []
     events: list[Event] = []
     counter = iter(range(10 ** 6))
