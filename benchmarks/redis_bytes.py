@@ -171,7 +171,9 @@ def main() -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith('SPACER_')}
     settings = {'SPACER_BROKER_URL': url, 'SPACER_RESULT_BACKEND': url,
                 'SPACER_PAYLOAD_LOCATION': str(payload_dir),
-                'SPACER_SECRETS_PATH': str(tmp / 'no-secrets.json')}
+                'SPACER_SECRETS_PATH': str(tmp / 'no-secrets.json'),
+                # Workers are closed by default: this run's folder only.
+                'SPACER_FILESYSTEM_WRITE_ROOTS': str(tmp)}
     env.update(settings, PYTHONPATH=str(REPO))
     os.environ.update(settings)
     worker = None

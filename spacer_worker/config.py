@@ -103,7 +103,7 @@ SETTINGS: dict[str, Setting] = {s.name: s for s in [
     Setting('FEATURE_ARRAY_MAX_BYTES', int, 256 * 1024 * 1024,
             'Largest array inside a feature file (npz), inflated, in bytes; '
             'checked from its header before inflating.'),
-    Setting('MESSAGE_MAX_BYTES', int, 64 * 1024 * 1024,
+    Setting('MESSAGE_MAX_BYTES', int, 256 * 1024 * 1024,
             'Largest broker message payload (its JSON), in bytes.'),
     Setting('MAX_LABELS_PER_TRAINING', int, 5_000_000,
             'Most annotations (train + ref + val) one broker training may '
