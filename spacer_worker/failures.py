@@ -89,12 +89,32 @@ def wire_type(path: str) -> type[BaseException]:
         if isinstance(cls, type) and issubclass(cls, BaseException) and \
                 printed_class(cls) == path:
             return cls
-    return type(name, (WireError,), {'__module__': module,
+    return stand_in(path)
+
+
+@cache
+def stand_in(path: str) -> type[WireError]:
+    """The one class (per path) that carries a class path we cannot
+    import: the same class each time, so pickling finds it again."""
+    module, _, name = path.rpartition('.')
+    return type(name, (WireError,), {'__module__': module or _BUILTIN,
                                      '__qualname__': name})
+
+
+def rebuild_wire_error(path: str, message: str) -> BaseException:
+    """Unpickle a stand-in: its class again from :func:`stand_in`."""
+    return stand_in(path)(message)
 
 
 class WireError(Exception):
     """Base of the stand-ins :func:`wire_type` makes (one message arg)."""
+
+    def __reduce__(self) -> tuple:
+        # A stand-in's class cannot be found by its path (PySpacer is not
+        # installed), so pickle names the path instead: without this, a
+        # prefork child's failure reaches Celery as a bare WireError.
+        message = self.args[0] if self.args else ''
+        return rebuild_wire_error, (printed_class(type(self)), message)
 
 
 def to_wire(exc: BaseException) -> BaseException:
@@ -109,8 +129,7 @@ def to_wire(exc: BaseException) -> BaseException:
     try:
         wire = wire_type(path)(message)
     except Exception:  # a class with another constructor: a stand-in
-        wire = type(path.rpartition('.')[2], (WireError,), {
-            '__module__': path.rpartition('.')[0] or _BUILTIN})(message)
+        wire = stand_in(path)(message)
     wire.__cause__ = exc
     return wire
 

@@ -10,6 +10,8 @@ import uuid
 import pytest
 from kombu import Connection, Producer
 
+from spacer_worker import failures
+from spacer_worker.client import Client
 from spacer_worker.data_classes import ImageFeatures
 from spacer_worker.messages import (
     ClassifyReturnMsg,
@@ -122,6 +124,36 @@ def test_failing_job_answers_ok_false(app, start_worker, data_dir):
     assert not returned.ok
     assert 'DataNotFoundError' in returned.error_message
     assert 'gone.png' in returned.error_message
+
+
+def test_a_pyspacer_class_survives_the_prefork_pool(app, start_worker,
+                                                    data_dir, redis_db):
+    # Given a prefork worker (its pool child pickles the failure back)
+    start_worker('extract', queues='extract')
+    # When a task fails with one of PySpacer's classes (a stand-in here)
+    msg = extract_msg(data_dir, 'outside')
+    payload = msg.serialize() | {'rowcols': [[5, 5], [64, 3]]}
+    result = send(app, 'spacer.extract_features', payload, 'extract')
+    with pytest.raises(Exception) as info:
+        result.get(timeout=TIMEOUT)
+
+    # Then the stored FAILURE carries PySpacer's class path, not our base
+    assert result.state == 'FAILURE'
+    assert type(info.value).__name__ == 'RowColumnInvalidError'
+    stored = json.loads(redis_db.get(f'celery-task-meta-{result.id}'))
+    assert (stored['result']['exc_module'], stored['result']['exc_type']) \
+        == ('spacer.exceptions', 'RowColumnInvalidError')
+    # and the traceback ends in PySpacer's line, our class as its cause
+    last = result.traceback.strip().splitlines()[-1]
+    assert last.startswith('spacer.exceptions.RowColumnInvalidError: '), last
+    assert 'Row value 64 falls outside' in last
+    assert 'spacer_worker.exceptions.RowColumnInvalidError: ' in \
+        result.traceback
+    # and the client reports the class CoralNet sorts by, and ours
+    status = Client(app).status(result.id)
+    assert status.error_class == 'spacer.exceptions.RowColumnInvalidError'
+    assert status.error_type == 'RowColumnInvalidError'
+    assert failures.is_user_error(status.failure_text())
 
 
 def _publish_raw(broker_url: str, queue: str, task: str, body: bytes,

@@ -204,12 +204,8 @@ def fails_with(app, name, payload, ours, queue=None) -> str:
     assert result.state == 'FAILURE'
     text = result.traceback
     wire = getattr(exceptions, ours).wire_class
-    if not wire.startswith('spacer.'):
-        # (A PySpacer stand-in class reaches the result backend as
-        # failures.WireError without its cause: Celery cannot pickle it.
-        # Each test then checks the message, which names the reason.)
-        assert error_class(text) == wire, text
-        assert f'spacer_worker.exceptions.{ours}: ' in text, text
+    assert error_class(text) == wire, text
+    assert f'spacer_worker.exceptions.{ours}: ' in text, text
     assert str(info.value) in text
     return text
 
