@@ -265,6 +265,7 @@ def main() -> int:
                    CHAOS_TASK_HOLD=str(args.task_hold),
                    SPACER_TRAINING_CHECKPOINT='off',
                    # Workers are closed by default: this run's data only.
+                   SPACER_FILESYSTEM_READ_ROOTS=str(data),
                    SPACER_FILESYSTEM_WRITE_ROOTS=str(data))
     workers: list[Worker] = []
     events: list[Event] = []
@@ -297,7 +298,8 @@ def main() -> int:
         words_seen: dict[int, str] = {}
         stop = threading.Event()
         crash_collector = threading.Event()
-        state = {'redis_down': False}
+        state = {'redis_down': False, 'collector_crashes': 0,
+                 'redis_restarts': 0}
 
         def retrying(call, *a, **k):
             while not stop.is_set():
@@ -387,11 +389,16 @@ def main() -> int:
                         time.sleep(1)
                         server.start()
                         state['redis_down'] = False
+                        state['redis_restarts'] += 1
                     else:
                         crash_collector.set()
                         while crash_collector.is_set() and \
-                                not stop.is_set():
+                                not stop.is_set() and \
+                                len(collected) < len(jobs):
                             time.sleep(0.1)
+                        if not crash_collector.is_set():
+                            state['collector_crashes'] += 1
+                        crash_collector.clear()
                 # Kills stop near the end: the last jobs are left to finish
                 # (a kill every few seconds could hit the same one forever).
                 if now >= next_kill and len(collected) < 0.9 * len(jobs):
@@ -471,7 +478,8 @@ def main() -> int:
             collected[n][0][0] - submitted[n] > args.deadline)]
         partial = [n for n in collected if collected[n][0][1] == 'SUCCEEDED'
                    and not check_outputs(jobs[n])]
-        failed = [n for n in collected if collected[n][0][1] == 'FAILED']
+        failed = [n for n in collected if collected[n][0][1] == 'FAILED'
+                  or not getattr(collected[n][0][2], 'ok', True)]
         delivered_twice = sum(1 for v in collected.values() if len(v) > 1)
         reruns = sum(1 for c in run_count.values() if c > 1)
         leftovers = [p.name for p in data.rglob('.*') if p.is_file()]
@@ -487,7 +495,8 @@ def main() -> int:
               f'answered ok=False)')
         print(f'faults             {sum(e.what.startswith("kill") for e in events)} '
               f'kill -9, {sum(e.what.startswith("SIGSTOP") for e in events)} '
-              f'SIGSTOP, 1 Redis restart, 1 collector crash, 1 lease-less '
+              f'SIGSTOP, {state["redis_restarts"]} Redis restart, '
+              f'{state["collector_crashes"]} collector crash, 1 lease-less '
               f'worker')
         print(f'lost               {len(lost)}')
         print(f'committed twice    {len(twice)}   (re-run but not committed: '
@@ -506,7 +515,8 @@ def main() -> int:
             print('slowest recovery   -  (no fault hit a running task)')
         if unrecovered:
             print('not recovered:', ', '.join(unrecovered))
-        ok = not (lost or twice or stuck or partial or unrecovered or late)
+        ok = not (lost or twice or stuck or partial or unrecovered or late
+                  or failed)
         print('RESULT', 'PASS' if ok else 'FAIL')
         for event in measured:
             print(f'  {event.what}: {event.recovered_at - event.at:.1f} s '

@@ -41,6 +41,8 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+from celery.signals import task_prerun
+
 from spacer_worker.storage import blobs
 from spacer_worker.worker import leases
 
@@ -267,6 +269,14 @@ def begin(task: Any) -> Delivery | None:
     return delivery
 
 
+@task_prerun.connect
+def _new_run(**_: Any) -> None:
+    # Before a run stores anything (STARTED): a retry of a task runs under
+    # the same task id in the same pool process, after a run whose context
+    # Celery never closed (no after_return on a retry).
+    end()
+
+
 def end() -> None:
     delivery = _current.get()
     if delivery is not None and not delivery.committed:
@@ -292,24 +302,6 @@ def _broker(app: Any) -> Any:
 class FencedBackendMixin:
     """Result writes of a fenced run: final states commit under the fence,
     progress states are written only while the run holds its message."""
-
-    def _store_result(self, task_id: Any, result: Any, state: str,
-                      traceback: Any = None, request: Any = None,
-                      **kwargs: Any) -> Any:
-        # A retry of a task runs under the same task id in the same pool
-        # process, after a run whose context Celery never closed (no
-        # after_return on a retry): a context of another message is not
-        # this run's.
-        delivery = _current.get()
-        tag = (getattr(request, 'properties', None) or {}).get(
-            'delivery_tag') if request is not None else None
-        if delivery is not None and tag is not None and \
-                str(tag) != delivery.tag:
-            delivery.discard()
-            _set(None)
-        return super()._store_result(task_id, result, state,
-                                     traceback=traceback, request=request,
-                                     **kwargs)
 
     def _set_with_state(self, key: Any, value: Any, state: str) -> Any:
         from celery import states
