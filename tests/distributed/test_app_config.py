@@ -62,11 +62,21 @@ def test_queues_are_configurable_and_jobs_route_by_their_tasks(monkeypatch):
 def test_each_queue_has_its_own_exchange_and_routing_key():
     # A message routed to one queue must never be bound to another queue's
     # key: workers on the train queue must not see extraction work.
-    from spacer_worker.celery import build_config
+    from spacer_worker.celery import build_config, queue_name
+    from spacer_worker.constants import HIGH_SPEC_KINDS, QueueKind
+    from spacer_worker.contract import TASKS
+
+    # Every kind a contract task goes to, and every high-spec kind, has a
+    # queue: the kinds are the QueueKind table.
+    used = {row.queue for row in TASKS.values()} | set(HIGH_SPEC_KINDS.values())
+    assert used == set(QueueKind)
+    names = [queue_name(kind) for kind in QueueKind]
+    assert len(set(names)) == len(names)
+
     queues = build_config()['task_queues']
     assert [(q.name, q.exchange.name, q.routing_key) for q in queues] == [
-        ('extract', 'extract', 'extract'), ('train', 'train', 'train'),
-        ('classify', 'classify', 'classify')]
+        (name, name, name) for name in names]
+    assert len({q.exchange.name for q in queues}) == len(queues)
 
 
 def test_training_progress_is_published_with_plain_numbers():
