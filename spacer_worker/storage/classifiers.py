@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from spacer_worker.exceptions import ClassifierLoadError, ClassifierTooLargeError
 from spacer_worker.storage.blobs import describe, load_bytes, store_bytes
 from spacer_worker.storage.unpickler import ClassifierUnpickler as RestrictedUnpickler
-from spacer_worker.storage.unpickler import check_graph, restricted_loads
+from spacer_worker.storage.unpickler import check_graph, restricted_loads, unreadable
 
 if TYPE_CHECKING:
     from sklearn.calibration import CalibratedClassifierCV
@@ -77,10 +77,7 @@ def parse_classifier(data: bytes, where: str = 'classifier'
         except ClassifierLoadError:
             raise
         except Exception as e:  # noqa: BLE001 - untrusted bytes: any failure
-            raise ClassifierLoadError(
-                f"{where} is not a readable classifier pickle "
-                # Not str(e): a decoder's message may quote the bytes.
-                f"({type(e).__name__}).") from e
+            raise unreadable(where, e) from e
 
 
 def load_classifier(loc: Any) -> CalibratedClassifierCV:

@@ -32,6 +32,7 @@ memory but not the parent, which must unpickle the child's answer again.
 from __future__ import annotations
 
 import _compat_pickle
+import importlib.util
 import inspect
 import io
 import pickle
@@ -75,11 +76,26 @@ class _ExactReader:
             raise pickle.UnpicklingError('pickle data was truncated')
         return n
 
+    def position(self) -> int:
+        return self._file.tell()
+
     def readline(self) -> bytes:
         line = self._file.readline()
         if not line.endswith(b'\n'):
             raise pickle.UnpicklingError('pickle data was truncated')
         return line
+
+
+def unreadable(where: str, error: BaseException,
+               offset: int | None = None) -> ClassifierLoadError:
+    """The error for a pickle that failed to decode: what failed and where,
+    never the decoder's own message (it may quote the file's bytes)."""
+    at = '' if offset is None else f' near byte {offset}'
+    return ClassifierLoadError(
+        f'{where} is not a readable classifier pickle: decoding failed '
+        f'with {type(error).__name__}{at}. Its bytes are not quoted here; '
+        f'check that it is a classifier PySpacer or spacer_worker wrote '
+        f'and that it was stored whole.')
 
 
 def _refused(name: str) -> Any:
@@ -96,8 +112,8 @@ class ClassifierUnpickler(pickle._Unpickler):
 
     def __init__(self, data: bytes, where: str = 'pickle') -> None:
         # latin1 reads Python 2 pickles (numpy data in sklearn 0.17 files).
-        super().__init__(_ExactReader(data), fix_imports=True,
-                         encoding='latin1')
+        self._reader = _ExactReader(data)
+        super().__init__(self._reader, fix_imports=True, encoding='latin1')
         self.where = where
         self._size = len(data)
         self.steps = 0
@@ -154,7 +170,8 @@ class ClassifierUnpickler(pickle._Unpickler):
         entry = allow.entries().get((module, name))
         if entry is None:
             raise UnsafePickleError(
-                f'{self.where} refers to {asked!r}, which is not allowed in '
+                f'{self.where} refers to {_name_of_global(asked, module)}, which is '
+                f'not allowed in '
                 f'a classifier pickle; it was refused without being '
                 f'imported or run. Only load classifiers from sources you '
                 f'trust.')
@@ -339,9 +356,7 @@ class ClassifierUnpickler(pickle._Unpickler):
         except ClassifierLoadError:
             raise
         except Exception as e:  # noqa: BLE001 - untrusted bytes: any failure
-            raise ClassifierLoadError(
-                f'{self.where} is not a readable classifier pickle '
-                f'({type(e).__name__}: {str(e)[:300]}).') from e
+            raise unreadable(self.where, e, self._reader.position()) from e
 
     def _run(self) -> Any:
         """Run the pickle, one bounded step per opcode."""
@@ -608,6 +623,21 @@ def check_graph(root: Any, where: str) -> None:
             raise refuse(f'{where}: the classifier holds a {_kind(obj)}, '
                          f'which a classifier pickle may not contain')
         todo.extend((child, depth + 1) for child in children)
+
+
+def _name_of_global(asked: str, module: str) -> str:
+    """A refused global, quoted only when its top-level module is installed
+    here: a name is what an operator needs (os.system), but a made-up one is
+    just bytes of the file, which error texts never echo."""
+    top = module.partition('.')[0]    # after Python 2 renames
+    if top.isidentifier() and len(asked) <= 200:
+        try:
+            installed = importlib.util.find_spec(top) is not None
+        except (ImportError, ValueError):
+            installed = False
+        if installed:
+            return repr(asked)
+    return 'a global of a module that is not installed here'
 
 
 def _modern_name(module: str, name: str) -> tuple[str, str]:

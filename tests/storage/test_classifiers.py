@@ -223,3 +223,24 @@ def test_mlp_holding_a_seed_sequence_loads(protocol):
     assert np.array_equal(loaded.predict_proba(x), clf.predict_proba(x))
     assert (loaded.estimator._random_state.get_state()[1].tolist()
             == clf.estimator._random_state.get_state()[1].tolist())
+
+
+SECRET = 'SECRET-7f3a9c-DO-NOT-ECHO'
+
+
+@pytest.mark.parametrize('opcode', [b'I', b'L', b'F', b'S', b'c', b'V'])
+def test_an_unreadable_pickle_never_echoes_its_bytes(tmp_path, opcode):
+    # A decoder's own message quotes the text it choked on (int(), float(),
+    # a module name); ours says what failed and where, without the bytes.
+    forged = opcode + SECRET.encode() + b'\n\xff.'
+    if opcode == b'c':      # a global named by the secret: refused, unquoted
+        forged = b'c' + SECRET.encode() + b'\nx\n)R.'
+    (tmp_path / 'leaky.pkl').write_bytes(forged)
+    with pytest.raises(ClassifierLoadError) as info:
+        load_classifier(DataLocation('filesystem',
+                                     str(tmp_path / 'leaky.pkl')))
+    text = str(info.value)
+    assert SECRET not in text and SECRET[:12] not in text
+    assert 'leaky.pkl' in text
+    assert 'not a readable classifier pickle' in text or \
+        'not allowed' in text, text
