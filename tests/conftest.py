@@ -1,10 +1,14 @@
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import os
 import shutil
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -12,10 +16,12 @@ from tests.reference import reference_python
 from tests.services import (
     LEASE_TTL,
     REDIS_SERVER,
+    REPO,
     RedisServer,
     Worker,
     free_port,
     use_s3_endpoint,
+    worker_env,
 )
 
 # Redis databases: 0-7 for one folder's session services each (redis_url),
@@ -155,3 +161,32 @@ def s3_bucket(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch
     for item in listing:
         client.delete_object(Bucket=name, Key=item['Key'])
     client.delete_bucket(Bucket=name)
+
+
+# --- The demo, run once ----------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class DemoRun:
+    done: subprocess.CompletedProcess
+    out: Path
+    images: int
+    epochs: int
+
+
+@pytest.fixture(scope='session')
+def embedded_demo(tmp_path_factory) -> DemoRun:
+    """``spacer-worker demo`` in embedded mode (no broker), run once for the
+    CLI test and the report test: it trains for a minute."""
+    env = worker_env('unused')
+    del env['SPACER_BROKER_URL'], env['SPACER_RESULT_BACKEND']
+    out = tmp_path_factory.mktemp('embedded-demo') / 'demo'
+    images, epochs = 5, 50
+    # The installed console script when there is one, else the module.
+    script = shutil.which('spacer-worker')
+    command = [script] if script else [sys.executable, '-m',
+                                       'spacer_worker.cli']
+    done = subprocess.run(
+        [*command, 'demo', '--out', str(out), '--images', str(images),
+         '--points', '40', '--epochs', str(epochs)], cwd=str(REPO), env=env,
+        capture_output=True, text=True, timeout=600)
+    return DemoRun(done, out, images, epochs)

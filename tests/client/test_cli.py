@@ -122,21 +122,17 @@ def test_check_exit_code_follows_worker_health(redis_url, celery_worker):
 
 
 @pytest.mark.slow
-def test_demo_runs_embedded_without_a_broker(tmp_path):
-    env = worker_env('unused')
-    del env['SPACER_BROKER_URL'], env['SPACER_RESULT_BACKEND']
-
-    done = _cli('demo', '--out', str(tmp_path / 'demo'), '--images', '5',
-                '--points', '40', '--epochs', '50', env=env)
+def test_demo_runs_embedded_without_a_broker(embedded_demo):
+    done, out = embedded_demo.done, embedded_demo.out
 
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert 'mode: embedded' in done.stdout
     assert 'accuracy on 1 held-out images' in done.stdout
-    assert (tmp_path / 'demo' / 'model' / 'classifier.pkl').is_file()
-    report = tmp_path / 'demo' / 'model' / 'classifier_report' / 'index.html'
+    assert (out / 'model' / 'classifier.pkl').is_file()
+    report = out / 'model' / 'classifier_report' / 'index.html'
     assert 'training report' in done.stdout and str(report) in done.stdout
     assert report.is_file()
-    assert len(list((tmp_path / 'demo' / 'features').iterdir())) == 5
+    assert len(list((out / 'features').iterdir())) == embedded_demo.images
 
 
 @pytest.mark.slow

@@ -7,8 +7,6 @@ from __future__ import annotations
 import json
 import random
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -17,7 +15,6 @@ from PIL import Image
 from spacer_worker.cli import main as cli_main
 from spacer_worker.data_classes import ValResults
 from spacer_worker.messages import TrainClassifierReturnMsg
-from tests.services import REPO, worker_env
 
 FIGURES = {'confusion_counts.png', 'confusion_normalised.png',
            'per_class.png', 'threshold.png', 'ref_accs.png', 'previous.png'}
@@ -195,16 +192,10 @@ def test_bad_valresults_are_refused_with_the_reason(tmp_path, capsys,
 
 
 @pytest.mark.slow
-def test_the_demo_prints_its_report_and_it_renders(browser, tmp_path):
-    env = worker_env('unused')
-    del env['SPACER_BROKER_URL'], env['SPACER_RESULT_BACKEND']
-    # The smallest demo: its accuracy is tests/client/test_cli.py's
-    # business (exit code 1 when not clearly above chance); here, its report.
-    done = subprocess.run(
-        [sys.executable, '-m', 'spacer_worker.cli', 'demo', '--out',
-         str(tmp_path / 'demo'), '--images', '3', '--points', '30',
-         '--epochs', '20'], cwd=str(REPO), env=env, capture_output=True,
-        text=True, timeout=600)
+def test_the_demo_prints_its_report_and_it_renders(browser, embedded_demo):
+    # The demo run tests/client/test_cli.py checks (one run for both): its
+    # accuracy is that test's business; here, its report.
+    done = embedded_demo.done
     assert done.returncode in (0, 1), done.stdout[-3000:] + \
         done.stderr[-3000:]
     assert 'accuracy on 1 held-out images' in done.stdout
@@ -213,15 +204,14 @@ def test_the_demo_prints_its_report_and_it_renders(browser, tmp_path):
                         done.stdout, re.MULTILINE)
     assert printed, done.stdout[-2000:]
     index = Path(printed.group(1))
-    assert index == tmp_path / 'demo' / 'model' / 'classifier_report' / \
-        'index.html'
-    model = tmp_path / 'demo' / 'model'
+    model = embedded_demo.out / 'model'
+    assert index == model / 'classifier_report' / 'index.html'
     val = ValResults.deserialize(json.loads(
         (model / 'valresult.json').read_text()))
     train = TrainClassifierReturnMsg.deserialize(json.loads(
         (model / 'trainresult.json').read_text()))
     names = {'1': 'sand', '2': 'coral', '3': 'algae', '4': 'rock'}
     page = assert_page_matches(browser, index, val, train, names)
-    assert len(page['refAccs']) == 20
+    assert len(page['refAccs']) == embedded_demo.epochs
     # No previous classifiers in the demo: the page says so.
     assert browser.find_element('id', 'previous-missing').text
