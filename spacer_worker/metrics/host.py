@@ -24,13 +24,14 @@ from collections.abc import Iterable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from spacer_worker import config
+
 logger = logging.getLogger(__name__)
 
 SERVE_RETRY = 10.0
 
 
 def base_directory(port: int) -> str:
-    from spacer_worker import config
     explicit = (config.get('METRICS_DIR') or '').strip()
     if explicit:
         return explicit

@@ -16,6 +16,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from spacer_worker import config
+from spacer_worker.exceptions import ConfigError
+
 # kombu.transport.redis: Channel.sep, the unacked hash's default name.
 PRIORITY_SEP = '\x06\x16'
 UNACKED_KEY = 'unacked'
@@ -57,7 +60,6 @@ def list_key(queue: str, priority: int) -> str:
 def known_queues(extra: Iterable[str] = ()) -> list[str]:
     """Every queue the configuration routes to: the contract's kinds, the
     CoralNet spec-level queues, plus ``extra``; no list kept by hand."""
-    from spacer_worker import config
     from spacer_worker.celery import QueueKind, queue_name
     from spacer_worker.contrib.coralnet import parse_spec_queues
 
@@ -136,7 +138,6 @@ def broker_redis(app: Any = None) -> tuple[Any, Any]:
     """(kombu connection, its Redis client) of the broker, with kombu's own
     connection settings (TLS included); release the connection when done.
     ConfigError for another broker."""
-    from spacer_worker.exceptions import ConfigError
     if app is None:
         from spacer_worker.celery import app
     conn = app.connection_for_read()

@@ -8,10 +8,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from spacer_worker.data_classes import DataLocation
 from spacer_worker.exceptions import MessageError
 from spacer_worker.report import figures as draw
 from spacer_worker.report import page
 from spacer_worker.report.stats import ReportStats, compute_stats
+from spacer_worker.storage import store_bytes
 
 REPORT_INDEX = 'index.html'
 
@@ -98,7 +100,6 @@ def report_folder_for(model_loc: Any) -> Any:
     """Where a classifier's report goes: ``<key without extension>_report``
     beside it, on the same storage (``model/classifier.pkl`` ->
     ``model/classifier_report/``)."""
-    from spacer_worker.data_classes import DataLocation
 
     key = model_loc.key
     head, sep, tail = key.rpartition('/')
@@ -110,8 +111,6 @@ def report_folder_for(model_loc: Any) -> Any:
 def write_report(report: Report, folder: Any) -> Any:
     """Store the files under the DataLocation ``folder`` (any writable
     storage); returns the location of index.html."""
-    from spacer_worker.data_classes import DataLocation
-    from spacer_worker.storage import store_bytes
 
     index = None
     # index.html last: once it is there, every file it links to is too.

@@ -10,6 +10,7 @@ permanent (missing key, access denied, bad location) and transient
 from __future__ import annotations
 
 import abc
+from pathlib import Path
 from typing import Any
 
 
@@ -58,7 +59,6 @@ class RemoteStorage(Storage):
         written there (atomically) for next time."""
         if not filesystem_cache:
             return self._load_remote(key)
-        from pathlib import Path
 
         from spacer_worker.storage.filesystem import FileSystemStorage
 

@@ -17,6 +17,7 @@ import pickle
 import warnings
 from typing import TYPE_CHECKING, Any
 
+from spacer_worker import config
 from spacer_worker.exceptions import ClassifierLoadError, ClassifierTooLargeError
 from spacer_worker.storage.blobs import describe, load_bytes, store_bytes
 from spacer_worker.storage.unpickler import ClassifierUnpickler as RestrictedUnpickler
@@ -46,7 +47,6 @@ def dump_classifier(clf: CalibratedClassifierCV) -> bytes:
 
 def check_classifier_size(size: int, where: str) -> None:
     """Refuse a pickle over CLASSIFIER_MAX_BYTES before it is unpickled."""
-    from spacer_worker import config
     limit = config.get('CLASSIFIER_MAX_BYTES')
     if size > limit:
         raise ClassifierTooLargeError(

@@ -7,6 +7,10 @@ from typing import Any
 from spacer_worker.constants import StorageType
 from spacer_worker.exceptions import InvalidLocationError
 from spacer_worker.storage.base import Storage
+from spacer_worker.storage.filesystem import FileSystemStorage
+from spacer_worker.storage.memory import default_memory_storage
+from spacer_worker.storage.s3 import S3Storage
+from spacer_worker.storage.url import URLStorage
 
 STORAGE_TYPES = tuple(t.value for t in StorageType)
 
@@ -30,19 +34,15 @@ def storage_factory(storage_type: Any, bucket_name: str | None = None
     """
     name = _type_name(storage_type)
     if name == 'filesystem':
-        from spacer_worker.storage.filesystem import FileSystemStorage
         return FileSystemStorage()
     if name == 'memory':
-        from spacer_worker.storage.memory import default_memory_storage
         return default_memory_storage()
     if name == 's3':
         if not bucket_name:
             raise InvalidLocationError(
                 f"storage_type 's3' needs a bucket_name, got "
                 f"{bucket_name!r}.")
-        from spacer_worker.storage.s3 import S3Storage
         return S3Storage(bucket_name)
-    from spacer_worker.storage.url import URLStorage
     return URLStorage()
 
 

@@ -13,8 +13,10 @@ swap it. Every connection is checked, so every redirect is too.
 
 from __future__ import annotations
 
+import http.client
 import ipaddress
 import socket
+import urllib.request
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -141,8 +143,6 @@ def is_public_address(text: str) -> bool:
 def guarded_handlers(guard: HostGuard) -> Iterable[Any]:
     """urllib handlers that connect through ``guard`` and ignore proxies
     (a proxy would connect on our behalf, past the guard)."""
-    import http.client
-    import urllib.request
 
     class _HTTPConnection(http.client.HTTPConnection):
         def __init__(self, *args: Any, **kwargs: Any) -> None:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import importlib
 import re
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
@@ -309,7 +310,6 @@ def _complex(args: tuple, loader: Any) -> complex:
 
 
 def _ordered_dict(args: tuple, loader: Any) -> Any:
-    from collections import OrderedDict
     if args:
         raise refuse('collections.OrderedDict is only made empty')
     return OrderedDict()

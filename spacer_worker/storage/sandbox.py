@@ -29,6 +29,7 @@ from __future__ import annotations
 import contextvars
 import logging
 import os
+import urllib.error
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -37,10 +38,15 @@ from typing import Any, TypeVar
 from spacer_worker import config
 from spacer_worker.exceptions import (
     ConfigError,
+    DataLimitError,
     LocationNotAllowedError,
+    TransientError,
     URLDownloadError,
 )
+from spacer_worker.storage.factory import storage_for
+from spacer_worker.storage.filesystem import read_file
 from spacer_worker.storage.netguard import HostGuard
+from spacer_worker.storage.url import URLStorage
 
 logger = logging.getLogger(__name__)
 
@@ -216,8 +222,6 @@ class Sandbox:
     # --- I/O --------------------------------------------------------------------
 
     def load(self, loc: Any) -> bytes:
-        from spacer_worker.storage.factory import storage_for
-        from spacer_worker.storage.filesystem import read_file
 
         key = self.check(loc, READ)
         kind = _kind(loc)
@@ -230,11 +234,9 @@ class Sandbox:
         return storage_for(loc).load(key)
 
     def store(self, loc: Any, data: bytes) -> None:
-        from spacer_worker.storage.factory import storage_for
         storage_for(loc).store(self.check(loc, WRITE), data)
 
     def exists(self, loc: Any) -> bool:
-        from spacer_worker.storage.factory import storage_for
         if _kind(loc) == 'url':
             try:
                 return self._url_storage().exists(loc.key)
@@ -243,7 +245,6 @@ class Sandbox:
         return storage_for(loc).exists(self.check(loc, READ))
 
     def delete(self, loc: Any) -> None:
-        from spacer_worker.storage.factory import storage_for
         storage_for(loc).delete(self.check(loc, WRITE))
 
     def _recheck_file(self, real: str, key: str) -> None:
@@ -255,11 +256,9 @@ class Sandbox:
                 f"Cannot read file {key!r}: its path changed while reading.")
 
     def _url_storage(self) -> Any:
-        from spacer_worker.storage.url import URLStorage
         return URLStorage(guard=self.hosts)
 
     def _load_url(self, url: str) -> bytes:
-        from spacer_worker.exceptions import DataLimitError
         try:
             return self._url_storage().load(url)
         except DataLimitError:
@@ -282,9 +281,7 @@ def _server_busy(error: Exception) -> bool:
     """An allowed host's HTTP server answered 5xx or 429 (transient, worth
     a retry). Refused, unreachable, timed-out connections and 4xx answers
     all read alike instead: those are what a port scan tells apart."""
-    import urllib.error
 
-    from spacer_worker.exceptions import TransientError
     return isinstance(error, TransientError) and isinstance(
         error.__context__, urllib.error.HTTPError)
 

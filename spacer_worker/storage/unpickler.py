@@ -38,6 +38,7 @@ import io
 import pickle
 import struct
 import types
+from collections import OrderedDict
 from typing import Any
 
 from spacer_worker.exceptions import ClassifierLoadError, UnsafePickleError
@@ -545,7 +546,6 @@ def _check_key(key: Any) -> None:
 
 
 def _check_dict(target: Any) -> None:
-    from collections import OrderedDict
     if type(target) not in (dict, OrderedDict):
         raise refuse(f'SETITEM on a {_kind(target)}, not a dict')
 
@@ -577,7 +577,6 @@ _PLAIN = (type(None), bool, int, float, complex, str, bytes, bytearray)
 def check_graph(root: Any, where: str) -> None:
     """Refuse a loaded object that reaches anything but allowed types, or
     nests deeper than MAX_DEPTH (walked without recursion)."""
-    from collections import OrderedDict
 
     import numpy as np
 

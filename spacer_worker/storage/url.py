@@ -32,6 +32,7 @@ from spacer_worker.storage.errors import (
     http_status_is_transient,
     is_permanent_dns_error,
 )
+from spacer_worker.storage.netguard import guarded_handlers
 
 if TYPE_CHECKING:
     from spacer_worker.storage.netguard import HostGuard
@@ -165,7 +166,6 @@ class _HTTPOnlyRedirects(urllib.request.HTTPRedirectHandler):
 def _opener(guard: HostGuard | None = None) -> urllib.request.OpenerDirector:
     if guard is None:
         return urllib.request.build_opener(_HTTPOnlyRedirects)
-    from spacer_worker.storage.netguard import guarded_handlers
     return urllib.request.build_opener(_HTTPOnlyRedirects,
                                        *guarded_handlers(guard))
 
