@@ -52,6 +52,7 @@ class QueueCollector:
             conn.release()
 
     def collect(self) -> Iterable[Any]:
+        # Lazy: prometheus_client must load after recording set PROMETHEUS_MULTIPROC_DIR.
         from prometheus_client.core import (
             CounterMetricFamily,
             GaugeMetricFamily,
@@ -92,6 +93,7 @@ def serve(app: Any, queues: Sequence[str], bind: str, port: int,
           credentials: str = '') -> Any:
     """Serve the queue metrics until interrupted; returns the server
     (started in this thread by the caller's ``serve_forever``)."""
+    # Lazy: prometheus_client must load after recording set PROMETHEUS_MULTIPROC_DIR.
     from prometheus_client import CollectorRegistry
 
     from spacer_worker.metrics.host import make_server

@@ -81,6 +81,7 @@ class HostCollector:
         self.base = base
 
     def collect(self) -> Iterable[Any]:
+        # Lazy: prometheus_client must load after recording set PROMETHEUS_MULTIPROC_DIR.
         from prometheus_client.multiprocess import MultiProcessCollector
         return MultiProcessCollector.merge(_live_files(self.base),
                                            accumulate=True)
@@ -102,6 +103,7 @@ def make_server(registry: Any, bind: str, port: int,
                 credentials: str = '') -> ThreadingHTTPServer:
     """A /metrics HTTP server (not started); OSError when the port is
     taken."""
+    # Lazy: prometheus_client must load after recording set PROMETHEUS_MULTIPROC_DIR.
     from prometheus_client.exposition import (
         CONTENT_TYPE_LATEST,
         generate_latest,
@@ -146,6 +148,7 @@ class HostEndpoint:
 
     def __init__(self, base: str, bind: str, port: int,
                  credentials: str = '') -> None:
+        # Lazy: prometheus_client must load after recording set PROMETHEUS_MULTIPROC_DIR.
         from prometheus_client import CollectorRegistry
 
         self.bind, self.port, self.credentials = bind, port, credentials

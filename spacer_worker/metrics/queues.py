@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from spacer_worker import config
+from spacer_worker.celery import QueueKind, queue_name
+from spacer_worker.contrib.coralnet import parse_spec_queues
 from spacer_worker.exceptions import ConfigError
 
 # kombu.transport.redis: Channel.sep, the unacked hash's default name.
@@ -60,8 +62,6 @@ def list_key(queue: str, priority: int) -> str:
 def known_queues(extra: Iterable[str] = ()) -> list[str]:
     """Every queue the configuration routes to: the contract's kinds, the
     CoralNet spec-level queues, plus ``extra``; no list kept by hand."""
-    from spacer_worker.celery import QueueKind, queue_name
-    from spacer_worker.contrib.coralnet import parse_spec_queues
 
     names = [queue_name(kind) for kind in QueueKind]
     names += parse_spec_queues(config.get('CORALNET_SPEC_QUEUES')).values()
@@ -139,6 +139,7 @@ def broker_redis(app: Any = None) -> tuple[Any, Any]:
     connection settings (TLS included); release the connection when done.
     ConfigError for another broker."""
     if app is None:
+        # The package's app, only when the caller gives none.
         from spacer_worker.celery import app
     conn = app.connection_for_read()
     if conn.transport.driver_type != 'redis':

@@ -34,6 +34,7 @@ def enable(directory: str) -> None:
     global _directory
     os.makedirs(directory, exist_ok=True)
     os.environ['PROMETHEUS_MULTIPROC_DIR'] = directory
+    # Lazy: prometheus_client must load after PROMETHEUS_MULTIPROC_DIR is set.
     from prometheus_client import values
     # In case prometheus_client was imported before the variable was set.
     values.ValueClass = values.MultiProcessValue()
@@ -54,6 +55,7 @@ def metric(name: str) -> Any:
     found = _metrics.get(name)
     if found is not None:
         return found
+    # Lazy: prometheus_client must load after PROMETHEUS_MULTIPROC_DIR is set.
     import prometheus_client as prom
 
     with _lock:

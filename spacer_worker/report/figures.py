@@ -11,6 +11,10 @@ from __future__ import annotations
 import io
 from typing import Any
 
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
 from spacer_worker.report.stats import ReportStats
 
 DPI = 100
@@ -31,8 +35,6 @@ def _label_font(n: int) -> float:
 
 
 def _new_figure(width: float, height: float) -> Any:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
 
     figure = Figure(figsize=(width, height), dpi=DPI, layout='constrained')
     FigureCanvasAgg(figure)
@@ -50,7 +52,6 @@ def _png(figure: Any, dpi: int = DPI) -> bytes:
 def confusion(stats: ReportStats, normalised: bool) -> bytes:
     """The confusion matrix (rows: true class, columns: estimated), as
     counts or with each row divided by its support."""
-    import numpy as np
 
     matrix = np.asarray(stats.confusion, dtype=np.float64)
     n = len(matrix)

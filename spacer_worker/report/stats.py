@@ -10,6 +10,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import numpy as np
+
 # Confidence thresholds of the table on the page (the curve uses 0.00-1.00).
 TABLE_THRESHOLDS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
 CURVE_STEPS = 101
@@ -82,7 +84,6 @@ def compute_stats(val_results: Any, names: Mapping[str, str] | None = None,
     """Confusion matrix, per-class rows and threshold curve of a ValResults;
     ``train_result`` (a TrainClassifierReturnMsg) adds the per-epoch
     reference accuracies and the previous classifiers' accuracies."""
-    import numpy as np
 
     n = len(val_results.classes)
     gt = np.asarray(val_results.gt, dtype=np.int64)

@@ -60,6 +60,7 @@ class RemoteStorage(Storage):
         if not filesystem_cache:
             return self._load_remote(key)
 
+        # Lazy: filesystem imports this module (import cycle).
         from spacer_worker.storage.filesystem import FileSystemStorage
 
         local = FileSystemStorage()

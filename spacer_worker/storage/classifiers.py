@@ -34,6 +34,7 @@ _KNOWN_OLD_VERSIONS = r'((pre-0\.18)|(0\.22\.1)|(1\.1\.3))'
 
 def dump_classifier(clf: CalibratedClassifierCV) -> bytes:
     """The pickle bytes PySpacer would write for ``clf``."""
+    # Lazy: scikit-learn stays off the client, which imports storage.
     from sklearn.calibration import CalibratedClassifierCV
     if not isinstance(clf, CalibratedClassifierCV):
         raise TypeError(
@@ -91,6 +92,7 @@ def store_classifier(loc: Any, clf: CalibratedClassifierCV) -> None:
 
 
 def _upgrade(clf: Any, where: str) -> CalibratedClassifierCV:
+    # Lazy: scikit-learn stays off the client, which imports storage.
     from sklearn.calibration import CalibratedClassifierCV
     if not isinstance(clf, CalibratedClassifierCV):
         raise ClassifierLoadError(
@@ -135,6 +137,7 @@ def _rename_base_estimator(obj: Any) -> None:
 
 
 def _upgrade_estimator(estimator: Any) -> None:
+    # Lazy: scikit-learn stays off the client, which imports storage.
     from sklearn.linear_model import SGDClassifier
     # scikit-learn 1.1 renamed the loss 'log' to 'log_loss'.
     if isinstance(estimator, SGDClassifier) and estimator.loss == 'log':

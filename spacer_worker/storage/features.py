@@ -38,6 +38,7 @@ _ZIP_DATE = (1980, 1, 1, 0, 0, 0)
 
 def encode_features(features: ImageFeatures) -> bytes:
     """The npz bytes for ``features``."""
+    # Lazy: numpy stays off the client, which imports storage.
     import numpy as np
 
     feat = np.ascontiguousarray(features.feature_array(), dtype=np.float32)
@@ -86,6 +87,7 @@ def store_features(loc: Any, features: ImageFeatures) -> None:
 
 
 def _position_array(values: Any) -> Any:
+    # Lazy: numpy stays off the client, which imports storage.
     import numpy as np
 
     array = np.asarray(values)
@@ -100,6 +102,7 @@ def _position_array(values: Any) -> Any:
 
 
 def _decode_npz(data: bytes, where: str) -> ImageFeatures:
+    # Lazy: numpy stays off the client, which imports storage.
     import numpy as np
 
     from spacer_worker.storage.npz import read_member
@@ -156,6 +159,7 @@ def _member_headers(zf: zipfile.ZipFile, where: str) -> dict[str, tuple]:
     """(shape, dtype) of each array, read from its .npy header: a few
     inflated bytes, so a member claiming gigabytes is refused before it is
     inflated (FEATURE_ARRAY_MAX_BYTES)."""
+    # Lazy: numpy stays off the client, which imports storage.
     import numpy as np
 
     limit = config.get('FEATURE_ARRAY_MAX_BYTES')
@@ -258,6 +262,7 @@ def _int(value: Any) -> int:
 
 
 def _vectors(vectors: list, where: str) -> Any:
+    # Lazy: numpy stays off the client, which imports storage.
     import numpy as np
 
     if not vectors:

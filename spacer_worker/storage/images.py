@@ -33,6 +33,7 @@ _RGB_ONLY = {'JPEG': {'RGB', 'L', 'CMYK'}}
 
 def decode_image(data: bytes, where: str = 'image') -> Image:
     """Decode ``data`` fully, after checking its size against the limit."""
+    # Lazy: Pillow stays off the client, which imports storage.
     from PIL import Image as PILImage
 
     limit = config.get('MAX_IMAGE_PIXELS')
@@ -106,6 +107,7 @@ def store_image(loc: Any, img: Image, image_format: str | None = None
 
 
 def _format_for(key: str) -> str:
+    # Lazy: Pillow stays off the client, which imports storage.
     from PIL import Image as PILImage
     extension = os.path.splitext(key.split('?', 1)[0])[1].lower()
     return PILImage.registered_extensions().get(extension, 'JPEG')

@@ -172,6 +172,7 @@ def _encode(args: tuple, loader: Any) -> bytes:
 
 
 def _dtype(args: tuple, loader: Any) -> Any:
+    # Lazy: numpy stays off the client, which imports storage.
     import numpy as np
     if len(args) != 3 or type(args[0]) is not str \
             or not _DTYPE_NAME.fullmatch(args[0]):
@@ -184,6 +185,7 @@ def _dtype(args: tuple, loader: Any) -> Any:
 
 
 def _array_reconstruct(args: tuple, loader: Any) -> Any:
+    # Lazy: numpy stays off the client, which imports storage.
     import numpy as np
     if (len(args) != 3 or not is_token(args[0], 'numpy', 'ndarray')
             or args[1] != (0,) or type(args[1]) is not tuple
@@ -194,6 +196,7 @@ def _array_reconstruct(args: tuple, loader: Any) -> Any:
 
 
 def _scalar(args: tuple, loader: Any) -> Any:
+    # Lazy: numpy stays off the client, which imports storage.
     import numpy as np
     if len(args) != 2:
         raise refuse('numpy scalar takes (dtype, data)')
@@ -204,6 +207,7 @@ def _scalar(args: tuple, loader: Any) -> Any:
 
 
 def _frombuffer(args: tuple, loader: Any) -> Any:
+    # Lazy: numpy stays off the client, which imports storage.
     import numpy as np
     if len(args) != 4 or type(args[0]) not in (bytes, bytearray) \
             or args[3] not in ('C', 'F'):
@@ -216,6 +220,7 @@ def _frombuffer(args: tuple, loader: Any) -> Any:
 
 
 def _bit_generator(args: tuple, loader: Any) -> Any:
+    # Lazy: numpy stays off the client, which imports storage.
     import numpy.random._pickle as npp
     if not args:
         return npp.__bit_generator_ctor()
@@ -229,6 +234,7 @@ def _bit_generator(args: tuple, loader: Any) -> Any:
 
 
 def _random_state(args: tuple, loader: Any) -> Any:
+    # Lazy: numpy stays off the client, which imports storage.
     import numpy as np
     import numpy.random._pickle as npp
     if not args:
@@ -259,6 +265,7 @@ def _seed_sequence(args: tuple, loader: Any) -> Any:
 
 
 def _legacy_random_state(args: tuple, loader: Any) -> Any:
+    # Lazy: numpy stays off the client, which imports storage.
     import numpy as np
     if args:
         raise refuse('numpy.random.__RandomState_ctor takes no arguments')

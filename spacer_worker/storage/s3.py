@@ -163,6 +163,7 @@ class S3Storage(RemoteStorage):
         return True
 
     def _call(self, operation, action: str, key: str) -> Any:
+        # Lazy: boto3 stays off the client and off import time until S3 is used.
         import botocore.exceptions as bce
         where = self.describe(key)
         try:

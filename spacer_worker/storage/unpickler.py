@@ -149,6 +149,7 @@ class ClassifierUnpickler(pickle._Unpickler):
         return object.__new__(cls)
 
     def ready_dtype(self, value: Any) -> Any:
+        # Lazy: numpy stays off the client, which imports storage.
         import numpy as np
         record = self._record(value)
         if not isinstance(value, np.dtype) or record is None:
@@ -390,6 +391,7 @@ class ClassifierUnpickler(pickle._Unpickler):
 
 
 def _build(loader: ClassifierUnpickler, inst: Any, state: Any) -> None:
+    # Lazy: numpy stays off the client, which imports storage.
     import numpy as np
     if isinstance(inst, np.dtype):
         _build_dtype(inst, state)
@@ -408,6 +410,7 @@ def _build(loader: ClassifierUnpickler, inst: Any, state: Any) -> None:
 
 
 def _build_dtype(dtype: Any, state: Any) -> None:
+    # Lazy: numpy stays off the client, which imports storage.
     import numpy as np
     base = np.dtype(dtype.str)
     canonical = {base.__reduce__()[2]}
@@ -446,6 +449,7 @@ def _build_array(loader: ClassifierUnpickler, array: Any, state: Any
 
 
 def _build_random_state(rs: Any, state: Any) -> None:
+    # Lazy: numpy stays off the client, which imports storage.
     import numpy as np
     ok = (type(state) is dict and set(state) <= {
         'bit_generator', 'state', 'has_gauss', 'gauss'}
@@ -459,6 +463,7 @@ def _build_random_state(rs: Any, state: Any) -> None:
 
 def _build_bit_generator(loader: ClassifierUnpickler, bitgen: Any,
                          state: Any) -> None:
+    # Lazy: numpy stays off the client, which imports storage.
     import numpy as np
     seed_seq = None
     if type(state) is tuple and len(state) == 2:
@@ -578,6 +583,7 @@ def check_graph(root: Any, where: str) -> None:
     """Refuse a loaded object that reaches anything but allowed types, or
     nests deeper than MAX_DEPTH (walked without recursion)."""
 
+    # Lazy: numpy stays off the client, which imports storage.
     import numpy as np
 
     seen: set[int] = set()

@@ -20,6 +20,9 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
+from sklearn.calibration import CalibratedClassifierCV
+from sklearn.linear_model import SGDClassifier
+from sklearn.neural_network import MLPClassifier
 
 from spacer_worker import config
 from spacer_worker.constants import ClassifierType
@@ -65,11 +68,9 @@ def mlp_settings(trainer: Any, train_count: int) -> tuple[tuple[int, ...],
 def make_classifier(trainer: Any, clf_type: str, train_count: int,
                     rng: np.random.RandomState) -> Any:
     if clf_type == 'MLP':
-        from sklearn.neural_network import MLPClassifier
         sizes, rate = mlp_settings(trainer, train_count)
         return MLPClassifier(hidden_layer_sizes=sizes,
                              learning_rate_init=rate, random_state=rng)
-    from sklearn.linear_model import SGDClassifier
     return SGDClassifier(
         loss=getattr(trainer, 'sgd_loss', 'log_loss'),
         average=getattr(trainer, 'sgd_average', True),
@@ -132,7 +133,6 @@ def fit(trainer: Any, train: FeatureSet, ref: FeatureSet, nbr_epochs: int,
     in float64, where float32 would not be faster. Reference accuracy,
     calibration and evaluation run in float64, as classification does.
     """
-    from sklearn.calibration import CalibratedClassifierCV
 
     batch_size = int(getattr(trainer, 'batch_size', 5000))
     classes = np.unique(ref.labels)

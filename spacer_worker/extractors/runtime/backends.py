@@ -52,6 +52,7 @@ class OnnxRuntimeBackend:
     default_batch_size = 4
 
     def __init__(self, net: FoldedEfficientNet, threads: int):
+        # Lazy: onnx/onnxruntime load only when the ONNX backend is chosen.
         import onnxruntime as ort
 
         from spacer_worker.extractors.runtime.onnx_graph import (

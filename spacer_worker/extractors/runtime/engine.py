@@ -26,13 +26,19 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
+import torch
 from PIL import Image
 
 from spacer_worker import config
 from spacer_worker.exceptions import ConfigError, WeightsLoadError
 from spacer_worker.extractors.runtime import weights as weights_mod
-from spacer_worker.extractors.runtime.backends import Backend
-from spacer_worker.extractors.runtime.network import FEATURE_DIM
+from spacer_worker.extractors.runtime.backends import (
+    Backend,
+    OnnxRuntimeBackend,
+    TorchBackend,
+)
+from spacer_worker.extractors.runtime.folded import FoldedEfficientNet
+from spacer_worker.extractors.runtime.network import FEATURE_DIM, EfficientNetB0
 from spacer_worker.extractors.runtime.patches import CROP_SIZE, iter_patch_batches
 from spacer_worker.metrics import recording
 
@@ -66,7 +72,6 @@ def _onnxruntime_available() -> bool:
 
 def runtime_settings() -> RuntimeSettings:
     """Resolve and check the extraction settings for this process."""
-    import torch
 
     requested = (config.get('TORCH_DEVICE') or 'auto').strip().lower()
     if requested == 'auto':
@@ -206,14 +211,6 @@ def _cached(key: tuple) -> Network | None:
 
 def _build(weights: weights_mod.Weights, settings: RuntimeSettings,
            where: str) -> Network:
-    import torch
-
-    from spacer_worker.extractors.runtime.backends import (
-        OnnxRuntimeBackend,
-        TorchBackend,
-    )
-    from spacer_worker.extractors.runtime.folded import FoldedEfficientNet
-    from spacer_worker.extractors.runtime.network import EfficientNetB0
 
     state = weights_mod.load_state_dict(weights, where)
     reference = EfficientNetB0()

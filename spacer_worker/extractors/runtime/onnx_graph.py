@@ -50,6 +50,7 @@ INPUT_SHAPE = (CROP_SIZE, CROP_SIZE, 3)  # uint8 NHWC, as patches are cut
 
 class _GraphWriter:
     def __init__(self) -> None:
+        # Lazy: onnx/onnxruntime load only when the ONNX backend is chosen.
         from onnx import helper, numpy_helper
         self.helper = helper
         self.numpy_helper = numpy_helper
@@ -139,6 +140,7 @@ def _scaled_stem(net: FoldedEfficientNet) -> nn.Conv2d:
 def build_onnx_model(net: FoldedEfficientNet) -> bytes:
     """Serialized ONNX model: ``patches`` (uint8 [N, 224, 224, 3], as
     cropped) -> ``features`` (float32 [N, 1280])."""
+    # Lazy: onnx/onnxruntime load only when the ONNX backend is chosen.
     from onnx import TensorProto
 
     g = _GraphWriter()

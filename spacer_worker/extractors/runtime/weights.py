@@ -29,6 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+import torch
 from filelock import FileLock, Timeout
 
 from spacer_worker import config
@@ -38,11 +40,10 @@ from spacer_worker.exceptions import (
     StorageUnavailableError,
     WeightsLoadError,
 )
+from spacer_worker.extractors.runtime.network import strip_data_parallel
 from spacer_worker.storage import load_bytes, storage_factory
 
 if TYPE_CHECKING:
-    import torch
-
     from spacer_worker.data_classes import DataLocation
     from spacer_worker.extractors.base import FeatureExtractor
 
@@ -170,7 +171,6 @@ def evict(extractor: FeatureExtractor, key: str = 'weights') -> None:
 def _safe_globals() -> list[Any]:
     # Weight files written with numpy values beside the state dict (epoch
     # counters, accuracies) need these to unpickle with weights_only=True.
-    import numpy as np
     allowed: list[Any] = [np.dtype, codecs.encode, np._core.multiarray.scalar,
                           (np._core.multiarray.scalar,
                            'numpy.core.multiarray.scalar')]
@@ -182,9 +182,6 @@ def _safe_globals() -> list[Any]:
 def load_state_dict(weights: Weights, where: str) -> dict[str, torch.Tensor]:
     """The ``net`` state dict of a PySpacer weights file, safely unpickled
     (``weights_only=True``), without any DataParallel ``module.`` prefix."""
-    import torch
-
-    from spacer_worker.extractors.runtime.network import strip_data_parallel
 
     try:
         with torch.serialization.safe_globals(_safe_globals()):
