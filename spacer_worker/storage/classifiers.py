@@ -148,6 +148,7 @@ def _check_parts(clf: Any, where: str) -> None:
     # The unpickler admits only classifier types; this checks they are
     # where a CalibratedClassifierCV expects them, so a malformed one fails
     # here and not in the middle of a classification.
+    # Lazy: scikit-learn stays off the client, which imports storage.
     from sklearn.calibration import _CalibratedClassifier, _SigmoidCalibration
     from sklearn.linear_model import SGDClassifier
     from sklearn.neural_network import MLPClassifier

@@ -194,6 +194,7 @@ def _member_headers(zf: zipfile.ZipFile, where: str) -> dict[str, tuple]:
 def _check_shapes(headers: dict[str, tuple], meta: Any, where: str) -> None:
     # Before 'feat', 'rows' and 'cols' are inflated: their headers must
     # agree with what 'meta' says.
+    # Lazy: numpy stays off the client, which imports storage.
     import numpy as np
 
     if meta.shape != (3,) or not np.issubdtype(meta.dtype, np.number):

@@ -116,6 +116,7 @@ def _format_for(key: str) -> str:
 def _allow_pillow_up_to(limit: int) -> None:
     # Pillow refuses images over twice its own global limit before we can
     # look at them; raise that limit only when ours is larger (never lower).
+    # Lazy: Pillow stays off the client, which imports storage.
     from PIL import Image as PILImage
     current = PILImage.MAX_IMAGE_PIXELS
     if current is not None and limit > 2 * current:

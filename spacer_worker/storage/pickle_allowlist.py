@@ -254,6 +254,7 @@ def _seed_sequence(args: tuple, loader: Any) -> Any:
     # Cython's pickle of SeedSequence (the global RandomState of an MLP
     # trained without random_state, as PySpacer's are, carries one):
     # (class, layout checksum, None), then BUILD with its fields.
+    # Lazy: numpy stays off the client, which imports storage.
     from numpy.random import bit_generator
     if (len(args) != 3 or not is_token(args[0], 'numpy.random.bit_generator',
                                        'SeedSequence')

@@ -62,7 +62,7 @@ def s3_client() -> Any:
 
 
 def _make_client() -> Any:
-    try:
+    try:  # lazy: boto3 stays off the client and off import time
         import boto3
         import botocore
         import botocore.exceptions

@@ -425,6 +425,7 @@ def _build_dtype(dtype: Any, state: Any) -> None:
 
 def _build_array(loader: ClassifierUnpickler, array: Any, state: Any
                  ) -> None:
+    # Lazy: numpy stays off the client, which imports storage.
     import numpy as np
     if type(state) is not tuple or len(state) not in (4, 5):
         raise refuse('an array state must be numpy\'s 4- or 5-tuple')
@@ -483,6 +484,7 @@ def _build_seed_sequence(loader: ClassifierUnpickler, seq: Any,
                          state: Any) -> None:
     # (entropy, n_children_spawned, pool, pool_size, spawn_key); the pool
     # must be what pool_size says, or generate_state reads out of bounds.
+    # Lazy: numpy stays off the client, which imports storage.
     import numpy as np
     ok = type(state) is tuple and len(state) == 5
     if ok:

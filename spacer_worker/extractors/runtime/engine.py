@@ -62,7 +62,7 @@ class RuntimeSettings:
 
 
 def _onnxruntime_available() -> bool:
-    try:
+    try:  # a probe: are the optional ONNX packages installed?
         import onnx  # noqa: F401
         import onnxruntime  # noqa: F401
     except ImportError:
