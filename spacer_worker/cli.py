@@ -67,14 +67,19 @@ def message_class_for(data: Any, task: str | None = None) -> type:
         f'one of {names}); name it with --task.')
 
 
-def load_message(path: str, task: str | None = None) -> Any:
+def _read_json(path: str) -> Any:
+    """The JSON in ``path``, or a UsageError that says what is wrong."""
     try:
         with open(path) as f:
-            data = json.load(f)
+            return json.load(f)
     except OSError as e:
         raise UsageError(f'Cannot read {path}: {e.strerror}.') from e
     except ValueError as e:
         raise UsageError(f'{path} is not valid JSON: {e}.') from e
+
+
+def load_message(path: str, task: str | None = None) -> Any:
+    data = _read_json(path)
     return message_class_for(data, task).deserialize(data)
 
 
@@ -241,13 +246,7 @@ def _load_json_message(path: str, class_name: str) -> Any:
     from spacer_worker.data_classes import ValResults
     cls = ValResults if class_name == 'ValResults' else \
         getattr(messages, class_name)
-    try:
-        with open(path) as f:
-            data = json.load(f)
-    except OSError as e:
-        raise UsageError(f'Cannot read {path}: {e.strerror}.') from e
-    except ValueError as e:
-        raise UsageError(f'{path} is not valid JSON: {e}.') from e
+    data = _read_json(path)
     try:
         return cls.deserialize(data)
     except (KeyError, TypeError, ValueError) as e:
