@@ -148,3 +148,43 @@ def test_patch_batches_never_exceed_the_batch_size():
     assert [len(b) for b in batches] == [4, 4, 2]
     assert all(b.shape[1:] == (224, 224, 3) and b.dtype == np.uint8
                for b in batches)
+
+
+def test_split_network_gives_the_whole_networks_features_exactly():
+    # The ONNX backend runs the early blocks patch by patch and the rest on
+    # the batch; chained, the two graphs must be the one network at any
+    # split point (the same kernels: bit for bit here; a CPU whose kernels
+    # depend on the batch size may round differently).
+    import onnxruntime as ort
+
+    from spacer_worker.extractors.runtime.calibration import calibrated_network
+    from spacer_worker.extractors.runtime.folded import FoldedEfficientNet
+    from spacer_worker.extractors.runtime.onnx_graph import (
+        ACTIVATION_NAME,
+        INPUT_NAME,
+        SPLIT_BLOCK,
+        build_onnx_model,
+        build_split_models,
+    )
+
+    def session(model: bytes) -> ort.InferenceSession:
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = 1
+        return ort.InferenceSession(model, options,
+                                    providers=['CPUExecutionProvider'])
+
+    net = FoldedEfficientNet(calibrated_network(seed=1))
+    image = np.asarray(_image(4).convert('RGB').resize((448, 224)))
+    patches = np.stack([image[:, :224], image[:, 224:]])
+    whole = session(build_onnx_model(net)).run(
+        None, {INPUT_NAME: patches})[0]
+    assert whole.shape == (2, 1280) and np.abs(whole).mean() > 0.05
+    for split in (1, SPLIT_BLOCK, len(net.blocks) - 1):
+        front, back = (session(m) for m in build_split_models(net, split))
+        activations = np.concatenate([
+            front.run(None, {INPUT_NAME: patches[i:i + 1]})[0]
+            for i in range(2)])
+        chained = back.run(None, {ACTIVATION_NAME: activations})[0]
+        assert np.abs(chained - whole).max() <= 1e-6 * np.abs(whole).max(), split
+    with pytest.raises(ValueError, match='not inside the network'):
+        build_split_models(net, 0)

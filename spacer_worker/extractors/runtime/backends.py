@@ -3,8 +3,9 @@
 * ``OnnxRuntimeBackend`` (CPU): ONNX Runtime on a graph written from the
   folded parameters, uint8 patches in, features out. The fastest on CPU
   (~1.5x eager PyTorch here), small batches suit it best, and it uses its
-  own allocator. It runs one batch per thread (``streams``), each on one
-  core, rather than one batch split over every core: the late layers
+  own allocator. The early blocks run one patch at a time and the late
+  ones on the whole batch (see ``onnx_graph.SPLIT_BLOCK``). It runs one
+  batch per thread (``streams``), each on one core, rather than one batch split over every core: the late layers
   (7x7 maps, 1x1 squeeze-excite convs) are too small to split well, and
   threads that wait for each other at each of ~400 nodes spin on a core
   someone else may need (3x slower on a loaded machine).
@@ -56,8 +57,9 @@ class OnnxRuntimeBackend:
         import onnxruntime as ort
 
         from spacer_worker.extractors.runtime.onnx_graph import (
+            ACTIVATION_NAME,
             INPUT_NAME,
-            build_onnx_model,
+            build_split_models,
         )
         options = ort.SessionOptions()
         options.graph_optimization_level = \
@@ -67,13 +69,22 @@ class OnnxRuntimeBackend:
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.log_severity_level = 3
         self._input = INPUT_NAME
-        self._session = ort.InferenceSession(
-            build_onnx_model(net), options, providers=['CPUExecutionProvider'])
+        self._activations = ACTIVATION_NAME
+        # Early blocks one patch at a time, late blocks on the whole batch
+        # (onnx_graph.SPLIT_BLOCK says why).
+        front, back = build_split_models(net)
+        self._front, self._back = (
+            ort.InferenceSession(model, options,
+                                 providers=['CPUExecutionProvider'])
+            for model in (front, back))
         self.streams = max(1, threads)
 
     def run(self, patches: np.ndarray) -> np.ndarray:
-        return self._session.run(
-            None, {self._input: np.ascontiguousarray(patches)})[0]
+        patches = np.ascontiguousarray(patches)
+        activations = np.concatenate([
+            self._front.run(None, {self._input: patches[i:i + 1]})[0]
+            for i in range(len(patches))])
+        return self._back.run(None, {self._activations: activations})[0]
 
 
 class TorchBackend:
