@@ -143,9 +143,10 @@ SETTINGS: dict[str, Setting] = {s.name: s for s in [
     Setting('TRAINING_PRECISION', str, 'float32',
             "MLP mini-batch arithmetic: 'float32' (about twice as fast) or "
             "'float64' (PySpacer's, giving its exact classifier)."),
-    Setting('BLAS_THREADS', int, 1,
-            'BLAS threads a training or classification uses; 1 suits '
-            'workers running one task per core; 0 keeps the BLAS default.'),
+    Setting('BLAS_THREADS', int, 0,
+            'BLAS threads a training or classification uses; 0: the CPUs '
+            'divided among the tasks the worker runs at once (1 each when '
+            'it runs one per core, all of them for a single task).'),
     Setting('CLASSIFIER_CACHE_SIZE', int, 8,
             'Classifiers a worker process keeps unpickled for classify '
             'tasks, keyed by content (sha256, or inode/size/mtime for local '

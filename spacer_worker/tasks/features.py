@@ -26,6 +26,7 @@ from spacer_worker.training import checkpoint
 from spacer_worker.training.model_cache import load_classifier_cached
 from spacer_worker.training.scoring import predict_proba
 from spacer_worker.training.threads import blas_threads
+from spacer_worker.training.threads import thread_count as blas_thread_count
 
 logger = logging.getLogger(__name__)
 
@@ -42,10 +43,10 @@ def train_classifier(msg: TrainClassifierMsg,
     """
     labels = preprocess_labels(msg.labels)
     logger.info(
-        "Training %s (%s): %d/%d/%d train/ref/val labels, %d classes",
-        msg.job_token, msg.clf_type, labels.train.label_count,
-        labels.ref.label_count, labels.val.label_count,
-        len(labels.ref.classes_set))
+        "Training %s (%s, %d BLAS threads): %d/%d/%d train/ref/val labels, "
+        "%d classes", msg.job_token, msg.clf_type, blas_thread_count(),
+        labels.train.label_count, labels.ref.label_count,
+        labels.val.label_count, len(labels.ref.classes_set))
     pc_models = [load_classifier(loc) for loc in msg.previous_model_locs]
     # A redelivered run resumes after the last epoch its checkpoint saved.
     with checkpoint.for_job(msg) as saved:

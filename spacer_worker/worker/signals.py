@@ -32,6 +32,7 @@ from celery.signals import (
 from spacer_worker import config
 from spacer_worker.exceptions import ConfigError
 from spacer_worker.extractors import FeatureExtractor
+from spacer_worker.pool import set_tasks_at_once
 
 logger = logging.getLogger(__name__)
 
@@ -95,6 +96,13 @@ def _check_parent_has_no_cuda(**_: Any) -> None:
         logger.error('CUDA was initialised in the worker parent process; '
                      'forked pool processes cannot use the GPU. Do not '
                      'import models at module level.')
+
+
+@worker_init.connect
+def _record_pool_size(sender: Any = None, **_: Any) -> None:
+    # Before the pool forks: children inherit it. BLAS threads per task
+    # are the CPUs divided by the tasks run at once (training.threads).
+    set_tasks_at_once(getattr(sender, 'concurrency', None) or 1)
 
 
 @worker_init.connect
