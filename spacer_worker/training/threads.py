@@ -5,9 +5,9 @@ threads that spin while another process holds the core make an
 oversubscribed worker several times slower. A task with cores to itself
 should use them: a second thread makes the 200 x 1280 x 200 mini-batch
 products of an MLP training ~1.7x faster (95 -> 166 GFLOP/s here), the
-whole training ~1.4x. So by default (0) a task gets the CPUs divided by the
-tasks its worker runs at once (``spacer_worker.pool``),
-and every CPU outside a worker.
+whole training ~1.4x. So by default (0) a task gets the CPUs divided by
+the tasks its worker runs at once (``spacer_worker.pool``), and every CPU
+outside a worker.
 """
 
 from __future__ import annotations

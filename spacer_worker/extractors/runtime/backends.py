@@ -5,8 +5,9 @@
   (~1.5x eager PyTorch here), small batches suit it best, and it uses its
   own allocator. The early blocks run one patch at a time and the late
   ones on the whole batch (see ``onnx_graph.SPLIT_BLOCK``). It runs one
-  batch per thread (``streams``), each on one core, rather than one batch split over every core: the late layers
-  (7x7 maps, 1x1 squeeze-excite convs) are too small to split well, and
+  batch per thread (``streams``), each on one core, rather than one batch
+  split over every core: the late layers (7x7 maps, 1x1 squeeze-excite
+  convs) are too small to split well, and
   threads that wait for each other at each of ~400 nodes spin on a core
   someone else may need (3x slower on a loaded machine).
 * ``TorchBackend`` (CPU or CUDA): eager PyTorch, channels_last, in
