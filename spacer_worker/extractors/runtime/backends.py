@@ -7,9 +7,9 @@
   ones on the whole batch (see ``onnx_graph.SPLIT_BLOCK``). It runs one
   batch per thread (``streams``), each on one core, rather than one batch
   split over every core: the late layers (7x7 maps, 1x1 squeeze-excite
-  convs) are too small to split well, and
-  threads that wait for each other at each of ~400 nodes spin on a core
-  someone else may need (3x slower on a loaded machine).
+  convs) are too small to split well, and threads that wait for each
+  other at each of ~400 nodes spin on a core someone else may need (3x
+  slower on a loaded machine).
 * ``TorchBackend`` (CPU or CUDA): eager PyTorch, channels_last, in
   ``inference_mode``; optional fp16 on CUDA. On CPU it raises glibc's mmap
   threshold so activation buffers are reused instead of being mapped and
