@@ -10,6 +10,7 @@ permanent (missing key, access denied, bad location) and transient
 from __future__ import annotations
 
 import abc
+from io import BytesIO
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +21,13 @@ class Storage(abc.ABC):
     #: Whether store/delete are supported.
     writable: bool = True
 
+    def load(self, key: str) -> BytesIO:
+        """The object under ``key`` as a stream, as PySpacer's storages
+        return it; DataNotFoundError if absent."""
+        return BytesIO(self.load_bytes(key))
+
     @abc.abstractmethod
-    def load(self, key: str) -> bytes:
+    def load_bytes(self, key: str) -> bytes:
         """Return the bytes under ``key``; DataNotFoundError if absent."""
 
     @abc.abstractmethod
@@ -41,7 +47,7 @@ class Storage(abc.ABC):
         """Put the object at ``source`` under ``key`` and remove ``source``
         (publishing a staged output); FileNotFoundError (DataNotFoundError)
         when ``source`` is gone. Backends with a cheaper way override it."""
-        self.store(key, self.load(source))
+        self.store(key, self.load_bytes(source))
         self.delete(source)
 
     def describe(self, key: str) -> str:
@@ -53,10 +59,17 @@ class RemoteStorage(Storage):
     """A store behind the network (s3, url), as PySpacer names it: ``load``
     may keep a copy in a local folder and read it from there next time."""
 
-    def load(self, key: str, filesystem_cache: str | None = None) -> bytes:
-        """The bytes under ``key``; with ``filesystem_cache``, from the
-        file ``<filesystem_cache>/<key>`` when present, else fetched and
-        written there (atomically) for next time."""
+    def load(self, key: str, filesystem_cache: str | None = None
+             ) -> BytesIO:
+        """The object under ``key`` as a stream (PySpacer's signature);
+        with ``filesystem_cache``, read from the file
+        ``<filesystem_cache>/<key>`` when present, else fetched and written
+        there (atomically) for next time."""
+        return BytesIO(self.load_bytes(key, filesystem_cache))
+
+    def load_bytes(self, key: str,
+                   filesystem_cache: str | None = None) -> bytes:
+        """The bytes under ``key`` (``filesystem_cache`` as for ``load``)."""
         if not filesystem_cache:
             return self._load_remote(key)
 
@@ -66,7 +79,7 @@ class RemoteStorage(Storage):
         local = FileSystemStorage()
         cached = str(Path(filesystem_cache, key))
         if local.exists(cached):
-            return local.load(cached)
+            return local.load_bytes(cached)
         data = self._load_remote(key)
         local.store(cached, data)
         return data

@@ -33,7 +33,7 @@ class FileSystemStorage(Storage):
     def describe(self, key: str) -> str:
         return f"file {key!r}"
 
-    def load(self, key: str) -> bytes:
+    def load_bytes(self, key: str) -> bytes:
         return read_file(key, self.describe(key))
 
     def store(self, key: str, data: bytes) -> None:

@@ -23,7 +23,7 @@ class MemoryStorage(Storage):
     def describe(self, key: str) -> str:
         return f"memory key {key!r}"
 
-    def load(self, key: str) -> bytes:
+    def load_bytes(self, key: str) -> bytes:
         with self._lock:
             try:
                 return self._blobs[key]

@@ -221,7 +221,8 @@ class Sandbox:
 
     # --- I/O --------------------------------------------------------------------
 
-    def load(self, loc: Any) -> bytes:
+    def load(self, loc: Any) -> Any:
+        # bytes, or the BytesIO of a backend's load (load_bytes unwraps it).
 
         key = self.check(loc, READ)
         kind = _kind(loc)
@@ -258,7 +259,7 @@ class Sandbox:
     def _url_storage(self) -> Any:
         return URLStorage(guard=self.hosts)
 
-    def _load_url(self, url: str) -> bytes:
+    def _load_url(self, url: str) -> Any:
         try:
             return self._url_storage().load(url)
         except DataLimitError:

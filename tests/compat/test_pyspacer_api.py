@@ -149,13 +149,17 @@ def test_a_torch_extractor_subclass_runs_when_allowlisted(tmp_path,
                                rtol=1e-5, atol=1e-6)
 
 
-def test_storages_take_pyspacer_style_streams(tmp_path, s3_bucket):  # noqa: F811
+def test_storages_take_and_give_pyspacer_style_streams(tmp_path, s3_bucket):  # noqa: F811
+    # PySpacer's storages store a BytesIO and load() gives one back; code
+    # written for them (.getvalue(), Image.open(stream)) works here.
     from spacer_worker import storage
     for backend, key in [(storage.FileSystemStorage(), str(tmp_path / 'a')),
                          (storage.MemoryStorage(), 'a'),
                          (storage.S3Storage(s3_bucket), 'a')]:
         backend.store(key, io.BytesIO(b'stream'))
-        assert backend.load(key) == b'stream', backend
+        loaded = backend.load(key)
+        assert isinstance(loaded, io.BytesIO), backend
+        assert loaded.read() == b'stream' and loaded.getvalue() == b'stream'
         assert backend.exists(key)
 
 

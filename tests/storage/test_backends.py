@@ -44,7 +44,7 @@ def test_stored_bytes_load_back_unchanged(backend):
     storage, prefix = backend
     data = bytes(range(256)) * 10
     storage.store(prefix + 'dir/a.bin', data)
-    assert storage.load(prefix + 'dir/a.bin') == data
+    assert storage.load(prefix + 'dir/a.bin').getvalue() == data
     assert storage.exists(prefix + 'dir/a.bin')
 
 
@@ -52,7 +52,7 @@ def test_store_replaces_previous_content(backend):
     storage, prefix = backend
     storage.store(prefix + 'k', b'old')
     storage.store(prefix + 'k', b'new')
-    assert storage.load(prefix + 'k') == b'new'
+    assert storage.load(prefix + 'k').getvalue() == b'new'
 
 
 def test_missing_key_is_a_permanent_not_found_error(backend):
@@ -74,7 +74,7 @@ def test_delete_removes_and_tolerates_missing_keys(backend):
 def test_empty_object_round_trips(backend):
     storage, prefix = backend
     storage.store(prefix + 'empty', b'')
-    assert storage.load(prefix + 'empty') == b''
+    assert storage.load(prefix + 'empty').getvalue() == b''
 
 
 def test_helpers_resolve_data_locations(tmp_path, s3_bucket):
@@ -87,7 +87,7 @@ def test_helpers_resolve_data_locations(tmp_path, s3_bucket):
 
 def test_memory_locations_use_the_process_default_instance():
     store_bytes(DataLocation('memory', 'shared-key'), b'v')
-    assert default_memory_storage().load('shared-key') == b'v'
+    assert default_memory_storage().load('shared-key').getvalue() == b'v'
     assert storage_factory('memory') is default_memory_storage()
     # A storage made by a test is its own world.
     assert not MemoryStorage().exists('shared-key')
@@ -99,7 +99,7 @@ def test_memory_storage_copies_what_it_stores():
     buffer = bytearray(b'abc')
     storage.store('k', buffer)
     buffer[0] = ord('z')
-    assert storage.load('k') == b'abc'
+    assert storage.load('k').getvalue() == b'abc'
 
 
 def test_memory_storage_is_safe_across_threads():

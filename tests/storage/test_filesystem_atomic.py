@@ -56,7 +56,7 @@ def test_killed_writer_leaves_old_content_intact(tmp_path, freeze_at):
         child.stdout.close()
 
     assert child.returncode == -signal.SIGKILL
-    assert FileSystemStorage().load(str(target)) == old
+    assert FileSystemStorage().load(str(target)).getvalue() == old
     # The next (rerun) write succeeds and replaces the file whole.
     FileSystemStorage().store(str(target), b'new')
     assert target.read_bytes() == b'new'

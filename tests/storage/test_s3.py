@@ -109,7 +109,7 @@ def test_anonymous_access_sends_unsigned_requests(s3_bucket, monkeypatch):
     monkeypatch.setenv('SPACER_AWS_ANONYMOUS', 'true')
     client = s3_module.s3_client()
     assert client.meta.config.signature_version is botocore.UNSIGNED
-    assert S3Storage(s3_bucket).load('public.txt') == b'hi'
+    assert S3Storage(s3_bucket).load('public.txt').getvalue() == b'hi'
     with pytest.raises(StorageAccessDeniedError):
         S3Storage(s3_bucket).load('private.txt')
 
