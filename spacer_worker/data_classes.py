@@ -77,6 +77,12 @@ class DataClass(Message):
     so worker side)."""
 
     @classmethod
+    def example(cls: type[_DC]) -> _DC:
+        """An example member (tests, tutorials), as PySpacer's; each
+        message class gives its own."""
+        raise NotImplementedError(f'{cls.__name__} has no example.')
+
+    @classmethod
     def load(cls: type[_DC], loc: DataLocation) -> _DC:
         from spacer_worker.storage import load_bytes  # the layer above
         try:

@@ -18,6 +18,8 @@ import hashlib
 import random
 import time
 from collections.abc import Mapping, Sequence
+from io import BytesIO
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from spacer_worker.codec import (
@@ -117,6 +119,48 @@ class FeatureExtractor(Description, abc.ABC):
                 f'{self.data_locations[key]!r} has sha256 {actual}, but '
                 f'data_hashes says {expected}. The file changed or is '
                 f'corrupt; fix the file or the hash.')
+
+    # --- PySpacer's data-file helpers (for custom extractors) -----------------
+    # Backed by the worker's verified weights cache (extractors.runtime.
+    # weights): a remote file is cached per location and checked against
+    # data_hashes, cached copies included, not keyed by file name alone.
+
+    def load_datastream(self, key: str) -> tuple[BytesIO, bool]:
+        """The ``key`` data file as a stream, and whether it was
+        downloaded by this call (remote files are cached)."""
+        # Lazy: the cache lives on the worker side (torch); a call-time bridge.
+        from spacer_worker.extractors.runtime import weights
+
+        fetched = weights.fetch(self, key)
+        return BytesIO(fetched.data), fetched.loaded_remotely
+
+    def load_data_into_filesystem(self, key: str) -> tuple[str, bool]:
+        """A local path holding the ``key`` data file, and whether it was
+        downloaded by this call."""
+        from spacer_worker.extractors.runtime import weights
+
+        loc = self.data_locations[key]
+        if loc.storage_type == 'filesystem':
+            return loc.key, False
+        fetched = weights.fetch(self, key)
+        path = weights.cache_path(loc, fetched.sha256)
+        if not path.is_file():  # memory storage: read where it is, not cached
+            from spacer_worker.storage import storage_factory
+            storage_factory('filesystem').store(str(path), fetched.data)
+        return str(path), fetched.loaded_remotely
+
+    def data_filepath_for_cache(self, key: str) -> Path:
+        """Where the ``key`` data file is cached: the cache folder of its
+        location (a copy inside is named by its sha256)."""
+        from spacer_worker.extractors.runtime import weights
+
+        return weights.location_dir(self.data_locations[key])
+
+    def decache_remote_loaded_file(self, key: str) -> None:
+        """Forget the cached copy of a remote ``key`` data file."""
+        from spacer_worker.extractors.runtime import weights
+
+        weights.evict(self, key)
 
     # --- serialization -------------------------------------------------------
 

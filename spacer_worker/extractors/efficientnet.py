@@ -35,6 +35,13 @@ class EfficientNetExtractor(FeatureExtractor):
         from spacer_worker.extractors.runtime.efficientnet import run_efficientnet
         return run_efficientnet(self, im, rowcols)
 
+    @classmethod
+    def untrained_model(cls) -> Any:
+        """A randomly initialised EfficientNet-b0 (torch module) of the
+        shape PySpacer's weight files load into."""
+        from spacer_worker.extractors.runtime.network import EfficientNetB0
+        return EfficientNetB0()
+
 
 # PySpacer's module re-exports these names; resolved on first use.
 from spacer_worker._exports import lazy_exports  # noqa: E402

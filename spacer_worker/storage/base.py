@@ -31,9 +31,9 @@ class Storage(abc.ABC):
         """Return the bytes under ``key``; DataNotFoundError if absent."""
 
     @abc.abstractmethod
-    def store(self, key: str, data: bytes) -> None:
-        """Write ``data`` under ``key`` whole: readers never see a partial
-        object."""
+    def store(self, key: str, stream: bytes | BytesIO) -> None:
+        """Write ``stream`` (bytes, or a BytesIO as PySpacer passes) under
+        ``key`` whole: readers never see a partial object."""
 
     @abc.abstractmethod
     def delete(self, key: str) -> None:

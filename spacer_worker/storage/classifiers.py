@@ -198,3 +198,9 @@ class ClassifierUnpickler(RestrictedUnpickler):
         clf = super().load()
         check_graph(clf, self.where)
         return _upgrade(clf, self.where)
+
+    @staticmethod
+    def patch_estimator(estimator: Any) -> None:
+        """Bring an estimator of an older scikit-learn up to date in place
+        (``load`` does it for every estimator of the classifier)."""
+        _upgrade_estimator(estimator)

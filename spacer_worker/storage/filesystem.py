@@ -14,6 +14,7 @@ import errno
 import os
 import stat
 import uuid
+from typing import Any
 
 from spacer_worker import config
 from spacer_worker.exceptions import (
@@ -36,8 +37,8 @@ class FileSystemStorage(Storage):
     def load_bytes(self, key: str) -> bytes:
         return read_file(key, self.describe(key))
 
-    def store(self, key: str, data: bytes) -> None:
-        data = as_bytes(data)
+    def store(self, key: str, stream: Any) -> None:
+        data = as_bytes(stream)
         path = os.path.abspath(key)
         directory, name = os.path.split(path)
         where = self.describe(key)
@@ -73,16 +74,16 @@ class FileSystemStorage(Storage):
             raise os_error(e, 'move into place', self.describe(key)) from e
         _fsync_directory(os.path.dirname(os.path.abspath(key)))
 
-    def delete(self, key: str) -> None:
+    def delete(self, path: str) -> None:
         try:
-            os.remove(key)
+            os.remove(path)
         except FileNotFoundError:
             return
         except OSError as e:
-            raise os_error(e, 'delete', self.describe(key)) from e
+            raise os_error(e, 'delete', self.describe(path)) from e
 
-    def exists(self, key: str) -> bool:
-        return os.path.isfile(key)
+    def exists(self, path: str) -> bool:
+        return os.path.isfile(path)
 
 
 def read_file(path: str, where: str, *, strict: bool = False) -> bytes:

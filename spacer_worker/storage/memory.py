@@ -8,6 +8,7 @@ carries only a key; :func:`default_memory_storage` returns it.
 from __future__ import annotations
 
 import threading
+from typing import Any
 
 from spacer_worker.exceptions import DataNotFoundError
 from spacer_worker.storage.base import Storage, as_bytes
@@ -33,18 +34,18 @@ class MemoryStorage(Storage):
                     f"storage (memory storage is not shared between "
                     f"processes).") from None
 
-    def store(self, key: str, data: bytes) -> None:
-        blob = as_bytes(data)  # a private copy: later edits do not leak in
+    def store(self, key: str, stream: Any) -> None:
+        blob = as_bytes(stream)  # a private copy: later edits do not leak in
         with self._lock:
             self._blobs[key] = blob
 
-    def delete(self, key: str) -> None:
+    def delete(self, path: str) -> None:
         with self._lock:
-            self._blobs.pop(key, None)
+            self._blobs.pop(path, None)
 
-    def exists(self, key: str) -> bool:
+    def exists(self, path: str) -> bool:
         with self._lock:
-            return key in self._blobs
+            return path in self._blobs
 
     def keys(self) -> list[str]:
         with self._lock:

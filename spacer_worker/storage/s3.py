@@ -135,10 +135,10 @@ class S3Storage(RemoteStorage):
             return data
         return self._call(get, 'read', key)
 
-    def store(self, key: str, data: bytes) -> None:
+    def store(self, key: str, stream: Any) -> None:
         # A PUT is atomic in S3: readers see the old or the new object.
         self._call(lambda: s3_client().put_object(
-            Bucket=self.bucket_name, Key=key, Body=as_bytes(data)), 'write',
+            Bucket=self.bucket_name, Key=key, Body=as_bytes(stream)), 'write',
             key)
 
     def move(self, source: str, key: str) -> None:

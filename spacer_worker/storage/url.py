@@ -15,7 +15,7 @@ import ssl
 import time
 import urllib.error
 import urllib.request
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 from urllib.parse import urlsplit
 
 from spacer_worker import config
@@ -99,9 +99,9 @@ class URLStorage(RemoteStorage):
                 f"{expected} bytes. Retry later.")
         return b''.join(chunks)
 
-    def exists(self, key: str) -> bool:
+    def exists(self, url: str) -> bool:
         try:
-            with self._open(key, 'HEAD'):
+            with self._open(url, 'HEAD'):
                 return True
         except URLNotFoundError:
             return False
@@ -110,19 +110,19 @@ class URLStorage(RemoteStorage):
                 raise
         # The server does not do HEAD: start a GET and drop the body.
         try:
-            with self._open(key, 'GET'):
+            with self._open(url, 'GET'):
                 return True
         except URLNotFoundError:
             return False
 
-    def store(self, key: str, data: bytes) -> None:
+    def store(self, url: str, stream: Any) -> None:
         raise StorageReadOnlyError(
-            f"Cannot write to {key!r}: url storage is read-only; store to "
+            f"Cannot write to {url!r}: url storage is read-only; store to "
             f"filesystem, s3 or memory instead.")
 
-    def delete(self, key: str) -> None:
+    def delete(self, url: str) -> None:
         raise StorageReadOnlyError(
-            f"Cannot delete {key!r}: url storage is read-only.")
+            f"Cannot delete {url!r}: url storage is read-only.")
 
     def _open(self, url: str, method: str) -> http.client.HTTPResponse:
         parts = urlsplit(url)

@@ -1,5 +1,6 @@
 """Every public name of PySpacer 0.14.0 exists under ``spacer_worker.``
-with a compatible signature.
+with a compatible signature, and so does every public method of its
+classes.
 
 Given the list of PySpacer's public modules, names and call signatures
 (read in the reference venv by walking its package), when each is looked
@@ -150,6 +151,81 @@ def test_every_public_name_exists_with_a_compatible_signature(
             if problem:
                 incompatible.append(f'{ours_name}.{name}: {problem}')
     assert not missing, 'missing public names:\n' + '\n'.join(missing)
+    assert not incompatible, 'incompatible:\n' + '\n'.join(incompatible)
+
+
+# Walks PySpacer's classes: "module:Class.method" -> params, or 'property'.
+WALK_METHODS = r'''
+import importlib, inspect, pkgutil, spacer
+
+def params(obj):
+    try:
+        sig = inspect.signature(obj)
+    except (TypeError, ValueError):
+        return None
+    return [[p.name, p.kind.name, p.default is not p.empty]
+            for p in sig.parameters.values()]
+
+RESULT = {}
+names = ['spacer'] + [m.name for m in pkgutil.walk_packages(
+    spacer.__path__, 'spacer.') if '.tests' not in m.name]
+for modname in names:
+    try:
+        module = importlib.import_module(modname)
+    except ImportError:
+        continue
+    for name, cls in vars(module).items():
+        if name.startswith('_') or not inspect.isclass(cls) \
+                or cls.__module__ != modname:
+            continue  # private, or defined elsewhere (walked there)
+        for attr, member in vars(cls).items():
+            if attr.startswith('_'):
+                continue
+            key = f'{modname}:{name}.{attr}'
+            if isinstance(member, property):
+                RESULT[key] = 'property'
+            elif isinstance(member, (staticmethod, classmethod)):
+                RESULT[key] = params(getattr(cls, attr))
+            elif inspect.isfunction(member):
+                RESULT[key] = params(member)
+'''
+
+
+@pytest.fixture(scope='module')
+def pyspacer_methods(pyspacer_reference):
+    return run_reference(WALK_METHODS, None, timeout=300)
+
+
+def test_every_public_method_exists_with_a_compatible_signature(
+        pyspacer_methods):
+    # Code written against PySpacer calls methods too (storage.load(key),
+    # extractor.load_datastream('weights'), DataClass.example()), and by
+    # keyword: parameter names count.
+    assert len(pyspacer_methods) > 100, 'the walk found too few methods'
+    missing, incompatible = [], []
+    for key, params in sorted(pyspacer_methods.items()):
+        module_name, qualified = key.split(':')
+        class_name, method = qualified.split('.')
+        if _excluded(module_name, class_name):
+            continue
+        ours_name = 'spacer_worker' + module_name[len('spacer'):]
+        cls = getattr(importlib.import_module(ours_name), class_name)
+        if not hasattr(cls, method):
+            missing.append(f'{ours_name}.{qualified}')
+            continue
+        if not isinstance(params, list):
+            continue  # a property, or a signature PySpacer's walk could not read
+        static = inspect.getattr_static(cls, method)
+        bound = isinstance(static, (staticmethod, classmethod))
+        try:
+            signature = inspect.signature(getattr(cls, method) if bound
+                                          else static)
+        except (TypeError, ValueError):
+            continue
+        problem = _incompatible(params, signature)
+        if problem:
+            incompatible.append(f'{ours_name}.{qualified}: {problem}')
+    assert not missing, 'missing public methods:\n' + '\n'.join(missing)
     assert not incompatible, 'incompatible:\n' + '\n'.join(incompatible)
 
 

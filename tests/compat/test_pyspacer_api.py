@@ -169,3 +169,66 @@ def test_aws_check_reports_settings_and_identity(s3_bucket, capsys):  # noqa: F8
     assert 'Spacer config - AWS_ACCESS_KEY_ID: Yes' in out
     assert 'Identified as ARN: arn:aws:' in out
     assert 'testing' not in out.replace('Will now', '')   # no secret values
+
+
+def test_extractor_data_helpers_read_through_the_verified_cache(
+        tmp_path, s3_bucket, monkeypatch):  # noqa: F811
+    # PySpacer's FeatureExtractor helpers, as a custom extractor calls
+    # them: a remote file is downloaded once, then served from the cache
+    # of its own location, always checked against data_hashes.
+    import hashlib
+
+    from spacer_worker import storage
+    from spacer_worker.exceptions import HashMismatchError
+    from spacer_worker.extractors import DummyExtractor
+
+    monkeypatch.setenv('SPACER_EXTRACTORS_CACHE_DIR', str(tmp_path / 'cache'))
+    blob = b'weights of a custom extractor'
+    storage.S3Storage(s3_bucket).store('models/custom.pt', blob)
+    remote = DataLocation('s3', 'models/custom.pt', bucket_name=s3_bucket)
+    local = DataLocation('filesystem', str(tmp_path / 'local.pt'))
+    storage.FileSystemStorage().store(local.key, b'local bytes')
+    extractor = DummyExtractor(
+        data_locations={'remote': remote, 'local': local},
+        data_hashes={'remote': hashlib.sha256(blob).hexdigest()})
+
+    stream, downloaded = extractor.load_datastream('remote')
+    assert isinstance(stream, io.BytesIO) and stream.getvalue() == blob
+    assert downloaded
+    assert extractor.load_datastream('remote')[1] is False  # cached now
+    path, downloaded = extractor.load_data_into_filesystem('remote')
+    assert open(path, 'rb').read() == blob and not downloaded
+    assert str(extractor.data_filepath_for_cache('remote')) in path
+    assert extractor.load_data_into_filesystem('local') == (local.key, False)
+    assert extractor.load_datastream('local')[0].getvalue() == b'local bytes'
+
+    extractor.decache_remote_loaded_file('remote')
+    assert extractor.load_datastream('remote')[1] is True  # fetched again
+
+    tampered = DummyExtractor(data_locations={'remote': remote},
+                              data_hashes={'remote': '0' * 64})
+    with pytest.raises(HashMismatchError):
+        tampered.load_datastream('remote')
+
+
+def test_pyspacer_class_helpers_behave_as_there():
+    import torch
+    from sklearn.linear_model import SGDClassifier
+
+    from spacer_worker.data_classes import DataClass
+    from spacer_worker.extractors import EfficientNetExtractor
+    from spacer_worker.extractors.runtime.calibration import calibrated_network
+    from spacer_worker.storage import ClassifierUnpickler
+
+    model = EfficientNetExtractor.untrained_model()
+    assert isinstance(model, torch.nn.Module)
+    model.load_state_dict(calibrated_network().state_dict())  # PySpacer's layout
+
+    old = SGDClassifier()
+    old.loss = 'log'  # as unpickled from scikit-learn < 1.1
+    ClassifierUnpickler.patch_estimator(old)
+    assert old.loss == 'log_loss'
+
+    assert isinstance(DataLocation.example(), DataLocation)
+    with pytest.raises(NotImplementedError):
+        DataClass.example()
