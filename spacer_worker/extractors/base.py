@@ -34,6 +34,7 @@ from spacer_worker.codec import (
 from spacer_worker.data_classes import LOCATION, DataLocation, ImageFeatures
 from spacer_worker.exceptions import HashMismatchError, MessageError, SpacerError
 from spacer_worker.return_messages import ExtractFeaturesReturnMsg
+from spacer_worker.storage import storage_factory
 
 if TYPE_CHECKING:
     from PIL.Image import Image
@@ -137,6 +138,7 @@ class FeatureExtractor(Description, abc.ABC):
     def load_data_into_filesystem(self, key: str) -> tuple[str, bool]:
         """A local path holding the ``key`` data file, and whether it was
         downloaded by this call."""
+        # Lazy: worker side (torch), as in load_datastream.
         from spacer_worker.extractors.runtime import weights
 
         loc = self.data_locations[key]
@@ -144,20 +146,21 @@ class FeatureExtractor(Description, abc.ABC):
             return loc.key, False
         fetched = weights.fetch(self, key)
         path = weights.cache_path(loc, fetched.sha256)
-        if not path.is_file():  # memory storage: read where it is, not cached
-            from spacer_worker.storage import storage_factory
+        if not path.is_file():  # fetch caches remote data only (not memory)
             storage_factory('filesystem').store(str(path), fetched.data)
         return str(path), fetched.loaded_remotely
 
     def data_filepath_for_cache(self, key: str) -> Path:
         """Where the ``key`` data file is cached: the cache folder of its
         location (a copy inside is named by its sha256)."""
+        # Lazy: worker side (torch), as in load_datastream.
         from spacer_worker.extractors.runtime import weights
 
         return weights.location_dir(self.data_locations[key])
 
     def decache_remote_loaded_file(self, key: str) -> None:
         """Forget the cached copy of a remote ``key`` data file."""
+        # Lazy: worker side (torch), as in load_datastream.
         from spacer_worker.extractors.runtime import weights
 
         weights.evict(self, key)

@@ -39,6 +39,7 @@ class EfficientNetExtractor(FeatureExtractor):
     def untrained_model(cls) -> Any:
         """A randomly initialised EfficientNet-b0 (torch module) of the
         shape PySpacer's weight files load into."""
+        # Lazy: torch loads only on the worker side.
         from spacer_worker.extractors.runtime.network import EfficientNetB0
         return EfficientNetB0()
 
