@@ -18,8 +18,10 @@ import pytest
 
 from tests.reference import run_reference
 
-# Walks PySpacer (in its venv): module -> name -> [kind, params]. A module
-# that cannot be imported there (mailman needs `fire`) is read with ast.
+# Walks PySpacer (in its venv) once: 'names' is module -> name -> [kind,
+# params] (a module that cannot be imported there, mailman needs `fire`,
+# is read with ast); 'methods' is "module:Class.method" -> params, or
+# 'property', for the classes each module defines.
 WALK = r'''
 import ast, importlib, inspect, pkgutil, spacer
 
@@ -42,14 +44,27 @@ def from_source(name):
                 node, ast.FunctionDef) else 'class', None]
     return found
 
-RESULT = {}
+def methods(modname, name, cls):
+    for attr, member in vars(cls).items():
+        if attr.startswith('_'):
+            continue
+        key = f'{modname}:{name}.{attr}'
+        if isinstance(member, property):
+            METHODS[key] = 'property'
+        elif isinstance(member, (staticmethod, classmethod)):
+            METHODS[key] = params(getattr(cls, attr))
+        elif inspect.isfunction(member):
+            METHODS[key] = params(member)
+
+NAMES, METHODS = {}, {}
+RESULT = {'names': NAMES, 'methods': METHODS}
 names = ['spacer'] + [m.name for m in pkgutil.walk_packages(
     spacer.__path__, 'spacer.') if '.tests' not in m.name]
 for modname in names:
     try:
         module = importlib.import_module(modname)
     except ImportError:
-        RESULT[modname] = from_source(modname)
+        NAMES[modname] = from_source(modname)
         continue
     entries = {}
     for name, obj in vars(module).items():
@@ -62,7 +77,9 @@ for modname in names:
         kind = 'class' if inspect.isclass(obj) else \
             'function' if callable(obj) else 'value'
         entries[name] = [kind, params(obj) if callable(obj) else None]
-    RESULT[modname] = entries
+        if inspect.isclass(obj) and obj.__module__ == modname:
+            methods(modname, name, obj)  # a class defined here, not re-exported
+    NAMES[modname] = entries
 '''
 
 # Not public API: annotations/logger/typing helpers every module has.
@@ -81,8 +98,18 @@ NETWORK_INTERNALS = {
 
 
 @pytest.fixture(scope='module')
-def pyspacer_surface(pyspacer_reference):
+def pyspacer_walk(pyspacer_reference):
     return run_reference(WALK, None, timeout=300)
+
+
+@pytest.fixture(scope='module')
+def pyspacer_surface(pyspacer_walk):
+    return pyspacer_walk['names']
+
+
+@pytest.fixture(scope='module')
+def pyspacer_methods(pyspacer_walk):
+    return pyspacer_walk['methods']
 
 
 def _excluded(module: str, name: str) -> bool:
@@ -152,48 +179,6 @@ def test_every_public_name_exists_with_a_compatible_signature(
                 incompatible.append(f'{ours_name}.{name}: {problem}')
     assert not missing, 'missing public names:\n' + '\n'.join(missing)
     assert not incompatible, 'incompatible:\n' + '\n'.join(incompatible)
-
-
-# Walks PySpacer's classes: "module:Class.method" -> params, or 'property'.
-WALK_METHODS = r'''
-import importlib, inspect, pkgutil, spacer
-
-def params(obj):
-    try:
-        sig = inspect.signature(obj)
-    except (TypeError, ValueError):
-        return None
-    return [[p.name, p.kind.name, p.default is not p.empty]
-            for p in sig.parameters.values()]
-
-RESULT = {}
-names = ['spacer'] + [m.name for m in pkgutil.walk_packages(
-    spacer.__path__, 'spacer.') if '.tests' not in m.name]
-for modname in names:
-    try:
-        module = importlib.import_module(modname)
-    except ImportError:
-        continue
-    for name, cls in vars(module).items():
-        if name.startswith('_') or not inspect.isclass(cls) \
-                or cls.__module__ != modname:
-            continue  # private, or defined elsewhere (walked there)
-        for attr, member in vars(cls).items():
-            if attr.startswith('_'):
-                continue
-            key = f'{modname}:{name}.{attr}'
-            if isinstance(member, property):
-                RESULT[key] = 'property'
-            elif isinstance(member, (staticmethod, classmethod)):
-                RESULT[key] = params(getattr(cls, attr))
-            elif inspect.isfunction(member):
-                RESULT[key] = params(member)
-'''
-
-
-@pytest.fixture(scope='module')
-def pyspacer_methods(pyspacer_reference):
-    return run_reference(WALK_METHODS, None, timeout=300)
 
 
 def test_every_public_method_exists_with_a_compatible_signature(
