@@ -48,46 +48,10 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from tests.services import (  # noqa: E402
-    REDIS_SERVER,
+    RedisServer,
     base_env,
-    free_port,
     kill_group,
-    wait_for,
 )
-
-
-class Redis:
-    """redis-server with AOF (everysec), restartable on the same port."""
-
-    def __init__(self, directory: Path) -> None:
-        self.dir = directory
-        self.port = free_port()
-        self.proc: subprocess.Popen | None = None
-
-    def url(self, db: int) -> str:
-        return f'redis://127.0.0.1:{self.port}/{db}'
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(
-            [REDIS_SERVER, '--port', str(self.port), '--bind', '127.0.0.1',
-             '--dir', str(self.dir), '--save', '', '--appendonly', 'yes',
-             '--appendfsync', 'everysec', '--logfile',
-             str(self.dir / 'redis.log')],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            start_new_session=True)
-
-        def up() -> bool:
-            try:
-                return bool(redis.Redis(port=self.port).ping())
-            except redis.ConnectionError:
-                return False
-        wait_for(up, 30, what='redis-server up')
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.terminate()       # SIGTERM: the AOF is flushed
-            self.proc.wait(20)
-            self.proc = None
 
 
 class Worker:
@@ -257,7 +221,7 @@ def main() -> int:
     (tmp / 'redis').mkdir()
     data = tmp / 'data'
     data.mkdir()
-    server = Redis(tmp / 'redis')
+    server = RedisServer(tmp / 'redis', appendfsync='everysec')
     server.start()
     broker_url, backend_url = server.url(0), server.url(1)
     env = base_env(broker_url, SPACER_RESULT_BACKEND=backend_url,

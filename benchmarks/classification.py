@@ -36,6 +36,7 @@ sys.path.insert(0, str(ROOT / 'benchmarks'))
 
 from training import (  # noqa: E402
     CLASSIFY_CHILD,
+    CLASSIFY_SIDES,
     TRAIN_CHILD,
     make_dataset,
     run_child,
@@ -100,11 +101,7 @@ def main() -> None:
 
         results: dict = {}
         for _ in range(args.rounds):
-            for name, side, env in (
-                    ('pyspacer', 'pyspacer', {}),
-                    ('ours', 'ours', {}),
-                    ('ours, no cache', 'ours',
-                     {'SPACER_CLASSIFIER_CACHE_SIZE': '0'})):
+            for name, side, env in CLASSIFY_SIDES:
                 run = run_child(side, CLASSIFY_CHILD, feature, model,
                                 str(args.repeats), env_extra=env)
                 results[name] = best(results.get(name), run)
@@ -155,11 +152,7 @@ def classify_images(work: Path, model: str, args) -> dict:
                 rng.integers(0, 1200, args.image_points), strict=True)]}
     results: dict = {}
     for _ in range(max(1, args.rounds - 1)):
-        for name, side, env in (
-                ('pyspacer', 'pyspacer', {}),
-                ('ours', 'ours', {}),
-                ('ours, no cache', 'ours',
-                 {'SPACER_CLASSIFIER_CACHE_SIZE': '0'})):
+        for name, side, env in CLASSIFY_SIDES:
             t0 = time.perf_counter()
             run = run_child(side, CLASSIFY_IMAGE_CHILD, json.dumps(data),
                             env_extra=env)

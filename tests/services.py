@@ -52,10 +52,14 @@ def kill_group(proc: subprocess.Popen, sig: int = signal.SIGKILL) -> None:
 
 
 class RedisServer:
-    """A redis-server with AOF persistence in a temp dir, restartable."""
+    """A redis-server with AOF persistence in a temp dir, restartable.
 
-    def __init__(self, directory: Path) -> None:
+    ``appendfsync``: 'always' for tests (a restart loses nothing);
+    ``benchmarks/chaos.py`` runs 'everysec', as config/redis.conf does."""
+
+    def __init__(self, directory: Path, appendfsync: str = 'always') -> None:
         self.dir = directory
+        self.appendfsync = appendfsync
         self.port = free_port()
         self.proc: subprocess.Popen | None = None
 
@@ -69,7 +73,7 @@ class RedisServer:
         self.proc = subprocess.Popen(
             [REDIS_SERVER, '--port', str(self.port), '--bind', '127.0.0.1',
              '--dir', str(self.dir), '--save', '', '--appendonly', 'yes',
-             '--appendfsync', 'always', '--databases', '64',
+             '--appendfsync', self.appendfsync, '--databases', '64',
              '--logfile', str(self.dir / 'redis.log')],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             start_new_session=True)
