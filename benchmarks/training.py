@@ -142,10 +142,12 @@ def cumulative(suffix):
                if (k[0] + ':' + k[2]).endswith(suffix))
 parts = {{
     'load features (open_training_data)': cumulative('loading.py:_fill'),
-    'MLP partial_fit': cumulative('_multilayer_perceptron.py:partial_fit'),
-    '  matrix products (safe_sparse_dot)': cumulative('extmath.py:safe_sparse_dot'),
-    '  Adam step': cumulative('adam.py:update_params')
-                   + cumulative('_stochastic_optimizers.py:update_params'),
+    'MLP steps (first chunk: scikit-learn)': cumulative('mlp_steps.py:run_ordered')
+        + cumulative('_multilayer_perceptron.py:partial_fit'),
+    '  Adam updates': cumulative('mlp_steps.py:step')
+                      + cumulative('adam.py:update_params')
+                      + cumulative('_stochastic_optimizers.py:update_params'),
+    '  waiting for the next chunk (prefetch)': cumulative('prefetch.py:__iter__'),
     'reference accuracy per epoch': cumulative('evaluation.py:predict_labels'),
     'calibration': cumulative('calibration.py:fit'),
     'validation scoring': cumulative('evaluation.py:evaluate_set'),

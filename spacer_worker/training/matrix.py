@@ -39,6 +39,13 @@ class FeatureMatrix:
         return self._fd is not None
 
     @property
+    def array(self) -> np.ndarray:
+        """The rows of a matrix in RAM (not for one in a file)."""
+        if self._array is None:
+            raise ValueError('this feature matrix is in a file, not in RAM')
+        return self._array
+
+    @property
     def nbytes(self) -> int:
         return self.nrows * self._row_bytes
 

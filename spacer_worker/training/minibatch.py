@@ -40,7 +40,9 @@ from spacer_worker.training.evaluation import (
 )
 from spacer_worker.training.loading import FeatureSet, open_training_data
 from spacer_worker.training.matrix import DTYPE
-from spacer_worker.training.threads import blas_threads
+from spacer_worker.training.mlp_steps import MLPSteps, supports
+from spacer_worker.training.prefetch import OrderedChunks
+from spacer_worker.training.threads import blas_threads, one_blas_thread
 
 logger = logging.getLogger(__name__)
 
@@ -77,13 +79,11 @@ def make_classifier(trainer: Any, clf_type: str, train_count: int,
         random_state=getattr(trainer, 'sgd_random_state', 0))
 
 
-def epoch_batches(train: FeatureSet, order: np.ndarray, batch_size: int,
-                  buffer: np.ndarray) -> Iterator[tuple[np.ndarray,
-                                                        np.ndarray]]:
-    """The rows of the images in ``order``, concatenated and cut into
-    batches of ``batch_size`` (the last one shorter), read into
-    ``buffer``."""
-    base = train.start
+def epoch_chunks(train: FeatureSet, order: np.ndarray,
+                 batch_size: int) -> Iterator[list[tuple[int, int]]]:
+    """The row segments ``(start, count)`` of each batch of ``batch_size``
+    rows (the last one shorter): the rows of the images in ``order``,
+    concatenated."""
     segments: list[tuple[int, int]] = []
     filled = 0
     for start, count in zip(train.block_starts[order].tolist(),
@@ -96,10 +96,18 @@ def epoch_batches(train: FeatureSet, order: np.ndarray, batch_size: int,
             count -= take
             filled += take
             if filled == batch_size:
-                yield _batch(train, segments, buffer, base)
+                yield segments
                 segments, filled = [], 0
     if segments:
-        yield _batch(train, segments, buffer, base)
+        yield segments
+
+
+def epoch_batches(train: FeatureSet, order: np.ndarray, batch_size: int,
+                  buffer: np.ndarray) -> Iterator[tuple[np.ndarray,
+                                                        np.ndarray]]:
+    """The batches of :func:`epoch_chunks`, read into ``buffer``."""
+    for segments in epoch_chunks(train, order, batch_size):
+        yield _batch(train, segments, buffer, train.start)
 
 
 def _batch(train: FeatureSet, segments: list[tuple[int, int]],
@@ -108,6 +116,29 @@ def _batch(train: FeatureSet, segments: list[tuple[int, int]],
     y = np.concatenate([train.labels[s - base:s - base + n]
                         for s, n in segments])
     return x, y
+
+
+class _Buffers:
+    """The chunk buffers of scikit-learn's own steps, made on first use
+    and dropped when the fast steps take over (peak memory)."""
+
+    def __init__(self, rows: int, dim: int, compute: Any):
+        self.shape, self.compute = (rows, dim), compute
+        self._32: np.ndarray | None = None
+        self._64: np.ndarray | None = None
+
+    def rows32(self) -> np.ndarray:
+        if self._32 is None:
+            self._32 = np.empty(self.shape, dtype=DTYPE)
+        return self._32
+
+    def rows64(self) -> np.ndarray:
+        if self._64 is None:
+            self._64 = np.empty(self.shape, dtype=np.float64)
+        return self._64
+
+    def release(self) -> None:
+        self._32 = self._64 = None
 
 
 def check_inputs(clf_type: Any, nbr_epochs: Any) -> tuple[str, int]:
@@ -130,8 +161,9 @@ def fit(trainer: Any, train: FeatureSet, ref: FeatureSet, nbr_epochs: int,
     (CalibratedClassifierCV, reference accuracy after each epoch).
 
     ``precision`` is the MLP's mini-batch arithmetic; SGD (LR) always runs
-    in float64, where float32 would not be faster. Reference accuracy,
-    calibration and evaluation run in float64, as classification does.
+    in float64, where float32 would not be faster. Calibration and
+    evaluation run in float64, as classification does; the reference
+    accuracy after each epoch runs in the training's precision.
     """
 
     batch_size = int(getattr(trainer, 'batch_size', 5000))
@@ -140,10 +172,9 @@ def fit(trainer: Any, train: FeatureSet, ref: FeatureSet, nbr_epochs: int,
     clf = make_classifier(trainer, clf_type, train.nrows, rng)
     ref_x = ref.read_all()
     rows = min(batch_size, train.nrows)
-    buffer32 = np.empty((rows, train.matrix.dim), dtype=DTYPE)
     compute = np.float32 if clf_type == 'MLP' and precision == 'float32' \
         else np.float64
-    batch_buffer = np.empty((rows, train.matrix.dim), dtype=compute)
+    buffers = _Buffers(rows, train.matrix.dim, compute)
     n_images = len(train.block_starts)
     logger.info("Training %s: %d train points (%d images), %d ref points, "
                 "%d classes, %d epochs, batches of %d", clf_type,
@@ -153,20 +184,46 @@ def fit(trainer: Any, train: FeatureSet, ref: FeatureSet, nbr_epochs: int,
     # Resume after the last finished epoch of this job, if one was saved.
     saved = checkpoint.current()
     clf, rng, ref_accs = saved.restore(clf, rng)
+    steps = MLPSteps(clf) if compute is np.float32 and clf_type == 'MLP' \
+        and hasattr(clf, '_optimizer') and supports(clf) else None
     for epoch in range(len(ref_accs), nbr_epochs):
         t0 = time.monotonic()
         rng.seed(seed + epoch)
         order = np.arange(n_images)
         rng.shuffle(order)
-        for x32, y in epoch_batches(train, order, batch_size, buffer32):
-            if compute is np.float64:
-                x32 = as_float64(x32, batch_buffer)
-            clf.partial_fit(x32, y, classes=classes)
-            if clf_type == 'MLP':
-                # Same steps, bit for bit, without Adam's temporaries
-                # (see training.adam); a no-op after the first batch.
+        chunks = epoch_chunks(train, order, batch_size)
+        if steps is None:
+            for segments in chunks:
+                x32, y = _batch(train, segments, buffers.rows32(),
+                                train.start)
+                if compute is np.float64:
+                    x32 = as_float64(x32, buffers.rows64())
+                clf.partial_fit(x32, y, classes=classes)
+                if clf_type != 'MLP':
+                    continue
+                if compute is np.float32 and supports(clf):
+                    # float32: scikit-learn's steps without its overhead
+                    # (training.mlp_steps) from the second chunk on.
+                    steps = MLPSteps(clf)
+                    buffers.release()  # OrderedChunks has its own
+                    break
+                # float64: the same steps, bit for bit, without Adam's
+                # temporaries (training.adam); a no-op after the first.
                 use_in_place_adam(clf)
-        ref_accs.append(accuracy(ref.labels, predict_labels(clf, ref_x)))
+        if steps is not None:
+            # The rest of the epoch's chunks, gathered a chunk ahead in
+            # the order each call draws (training.prefetch).
+            with one_blas_thread(), \
+                    OrderedChunks(train.matrix, train.labels, train.start,
+                                  chunks, steps.draw_order, rows) as ordered:
+                for x32, y in ordered:
+                    steps.run_ordered(x32, y)
+            # float32 weights score float32 rows as well as float64 ones,
+            # at half the cost: the epoch's accuracy is a progress figure.
+            predicted = steps.clf.predict(ref_x)
+        else:
+            predicted = predict_labels(clf, ref_x)
+        ref_accs.append(accuracy(ref.labels, predicted))
         logger.info("Epoch %d/%d: reference accuracy %.4f (%.1f s)",
                     epoch + 1, nbr_epochs, ref_accs[-1],
                     time.monotonic() - t0)
@@ -176,7 +233,7 @@ def fit(trainer: Any, train: FeatureSet, ref: FeatureSet, nbr_epochs: int,
         if progress is not None:
             progress(epoch=epoch + 1, nbr_epochs=nbr_epochs,
                      ref_acc=ref_accs[-1])
-    del buffer32, batch_buffer
+    buffers.release()
 
     if clf_type == 'MLP':
         # The generator only drove training; store the seed, not its

@@ -56,3 +56,12 @@ def blas_threads() -> Iterator[None]:
     """Run the block with at most ``thread_count()`` BLAS threads."""
     with _get_controller().limit(limits=thread_count(), user_api='blas'):
         yield
+
+
+@contextlib.contextmanager
+def one_blas_thread() -> Iterator[None]:
+    """Run the block with single-threaded BLAS (see training.mlp_steps:
+    its steps run no faster on two threads, and the second core gathers
+    the next chunk meanwhile)."""
+    with _get_controller().limit(limits=1, user_api='blas'):
+        yield

@@ -1,0 +1,231 @@
+"""The mini-batch steps of ``MLPClassifier.partial_fit``, in float32, faster.
+
+scikit-learn's ``partial_fit`` spends a third of its time outside the two
+matrix products that matter: validating and re-indexing its input, a
+temporary per operation, seven per Adam step, the batch gathered from the
+chunk at every step. :class:`MLPSteps` takes over a classifier after its
+first ``partial_fit`` (which made its weights, optimizer and label
+binarizer) and runs the iteration of every later call itself:
+
+* the same sequence: the rows shuffled by the classifier's own generator
+  with ``sklearn.utils.shuffle`` (:meth:`MLPSteps.draw_order`), batches of
+  ``min(200, rows)``, a ReLU forward pass, softmax (logistic for two
+  classes), the log loss with its L2 term, back-propagation, then Adam on
+  every parameter;
+* the same model: the classifier's own arrays are updated in place and
+  its attributes (the optimizer's ``t`` and ``learning_rate``, ``loss_``,
+  ``loss_curve_``, ``t_``, ``n_iter_``, ``best_loss_``,
+  ``_no_improvement_count``) after every call, so between calls it is a
+  plain scikit-learn object;
+* single-precision arithmetic throughout, where scikit-learn rounds its
+  Adam step through float64: the weights differ in the last bits, not in
+  accuracy (``tests/training/test_mlp_steps.py`` trains both ways).
+
+The caller may draw a chunk's order and gather its rows in that order
+itself (:meth:`MLPSteps.run_ordered`): ``training.minibatch`` does so on a
+second thread, a chunk ahead, so no step waits for a gather. The gradient
+is kept unscaled and the batch's 1/rows folded into the Adam coefficients.
+TRAINING_PRECISION float64 keeps scikit-learn's own steps: that mode
+trains PySpacer's very classifier, bit for bit.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from scipy.special import expit
+from sklearn.neural_network._stochastic_optimizers import AdamOptimizer
+from sklearn.utils import gen_batches, shuffle
+
+FLOAT = np.float32
+EPS = float(np.finfo(FLOAT).eps)
+
+
+def supports(clf: Any) -> bool:
+    """Whether ``clf`` (after a first ``partial_fit``) can run here: the
+    classifier PySpacer trains, a ReLU MLP under Adam in float32."""
+    return (type(clf).__name__ == 'MLPClassifier'
+            and type(getattr(clf, '_optimizer', None)) is AdamOptimizer
+            and clf.activation == 'relu' and clf.solver == 'adam'
+            and clf.loss == 'log_loss' and bool(clf.shuffle)
+            and not clf.early_stopping and clf.batch_size == 'auto'
+            and clf.out_activation_ in ('softmax', 'logistic')
+            and len(clf.coefs_) >= 2
+            and all(w.dtype == FLOAT for w in clf.coefs_ + clf.intercepts_))
+
+
+class _Adam:
+    """scikit-learn's Adam for one parameter, in place, in float32.
+
+    m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2; p -= lr_t m / (sqrt(v) + eps)
+    with g = scale * G: the caller passes the unscaled gradient G (it is
+    overwritten) and the batch's 1/rows goes into the coefficients.
+    """
+
+    def __init__(self, param: np.ndarray, m: np.ndarray, v: np.ndarray):
+        self.param, self.m, self.v = param, m, v
+        self.scratch = np.empty_like(param)
+
+    def step(self, grad: np.ndarray, m_gain: float, v_gain: float,
+             rate: float, b1: float, b2: float, eps: float) -> None:
+        m, v, s = self.m, self.v, self.scratch
+        np.multiply(grad, m_gain, out=s)
+        m *= b1
+        m += s
+        np.square(grad, out=grad)
+        grad *= v_gain
+        v *= b2
+        v += grad
+        np.sqrt(v, out=grad)
+        grad += eps
+        np.divide(m, grad, out=grad)
+        grad *= rate
+        self.param += grad
+
+
+class MLPSteps:
+    """Runs ``clf.partial_fit(x, y)`` for a fitted float32 ``clf``."""
+
+    def __init__(self, clf: Any):
+        if not supports(clf):
+            raise ValueError('MLPSteps needs a float32 ReLU MLPClassifier '
+                             'under Adam, after its first partial_fit')
+        self.clf = clf
+        self.optimizer = opt = clf._optimizer
+        self.layers = len(clf.coefs_)
+        # Contiguous float32 arrays, put back on the classifier: every
+        # update below is in place, so the classifier always holds them.
+        clf.coefs_ = [np.ascontiguousarray(w) for w in clf.coefs_]
+        clf.intercepts_ = [np.ascontiguousarray(b) for b in clf.intercepts_]
+        opt.ms = [np.ascontiguousarray(m, FLOAT) for m in opt.ms]
+        opt.vs = [np.ascontiguousarray(v, FLOAT) for v in opt.vs]
+        params = clf.coefs_ + clf.intercepts_
+        self.adams = [_Adam(p, m, v)
+                      for p, m, v in zip(params, opt.ms, opt.vs, strict=True)]
+        self.grads = [np.empty_like(p) for p in params]
+        self._alpha = float(clf.alpha)
+        self._rows = 0
+        self._acts: list[np.ndarray] = []
+        self._deltas: list[np.ndarray] = []
+
+    def draw_order(self, rows: int) -> np.ndarray:
+        """The order ``partial_fit`` of ``rows`` rows visits them in (one
+        draw from the classifier's generator, as scikit-learn's)."""
+        return shuffle(np.arange(rows, dtype=int),
+                       random_state=self.clf._random_state)
+
+    def partial_fit(self, x: np.ndarray, y: np.ndarray) -> None:
+        """One pass over ``x`` (float32 rows) with labels ``y``, as
+        ``clf.partial_fit(x, y)``."""
+        order = self.draw_order(len(x))
+        self.run_ordered(np.take(np.asarray(x), order, axis=0),
+                         np.asarray(y)[order])
+
+    def run_ordered(self, x: np.ndarray, y: np.ndarray) -> None:
+        """``partial_fit`` of rows already in :meth:`draw_order`'s order
+        (drawn for this call, and nothing drawn since)."""
+        clf = self.clf
+        dim = clf.coefs_[0].shape[0]
+        if x.dtype != FLOAT or x.ndim != 2 or x.shape[1] != dim \
+                or not x.flags.c_contiguous:
+            raise ValueError(f'expected C-ordered float32 rows of {dim} '
+                             f'features, got {x.dtype} {x.shape}')
+        targets = self._class_indices(np.asarray(y))
+        n = len(x)
+        batch = min(200, n)
+        self._resize(batch)
+        accumulated = 0.0
+        for part in gen_batches(n, batch):
+            accumulated += self._step(x[part], targets[part]) \
+                * (part.stop - part.start)
+        clf.n_iter_ = 1
+        clf.loss_ = accumulated / n
+        clf.t_ += n
+        clf.loss_curve_.append(clf.loss_)
+        clf._update_no_improvement_count(False, None, None)
+        if not all(np.isfinite(p).all()
+                   for p in clf.coefs_ + clf.intercepts_):
+            raise ValueError(
+                "Solver produced non-finite parameter weights. The input "
+                "data may contain large values and need to be "
+                "preprocessed.")
+
+    def _class_indices(self, y: np.ndarray) -> np.ndarray:
+        classes = self.clf.classes_
+        found = np.searchsorted(classes, y)
+        found[found == len(classes)] = 0
+        if (classes[found] != y).any():
+            raise ValueError(
+                f"`y` has classes not in `self.classes_`. `self.classes_` "
+                f"has {classes}. 'y' has {np.unique(y)}.")
+        return found
+
+    def _resize(self, rows: int) -> None:
+        if rows != self._rows:
+            self._rows = rows
+            widths = [w.shape[1] for w in self.clf.coefs_]
+            self._acts = [np.empty((rows, w), dtype=FLOAT) for w in widths]
+            self._deltas = [np.empty((rows, w), dtype=FLOAT)
+                            for w in widths[:-1]]
+
+    def _step(self, xb: np.ndarray, target: np.ndarray) -> float:
+        clf = self.clf
+        rows = len(xb)
+        coefs, intercepts = clf.coefs_, clf.intercepts_
+        last = self.layers - 1
+        acts = [xb] + [a[:rows] for a in self._acts]
+        squares = 0.0
+        for i in range(self.layers):
+            squares += float(np.dot(coefs[i].ravel(), coefs[i].ravel()))
+            np.matmul(acts[i], coefs[i], out=acts[i + 1])
+            acts[i + 1] += intercepts[i]
+            if i < last:
+                np.maximum(acts[i + 1], 0, out=acts[i + 1])
+        out = acts[-1]
+        picked = np.arange(rows)
+        if clf.out_activation_ == 'softmax':
+            out -= out.max(axis=1, keepdims=True)
+            np.exp(out, out=out)
+            out /= out.sum(axis=1, keepdims=True)
+            # log loss: only the true class's probability counts.
+            loss = -np.log(np.clip(out[picked, target], EPS, 1 - EPS)).sum()
+            out[picked, target] -= 1          # delta = p - y
+        else:
+            expit(out, out=out)
+            p = np.clip(out[:, 0], EPS, 1 - EPS)
+            positive = target == 1
+            loss = -(np.log(p[positive]).sum()
+                     + np.log(1 - p[~positive]).sum())
+            out[:, 0] -= positive
+        loss = float(loss) / rows + 0.5 * self._alpha * squares / rows
+
+        # Unscaled gradients G = A^T delta + alpha W (and delta summed for
+        # the intercepts), all computed before any weight moves.
+        delta = out
+        grads = self.grads
+        for i in range(last, -1, -1):
+            np.matmul(acts[i].T, delta, out=grads[i])
+            scratch = self.adams[i].scratch
+            np.multiply(coefs[i], self._alpha, out=scratch)
+            grads[i] += scratch
+            np.sum(delta, axis=0, out=grads[self.layers + i])
+            if i:
+                below = self._deltas[i - 1][:rows]
+                np.matmul(delta, coefs[i].T, out=below)
+                below[acts[i] == 0] = 0
+                delta = below
+        coefficients = self._adam_coefficients(rows)
+        for adam, grad in zip(self.adams, grads, strict=True):
+            adam.step(grad, *coefficients)
+        return loss
+
+    def _adam_coefficients(self, rows: int) -> tuple[float, ...]:
+        opt = self.optimizer
+        opt.t += 1
+        b1, b2 = opt.beta_1, opt.beta_2
+        opt.learning_rate = (opt.learning_rate_init * np.sqrt(1 - b2 ** opt.t)
+                             / (1 - b1 ** opt.t))
+        scale = 1.0 / rows
+        return ((1 - b1) * scale, (1 - b2) * scale * scale,
+                -float(opt.learning_rate), b1, b2, float(opt.epsilon))
