@@ -102,14 +102,6 @@ def epoch_chunks(train: FeatureSet, order: np.ndarray,
         yield segments
 
 
-def epoch_batches(train: FeatureSet, order: np.ndarray, batch_size: int,
-                  buffer: np.ndarray) -> Iterator[tuple[np.ndarray,
-                                                        np.ndarray]]:
-    """The batches of :func:`epoch_chunks`, read into ``buffer``."""
-    for segments in epoch_chunks(train, order, batch_size):
-        yield _batch(train, segments, buffer, train.start)
-
-
 def _batch(train: FeatureSet, segments: list[tuple[int, int]],
            buffer: np.ndarray, base: int) -> tuple[np.ndarray, np.ndarray]:
     x = train.matrix.gather(segments, out=buffer)
@@ -122,8 +114,8 @@ class _Buffers:
     """The chunk buffers of scikit-learn's own steps, made on first use
     and dropped when the fast steps take over (peak memory)."""
 
-    def __init__(self, rows: int, dim: int, compute: Any):
-        self.shape, self.compute = (rows, dim), compute
+    def __init__(self, rows: int, dim: int):
+        self.shape = (rows, dim)
         self._32: np.ndarray | None = None
         self._64: np.ndarray | None = None
 
@@ -174,7 +166,7 @@ def fit(trainer: Any, train: FeatureSet, ref: FeatureSet, nbr_epochs: int,
     rows = min(batch_size, train.nrows)
     compute = np.float32 if clf_type == 'MLP' and precision == 'float32' \
         else np.float64
-    buffers = _Buffers(rows, train.matrix.dim, compute)
+    buffers = _Buffers(rows, train.matrix.dim)
     n_images = len(train.block_starts)
     logger.info("Training %s: %d train points (%d images), %d ref points, "
                 "%d classes, %d epochs, batches of %d", clf_type,

@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 from scipy.special import expit
 from sklearn.neural_network._stochastic_optimizers import AdamOptimizer
-from sklearn.utils import gen_batches, shuffle
+from sklearn.utils import check_random_state, gen_batches, shuffle
 
 FLOAT = np.float32
 EPS = float(np.finfo(FLOAT).eps)
@@ -112,8 +112,11 @@ class MLPSteps:
     def draw_order(self, rows: int) -> np.ndarray:
         """The order ``partial_fit`` of ``rows`` rows visits them in (one
         draw from the classifier's generator, as scikit-learn's)."""
+        clf = self.clf
+        # As scikit-learn's _fit does at every call.
+        clf._random_state = check_random_state(clf.random_state)
         return shuffle(np.arange(rows, dtype=int),
-                       random_state=self.clf._random_state)
+                       random_state=clf._random_state)
 
     def partial_fit(self, x: np.ndarray, y: np.ndarray) -> None:
         """One pass over ``x`` (float32 rows) with labels ``y``, as

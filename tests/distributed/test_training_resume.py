@@ -19,9 +19,10 @@ from spacer_worker.train_utils import make_random_data
 from tests.builders import fs
 from tests.services import wait_for
 
-EPOCHS = 30
-# Small batches make each epoch take a while (many partial_fit calls), so
-# the interruption lands mid-training on any machine.
+EPOCHS = 300
+# Small batches (many partial_fit calls) and many epochs, each checkpointed,
+# make the training take a while (~10 s here), so each interruption lands
+# mid-training on any machine.
 TRAINER = MiniBatchTrainer(batch_size=20)
 
 
