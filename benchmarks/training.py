@@ -147,7 +147,7 @@ parts = {{
     '  Adam updates': cumulative('mlp_steps.py:step')
                       + cumulative('adam.py:update_params')
                       + cumulative('_stochastic_optimizers.py:update_params'),
-    '  waiting for the next chunk (prefetch)': cumulative('prefetch.py:__iter__'),
+    '  waiting for the next chunk (prefetch)': cumulative('prefetch.py:next_epoch'),
     'reference accuracy per epoch': cumulative('evaluation.py:predict_labels'),
     'calibration': cumulative('calibration.py:fit'),
     'validation scoring': cumulative('evaluation.py:evaluate_set'),

@@ -14,6 +14,7 @@ the same seed gives the same classifier.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Callable, Iterator
@@ -40,9 +41,9 @@ from spacer_worker.training.evaluation import (
 )
 from spacer_worker.training.loading import FeatureSet, open_training_data
 from spacer_worker.training.matrix import DTYPE
-from spacer_worker.training.mlp_steps import MLPSteps, supports
+from spacer_worker.training.mlp_steps import MLPSteps, shuffled_order, supports
 from spacer_worker.training.prefetch import OrderedChunks
-from spacer_worker.training.threads import blas_threads, one_blas_thread
+from spacer_worker.training.threads import blas_threads
 
 logger = logging.getLogger(__name__)
 
@@ -178,53 +179,75 @@ def fit(trainer: Any, train: FeatureSet, ref: FeatureSet, nbr_epochs: int,
     clf, rng, ref_accs = saved.restore(clf, rng)
     steps = MLPSteps(clf) if compute is np.float32 and clf_type == 'MLP' \
         and hasattr(clf, '_optimizer') and supports(clf) else None
-    for epoch in range(len(ref_accs), nbr_epochs):
-        t0 = time.monotonic()
-        rng.seed(seed + epoch)
+    prefetch: OrderedChunks | None = None
+
+    def epoch_plan(epoch: int) -> tuple[Iterator, Callable]:
+        # An epoch's image order and chunk draws come from the generator
+        # reseeded at its start: a generator of its own seeded alike
+        # draws the very same, so the next epoch can be gathered ahead.
+        generator = np.random.RandomState(seed + epoch)
         order = np.arange(n_images)
-        rng.shuffle(order)
-        chunks = epoch_chunks(train, order, batch_size)
-        if steps is None:
-            for segments in chunks:
-                x32, y = _batch(train, segments, buffers.rows32(),
-                                train.start)
-                if compute is np.float64:
-                    x32 = as_float64(x32, buffers.rows64())
-                clf.partial_fit(x32, y, classes=classes)
-                if clf_type != 'MLP':
-                    continue
-                if compute is np.float32 and supports(clf):
-                    # float32: scikit-learn's steps without its overhead
-                    # (training.mlp_steps) from the second chunk on.
-                    steps = MLPSteps(clf)
-                    buffers.release()  # OrderedChunks has its own
-                    break
-                # float64: the same steps, bit for bit, without Adam's
-                # temporaries (training.adam); a no-op after the first.
-                use_in_place_adam(clf)
-        if steps is not None:
-            # The rest of the epoch's chunks, gathered a chunk ahead in
-            # the order each call draws (training.prefetch).
-            with one_blas_thread(), \
-                    OrderedChunks(train.matrix, train.labels, train.start,
-                                  chunks, steps.draw_order, rows) as ordered:
-                for x32, y in ordered:
+        generator.shuffle(order)
+        return (epoch_chunks(train, order, batch_size),
+                functools.partial(shuffled_order, generator=generator))
+
+    try:
+        for epoch in range(len(ref_accs), nbr_epochs):
+            t0 = time.monotonic()
+            if steps is None:
+                rng.seed(seed + epoch)
+                order = np.arange(n_images)
+                rng.shuffle(order)
+                chunks = epoch_chunks(train, order, batch_size)
+                for segments in chunks:
+                    x32, y = _batch(train, segments, buffers.rows32(),
+                                    train.start)
+                    if compute is np.float64:
+                        x32 = as_float64(x32, buffers.rows64())
+                    clf.partial_fit(x32, y, classes=classes)
+                    if clf_type != 'MLP':
+                        continue
+                    if compute is np.float32 and supports(clf):
+                        # float32: scikit-learn's steps without its
+                        # overhead (training.mlp_steps) from the second
+                        # chunk on, the rest of this epoch drawn from the
+                        # classifier's generator as partial_fit would.
+                        steps = MLPSteps(clf)
+                        buffers.release()
+                        prefetch = OrderedChunks(train.matrix, train.labels,
+                                                 train.start, rows)
+                        prefetch.add_epoch(chunks, steps.draw_order)
+                        break
+                    # float64: the same steps, bit for bit, without Adam's
+                    # temporaries (training.adam); a no-op after the first.
+                    use_in_place_adam(clf)
+            elif prefetch is None:      # resumed from a checkpoint
+                prefetch = OrderedChunks(train.matrix, train.labels,
+                                         train.start, rows)
+                prefetch.add_epoch(*epoch_plan(epoch))
+            if prefetch is not None:
+                if epoch + 1 < nbr_epochs:
+                    prefetch.add_epoch(*epoch_plan(epoch + 1))
+                for x32, y in prefetch.next_epoch():
                     steps.run_ordered(x32, y)
-            # float32 weights score float32 rows as well as float64 ones,
-            # at half the cost: the epoch's accuracy is a progress figure.
-            predicted = steps.clf.predict(ref_x)
-        else:
-            predicted = predict_labels(clf, ref_x)
-        ref_accs.append(accuracy(ref.labels, predicted))
-        logger.info("Epoch %d/%d: reference accuracy %.4f (%.1f s)",
-                    epoch + 1, nbr_epochs, ref_accs[-1],
-                    time.monotonic() - t0)
-        if clf_type == 'MLP':
-            restore(clf)  # a checkpoint holds scikit-learn classes only
-        saved.after_epoch(clf, rng, ref_accs)
-        if progress is not None:
-            progress(epoch=epoch + 1, nbr_epochs=nbr_epochs,
-                     ref_acc=ref_accs[-1])
+                # float32 weights score float32 rows as well as float64
+                # ones, at half the cost: this is a progress figure.
+                predicted = clf.predict(ref_x)
+            else:
+                predicted = predict_labels(clf, ref_x)
+            ref_accs.append(accuracy(ref.labels, predicted))
+            logger.info("Epoch %d/%d: reference accuracy %.4f (%.1f s)",
+                        epoch + 1, nbr_epochs, ref_accs[-1],
+                        time.monotonic() - t0)
+            if clf_type == 'MLP':
+                restore(clf)  # a checkpoint holds scikit-learn classes only
+            saved.after_epoch(clf, rng, ref_accs)
+            if progress is not None:
+                progress(epoch=epoch + 1, nbr_epochs=nbr_epochs,
+                         ref_acc=ref_accs[-1])
+    finally:
+        if prefetch is not None:
+            prefetch.close()
     buffers.release()
 
     if clf_type == 'MLP':

@@ -60,8 +60,7 @@ def blas_threads() -> Iterator[None]:
 
 @contextlib.contextmanager
 def one_blas_thread() -> Iterator[None]:
-    """Run the block with single-threaded BLAS (see training.mlp_steps:
-    its steps run no faster on two threads, and the second core gathers
-    the next chunk meanwhile)."""
+    """Run the block with single-threaded BLAS (training.mlp_steps says
+    why its steps want it)."""
     with _get_controller().limit(limits=1, user_api='blas'):
         yield

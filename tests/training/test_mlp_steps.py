@@ -156,37 +156,43 @@ def test_ordered_chunks_are_the_chunks_in_the_drawn_order(tmp_path, on_disk):
     path = tmp_path / 'm.f32' if on_disk else None
     with FeatureMatrix(230, 6, path) as matrix:
         matrix.write(0, values)
-        draws = np.random.RandomState(5)
-        expected_draws = np.random.RandomState(5)
-        # when chunks are gathered ahead in the order each draw gives,
-        with OrderedChunks(matrix, labels, 0, segments_of(230, 50),
-                           lambda n: draws.permutation(n), 50) as ordered:
-            got = [(x.copy(), y.copy()) for x, y in ordered]
-    # then each is its segments' rows, in that chunk's own draw.
-    assert len(got) == 5
-    for (x, y), segments in zip(got, segments_of(230, 50), strict=True):
-        rows = np.concatenate([np.arange(s, s + n) for s, n in segments])
-        order = expected_draws.permutation(len(rows))
-        np.testing.assert_array_equal(y, labels[rows][order])
-        np.testing.assert_array_equal(x, values[rows][order])
+        draws = [np.random.RandomState(5), np.random.RandomState(6)]
+        expected = [np.random.RandomState(5), np.random.RandomState(6)]
+        # when two epochs are queued, each with its own draws,
+        with OrderedChunks(matrix, labels, 0, 50) as ordered:
+            for epoch in range(2):
+                ordered.add_epoch(segments_of(230, 50),
+                                  draws[epoch].permutation)
+            got = [[(x.copy(), y.copy()) for x, y in ordered.next_epoch()]
+                   for _epoch in range(2)]
+    # then each epoch's chunks are its segments' rows in its own draws.
+    for epoch in range(2):
+        assert len(got[epoch]) == 5
+        for (x, y), segments in zip(got[epoch], segments_of(230, 50),
+                                    strict=True):
+            rows = np.concatenate([np.arange(s, s + n) for s, n in segments])
+            order = expected[epoch].permutation(len(rows))
+            np.testing.assert_array_equal(y, labels[rows][order])
+            np.testing.assert_array_equal(x, values[rows][order])
 
 
 def test_a_failed_gather_reaches_the_trainer_and_stops_the_thread():
     with FeatureMatrix(10, 3) as matrix:
         def broken(n):
             raise OSError('feature cache file is truncated')
-        ordered = OrderedChunks(matrix, np.arange(10), 0,
-                                segments_of(10, 5), broken, 5)
+        ordered = OrderedChunks(matrix, np.arange(10), 0, 5)
+        ordered.add_epoch(segments_of(10, 5), broken)
         with pytest.raises(OSError, match='truncated'), ordered:
-            list(ordered)
+            list(ordered.next_epoch())
         assert not ordered._thread.is_alive()
 
 
 def test_leaving_an_epoch_early_stops_the_producer():
     with FeatureMatrix(100, 3) as matrix:
-        ordered = OrderedChunks(matrix, np.arange(100), 0,
-                                segments_of(100, 10), np.arange, 10)
+        ordered = OrderedChunks(matrix, np.arange(100), 0, 10)
         with ordered:
-            for _x, _y in ordered:
+            ordered.add_epoch(segments_of(100, 10), np.arange)
+            ordered.add_epoch(segments_of(100, 10), np.arange)
+            for _x, _y in ordered.next_epoch():
                 break
         assert not ordered._thread.is_alive()
