@@ -71,7 +71,7 @@ def shuffled_order(rows: int, generator: np.random.RandomState) -> np.ndarray:
 
 
 class _Adam:
-    """scikit-learn's Adam for one parameter, in place, in float32.
+    """scikit-learn's Adam for flat parameters, in place, in float32.
 
     m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2; p -= lr_t m / (sqrt(v) + eps)
     with g = scale * G: the caller passes the unscaled gradient G (it is
@@ -95,6 +95,23 @@ class _Adam:
         blas.saxpy(g, self.param.ravel(), a=rate)
 
 
+def _flat_copy(arrays: list[np.ndarray], sizes: list[int]) -> np.ndarray:
+    flat = np.empty(sum(sizes), dtype=FLOAT)
+    offset = 0
+    for array, size in zip(arrays, sizes, strict=True):
+        flat[offset:offset + size] = np.ravel(array)
+        offset += size
+    return flat
+
+
+def _views(flat: np.ndarray, like: list[np.ndarray]) -> list[np.ndarray]:
+    out, offset = [], 0
+    for array in like:
+        out.append(flat[offset:offset + array.size].reshape(array.shape))
+        offset += array.size
+    return out
+
+
 class MLPSteps:
     """Runs ``clf.partial_fit(x, y)`` for a fitted float32 ``clf``."""
 
@@ -105,16 +122,20 @@ class MLPSteps:
         self.clf = clf
         self.optimizer = opt = clf._optimizer
         self.layers = len(clf.coefs_)
-        # Contiguous float32 arrays, put back on the classifier: every
-        # update below is in place, so the classifier always holds them.
-        clf.coefs_ = [np.ascontiguousarray(w) for w in clf.coefs_]
-        clf.intercepts_ = [np.ascontiguousarray(b) for b in clf.intercepts_]
-        opt.ms = [np.ascontiguousarray(m, FLOAT) for m in opt.ms]
-        opt.vs = [np.ascontiguousarray(v, FLOAT) for v in opt.vs]
+        # Every parameter, and its moments and gradient, as views of one
+        # flat float32 array (the classifier holds the views): all of Adam
+        # is then one pass of a few calls over all of them, in place.
         params = clf.coefs_ + clf.intercepts_
-        self.adams = [_Adam(p, m, v)
-                      for p, m, v in zip(params, opt.ms, opt.vs, strict=True)]
-        self.grads = [np.empty_like(p) for p in params]
+        sizes = [p.size for p in params]
+        self._flat = [_flat_copy(arrays, sizes)
+                      for arrays in (params, opt.ms, opt.vs)]
+        views = [_views(flat, params) for flat in self._flat]
+        clf.coefs_ = views[0][:self.layers]
+        clf.intercepts_ = views[0][self.layers:]
+        opt.ms, opt.vs = views[1], views[2]
+        self.adam = _Adam(*self._flat)
+        self._flat_grad = np.empty(sum(sizes), dtype=FLOAT)
+        self.grads = _views(self._flat_grad, params)
         self._alpha = float(clf.alpha)
         self._rows = 0
         self._acts: list[np.ndarray] = []
@@ -237,9 +258,7 @@ class MLPSteps:
                 np.sign(acts[i], out=mask)
                 below *= mask
                 delta = below
-        coefficients = self._adam_coefficients(rows)
-        for adam, grad in zip(self.adams, grads, strict=True):
-            adam.step(grad, *coefficients)
+        self.adam.step(self._flat_grad, *self._adam_coefficients(rows))
         return loss
 
     def _adam_coefficients(self, rows: int) -> tuple[float, ...]:
