@@ -120,11 +120,21 @@ class MLPSteps:
             raise ValueError('MLPSteps needs a float32 ReLU MLPClassifier '
                              'under Adam, after its first partial_fit')
         self.clf = clf
-        self.optimizer = opt = clf._optimizer
         self.layers = len(clf.coefs_)
+        self._adopt()
+        self._alpha = float(clf.alpha)
+        self._rows = 0
+        self._acts: list[np.ndarray] = []
+        self._deltas: list[np.ndarray] = []
+        self._masks: list[np.ndarray] = []
+        self._ones = np.ones(0, dtype=FLOAT)
+
+    def _adopt(self) -> None:
         # Every parameter, and its moments and gradient, as views of one
         # flat float32 array (the classifier holds the views): all of Adam
         # is then one pass of a few calls over all of them, in place.
+        clf = self.clf
+        self.optimizer = opt = clf._optimizer
         params = clf.coefs_ + clf.intercepts_
         sizes = [p.size for p in params]
         self._flat = [_flat_copy(arrays, sizes)
@@ -136,12 +146,13 @@ class MLPSteps:
         self.adam = _Adam(*self._flat)
         self._flat_grad = np.empty(sum(sizes), dtype=FLOAT)
         self.grads = _views(self._flat_grad, params)
-        self._alpha = float(clf.alpha)
-        self._rows = 0
-        self._acts: list[np.ndarray] = []
-        self._deltas: list[np.ndarray] = []
-        self._masks: list[np.ndarray] = []
-        self._ones = np.ones(0, dtype=FLOAT)
+
+    def _still_ours(self) -> bool:
+        # scikit-learn's own partial_fit in between rebinds the moments.
+        clf, opt = self.clf, self.clf._optimizer
+        return (opt is self.optimizer and opt.ms[0].base is self._flat[1]
+                and opt.vs[0].base is self._flat[2]
+                and clf.coefs_[0].base is self._flat[0])
 
     def draw_order(self, rows: int) -> np.ndarray:
         """The order ``partial_fit`` of ``rows`` rows visits them in (one
@@ -168,6 +179,8 @@ class MLPSteps:
             raise ValueError(f'expected C-ordered float32 rows of {dim} '
                              f'features, got {x.dtype} {x.shape}')
         targets = self._class_indices(np.asarray(y))
+        if not self._still_ours():
+            self._adopt()
         n = len(x)
         batch = min(200, n)
         self._resize(batch)

@@ -84,6 +84,19 @@ def test_steps_and_scikit_learn_alternate_on_one_classifier():
     again.partial_fit(*data[2])
     MLPSteps(again).partial_fit(*data[3])
     assert len(again.loss_curve_) == 4
+    # One MLPSteps follows scikit-learn's steps taken in between too.
+    plain, fast = first_fit(data, (16,)), first_fit(data, (16,))
+    steps = MLPSteps(fast)
+    for k, (x, y) in enumerate(data[1:]):
+        plain.partial_fit(x, y)
+        if k % 2:
+            fast.partial_fit(x, y)
+        else:
+            steps.partial_fit(x, y)
+    np.testing.assert_allclose(fast.coefs_[0], plain.coefs_[0], rtol=1e-4,
+                               atol=1e-6)
+    np.testing.assert_allclose(fast._optimizer.vs[0],
+                               plain._optimizer.vs[0], rtol=1e-3, atol=1e-7)
 
 
 def test_a_chunk_in_drawn_order_trains_as_partial_fit_does():
