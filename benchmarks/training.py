@@ -142,13 +142,13 @@ def cumulative(suffix):
                if (k[0] + ':' + k[2]).endswith(suffix))
 parts = {{
     'load features (open_training_data)': cumulative('loading.py:_fill'),
-    'MLP steps (first chunk: scikit-learn)': cumulative('mlp_steps.py:run_ordered')
+    'MLP steps (scikit-learn for the first chunk)': cumulative('mlp_steps.py:run_ordered')
         + cumulative('_multilayer_perceptron.py:partial_fit'),
     '  Adam updates': cumulative('mlp_steps.py:step')
                       + cumulative('adam.py:update_params')
                       + cumulative('_stochastic_optimizers.py:update_params'),
     '  waiting for the next chunk (prefetch)': cumulative('prefetch.py:next_epoch'),
-    'reference accuracy per epoch': cumulative('evaluation.py:predict_labels'),
+    'reference accuracy per epoch': cumulative('_multilayer_perceptron.py:predict'),
     'calibration': cumulative('calibration.py:fit'),
     'validation scoring': cumulative('evaluation.py:evaluate_set'),
     'store model + results': cumulative('classifiers.py:store_classifier'),

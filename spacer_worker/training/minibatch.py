@@ -111,27 +111,15 @@ def _batch(train: FeatureSet, segments: list[tuple[int, int]],
     return x, y
 
 
-class _Buffers:
-    """The chunk buffers of scikit-learn's own steps, made on first use
-    and dropped when the fast steps take over (peak memory)."""
-
-    def __init__(self, rows: int, dim: int):
-        self.shape = (rows, dim)
-        self._32: np.ndarray | None = None
-        self._64: np.ndarray | None = None
-
-    def rows32(self) -> np.ndarray:
-        if self._32 is None:
-            self._32 = np.empty(self.shape, dtype=DTYPE)
-        return self._32
-
-    def rows64(self) -> np.ndarray:
-        if self._64 is None:
-            self._64 = np.empty(self.shape, dtype=np.float64)
-        return self._64
-
-    def release(self) -> None:
-        self._32 = self._64 = None
+def epoch_order(generator: np.random.RandomState, seed: int, epoch: int,
+                n_images: int) -> np.ndarray:
+    """PySpacer's image order for ``epoch``: ``generator`` reseeded with
+    ``seed + epoch``, then the images shuffled (the MLP's draws in that
+    epoch come next from the same generator)."""
+    generator.seed(seed + epoch)
+    order = np.arange(n_images)
+    generator.shuffle(order)
+    return order
 
 
 def check_inputs(clf_type: Any, nbr_epochs: Any) -> tuple[str, int]:
@@ -167,7 +155,10 @@ def fit(trainer: Any, train: FeatureSet, ref: FeatureSet, nbr_epochs: int,
     rows = min(batch_size, train.nrows)
     compute = np.float32 if clf_type == 'MLP' and precision == 'float32' \
         else np.float64
-    buffers = _Buffers(rows, train.matrix.dim)
+    buffer32: np.ndarray | None = np.empty((rows, train.matrix.dim),
+                                            dtype=DTYPE)
+    buffer64 = np.empty((rows, train.matrix.dim), dtype=np.float64) \
+        if compute is np.float64 else None
     n_images = len(train.block_starts)
     logger.info("Training %s: %d train points (%d images), %d ref points, "
                 "%d classes, %d epochs, batches of %d", clf_type,
@@ -177,54 +168,55 @@ def fit(trainer: Any, train: FeatureSet, ref: FeatureSet, nbr_epochs: int,
     # Resume after the last finished epoch of this job, if one was saved.
     saved = checkpoint.current()
     clf, rng, ref_accs = saved.restore(clf, rng)
-    steps = MLPSteps(clf) if compute is np.float32 and clf_type == 'MLP' \
-        and hasattr(clf, '_optimizer') and supports(clf) else None
+    steps: MLPSteps | None = None
     prefetch: OrderedChunks | None = None
 
+    def take_over(chunks_left: Iterator, draw: Callable | None) -> None:
+        # float32 MLP: scikit-learn's steps without its overhead
+        # (training.mlp_steps), chunks gathered a chunk ahead on a second
+        # thread (training.prefetch).
+        nonlocal steps, prefetch, buffer32
+        steps = MLPSteps(clf)
+        prefetch = OrderedChunks(train.matrix, train.labels, train.start,
+                                 rows)
+        # draw: the epoch's own generator, or (None) the classifier's.
+        prefetch.add_epoch(chunks_left,
+                           steps.draw_order if draw is None else draw)
+        buffer32 = None  # the prefetcher has its own
+
     def epoch_plan(epoch: int) -> tuple[Iterator, Callable]:
-        # An epoch's image order and chunk draws come from the generator
-        # reseeded at its start: a generator of its own seeded alike
-        # draws the very same, so the next epoch can be gathered ahead.
-        generator = np.random.RandomState(seed + epoch)
-        order = np.arange(n_images)
-        generator.shuffle(order)
+        # A generator of its own, seeded as the training's is at the
+        # epoch's start, draws the very same: the next epoch can be
+        # gathered ahead while this one trains.
+        generator = np.random.RandomState()
+        order = epoch_order(generator, seed, epoch, n_images)
         return (epoch_chunks(train, order, batch_size),
                 functools.partial(shuffled_order, generator=generator))
 
+    fast = compute is np.float32
     try:
         for epoch in range(len(ref_accs), nbr_epochs):
             t0 = time.monotonic()
-            if steps is None:
-                rng.seed(seed + epoch)
-                order = np.arange(n_images)
-                rng.shuffle(order)
+            if steps is None and fast and supports(clf):
+                take_over(*epoch_plan(epoch))       # resumed from a checkpoint
+            elif steps is None:
+                order = epoch_order(rng, seed, epoch, n_images)
                 chunks = epoch_chunks(train, order, batch_size)
                 for segments in chunks:
-                    x32, y = _batch(train, segments, buffers.rows32(),
-                                    train.start)
-                    if compute is np.float64:
-                        x32 = as_float64(x32, buffers.rows64())
+                    x32, y = _batch(train, segments, buffer32, train.start)
+                    if buffer64 is not None:
+                        x32 = as_float64(x32, buffer64)
                     clf.partial_fit(x32, y, classes=classes)
                     if clf_type != 'MLP':
                         continue
-                    if compute is np.float32 and supports(clf):
-                        # float32: scikit-learn's steps without its
-                        # overhead (training.mlp_steps) from the second
-                        # chunk on, the rest of this epoch drawn from the
-                        # classifier's generator as partial_fit would.
-                        steps = MLPSteps(clf)
-                        buffers.release()
-                        prefetch = OrderedChunks(train.matrix, train.labels,
-                                                 train.start, rows)
-                        prefetch.add_epoch(chunks, steps.draw_order)
+                    if fast and supports(clf):
+                        # The rest of this epoch draws from the classifier's
+                        # generator, as its partial_fit would.
+                        take_over(chunks, None)
                         break
                     # float64: the same steps, bit for bit, without Adam's
                     # temporaries (training.adam); a no-op after the first.
                     use_in_place_adam(clf)
-            elif prefetch is None:      # resumed from a checkpoint
-                prefetch = OrderedChunks(train.matrix, train.labels,
-                                         train.start, rows)
-                prefetch.add_epoch(*epoch_plan(epoch))
             if prefetch is not None:
                 if epoch + 1 < nbr_epochs:
                     prefetch.add_epoch(*epoch_plan(epoch + 1))
@@ -248,7 +240,7 @@ def fit(trainer: Any, train: FeatureSet, ref: FeatureSet, nbr_epochs: int,
     finally:
         if prefetch is not None:
             prefetch.close()
-    buffers.release()
+    del buffer32, buffer64
 
     if clf_type == 'MLP':
         # The generator only drove training; store the seed, not its

@@ -42,6 +42,7 @@ from typing import Any
 import numpy as np
 from scipy.linalg import blas
 from scipy.special import expit
+from sklearn.neural_network import MLPClassifier
 from sklearn.neural_network._stochastic_optimizers import AdamOptimizer
 from sklearn.utils import check_random_state, gen_batches, shuffle
 
@@ -54,7 +55,7 @@ EPS = float(np.finfo(FLOAT).eps)
 def supports(clf: Any) -> bool:
     """Whether ``clf`` (after a first ``partial_fit``) can run here: the
     classifier PySpacer trains, a ReLU MLP under Adam in float32."""
-    return (type(clf).__name__ == 'MLPClassifier'
+    return (isinstance(clf, MLPClassifier)
             and type(getattr(clf, '_optimizer', None)) is AdamOptimizer
             and clf.activation == 'relu' and clf.solver == 'adam'
             and clf.loss == 'log_loss' and bool(clf.shuffle)
@@ -194,8 +195,7 @@ class MLPSteps:
         clf.t_ += n
         clf.loss_curve_.append(clf.loss_)
         clf._update_no_improvement_count(False, None, None)
-        if not all(np.isfinite(p).all()
-                   for p in clf.coefs_ + clf.intercepts_):
+        if not np.isfinite(self._flat[0]).all():
             raise ValueError(
                 "Solver produced non-finite parameter weights. The input "
                 "data may contain large values and need to be "
