@@ -1,7 +1,8 @@
 """A long training interrupted on real workers (a stop with soft shutdown,
 then kill -9 of the whole worker) is delivered again each time and resumes
 after its last finished epoch, ending with the classifier of an
-uninterrupted run."""
+uninterrupted run; one past its soft time limit stops cleanly and leaves
+the worker serving."""
 
 from __future__ import annotations
 
@@ -123,3 +124,33 @@ def test_interrupted_training_resumes_and_trains_the_same_classifier(
     assert result.ref_accs == whole_ret.ref_accs
     assert np.array_equal(_scores(msg), _scores(whole))
     assert not _checkpoint_files(out)
+
+
+def test_a_training_past_its_soft_time_limit_stops_cleanly(
+        app, start_worker, data_dir, tmp_path):
+    # Given a worker allowing trainings 5 s (soft limit 4.5 s) and a
+    # training of the most epochs it admits, several times longer (the
+    # float32 steps, their prefetching thread and the loader's in play),
+    worker = start_worker('limited', queues='train',
+                          env={'SPACER_LOG_DESTINATION': 'console',
+                               'SPACER_TRAIN_TIME_LIMIT': '5'})
+    endless = _message(data_dir, tmp_path / 'endless')
+    endless.nbr_epochs = 500
+    client = Client(app)
+    started = time.monotonic()
+    handle = client.submit(endless)
+    # when the soft limit strikes, then the job fails as a time-limit
+    # failure, no later than the hard limit would have killed the process,
+    wait_for(lambda: client.status(handle).state is JobState.FAILURE, 60,
+             interval=0.1, what='the training stopped')
+    assert time.monotonic() - started < 12
+    status = client.status(handle)
+    assert 'soft time limit' in status.error, status.error
+    assert status.error_class.endswith('SoftTimeLimitExceeded')
+    # without the hard limit having to kill it (nothing kept it running),
+    assert 'Hard time limit' not in worker.log_text()
+    # and the same worker trains the next job to the end.
+    short = _message(data_dir, tmp_path / 'short')
+    short.nbr_epochs = 3
+    ret = client.result(client.submit(short), timeout=60)
+    assert len(ret.ref_accs) == 3
