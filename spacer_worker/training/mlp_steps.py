@@ -46,7 +46,7 @@ from sklearn.neural_network import MLPClassifier
 from sklearn.neural_network._stochastic_optimizers import AdamOptimizer
 from sklearn.utils import check_random_state, gen_batches, shuffle
 
-from spacer_worker.training.threads import one_blas_thread
+from spacer_worker.training.threads import blas_threads
 
 FLOAT = np.float32
 EPS = float(np.finfo(FLOAT).eps)
@@ -186,7 +186,7 @@ class MLPSteps:
         batch = min(200, n)
         self._resize(batch)
         accumulated = 0.0
-        with one_blas_thread():
+        with blas_threads(1):
             for part in gen_batches(n, batch):
                 accumulated += self._step(x[part], targets[part]) \
                     * (part.stop - part.start)

@@ -52,15 +52,9 @@ def _get_controller() -> Any:
 
 
 @contextlib.contextmanager
-def blas_threads() -> Iterator[None]:
-    """Run the block with at most ``thread_count()`` BLAS threads."""
-    with _get_controller().limit(limits=thread_count(), user_api='blas'):
-        yield
-
-
-@contextlib.contextmanager
-def one_blas_thread() -> Iterator[None]:
-    """Run the block with single-threaded BLAS (training.mlp_steps says
-    why its steps want it)."""
-    with _get_controller().limit(limits=1, user_api='blas'):
+def blas_threads(count: int | None = None) -> Iterator[None]:
+    """Run the block with at most ``count`` BLAS threads (default
+    ``thread_count()``; training.mlp_steps asks for 1 and says why)."""
+    limit = thread_count() if count is None else count
+    with _get_controller().limit(limits=limit, user_api='blas'):
         yield
