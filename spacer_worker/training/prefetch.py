@@ -110,6 +110,12 @@ class OrderedChunks:
         self._epochs.put(_STOP)
         self._free.put(np.empty((0, 0), dtype=np.float32))
         self._thread.join()
+        # Let the buffers go now: calibration and validation come next and
+        # should not stack their arrays on top of them (peak RSS).
+        self._staging = self._in_use = None
+        for pending in (self._free, self._ready):
+            while not pending.empty():
+                pending.get_nowait()
 
     def __enter__(self) -> OrderedChunks:
         return self
