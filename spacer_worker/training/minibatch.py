@@ -224,7 +224,7 @@ def fit(trainer: Any, train: FeatureSet, ref: FeatureSet, nbr_epochs: int,
                     steps.run_ordered(x32, y)
                 # float32 weights score float32 rows as well as float64
                 # ones, at half the cost: this is a progress figure.
-                predicted = clf.predict(ref_x)
+                predicted = steps.predict(ref_x)
             else:
                 predicted = predict_labels(clf, ref_x)
             ref_accs.append(accuracy(ref.labels, predicted))

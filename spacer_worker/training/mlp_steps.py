@@ -210,6 +210,36 @@ class MLPSteps:
                 "data may contain large values and need to be "
                 "preprocessed.")
 
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        """``clf.predict(x)`` for C-ordered float32 rows, the first layer's
+        product on this training's engine (the reference accuracy after
+        each epoch: 5000 rows, a tenth of an epoch's products)."""
+        clf = self.clf
+        if x.dtype != FLOAT or x.ndim != 2 or not x.flags.c_contiguous \
+                or x.shape[1] != clf.coefs_[0].shape[0]:
+            return clf.predict(x)
+        if self.products is None:
+            self.products = products_for(min(200, len(x)), x.shape[1],
+                                         clf.coefs_[0].shape[1])
+        hidden = np.empty((len(x), clf.coefs_[0].shape[1]), dtype=FLOAT)
+        self.products.forward(x, clf.coefs_[0], hidden)
+        out = hidden
+        for i in range(self.layers):
+            if i:
+                out = out @ clf.coefs_[i]
+            out += clf.intercepts_[i]
+            if i < self.layers - 1:
+                np.maximum(out, 0, out=out)
+        # As scikit-learn's predict: the output activation, then the
+        # label binarizer's inverse (argmax, or > 0.5 for two classes).
+        if clf.out_activation_ == 'softmax':
+            out -= out.max(axis=1, keepdims=True)
+            np.exp(out, out=out)
+            out /= out.sum(axis=1, keepdims=True)
+        else:
+            out = expit(out).ravel()
+        return clf._label_binarizer.inverse_transform(out)
+
     def _class_indices(self, y: np.ndarray) -> np.ndarray:
         classes = self.clf.classes_
         found = np.searchsorted(classes, y)

@@ -18,6 +18,7 @@ orders, so the results differ in the last bits, as two BLAS builds do.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from importlib import resources
@@ -95,6 +96,33 @@ def gemm_model(trans_a: bool) -> bytes:
     return (resources.files(__package__) / MODEL_FILES[trans_a]).read_bytes()
 
 
+_sessions: dict[bool, Any] = {}
+_sessions_pid = 0
+_sessions_lock = threading.Lock()
+
+
+def _gemm_sessions() -> dict[bool, Any]:
+    # Made once per process (~40 ms each) and shared: a session runs from
+    # several threads at once; bindings are per engine object.
+    global _sessions_pid
+    with _sessions_lock:
+        if _sessions_pid != os.getpid():  # none yet, or forked
+            import onnxruntime as ort
+            options = ort.SessionOptions()
+            options.intra_op_num_threads = 1
+            options.inter_op_num_threads = 1
+            options.enable_cpu_mem_arena = False  # outputs are the caller's
+            options.log_severity_level = 3
+            _sessions.clear()
+            _sessions.update({
+                trans_a: ort.InferenceSession(
+                    gemm_model(trans_a), options,
+                    providers=['CPUExecutionProvider'])
+                for trans_a in (False, True)})
+            _sessions_pid = os.getpid()
+        return dict(_sessions)
+
+
 class OnnxRuntimeProducts:
     """The products as one-node ONNX Runtime sessions on one thread.
 
@@ -106,16 +134,7 @@ class OnnxRuntimeProducts:
     name = 'onnxruntime'
 
     def __init__(self) -> None:
-        import onnxruntime as ort
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = 1
-        options.inter_op_num_threads = 1
-        options.enable_cpu_mem_arena = False  # outputs are the caller's
-        options.log_severity_level = 3
-        self._sessions = {
-            trans_a: ort.InferenceSession(gemm_model(trans_a), options,
-                                          providers=['CPUExecutionProvider'])
-            for trans_a in (False, True)}
+        self._sessions = _gemm_sessions()
         self._bindings: dict[tuple, tuple[Any, np.ndarray, np.ndarray]] = {}
 
     def forward(self, x: np.ndarray, w: np.ndarray, out: np.ndarray

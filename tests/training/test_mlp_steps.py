@@ -209,3 +209,17 @@ def test_leaving_an_epoch_early_stops_the_producer():
             for _x, _y in ordered.next_epoch():
                 break
         assert not ordered._thread.is_alive()
+
+
+@pytest.mark.parametrize('classes', [2, 5])
+@pytest.mark.parametrize('sizes', [(30,), (40, 20)])
+def test_predict_is_scikit_learns(classes, sizes):
+    data = chunks(classes)
+    clf = first_fit(data, sizes)
+    steps = MLPSteps(clf)
+    steps.partial_fit(*data[1])
+    x = np.concatenate([c[0] for c in chunks(classes, seed=3)])
+    assert (steps.predict(x) == clf.predict(x)).mean() >= 0.999
+    # Rows it cannot take as they are go to scikit-learn itself.
+    x64 = x[:50].astype(np.float64)
+    assert np.array_equal(steps.predict(x64), clf.predict(x64))

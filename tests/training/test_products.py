@@ -139,3 +139,5 @@ def test_steps_on_onnxruntime_train_scikit_learns_classifier(classes):
                                rtol=1e-5)
     x = np.concatenate([c[0] for c in chunks(classes, dim=160, seed=9)])
     assert (fast.predict(x) == plain.predict(x)).mean() >= 0.999
+    # Its predictions, first layer on ONNX Runtime, are scikit-learn's.
+    assert (steps.predict(x) == fast.predict(x)).mean() >= 0.999
