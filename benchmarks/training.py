@@ -149,7 +149,7 @@ parts = {{
                       + cumulative('adam.py:update_params')
                       + cumulative('_stochastic_optimizers.py:update_params'),
     '  waiting for the next chunk (prefetch)': cumulative('prefetch.py:next_epoch'),
-    'reference accuracy per epoch': cumulative('_multilayer_perceptron.py:predict'),
+    'reference accuracy per epoch': cumulative('mlp_steps.py:predict'),
     'calibration': cumulative('calibration.py:fit'),
     'validation scoring': cumulative('evaluation.py:evaluate_set'),
     'store model + results': cumulative('classifiers.py:store_classifier'),

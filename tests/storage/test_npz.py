@@ -89,3 +89,59 @@ def test_written_archives_without_isal_are_the_same_format(monkeypatch):
         assert archive.read('feat.npy') == members[0][1]
         # A periodic member shrinks: it really is deflated.
         assert archive.getinfo('feat.npy').compress_size < 10_000
+
+
+def _npz(**arrays) -> bytes:
+    out = io.BytesIO()
+    np.savez_compressed(out, **arrays)
+    return out.getvalue()
+
+
+@pytest.mark.parametrize('order', ['C', 'F'])
+def test_the_quick_path_gives_np_loads_arrays(order):
+    # One inflate and one header read per member (read_small_arrays): the
+    # same arrays as np.load, in either memory order, read-only views.
+    rng = np.random.default_rng(2)
+    feat = np.asarray(rng.random((40, 24)), order=order)
+    data = _npz(meta=np.array([1, 40, 24]), rows=np.arange(40, dtype=np.uint16),
+                cols=np.arange(40, dtype=np.uint16), feat=feat)
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        names = {k: k + '.npy' for k in ('meta', 'rows', 'cols', 'feat')}
+        arrays = npz.read_small_arrays(archive, data, names, 1 << 30)
+    with np.load(io.BytesIO(data)) as expected:
+        for key, array in arrays.items():
+            assert array.dtype == expected[key].dtype
+            assert np.array_equal(array, expected[key])
+            assert not array.flags.writeable
+    features = decode_features(data, 'f.npz')
+    assert np.array_equal(features.feature_array(), feat.astype(np.float32))
+
+
+def test_a_member_over_the_limit_is_left_to_the_careful_reader():
+    data = _npz(meta=np.array([1, 4, 3]), rows=np.arange(4), cols=np.arange(4),
+                feat=np.ones((4, 3)))
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        names = {k: k + '.npy' for k in ('meta', 'rows', 'cols', 'feat')}
+        assert npz.read_small_arrays(archive, data, names, -(1 << 17)) is None
+
+
+def _with_member(data: bytes, name: str, payload: bytes) -> bytes:
+    out = io.BytesIO()
+    with zipfile.ZipFile(io.BytesIO(data)) as src, \
+            zipfile.ZipFile(out, 'w', zipfile.ZIP_DEFLATED) as dst:
+        for info in src.infolist():
+            dst.writestr(info.filename, payload if info.filename == name
+                         else src.read(info))
+    return out.getvalue()
+
+
+def test_a_header_that_disagrees_with_its_data_is_a_damaged_file():
+    # A .npy header claiming more (or fewer) values than the member holds.
+    data = _npz(meta=np.array([1, 4, 3]), rows=np.arange(4), cols=np.arange(4),
+                feat=np.ones((4, 3)))
+    member = io.BytesIO()
+    np.lib.format.write_array(member, np.ones((4, 3)))
+    raw = member.getvalue()
+    for cut in (raw[:-8], raw + b'\0' * 8):
+        with pytest.raises(FeatureFileError, match='damaged npz'):
+            decode_features(_with_member(data, 'feat.npy', cut), 'f.npz')
