@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from sklearn.neural_network import MLPClassifier
 
+from spacer_worker.training import prefetch
 from spacer_worker.training.matrix import FeatureMatrix
 from spacer_worker.training.mlp_steps import MLPSteps, supports
 from spacer_worker.training.prefetch import OrderedChunks
@@ -160,9 +161,13 @@ def segments_of(rows: int, size: int) -> list[list[tuple[int, int]]]:
     return out
 
 
-@pytest.mark.parametrize('on_disk', [False, True])
-def test_ordered_chunks_are_the_chunks_in_the_drawn_order(tmp_path, on_disk):
-    # Given a feature matrix (in RAM or in a cache file) and its labels,
+@pytest.mark.parametrize('on_disk, staging', [(False, 512), (True, 512),
+                                               (True, 7)])
+def test_ordered_chunks_are_the_chunks_in_the_drawn_order(
+        tmp_path, monkeypatch, on_disk, staging):
+    # Given a feature matrix (in RAM or in a cache file, read through a
+    # staging block of 7 rows too, shorter than a segment) and its labels,
+    monkeypatch.setattr(prefetch, 'STAGING_ROWS', staging)
     rng = np.random.default_rng(2)
     values = rng.random((230, 6)).astype(np.float32)
     labels = np.arange(230)
