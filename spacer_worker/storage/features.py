@@ -203,9 +203,9 @@ def _member_headers(zf: zipfile.ZipFile, where: str) -> dict[str, tuple]:
     # Lazy: numpy stays off the client, which imports storage.
     import numpy as np
 
+    from spacer_worker.storage.npz import HEADER_READERS as readers
+
     limit = config.get('FEATURE_ARRAY_MAX_BYTES')
-    readers = {(1, 0): np.lib.format.read_array_header_1_0,
-               (2, 0): np.lib.format.read_array_header_2_0}
     headers = {}
     names = set(zf.namelist())
     for key in _KEYS:

@@ -99,16 +99,17 @@ class MemberTooLarge(ValueError):
         self.name, self.size, self.dtype, self.shape = name, size, dtype, shape
 
 
-_HEADER_READERS = {(1, 0): np.lib.format.read_array_header_1_0,
+# The .npy versions feature files use (PySpacer writes 1.0).
+HEADER_READERS = {(1, 0): np.lib.format.read_array_header_1_0,
                    (2, 0): np.lib.format.read_array_header_2_0}
 
 
 def _array_view(raw: bytes, name: str, limit: int) -> np.ndarray:
     stream = io.BytesIO(raw)
     version = np.lib.format.read_magic(stream)
-    if version not in _HEADER_READERS:
+    if version not in HEADER_READERS:
         raise UnusualMember(f'{name}: .npy format version {version}')
-    shape, fortran, dtype = _HEADER_READERS[version](stream)
+    shape, fortran, dtype = HEADER_READERS[version](stream)
     if dtype.hasobject:
         raise UnusualMember(f'{name} holds Python objects')
     count = 1

@@ -191,9 +191,7 @@ class MLPSteps:
         n = len(x)
         batch = min(200, n)
         self._resize(batch)
-        if self.products is None:
-            self.products = products_for(batch, dim,
-                                         clf.coefs_[0].shape[1])
+        self._choose_products(batch)
         accumulated = 0.0
         with blas_threads(1):
             for part in gen_batches(n, batch):
@@ -218,9 +216,7 @@ class MLPSteps:
         if x.dtype != FLOAT or x.ndim != 2 or not x.flags.c_contiguous \
                 or x.shape[1] != clf.coefs_[0].shape[0]:
             return clf.predict(x)
-        if self.products is None:
-            self.products = products_for(min(200, len(x)), x.shape[1],
-                                         clf.coefs_[0].shape[1])
+        self._choose_products(min(200, len(x)))
         hidden = np.empty((len(x), clf.coefs_[0].shape[1]), dtype=FLOAT)
         self.products.forward(x, clf.coefs_[0], hidden)
         out = hidden
@@ -239,6 +235,11 @@ class MLPSteps:
         else:
             out = expit(out).ravel()
         return clf._label_binarizer.inverse_transform(out)
+
+    def _choose_products(self, batch: int) -> None:
+        if self.products is None:
+            dim, width = self.clf.coefs_[0].shape
+            self.products = products_for(batch, dim, width)
 
     def _class_indices(self, y: np.ndarray) -> np.ndarray:
         classes = self.clf.classes_
