@@ -103,6 +103,7 @@ def place(tmp_path_factory, http_server):
     with open(dirs['inputs'] / 'huge.png', 'wb') as f:
         f.truncate(3 * 1024 * 1024)
     (dirs['inputs'] / 'bomb.featurevector').write_bytes(_npz_bomb())
+    _understated_npz(dirs['inputs'] / 'understated.featurevector')
     with open(dirs['outputs'] / 'link-out.featurevector', 'wb'):
         pass
     (dirs['outputs'] / 'link-out.featurevector').unlink()
@@ -467,6 +468,40 @@ def test_npz_member_shapes_are_checked_before_inflating(app, place, unharmed):
         dirs['inputs'] / 'bomb.featurevector',
         dirs['inputs'] / 'model.pkl').serialize(), 'ReadLimitError')
     assert 'FEATURE_ARRAY_MAX_BYTES' in text
+
+
+def _understated_npz(path) -> None:
+    """A feature file whose zip directory says 'feat' inflates to 1000
+    bytes while its deflate stream holds 51 MB (an inflate bomb that lies
+    about its size, not in its .npy header)."""
+    rows = 5000
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, 'w', compression=zipfile.ZIP_DEFLATED) as zf:
+        for name, array in (('meta', np.array([1, rows, 1280])),
+                            ('rows', np.arange(rows, dtype=np.uint16)),
+                            ('cols', np.zeros(rows, dtype=np.uint16)),
+                            ('feat', np.zeros((rows, 1280)))):
+            buf = io.BytesIO()
+            np.lib.format.write_array(buf, array, allow_pickle=False)
+            zf.writestr(name + '.npy', buf.getvalue())
+        info = zf.getinfo('feat.npy')
+    data = bytearray(out.getvalue())
+    lie = (1000).to_bytes(4, 'little')
+    data[info.header_offset + 22:info.header_offset + 26] = lie  # local
+    central = data.find(b'PK\x01\x02')
+    while data[central + 46:central + 54] != b'feat.npy':
+        central = data.find(b'PK\x01\x02', central + 4)
+    data[central + 24:central + 28] = lie                         # directory
+    path.write_bytes(bytes(data))
+
+
+def test_an_npz_member_that_understates_its_size_is_inflated_no_further(
+        app, place, unharmed):
+    _base, dirs, _ = place
+    text = fails_with(app, 'spacer.classify_features', classify_msg(
+        dirs['inputs'] / 'understated.featurevector',
+        dirs['inputs'] / 'model.pkl').serialize(), 'FeatureFileError')
+    assert 'damaged npz' in text
 
 
 def test_points_are_counted_before_the_image_is_fetched(
