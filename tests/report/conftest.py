@@ -22,6 +22,36 @@ CHROMIUM_FLAGS = (
     '--disable-dev-shm-usage',
 )
 
+# Installed in every page before its own scripts: resource load failures
+# (an <img> that 404s), uncaught errors, rejected promises and
+# console.error calls are kept in ``window.__pageErrors``. The browser's
+# console log reaches chromedriver asynchronously and may lag the page by
+# an unknown time; this record is complete once the page's load event has
+# fired, so a check on it neither races nor misses a late error.
+PAGE_ERROR_RECORDER = r'''
+(() => {
+  const errors = [];
+  Object.defineProperty(window, '__pageErrors', {value: errors});
+  window.addEventListener('error', event => {
+    const target = event.target;
+    if (target && target !== window && (target.src || target.href)) {
+      errors.push('failed to load ' + (target.currentSrc || target.src
+                                       || target.href));
+    } else {
+      errors.push('uncaught ' + (event.message || String(event.error)));
+    }
+  }, true);
+  window.addEventListener('unhandledrejection', event => {
+    errors.push('unhandled rejection ' + String(event.reason));
+  });
+  const consoleError = console.error.bind(console);
+  console.error = (...args) => {
+    errors.push('console.error ' + args.map(String).join(' '));
+    consoleError(...args);
+  };
+})();
+'''
+
 
 def _first(paths: tuple[str, ...]) -> str | None:
     return next((p for p in paths if Path(p).is_file()), None)
@@ -56,6 +86,8 @@ def browser(tmp_path_factory) -> Iterator[object]:
     service = Service(executable_path=driver_path, log_output=str(log))
     driver = webdriver.Chrome(service=service, options=options)
     driver.set_page_load_timeout(60)
+    driver.execute_cdp_cmd('Page.addScriptToEvaluateOnNewDocument',
+                           {'source': PAGE_ERROR_RECORDER})
     try:
         yield driver
     finally:

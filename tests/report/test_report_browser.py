@@ -55,8 +55,18 @@ def open_page(browser, index: Path) -> dict:
 
 
 def console_errors(browser) -> list[dict]:
-    return [entry for entry in browser.get_log('browser')
-            if entry['level'] in ('SEVERE', 'ERROR')]
+    """The page's errors once it has loaded: those it recorded itself
+    (complete after the load event, see ``PAGE_ERROR_RECORDER``) and
+    whatever the console log has delivered by then."""
+    from selenium.webdriver.support.ui import WebDriverWait
+    WebDriverWait(browser, 30).until(lambda b: b.execute_script(
+        'return document.readyState') == 'complete')
+    recorded = browser.execute_script('return window.__pageErrors')
+    assert recorded is not None, 'the page error recorder was not installed'
+    logged = [entry for entry in browser.get_log('browser')
+              if entry['level'] in ('SEVERE', 'ERROR')]
+    return [{'level': 'SEVERE', 'source': 'page', 'message': message}
+            for message in recorded] + logged
 
 
 def assert_page_matches(browser, index: Path, val: ValResults,
