@@ -127,6 +127,10 @@ SETTINGS: dict[str, Setting] = {s.name: s for s in [
     Setting('EXTRACT_BACKEND', str, 'auto',
             "'auto' (ONNX Runtime on CPU when installed, else PyTorch), "
             "'onnxruntime' (CPU only) or 'torch'."),
+    Setting('EXTRACT_SHARED_NETWORK', bool, False,
+            'One network process per worker serves all its pool processes '
+            'and batches their patches together (GPU workers with '
+            '--concurrency > 1); the pool processes only cut patches.'),
     Setting('EXTRACT_THREADS', int, 0,
             'CPU threads for the forward pass; 0 uses every CPU the process '
             'may run on (set cores / processes when running several).'),

@@ -37,8 +37,10 @@ the task layer retries only the second kind::
     │   ├── TrainingLabelsError        too few labels/classes to train
     │   └── ExtractorNotSupportedError extractor cannot run here (Caffe)
     └── TransientError                 may succeed later: retried
-        └── StorageUnavailableError    timeouts, resets, throttling, 5xx
-            └── URLUnavailableError    URL: timeout, reset, 5xx
+        ├── StorageUnavailableError    timeouts, resets, throttling, 5xx
+        │   └── URLUnavailableError    URL: timeout, reset, 5xx
+        └── ExtractionServerError      the worker's shared network process
+                                       is down, restarting or failed a batch
 
 URLUnusableError has three narrower
 kinds that also carry the generic meaning: URLNotFoundError (404/410, a
@@ -219,6 +221,14 @@ class StorageUnavailableError(TransientError):
     """Timeouts, connection resets, throttling and 5xx answers."""
 
     wire_class = 'ConnectionError'
+
+
+class ExtractionServerError(TransientError):
+    """The worker's shared network server (EXTRACT_SHARED_NETWORK) could
+    not be reached, went away mid-task or failed a batch; the worker's main
+    process restarts it, so a retry may pass."""
+
+    wire_class = 'RuntimeError'
 
 
 class URLUnavailableError(URLDownloadError, StorageUnavailableError):

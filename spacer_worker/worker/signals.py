@@ -27,6 +27,7 @@ from celery.signals import (
     task_prerun,
     worker_init,
     worker_process_init,
+    worker_shutdown,
 )
 
 from spacer_worker import config
@@ -67,11 +68,18 @@ def preload_extractor() -> bool:
     spec = preload_spec()
     if spec is None:
         return False
+    from spacer_worker.extractors.runtime import shared
+
+    extractor = FeatureExtractor.deserialize(spec)
+    if shared.server_configured():
+        # The worker's shared server builds it, once for every pool process.
+        shared.remote_network(extractor)
+        return True
     # torch loads here, in the pool child, never in the worker's parent:
     # a child forked after CUDA init cannot use CUDA.
     from spacer_worker.extractors.runtime.engine import preload
 
-    preload(FeatureExtractor.deserialize(spec))
+    preload(extractor)
     return True
 
 
@@ -96,6 +104,35 @@ def _check_parent_has_no_cuda(**_: Any) -> None:
         logger.error('CUDA was initialised in the worker parent process; '
                      'forked pool processes cannot use the GPU. Do not '
                      'import models at module level.')
+
+
+_network_server: Any = None
+
+
+@worker_init.connect
+def _start_network_server(**_: Any) -> None:
+    # Before the pool forks, so every pool process inherits the address
+    # (extractors.runtime.shared). Never imports torch here: the server is
+    # a process of its own.
+    global _network_server
+    from spacer_worker.extractors.runtime import shared
+
+    if not shared.enabled() or _network_server is not None:
+        return
+    _network_server = shared.ServerProcess().start()
+    shared.use_server(_network_server.address)
+
+
+@worker_shutdown.connect
+def _stop_network_server(**_: Any) -> None:
+    global _network_server
+    if _network_server is None:
+        return
+    from spacer_worker.extractors.runtime import shared
+
+    _network_server.stop()
+    shared.use_server(None)
+    _network_server = None
 
 
 @worker_init.connect

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 from spacer_worker.data_classes import ImageFeatures
 from spacer_worker.extractors.checks import check_extract_inputs
-from spacer_worker.extractors.runtime import engine
+from spacer_worker.extractors.runtime import shared
 from spacer_worker.return_messages import ExtractFeaturesReturnMsg
 
 if TYPE_CHECKING:
@@ -29,7 +29,12 @@ def run_efficientnet(extractor: EfficientNetExtractor, im: Image,
     start = time.time()
     rowcols = [tuple(rc) for rc in rowcols]
     check_extract_inputs(im.size, rowcols)
-    network, loaded_remotely = engine.get_network(extractor)
+    if shared.server_configured():
+        # The worker's shared server runs the network; torch never loads.
+        network, loaded_remotely = shared.remote_network(extractor)
+    else:
+        from spacer_worker.extractors.runtime import engine
+        network, loaded_remotely = engine.get_network(extractor)
     feat = network.extract(im, rowcols)
     features = ImageFeatures.from_arrays(
         [int(r) for r, _ in rowcols], [int(c) for _, c in rowcols], feat,

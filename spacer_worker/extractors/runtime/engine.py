@@ -23,7 +23,7 @@ from collections import OrderedDict, deque
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 import torch
@@ -187,6 +187,14 @@ class Network:
             return self._pool
 
 
+class NetworkLike(Protocol):
+    """What a task needs of a network: this process's own or the shared
+    server's (``shared.RemoteNetwork``)."""
+
+    def extract(self, im: Image.Image, rowcols: Sequence[tuple[int, int]]
+                ) -> np.ndarray: ...
+
+
 def _collect(out: np.ndarray, start: int, future: Future) -> None:
     features = future.result()
     out[start:start + len(features)] = features
@@ -230,11 +238,18 @@ def _build(weights: weights_mod.Weights, settings: RuntimeSettings,
     return Network(backend, settings, weights.sha256)
 
 
-def get_network(extractor: FeatureExtractor) -> tuple[Network, bool]:
-    """The process's network for ``extractor``, built on first use.
+def get_network(extractor: FeatureExtractor) -> tuple[NetworkLike, bool]:
+    """The network ``extractor`` runs on, built on first use.
 
-    Returns it and whether its weights were downloaded by this call.
+    In a pool process of a worker with a shared network server
+    (EXTRACT_SHARED_NETWORK) that is the server's; otherwise this
+    process's own. Returns it and whether its weights were downloaded by
+    this call.
     """
+    from spacer_worker.extractors.runtime import shared
+
+    if shared.server_configured():
+        return shared.remote_network(extractor)
     settings = runtime_settings()
     variant = (settings.device, settings.precision, settings.backend)
     expected = extractor.data_hashes.get('weights')
@@ -244,16 +259,36 @@ def get_network(extractor: FeatureExtractor) -> tuple[Network, bool]:
             if network is not None:
                 recording.cache_lookup('network', hit=True)
                 return network, False
-        weights = weights_mod.fetch(extractor, 'weights')
-        key = (weights.sha256, *variant)
+    weights = weights_mod.fetch(extractor, 'weights')
+    network = network_for(weights, repr(extractor.data_locations['weights']),
+                          settings)
+    return network, weights.loaded_remotely
+
+
+def cached_network(sha256: str) -> Network | None:
+    """This process's network for weights ``sha256`` on the configured
+    device, if it was built already."""
+    settings = runtime_settings()
+    with _lock:
+        return _cached((sha256, settings.device, settings.precision,
+                        settings.backend))
+
+
+def network_for(weights: weights_mod.Weights, where: str,
+                settings: RuntimeSettings | None = None) -> Network:
+    """This process's network for verified ``weights``, built (and
+    cached) on first use; ``where`` names their location in errors."""
+    settings = settings or runtime_settings()
+    key = (weights.sha256, settings.device, settings.precision,
+           settings.backend)
+    with _lock:
         network = _cached(key)
         if network is not None:
             recording.cache_lookup('network', hit=True)
-            return network, weights.loaded_remotely
+            return network
         recording.cache_lookup('network', hit=False)
         start = time.perf_counter()
-        network = _build(weights, settings,
-                         repr(extractor.data_locations['weights']))
+        network = _build(weights, settings, where)
         _cache[key] = network
         while len(_cache) > MAX_CACHED_NETWORKS:
             _cache.popitem(last=False)
@@ -261,11 +296,12 @@ def get_network(extractor: FeatureExtractor) -> tuple[Network, bool]:
                     "%.2f s.", settings.backend, settings.device,
                     settings.precision, weights.sha256[:12],
                     time.perf_counter() - start)
-        return network, weights.loaded_remotely
+        return network
 
 
-def preload(extractor: FeatureExtractor) -> Network:
-    """Build and cache ``extractor``'s network now (worker start-up)."""
+def preload(extractor: FeatureExtractor) -> NetworkLike:
+    """Build and cache ``extractor``'s network now (worker start-up); in a
+    pool process with a shared server, have the server build it."""
     return get_network(extractor)[0]
 
 

@@ -30,7 +30,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 from filelock import FileLock, Timeout
 
 from spacer_worker import config
@@ -40,10 +39,11 @@ from spacer_worker.exceptions import (
     StorageUnavailableError,
     WeightsLoadError,
 )
-from spacer_worker.extractors.runtime.network import strip_data_parallel
 from spacer_worker.storage import load_bytes, storage_factory
 
 if TYPE_CHECKING:
+    import torch
+
     from spacer_worker.data_classes import DataLocation
     from spacer_worker.extractors.base import FeatureExtractor
 
@@ -182,6 +182,11 @@ def _safe_globals() -> list[Any]:
 def load_state_dict(weights: Weights, where: str) -> dict[str, torch.Tensor]:
     """The ``net`` state dict of a PySpacer weights file, safely unpickled
     (``weights_only=True``), without any DataParallel ``module.`` prefix."""
+    # torch loads here, not with the module: a pool process that sends its
+    # patches to a shared network server fetches weights but never runs them.
+    import torch
+
+    from spacer_worker.extractors.runtime.network import strip_data_parallel
 
     try:
         with torch.serialization.safe_globals(_safe_globals()):
