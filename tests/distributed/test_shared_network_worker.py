@@ -1,0 +1,99 @@
+"""EXTRACT_SHARED_NETWORK through a real prefork Celery worker: its pool
+processes cut patches, one server process runs the network for all of
+them, and the features are the network's."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+import numpy as np
+
+from spacer_worker.data_classes import DataLocation, ImageFeatures
+from spacer_worker.extractors import EfficientNetExtractor
+from spacer_worker.extractors.runtime.calibration import (
+    make_calibrated_weights,
+    synthetic_texture,
+)
+from spacer_worker.messages import ExtractFeaturesMsg, ExtractFeaturesReturnMsg
+
+SETTINGS = {'SPACER_EXTRACT_BACKEND': 'torch', 'SPACER_TORCH_DEVICE': 'cpu',
+            'SPACER_EXTRACT_BATCH_SIZE': '16', 'SPACER_EXTRACT_THREADS': '1'}
+
+
+def _maps(pid: int) -> str:
+    try:
+        return Path(f'/proc/{pid}/maps').read_text()
+    except OSError:          # gone meanwhile
+        return ''
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f'/proc/{pid}/cmdline').read_bytes().replace(
+            b'\0', b' ').decode()
+    except OSError:
+        return ''
+
+
+def test_pool_processes_share_one_network_process(app, start_worker,
+                                                  tmp_path, monkeypatch):
+    # Given calibrated weights, four images and their features as this
+    # process's own network computes them,
+    for name, value in SETTINGS.items():
+        monkeypatch.setenv(name, value)
+    weights = tmp_path / 'weights.pt'
+    sha = make_calibrated_weights(weights, seed=3)
+    extractor = EfficientNetExtractor(
+        data_locations={'weights': DataLocation('filesystem', str(weights))},
+        data_hashes={'weights': sha})
+    rng = np.random.default_rng(0)
+    messages, expected = [], []
+    for i in range(4):
+        image = synthetic_texture(np.random.default_rng(i), 256).resize(
+            (400, 300))
+        path = tmp_path / f'image{i}.png'
+        image.save(path)
+        rowcols = [(int(rng.integers(300)), int(rng.integers(400)))
+                   for _ in range(40)]
+        expected.append(extractor(image, rowcols)[0].feature_array())
+        messages.append(ExtractFeaturesMsg(
+            job_token=f'image{i}', extractor=extractor, rowcols=rowcols,
+            image_loc=DataLocation('filesystem', str(path)),
+            feature_loc=DataLocation('filesystem',
+                                     str(tmp_path / f'image{i}.fv'))))
+
+    # when a two-process extraction worker with a shared network runs them,
+    worker = start_worker('shared', queues='extract', concurrency=2,
+                          env={**SETTINGS,
+                               'SPACER_EXTRACT_SHARED_NETWORK': 'true'})
+    results = [app.send_task('spacer.extract_features',
+                             args=[m.serialize()], queue='extract',
+                             task_id=str(uuid.uuid4())) for m in messages]
+    for result in results:
+        ExtractFeaturesReturnMsg.deserialize(result.get(timeout=180))
+
+    # then every feature file holds that network's features,
+    for message, want in zip(messages, expected, strict=True):
+        features = ImageFeatures.load(message.feature_loc)
+        np.testing.assert_allclose(features.feature_array(), want,
+                                   rtol=0, atol=1e-4)
+    # the network was built once, in the server, and no pool process (nor
+    # the worker's main process) loaded torch at all.
+    pids = worker.pids()
+    servers = [p for p in pids
+               if 'spacer_worker.extractors.runtime.shared' in _cmdline(p)]
+    assert len(servers) == 1
+    assert 'libtorch' in _maps(servers[0])
+    others = [p for p in pids if p not in servers]
+    assert len(others) == 3                  # the main process and its pool
+    assert all('libtorch' not in _maps(p) for p in others)
+    log = worker.log_text()
+    assert log.count('Built EfficientNet-b0') == 1
+    assert 'Shared extraction network server listening at' in log
+
+    # When the worker stops, the server stops with it and says what it did.
+    worker.stop()
+    log = worker.log_text()
+    assert 'Shared extraction network: 160 patches in' in log
+    assert all(not Path(f'/proc/{p}').exists() for p in servers)
