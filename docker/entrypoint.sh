@@ -8,8 +8,12 @@
 #   gpu-workers NAME [celery worker options]
 #       One worker node per GPU visible in the container, NAME-gpu<i>@<host>,
 #       each started with CUDA_VISIBLE_DEVICES set to its GPU alone and
-#       concurrency 1. Stops them all (warm) on SIGTERM/SIGINT; if one dies,
-#       stops the others and exits non-zero so the container is restarted.
+#       WORKER_TASKS_PER_GPU pool processes (default 1). With more than one,
+#       the worker runs one shared network process for its GPU that batches
+#       the patches of all its tasks (SPACER_EXTRACT_SHARED_NETWORK, on
+#       unless set otherwise). Stops them all (warm) on SIGTERM/SIGINT; if
+#       one dies, stops the others and exits non-zero so the container is
+#       restarted.
 #   flower [flower options]
 #       Flower for the configured broker (auth and port from FLOWER_* vars);
 #       refuses the shipped placeholder password when SERVICE_BIND (the
@@ -19,7 +23,8 @@
 #
 # Variables: CELERY_APP (default spacer_worker); WORKER_NODES_FILE (node
 # names for the healthcheck); WORKER_GPUS (comma list of GPU indexes or
-# UUIDs; default: every GPU nvidia-smi lists); CELERY_WORKER_* options are
+# UUIDs; default: every GPU nvidia-smi lists); WORKER_TASKS_PER_GPU (images
+# decoded and cut at once per GPU, default 1); CELERY_WORKER_* options are
 # read by Celery itself (e.g. CELERY_WORKER_CONCURRENCY).
 set -euo pipefail
 
@@ -78,6 +83,13 @@ run_gpu_workers() {
             "WORKER_GPUS is unset). On a host without GPU run the CPU" \
             "extraction worker instead: docker compose --profile cpu up -d"
     fi
+    local tasks=${WORKER_TASKS_PER_GPU:-1}
+    [[ "$tasks" =~ ^[1-9][0-9]*$ ]] ||
+        die "WORKER_TASKS_PER_GPU='$tasks': expected a whole number of 1 or more."
+    if ((tasks > 1)); then
+        # One network per GPU, fed by every pool process: not one per process.
+        export SPACER_EXTRACT_SHARED_NETWORK=${SPACER_EXTRACT_SHARED_NETWORK:-true}
+    fi
     local nodes=() i
     for i in "${!gpus[@]}"; do
         nodes+=("${name}-gpu${i}@${host}")
@@ -88,7 +100,7 @@ run_gpu_workers() {
     for i in "${!gpus[@]}"; do
         echo "spacer-entrypoint: starting ${nodes[$i]} on GPU ${gpus[$i]}" >&2
         CUDA_VISIBLE_DEVICES="${gpus[$i]}" celery -A "$app" worker \
-            --hostname="${nodes[$i]}" --concurrency=1 \
+            --hostname="${nodes[$i]}" --concurrency="$tasks" \
             --loglevel="${SPACER_LOG_LEVEL:-INFO}" "$@" &
         pids+=($!)
     done

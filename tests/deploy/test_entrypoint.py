@@ -132,6 +132,36 @@ def test_gpu_workers_run_one_single_process_worker_per_gpu(container):
     assert proc.wait(60) == 0
 
 
+def test_gpu_workers_with_several_tasks_per_gpu_share_one_network(
+        container):
+    proc = container.start('gpu-workers', 'extract', '--queues=extract',
+                           WORKER_GPUS='GPU-aaaa', WORKER_TASKS_PER_GPU='3')
+    node = f'extract-gpu0@{HOST}'
+
+    container.wait_healthy(proc)
+
+    # Three pool processes on the one GPU, and the shared network server
+    # that runs the network for all of them, started by the worker.
+    assert container.inspect('stats', node)['pool']['max-concurrency'] == 3
+    worker, = worker_pids(proc)
+    environ = Path(f'/proc/{worker}/environ').read_bytes().split(b'\0')
+    assert b'SPACER_EXTRACT_SHARED_NETWORK=true' in environ
+    children = Path(f'/proc/{worker}/task/{worker}/children').read_text()
+    commands = [Path(f'/proc/{pid}/cmdline').read_bytes()
+                for pid in children.split()]
+    assert sum(b'spacer_worker.extractors.runtime.shared' in c
+               for c in commands) == 1
+    os.kill(proc.pid, signal.SIGTERM)
+    assert proc.wait(60) == 0
+
+
+def test_a_bad_tasks_per_gpu_is_refused(container):
+    proc = container.start('gpu-workers', 'extract', '--queues=extract',
+                           WORKER_GPUS='0', WORKER_TASKS_PER_GPU='many')
+    assert proc.wait(30) == 64
+    assert 'WORKER_TASKS_PER_GPU' in container.log.read_text()
+
+
 def test_one_gpu_worker_dying_stops_the_container(container):
     proc = container.start('gpu-workers', 'extract', '--queues=extract',
                            WORKER_GPUS='0,1')
