@@ -14,6 +14,9 @@ peak RSS.
 
     python3 benchmarks/extraction.py                  # CPU, vs PySpacer
     python3 benchmarks/extraction.py --device cuda    # GPU: patches/s, fp16 drift
+    python3 benchmarks/extraction.py --device cuda --tasks 4
+        # and 4 tasks at once through one shared network (EXTRACT_SHARED_NETWORK):
+        # images/s against one task at a time, and how full the batches were
 
 PySpacer runs in its reference virtualenv (scripts/reference-venv.sh;
 SPACER_REFERENCE_PYTHON overrides its path). The weights are calibrated
@@ -270,6 +273,55 @@ def ours_big(data: dict) -> dict:
             'peak_rss_kb': peak_rss_kb()}
 
 
+def _shared_task(message: dict) -> float:
+    from spacer_worker import tasks
+    from spacer_worker.messages import ExtractFeaturesMsg
+
+    start = time.perf_counter()
+    tasks.extract_features(ExtractFeaturesMsg.deserialize(message))
+    return time.perf_counter() - start
+
+
+def ours_shared(data: dict) -> dict:
+    """Fresh process: ``tasks`` forked processes, as a worker's prefork
+    pool, extract the images (each several times) through one shared
+    network server; this process never imports torch, so forking is safe."""
+    import multiprocessing
+
+    from spacer_worker.data_classes import DataLocation
+    from spacer_worker.extractors import EfficientNetExtractor
+    from spacer_worker.extractors.runtime import shared
+    from spacer_worker.messages import ExtractFeaturesMsg
+
+    extractor = EfficientNetExtractor(
+        data_locations={'weights': DataLocation('filesystem', data['weights'])},
+        data_hashes={'weights': data['sha256']})
+    messages = [ExtractFeaturesMsg(
+        job_token=f'shared{i}', extractor=extractor,
+        rowcols=[tuple(rc) for rc in image['rowcols']],
+        image_loc=DataLocation('filesystem', image['path']),
+        feature_loc=DataLocation('filesystem', f"{image['out']}.shared{i}")
+    ).serialize() for i, image in enumerate(data['images'] * data['repeat'])]
+    server = shared.ServerProcess().start()
+    server.wait_ready()
+    shared.use_server(server.address)
+    try:
+        with multiprocessing.get_context('fork').Pool(data['tasks']) as pool:
+            # Warm: the server builds the network, every process connects.
+            pool.map(_shared_task, messages[:data['tasks']], chunksize=1)
+            before = shared.server_stats(server.address)
+            start = time.perf_counter()
+            times = pool.map(_shared_task, messages, chunksize=1)
+            wall = time.perf_counter() - start
+        after = shared.server_stats(server.address)
+    finally:
+        shared.use_server(None)
+        server.stop()
+    delta = {k: after[k] - before[k] for k in ('batches', 'patches', 'mixed')}
+    return {'wall_s': wall, 'images': len(messages), 'task_s': times,
+            'largest': after['largest'], **delta}
+
+
 def _run_json(cmd: list[str], env: dict[str, str]) -> dict:
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env,
                           cwd=str(REPO))
@@ -408,6 +460,10 @@ def main() -> None:
     parser.add_argument('--fidelity-points', type=int, default=8,
                         help='points per image in the float64 fidelity '
                              'table (float64 runs are slow); 0 skips it')
+    parser.add_argument('--tasks', type=int, default=0,
+                        help='also run this many tasks at once through one '
+                             'shared network (EXTRACT_SHARED_NETWORK), as a '
+                             'GPU worker with WORKER_TASKS_PER_GPU would')
     parser.add_argument('--workdir', type=Path,
                         default=Path(tempfile.gettempdir()) / 'spacer_bench')
     args = parser.parse_args()
@@ -483,6 +539,24 @@ def main() -> None:
         fidelity_ok = fidelity_table(data, images, args.fidelity_points)
         print(f"fidelity rule on every image: "
               f"{'ok' if fidelity_ok else 'MISSED'}")
+    if args.tasks:
+        shared_data = dict(data, tasks=args.tasks,
+                           repeat=max(1, 2 * args.tasks // len(data['images'])))
+        run = run_ours('shared', shared_data, env)
+        rate = run['images'] / run['wall_s']
+        single = 1 / ours['warm']
+        print(f"{args.tasks} tasks at once through one shared network: "
+              f"{run['images']} images in {run['wall_s']:.2f} s = {rate:.2f} "
+              f"images/s vs {single:.2f} images/s one task at a time "
+              f"({rate / single:.2f}x); {run['patches']} patches in "
+              f"{run['batches']} forward passes (mean "
+              f"{run['patches'] / max(run['batches'], 1):.1f}, largest "
+              f"{run['largest']}, batch {ours['batch_size']}), "
+              f"{run['mixed']} mixing several tasks; mean task "
+              f"{sum(run['task_s']) / len(run['task_s']):.2f} s")
+        if not ours['device'].startswith('cuda'):
+            print('  (on CPU the server competes with the tasks for the same '
+                  'cores: a functional check, not the GPU figure)')
     if not args.no_big:
         big = run_ours('big', data, env)
         print(f"1000 points on {BIG_SIZE[0]}x{BIG_SIZE[1]}: {big['seconds']:.1f} s,"
@@ -491,10 +565,11 @@ def main() -> None:
 
 
 if __name__ == '__main__':
-    if len(sys.argv) == 3 and sys.argv[1] in ('_ours', '_big'):
+    if len(sys.argv) == 3 and sys.argv[1] in ('_ours', '_big', '_shared'):
         sys.path.insert(0, str(REPO))
         payload = json.loads(sys.argv[2])
-        out = ours_side(payload) if sys.argv[1] == '_ours' else ours_big(payload)
-        print('@@' + json.dumps(out))
+        side = {'_ours': ours_side, '_big': ours_big,
+                '_shared': ours_shared}[sys.argv[1]]
+        print('@@' + json.dumps(side(payload)))
     else:
         main()

@@ -64,9 +64,10 @@ FEATURE_BYTES = FEATURE_DIM * 4
 MAX_HEADER_BYTES = 4096
 MAX_REQUEST_PATCHES = 1024
 MAX_WEIGHTS_BYTES = 512 * 1024 * 1024
-# Requests one task keeps at the server: one running, one waiting, while
-# it cuts the next.
-IN_FLIGHT = 2
+# Requests (quarter batches) one task keeps at the server while it cuts
+# the next: a full batch, so a few tasks keep the next forward pass full
+# while the current one runs.
+IN_FLIGHT = 4
 # How long the batching thread waits for another task's patches when the
 # batch is not full and some connected task has nothing queued yet.
 LINGER_S = 0.003
