@@ -23,7 +23,7 @@ from collections import OrderedDict, deque
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -187,14 +187,6 @@ class Network:
             return self._pool
 
 
-class NetworkLike(Protocol):
-    """What a task needs of a network: this process's own or the shared
-    server's (``shared.RemoteNetwork``)."""
-
-    def extract(self, im: Image.Image, rowcols: Sequence[tuple[int, int]]
-                ) -> np.ndarray: ...
-
-
 def _collect(out: np.ndarray, start: int, future: Future) -> None:
     features = future.result()
     out[start:start + len(features)] = features
@@ -238,18 +230,13 @@ def _build(weights: weights_mod.Weights, settings: RuntimeSettings,
     return Network(backend, settings, weights.sha256)
 
 
-def get_network(extractor: FeatureExtractor) -> tuple[NetworkLike, bool]:
-    """The network ``extractor`` runs on, built on first use.
+def get_network(extractor: FeatureExtractor) -> tuple[Network, bool]:
+    """This process's network for ``extractor``, built on first use.
 
-    In a pool process of a worker with a shared network server
-    (EXTRACT_SHARED_NETWORK) that is the server's; otherwise this
-    process's own. Returns it and whether its weights were downloaded by
-    this call.
+    Returns it and whether its weights were downloaded by this call. (A
+    pool process of a worker with a shared network server asks
+    ``shared.remote_network`` instead.)
     """
-    from spacer_worker.extractors.runtime import shared
-
-    if shared.server_configured():
-        return shared.remote_network(extractor)
     settings = runtime_settings()
     variant = (settings.device, settings.precision, settings.backend)
     expected = extractor.data_hashes.get('weights')
@@ -299,9 +286,8 @@ def network_for(weights: weights_mod.Weights, where: str,
         return network
 
 
-def preload(extractor: FeatureExtractor) -> NetworkLike:
-    """Build and cache ``extractor``'s network now (worker start-up); in a
-    pool process with a shared server, have the server build it."""
+def preload(extractor: FeatureExtractor) -> Network:
+    """Build and cache ``extractor``'s network now (worker start-up)."""
     return get_network(extractor)[0]
 
 
