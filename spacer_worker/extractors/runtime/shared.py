@@ -182,7 +182,10 @@ def _receive_header(conn: Connection, timeout: float) -> dict:
         raise ExtractionServerError(
             f"The worker's shared network server sent no answer in "
             f"{timeout:.0f} s; it may be stuck on its device.")
-    header = json.loads(conn.recv_bytes(MAX_HEADER_BYTES))
+    try:
+        header = json.loads(conn.recv_bytes(MAX_HEADER_BYTES))
+    except ValueError as e:
+        header = e
     if not isinstance(header, dict):
         raise ExtractionServerError('The shared network server sent a '
                                     'malformed answer.')
@@ -300,6 +303,9 @@ def remote_network(extractor: FeatureExtractor) -> tuple[RemoteNetwork, bool]:
             raise ExtractionServerError(
                 f"Lost the connection to the worker's shared network server "
                 f"({type(e).__name__}: {e}); a retry may pass.") from e
+        except BaseException:
+            server.drop()           # an answer may still be on its way
+            raise
     loaded_remotely = bool(weights is not None and weights.loaded_remotely)
     return RemoteNetwork(sha256, int(reply['piece'])), loaded_remotely
 
