@@ -11,9 +11,7 @@
   other at each of ~400 nodes spin on a core someone else may need (3x
   slower on a loaded machine).
 * ``TorchBackend`` (CPU or CUDA): eager PyTorch, channels_last, in
-  ``inference_mode``; optional fp16 on CUDA. On CUDA it runs the folded
-  network; on CPU PySpacer's unfolded one (``engine.FeatureNetwork``), whose
-  float32 rounding is PySpacer's own. On CPU it raises glibc's mmap
+  ``inference_mode``; optional fp16 on CUDA. On CPU it raises glibc's mmap
   threshold so activation buffers are reused instead of being mapped and
   unmapped each batch (millions of page faults otherwise).
 
@@ -94,7 +92,7 @@ class TorchBackend:
     name = 'torch'
     streams = 1  # PyTorch splits each batch over its own threads
 
-    def __init__(self, net: torch.nn.Module, device: torch.device,
+    def __init__(self, net: FoldedEfficientNet, device: torch.device,
                  precision: str, threads: int):
         self.device = device
         self.dtype = torch.float16 if precision == 'fp16' else torch.float32

@@ -209,17 +209,6 @@ def _cached(key: tuple) -> Network | None:
     return network
 
 
-class FeatureNetwork(torch.nn.Module):
-    """The reference network's pooled features as its forward pass."""
-
-    def __init__(self, reference: EfficientNetB0):
-        super().__init__()
-        self.reference = reference.eval()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.reference.features(x)
-
-
 def _build(weights: weights_mod.Weights, settings: RuntimeSettings,
            where: str) -> Network:
 
@@ -232,18 +221,11 @@ def _build(weights: weights_mod.Weights, settings: RuntimeSettings,
             f"Extractor weights at {where} do not fit EfficientNet-b0 "
             f"(1275 classes, 1280 features): "
             f"{' '.join(str(e).split())[:600]}") from e
+    folded = FoldedEfficientNet(reference)
     if settings.backend == 'onnxruntime':
-        backend: Backend = OnnxRuntimeBackend(FoldedEfficientNet(reference),
-                                              settings.threads)
+        backend: Backend = OnnxRuntimeBackend(folded, settings.threads)
     else:
-        # On CPU PyTorch runs PySpacer's own (unfolded) network, so its
-        # float32 error is PySpacer's: folded, it came out up to 3.5x
-        # farther from float64 than PySpacer on bilevel noise, where
-        # features reach ~8000 (depending on threads and kernels). CPU
-        # speed is ONNX Runtime's job; on CUDA the folded form is faster.
-        net = (FoldedEfficientNet(reference) if settings.device != 'cpu'
-               else FeatureNetwork(reference))
-        backend = TorchBackend(net, torch.device(settings.device),
+        backend = TorchBackend(folded, torch.device(settings.device),
                                settings.precision, settings.threads)
     return Network(backend, settings, weights.sha256)
 
