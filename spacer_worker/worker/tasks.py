@@ -42,6 +42,7 @@ from typing import Any
 
 from celery import Task, shared_task
 from celery.exceptions import SoftTimeLimitExceeded
+from kombu.exceptions import EncodeError
 
 from spacer_worker import payloads, tasks
 from spacer_worker.admission import admit, check_payload_size
@@ -168,7 +169,15 @@ class SpacerTask(Task):
 
     def publish_progress(self, meta: dict) -> None:
         if self.request.id and not self.request.is_eager:
-            self.update_state(state=PROGRESS, meta=meta)
+            try:
+                self.update_state(state=PROGRESS, meta=meta)
+            except EncodeError as e:
+                # kombu wraps whatever interrupts its encoding: a soft time
+                # limit that fires mid-encode must still read as one.
+                inner = e.args[0] if e.args else e.__context__
+                if isinstance(inner, SoftTimeLimitExceeded):
+                    raise inner from None
+                raise
 
     def training_progress(self) -> Callable[..., None]:
         """The ``progress`` callback of a training: accepts the trainer's
