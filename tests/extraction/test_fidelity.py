@@ -137,58 +137,21 @@ def test_pyspacer_float64_run_is_the_truth_for_its_float32(all_cases,
         assert float(np.abs(theirs - exact).max()) < 1e-2 * scale, case.name
 
 
-# Our extractor in a process of its own, as a worker runs it: in the test
-# process, state left by earlier tests (thread pools, allocator settings)
-# changed PyTorch's float32 rounding enough to move bilevel features (~8000,
-# the ill-conditioned case) by ~100.
-OUR_SIDE = r'''
-import json, sys
-import numpy as np
-from PIL import Image
-from spacer_worker.data_classes import DataLocation
-from spacer_worker.extractors import EfficientNetExtractor
-data = json.loads(sys.argv[1])
-extractor = EfficientNetExtractor(
-    data_locations={'weights': DataLocation('filesystem', data['weights'])},
-    data_hashes={'weights': data['sha256']})
-for case in data['cases']:
-    rowcols = [tuple(rc) for rc in case['rowcols']]
-    features, msg = extractor(Image.open(case['path']), rowcols)
-    assert list(zip(features.rows, features.cols)) == rowcols
-    assert msg.extractor_loaded_remotely is False
-    np.save(case['out'], features.feature_array())
-'''
-
-
-def _our_features(cases, weights, out_dir: Path) -> dict[str, np.ndarray]:
-    import json
-    import os
-    import subprocess
-    import sys
-
-    payload = {'weights': str(weights.path), 'sha256': weights.sha256,
-               'cases': [{'path': str(c.path), 'rowcols': c.rowcols,
-                          'out': str(out_dir / f'{c.name}.ours.npy')}
-                         for c in cases]}
-    repo = Path(__file__).resolve().parents[2]
-    env = dict(os.environ, PYTHONPATH=str(repo))
-    done = subprocess.run([sys.executable, '-c', OUR_SIDE,
-                           json.dumps(payload)], env=env, cwd=str(repo),
-                          capture_output=True, text=True, timeout=1200)
-    assert done.returncode == 0, done.stderr[-3000:]
-    return {c.name: np.load(out_dir / f'{c.name}.ours.npy') for c in cases}
-
-
 def test_features_meet_the_fidelity_rule_for_every_mode_and_edge(
-        backend, all_cases, weights, pyspacer_features, tmp_path):
+        backend, all_cases, weights, pyspacer_features):
+    extractor = weights.extractor()
     lines, failures = [TABLE_HEADER], []
-    # Given each image file opened as PySpacer's task opens it, when our
-    # extractor runs at the same points (in a fresh process),
-    computed = _our_features(all_cases, weights, tmp_path)
     for case in all_cases:
-        ours = computed[case.name]
+        # Given each image file opened as PySpacer's task opens it,
+        image = Image.open(case.path)
+        # when our extractor runs at the same points,
+        features, return_msg = extractor(image, case.rowcols)
+        ours = features.feature_array()
         theirs, exact = pyspacer_features[case.name]
         assert ours.shape == theirs.shape == (len(case.rowcols), 1280)
+        assert list(zip(features.rows, features.cols, strict=True)) == \
+            case.rowcols
+        assert return_msg.extractor_loaded_remotely is False
         # then every image meets the rule: within 1e-4 of PySpacer at
         # every point, or, at the points run in float64, no farther from
         # float64 than twice PySpacer's own error.
