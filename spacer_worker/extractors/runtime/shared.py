@@ -60,7 +60,6 @@ logger = logging.getLogger(__name__)
 # EfficientNet-b0's (network.FEATURE_DIM; not imported: that means torch).
 FEATURE_DIM = 1280
 PATCH_BYTES = CROP_SIZE * CROP_SIZE * 3
-FEATURE_BYTES = FEATURE_DIM * 4
 MAX_HEADER_BYTES = 4096
 MAX_REQUEST_PATCHES = 1024
 MAX_WEIGHTS_BYTES = 512 * 1024 * 1024
