@@ -104,10 +104,16 @@ def pyspacer_features(pyspacer_reference, all_cases, weights,
             for c in all_cases}
 
 
-@pytest.fixture(params=['onnxruntime', 'torch'])
+@pytest.fixture(params=['onnxruntime', 'torch', 'torch-cuda'])
 def backend(request, monkeypatch) -> str:
-    monkeypatch.setenv('SPACER_EXTRACT_BACKEND', request.param)
-    monkeypatch.setenv('SPACER_TORCH_DEVICE', 'cpu')
+    # torch-cuda: float32 on a GPU (cuDNN would use TF32 unless told not to).
+    name, _, device = request.param.partition('-')
+    if device == 'cuda':
+        import torch
+        if not torch.cuda.is_available():
+            pytest.skip('no CUDA GPU here')
+    monkeypatch.setenv('SPACER_EXTRACT_BACKEND', name)
+    monkeypatch.setenv('SPACER_TORCH_DEVICE', device or 'cpu')
     return request.param
 
 

@@ -66,8 +66,15 @@ def calibrated_network(images: Sequence[Image.Image] | None = None,
             module.reset_running_stats()
             module.momentum = None  # plain average of what it sees
     net.train()
-    with torch.no_grad():
-        net.features(batch)
+    # One thread: the statistics (float32 sums) then do not depend on the
+    # caller's thread count, so the same seed gives the same file.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with torch.no_grad():
+            net.features(batch)
+    finally:
+        torch.set_num_threads(threads)
     net.eval()
     for module in net.modules():
         if isinstance(module, torch.nn.BatchNorm2d):

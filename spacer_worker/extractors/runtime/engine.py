@@ -37,6 +37,7 @@ from spacer_worker.extractors.runtime.backends import (
     OnnxRuntimeBackend,
     TorchBackend,
 )
+from spacer_worker.extractors.runtime.exact import ExactFallback
 from spacer_worker.extractors.runtime.folded import FoldedEfficientNet
 from spacer_worker.extractors.runtime.network import FEATURE_DIM, EfficientNetB0
 from spacer_worker.extractors.runtime.patches import CROP_SIZE, iter_patch_batches
@@ -127,8 +128,9 @@ class Network:
     """A built network for one weights file on one device."""
 
     def __init__(self, backend: Backend, settings: RuntimeSettings,
-                 sha256: str):
+                 sha256: str, exact: ExactFallback | None = None):
         self.backend = backend
+        self.exact = exact
         self.settings = settings
         self.sha256 = sha256
         self._pool: ThreadPoolExecutor | None = None
@@ -140,7 +142,10 @@ class Network:
 
     def run_patches(self, patches: np.ndarray) -> np.ndarray:
         """[b, 224, 224, 3] uint8 -> [b, 1280] float32."""
-        return self.backend.run(patches)
+        features = self.backend.run(patches)
+        if self.exact is not None:
+            self.exact.refine(patches, features)
+        return features
 
     def extract(self, im: Image.Image, rowcols: Sequence[tuple[int, int]]
                 ) -> np.ndarray:
@@ -157,7 +162,7 @@ class Network:
         if streams <= 1:
             start = 0
             for batch in batches:
-                out[start:start + len(batch)] = self.backend.run(batch)
+                out[start:start + len(batch)] = self.run_patches(batch)
                 start += len(batch)
             return out
         pool = self._executor(streams)
@@ -165,7 +170,7 @@ class Network:
         try:
             start = 0
             for batch in batches:
-                pending.append((start, pool.submit(self.backend.run, batch)))
+                pending.append((start, pool.submit(self.run_patches, batch)))
                 start += len(batch)
                 # One batch per stream in flight, plus the one being cut.
                 while len(pending) > streams:
@@ -227,7 +232,11 @@ def _build(weights: weights_mod.Weights, settings: RuntimeSettings,
     else:
         backend = TorchBackend(folded, torch.device(settings.device),
                                settings.precision, settings.threads)
-    return Network(backend, settings, weights.sha256)
+    # fp16 gives up exactness by choice; fp32 must stay as accurate as
+    # PySpacer's float32 on every patch (exact.py says why it needs help).
+    exact = (ExactFallback(reference, torch.device(settings.device))
+             if settings.precision == 'fp32' else None)
+    return Network(backend, settings, weights.sha256, exact)
 
 
 def get_network(extractor: FeatureExtractor) -> tuple[Network, bool]:

@@ -1,0 +1,103 @@
+"""Patches whose features float32 cannot carry are recomputed in float64.
+
+On a black-and-white image the calibrated test network's features reach
+~8000 and float32 results wander ~10 from the float64 truth (PySpacer's
+own by 13-19), so the float64 path must give those patches features
+within float32 rounding of the truth, while ordinary patches never pay
+for it.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from spacer_worker.extractors.runtime import engine
+from spacer_worker.extractors.runtime.calibration import synthetic_texture
+from spacer_worker.extractors.runtime.exact import LARGE_FEATURE, ExactFallback
+from spacer_worker.extractors.runtime.network import EfficientNetB0
+from spacer_worker.extractors.runtime.patches import crop_patch
+from spacer_worker.extractors.runtime.weights import fetch, load_state_dict
+
+POINTS = [(10, 20), (120, 200)]
+
+
+def _reference(weights) -> EfficientNetB0:
+    net = EfficientNetB0()
+    net.load_state_dict(load_state_dict(fetch(weights.extractor()),
+                                        'weights'))
+    return net.eval()
+
+
+def _float64_features(weights, im: Image.Image) -> np.ndarray:
+    patches = np.stack([crop_patch(im, r, c) for r, c in POINTS])
+    net = _reference(weights).double()
+    with torch.inference_mode():
+        x = torch.from_numpy(patches).permute(0, 3, 1, 2).double() / 255
+        return net.features(x).numpy()
+
+
+def _bilevel() -> Image.Image:
+    texture = synthetic_texture(np.random.default_rng(11), 256)
+    return Image.fromarray(np.asarray(texture)[..., 1]).convert('1')
+
+
+@pytest.fixture(params=['onnxruntime', 'torch'])
+def backend(request, monkeypatch) -> str:
+    monkeypatch.setenv('SPACER_EXTRACT_BACKEND', request.param)
+    monkeypatch.setenv('SPACER_TORCH_DEVICE', 'cpu')
+    return request.param
+
+
+def test_features_beyond_float32s_reach_come_from_float64(weights, backend,
+                                                          caplog):
+    # Given a black-and-white image, where features reach thousands,
+    im = _bilevel()
+    truth = _float64_features(weights, im)
+    assert np.abs(truth).max() > 10 * LARGE_FEATURE
+    # when the extractor runs on it,
+    extractor = weights.extractor()
+    with caplog.at_level(logging.INFO, 'spacer_worker.extractors.runtime'):
+        features, _ = extractor(im, POINTS)
+    # then both patches took the float64 path, said so once,
+    network = engine.cached_network(weights.sha256)
+    assert network is not None and network.exact.patches == len(POINTS)
+    assert 'recomputed in float64' in caplog.text
+    # and their features are the float64 ones rounded to float32 (float32
+    # arithmetic is ~10 off here, 1e4 times this tolerance).
+    ours = features.feature_array()
+    tolerance = 1e-6 * float(np.abs(truth).max())
+    assert float(np.abs(ours - truth).max()) <= tolerance
+
+
+def test_ordinary_patches_never_take_the_float64_path(weights, image_cases,
+                                                      backend):
+    # Given the ordinary test images (RGB, RGBA, grey, palette, 16-bit),
+    extractor = weights.extractor()
+    for case in image_cases:
+        # when their points are extracted,
+        extractor(Image.open(case.path), case.rowcols)
+    # then no patch was recomputed.
+    network = engine.cached_network(weights.sha256)
+    assert network is not None and network.exact.patches == 0
+
+
+def test_a_non_finite_row_is_recomputed(weights):
+    # Given a batch whose float32 features overflowed in one row,
+    im = _bilevel()
+    patches = np.stack([crop_patch(im, r, c) for r, c in POINTS])
+    features = np.full((2, 1280), 0.5, np.float32)
+    features[1, 7] = np.nan
+    # when the fallback checks it,
+    fallback = ExactFallback(_reference(weights), torch.device('cpu'))
+    assert fallback.refine(patches, features) == 1
+    # then that row holds the float64 features, and the other is untouched.
+    truth = _float64_features(weights, im)
+    assert np.isfinite(features).all()
+    assert np.abs(features[1] - truth[1]).max() <= \
+        1e-6 * float(np.abs(truth[1]).max())
+    assert (features[0] == 0.5).all()
