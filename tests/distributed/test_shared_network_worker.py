@@ -4,6 +4,9 @@ them, and the features are the network's."""
 
 from __future__ import annotations
 
+import os
+import signal
+import time
 import uuid
 from pathlib import Path
 
@@ -97,3 +100,63 @@ def test_pool_processes_share_one_network_process(app, start_worker,
     log = worker.log_text()
     assert 'Shared extraction network: 160 patches in' in log
     assert all(not Path(f'/proc/{p}').exists() for p in servers)
+
+
+def test_a_task_whose_server_dies_is_retried_and_commits_once(
+        app, start_worker, tmp_path, monkeypatch):
+    # Given one image with enough points to keep the network busy for a
+    # while, and its features as this process's own network computes them,
+    for name, value in SETTINGS.items():
+        monkeypatch.setenv(name, value)
+    weights = tmp_path / 'weights.pt'
+    sha = make_calibrated_weights(weights, seed=4)
+    extractor = EfficientNetExtractor(
+        data_locations={'weights': DataLocation('filesystem', str(weights))},
+        data_hashes={'weights': sha})
+    image = synthetic_texture(np.random.default_rng(9), 256).resize((400, 300))
+    path = tmp_path / 'image.png'
+    image.save(path)
+    rng = np.random.default_rng(1)
+    rowcols = [(int(rng.integers(300)), int(rng.integers(400)))
+               for _ in range(480)]
+    expected = extractor(image, rowcols)[0].feature_array()
+    message = ExtractFeaturesMsg(
+        job_token='server-dies', extractor=extractor, rowcols=rowcols,
+        image_loc=DataLocation('filesystem', str(path)),
+        feature_loc=DataLocation('filesystem', str(tmp_path / 'image.fv')))
+    worker = start_worker('dying', queues='extract', concurrency=1,
+                          env={**SETTINGS,
+                               'SPACER_EXTRACT_SHARED_NETWORK': 'true',
+                               'SPACER_TASK_MAX_RETRIES': '3',
+                               'SPACER_RETRY_BACKOFF_MAX': '1'})
+
+    def server_pids() -> list[int]:
+        return [p for p in worker.pids()
+                if 'spacer_worker.extractors.runtime.shared' in _cmdline(p)]
+
+    # when its server process is killed while it runs the task's patches,
+    task_id = str(uuid.uuid4())
+    result = app.send_task('spacer.extract_features',
+                           args=[message.serialize()], queue='extract',
+                           task_id=task_id)
+    deadline = time.monotonic() + 120
+    while 'Built EfficientNet-b0' not in worker.log_text():
+        assert time.monotonic() < deadline, worker.log_text()[-3000:]
+        time.sleep(0.1)
+    time.sleep(1.0)
+    assert result.state != 'SUCCESS', 'the task ended before the kill'
+    [killed] = server_pids()
+    os.kill(killed, signal.SIGKILL)
+
+    # then the task failed transiently, was retried on the restarted
+    # server and succeeded once, with that network's features.
+    ExtractFeaturesReturnMsg.deserialize(result.get(timeout=240))
+    log = worker.log_text()
+    assert 'ExtractionServerError' in log
+    assert 'Retry in' in log
+    assert log.count(f'spacer.extract_features[{task_id}] succeeded') == 1
+    assert log.count('Built EfficientNet-b0') == 2
+    assert killed not in server_pids() and len(server_pids()) == 1
+    features = ImageFeatures.load(message.feature_loc)
+    np.testing.assert_allclose(features.feature_array(), expected,
+                               rtol=0, atol=1e-4)
