@@ -101,3 +101,24 @@ def test_a_non_finite_row_is_recomputed(weights):
     assert np.abs(features[1] - truth[1]).max() <= \
         1e-6 * float(np.abs(truth[1]).max())
     assert (features[0] == 0.5).all()
+
+
+def test_the_threshold_is_a_setting_and_zero_turns_it_off(weights,
+                                                          monkeypatch):
+    # Given the float64 path turned off,
+    monkeypatch.setenv('SPACER_EXTRACT_FLOAT64_ABOVE', '0')
+    extractor = weights.extractor()
+    # when a black-and-white image is extracted,
+    features, _ = extractor(_bilevel(), POINTS)
+    # then no network has the path and the features are float32's.
+    network = engine.cached_network(weights.sha256)
+    assert network is not None and network.exact is None
+    assert np.abs(features.feature_array()).max() > 10 * LARGE_FEATURE
+
+
+@pytest.mark.parametrize('value', ['-1', 'nan'])
+def test_a_bad_threshold_is_a_config_error(weights, monkeypatch, value):
+    from spacer_worker.exceptions import ConfigError
+    monkeypatch.setenv('SPACER_EXTRACT_FLOAT64_ABOVE', value)
+    with pytest.raises(ConfigError, match='EXTRACT_FLOAT64_ABOVE'):
+        weights.extractor()(_bilevel(), POINTS)

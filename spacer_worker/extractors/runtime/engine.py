@@ -234,8 +234,12 @@ def _build(weights: weights_mod.Weights, settings: RuntimeSettings,
                                settings.precision, settings.threads)
     # fp16 gives up exactness by choice; fp32 must stay as accurate as
     # PySpacer's float32 on every patch (exact.py says why it needs help).
-    exact = (ExactFallback(reference, torch.device(settings.device))
-             if settings.precision == 'fp32' else None)
+    above = config.get('EXTRACT_FLOAT64_ABOVE')
+    if not above >= 0:  # NaN too
+        raise ConfigError(f"EXTRACT_FLOAT64_ABOVE={above}: expected a "
+                          f"feature size (100 by default), or 0 for off.")
+    exact = (ExactFallback(reference, torch.device(settings.device), above)
+             if settings.precision == 'fp32' and above > 0 else None)
     return Network(backend, settings, weights.sha256, exact)
 
 
