@@ -63,7 +63,7 @@ def test_features_beyond_float32s_reach_come_from_float64(weights, backend,
     extractor = weights.extractor()
     with caplog.at_level(logging.INFO, 'spacer_worker.extractors.runtime'):
         features, _ = extractor(im, POINTS)
-    # then both patches took the float64 path, said so once,
+    # then both patches took the float64 path, the log said so,
     network = engine.cached_network(weights.sha256)
     assert network is not None and network.exact.patches == len(POINTS)
     assert 'recomputed in float64' in caplog.text

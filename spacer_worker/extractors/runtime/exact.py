@@ -5,9 +5,9 @@ were set for (black-and-white or saturated content: features in the
 hundreds or thousands where ordinary patches give ~1), the network
 amplifies every float32 rounding thousands-fold. The features then
 differ from a float64 run by ~1e-3 relative, by an amount that is
-effectively random: on a bilevel test image (features up to 7948) PySpacer 0.14's own float32
-error is 19 with one thread and 13 with two, and the same network under
-PyTorch 2.13 gives 8 and 108. No float32 summation order is reliably as
+effectively random: on a bilevel test image (features up to 7948)
+PySpacer 0.14's own float32 error is 19 with one thread and 13 with two,
+and the same network under PyTorch 2.13 gives 8 and 108. No float32 summation order is reliably as
 accurate as PySpacer's there, so those patches are run again in float64
 (PySpacer's network unfolded, as its float64 run defines the truth) and
 rounded to float32 once: ~4x the time of a float32 patch on CPU.
@@ -48,7 +48,7 @@ class ExactFallback:
         self._device = device
         self._net: EfficientNetB0 | None = None
         self._lock = threading.Lock()
-        self.patches = 0  # recomputed so far (the benchmark reports it)
+        self.patches = 0  # recomputed so far
 
     def _network(self) -> EfficientNetB0:
         # Built on first need: most workers never see such a patch, and
@@ -80,6 +80,6 @@ class ExactFallback:
         logger.log(logging.INFO if first else logging.DEBUG,
                    '%d of %d patches recomputed in float64: their features '
                    'exceed %g, where float32 rounding grows past PySpacer\'s '
-                   '(ordinary patches never do; each costs ~4x).',
+                   '(ordinary patches stay far below; each costs ~4x).',
                    rows.size, len(features), self.above)
         return int(rows.size)
