@@ -60,6 +60,7 @@ class RuntimeSettings:
     backend: str      # 'onnxruntime' | 'torch'
     threads: int
     batch_size: int   # 0: the backend's default
+    float64_above: float  # fp32: features beyond this get float64; 0: off
 
 
 def _onnxruntime_available() -> bool:
@@ -120,8 +121,13 @@ def runtime_settings() -> RuntimeSettings:
     if batch_size < 0:
         raise ConfigError(f"EXTRACT_BATCH_SIZE={batch_size}: expected 0 "
                           f"(automatic) or a positive count.")
+    float64_above = config.get('EXTRACT_FLOAT64_ABOVE')
+    if not float64_above >= 0:  # NaN too
+        raise ConfigError(f"EXTRACT_FLOAT64_ABOVE={float64_above}: expected "
+                          f"a feature size (100 by default), or 0 for off.")
     return RuntimeSettings(device, precision, backend,
-                           threads or len(os.sched_getaffinity(0)), batch_size)
+                           threads or len(os.sched_getaffinity(0)), batch_size,
+                           float64_above)
 
 
 class Network:
@@ -234,10 +240,7 @@ def _build(weights: weights_mod.Weights, settings: RuntimeSettings,
                                settings.precision, settings.threads)
     # fp16 gives up exactness by choice; fp32 must stay as accurate as
     # PySpacer's float32 on every patch (exact.py says why it needs help).
-    above = config.get('EXTRACT_FLOAT64_ABOVE')
-    if not above >= 0:  # NaN too
-        raise ConfigError(f"EXTRACT_FLOAT64_ABOVE={above}: expected a "
-                          f"feature size (100 by default), or 0 for off.")
+    above = settings.float64_above
     exact = (ExactFallback(reference, torch.device(settings.device), above)
              if settings.precision == 'fp32' and above > 0 else None)
     return Network(backend, settings, weights.sha256, exact)
