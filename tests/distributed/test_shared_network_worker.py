@@ -39,17 +39,24 @@ def _cmdline(pid: int) -> str:
         return ''
 
 
+def _calibrated_extractor(tmp_path: Path, monkeypatch,
+                          seed: int) -> EfficientNetExtractor:
+    """This process set up as the worker will be (SETTINGS), and an
+    extractor for freshly calibrated weights with their hash."""
+    for name, value in SETTINGS.items():
+        monkeypatch.setenv(name, value)
+    weights = tmp_path / 'weights.pt'
+    sha = make_calibrated_weights(weights, seed=seed)
+    return EfficientNetExtractor(
+        data_locations={'weights': DataLocation('filesystem', str(weights))},
+        data_hashes={'weights': sha})
+
+
 def test_pool_processes_share_one_network_process(app, start_worker,
                                                   tmp_path, monkeypatch):
     # Given calibrated weights, four images and their features as this
     # process's own network computes them,
-    for name, value in SETTINGS.items():
-        monkeypatch.setenv(name, value)
-    weights = tmp_path / 'weights.pt'
-    sha = make_calibrated_weights(weights, seed=3)
-    extractor = EfficientNetExtractor(
-        data_locations={'weights': DataLocation('filesystem', str(weights))},
-        data_hashes={'weights': sha})
+    extractor = _calibrated_extractor(tmp_path, monkeypatch, seed=3)
     rng = np.random.default_rng(0)
     messages, expected = [], []
     for i in range(4):
@@ -106,13 +113,7 @@ def test_a_task_whose_server_dies_is_retried_and_commits_once(
         app, start_worker, tmp_path, monkeypatch):
     # Given one image with enough points to keep the network busy for a
     # while, and its features as this process's own network computes them,
-    for name, value in SETTINGS.items():
-        monkeypatch.setenv(name, value)
-    weights = tmp_path / 'weights.pt'
-    sha = make_calibrated_weights(weights, seed=4)
-    extractor = EfficientNetExtractor(
-        data_locations={'weights': DataLocation('filesystem', str(weights))},
-        data_hashes={'weights': sha})
+    extractor = _calibrated_extractor(tmp_path, monkeypatch, seed=4)
     image = synthetic_texture(np.random.default_rng(9), 256).resize((400, 300))
     path = tmp_path / 'image.png'
     image.save(path)

@@ -100,6 +100,21 @@ def weights(tmp_path_factory, image_cases) -> WeightsFile:
     return WeightsFile(path, sha)
 
 
+@pytest.fixture(params=['onnxruntime', 'torch', 'torch-cuda'])
+def backend(request, monkeypatch) -> str:
+    """Each way features are computed: the CPU backends, and PyTorch on a
+    GPU where there is one."""
+    # torch-cuda: float32 on a GPU (cuDNN would use TF32 unless told not to).
+    name, _, device = request.param.partition('-')
+    if device == 'cuda':
+        import torch
+        if not torch.cuda.is_available():
+            pytest.skip('no CUDA GPU here')
+    monkeypatch.setenv('SPACER_EXTRACT_BACKEND', name)
+    monkeypatch.setenv('SPACER_TORCH_DEVICE', device or 'cpu')
+    return request.param
+
+
 @pytest.fixture(autouse=True)
 def _fresh_networks():
     """Each test builds its own networks (settings differ between tests)."""

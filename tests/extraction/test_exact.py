@@ -46,13 +46,6 @@ def _bilevel() -> Image.Image:
     return Image.fromarray(np.asarray(texture)[..., 1]).convert('1')
 
 
-@pytest.fixture(params=['onnxruntime', 'torch'])
-def backend(request, monkeypatch) -> str:
-    monkeypatch.setenv('SPACER_EXTRACT_BACKEND', request.param)
-    monkeypatch.setenv('SPACER_TORCH_DEVICE', 'cpu')
-    return request.param
-
-
 def test_features_beyond_float32s_reach_come_from_float64(weights, backend,
                                                           caplog):
     # Given a black-and-white image, where features reach thousands,

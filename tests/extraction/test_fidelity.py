@@ -104,19 +104,6 @@ def pyspacer_features(pyspacer_reference, all_cases, weights,
             for c in all_cases}
 
 
-@pytest.fixture(params=['onnxruntime', 'torch', 'torch-cuda'])
-def backend(request, monkeypatch) -> str:
-    # torch-cuda: float32 on a GPU (cuDNN would use TF32 unless told not to).
-    name, _, device = request.param.partition('-')
-    if device == 'cuda':
-        import torch
-        if not torch.cuda.is_available():
-            pytest.skip('no CUDA GPU here')
-    monkeypatch.setenv('SPACER_EXTRACT_BACKEND', name)
-    monkeypatch.setenv('SPACER_TORCH_DEVICE', device or 'cpu')
-    return request.param
-
-
 def test_calibrated_weights_give_features_of_order_one(image_cases,
                                                        pyspacer_features):
     # Given PySpacer's own features on the ordinary images,
