@@ -11,6 +11,7 @@ import uuid
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from spacer_worker.data_classes import DataLocation, ImageFeatures
 from spacer_worker.extractors import EfficientNetExtractor
@@ -161,3 +162,47 @@ def test_a_task_whose_server_dies_is_retried_and_commits_once(
     features = ImageFeatures.load(message.feature_loc)
     np.testing.assert_allclose(features.feature_array(), expected,
                                rtol=0, atol=1e-4)
+
+
+def test_black_and_white_patches_get_float64_features_in_the_server(
+        app, start_worker, tmp_path, monkeypatch):
+    # Given a black-and-white image, where float32 features wander ~10
+    # from float64 (exact.py), and its float64 features,
+    import torch
+
+    from spacer_worker.extractors.runtime.network import EfficientNetB0
+    from spacer_worker.extractors.runtime.patches import crop_patch
+    extractor = _calibrated_extractor(tmp_path, monkeypatch, seed=5)
+    texture = np.asarray(synthetic_texture(np.random.default_rng(11), 256))
+    image = Image.fromarray(texture[..., 1]).convert('1')
+    path = tmp_path / 'bilevel.png'
+    image.save(path)
+    rowcols = [(5, 7), (130, 60), (200, 240)]
+    net = EfficientNetB0()
+    net.load_state_dict(torch.load(
+        extractor.data_locations['weights'].key)['net'])
+    patches = np.stack([crop_patch(image, r, c) for r, c in rowcols])
+    with torch.inference_mode():
+        truth = net.eval().double().features(
+            torch.from_numpy(patches).permute(0, 3, 1, 2).double() / 255
+        ).numpy()
+    message = ExtractFeaturesMsg(
+        job_token='bilevel', extractor=extractor, rowcols=rowcols,
+        image_loc=DataLocation('filesystem', str(path)),
+        feature_loc=DataLocation('filesystem', str(tmp_path / 'b.fv')))
+
+    # when a worker with a shared network extracts it,
+    worker = start_worker('bilevel', queues='extract', concurrency=1,
+                          env={**SETTINGS,
+                               'SPACER_EXTRACT_SHARED_NETWORK': 'true'})
+    result = app.send_task('spacer.extract_features',
+                           args=[message.serialize()], queue='extract',
+                           task_id=str(uuid.uuid4()))
+    ExtractFeaturesReturnMsg.deserialize(result.get(timeout=180))
+
+    # then the server recomputed them in float64, said so, and the file
+    # holds the float64 features rounded to float32.
+    assert 'patches recomputed in float64' in worker.log_text()
+    stored = ImageFeatures.load(message.feature_loc).feature_array()
+    assert np.abs(truth).max() > 1000
+    assert np.abs(stored - truth).max() <= 1e-6 * np.abs(truth).max()
