@@ -130,7 +130,9 @@ SETTINGS: dict[str, Setting] = {s.name: s for s in [
     Setting('EXTRACT_FLOAT64_ABOVE', float, 100.0,
             'fp32: a patch whose features exceed this is recomputed in '
             'float64, where float32 rounding grows past PySpacer\'s '
-            '(bilevel or saturated content); 0 turns that off.'),
+            '(bilevel or saturated content); 0 turns that off. Patches '
+            'whose features are not finite (an overflow, fp16 too) are '
+            'recomputed whatever this says.'),
     Setting('EXTRACT_SHARED_NETWORK', bool, False,
             'One network process per worker serves all its pool processes '
             'and batches their patches together (GPU workers with '

@@ -31,7 +31,9 @@ the task layer retries only the second kind::
     │   │   └── ClassifierTooLargeError  over CLASSIFIER_MAX_BYTES (also a
     │   │                              DataLimitError)
     │   ├── HashMismatchError          downloaded weights fail their sha256
-    │   ├── WeightsLoadError           extractor weights unreadable/wrong shape
+    │   ├── WeightsLoadError           extractor weights unreadable/wrong
+    │   │                              shape/not finite
+    │   ├── NonFiniteFeaturesError     NaN/inf features, even in float64
     │   ├── RowColumnMismatchError     labels/features point sets differ
     │   ├── RowColumnMissingError      a labelled point has no feature
     │   ├── TrainingLabelsError        too few labels/classes to train
@@ -192,6 +194,14 @@ class HashMismatchError(PermanentError):
 
 class WeightsLoadError(PermanentError):
     """Extractor weights are not a loadable file of the expected network."""
+
+    wire_class = 'RuntimeError'
+
+
+class NonFiniteFeaturesError(PermanentError):
+    """The network gives NaN or infinite features even in float64; a
+    feature file must never hold them (training and scoring would fail far
+    from the cause)."""
 
     wire_class = 'RuntimeError'
 

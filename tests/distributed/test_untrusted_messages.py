@@ -451,6 +451,40 @@ def test_the_weights_cache_cannot_be_poisoned_across_locations(
     assert http_server.hits.count('/prod/efficientnet_b0_ver1.pt') == 1
 
 
+def test_weights_holding_nan_fail_before_any_feature_is_written(
+        app, place, http_server, tmp_path_factory, unharmed):
+    # Weights with a NaN would make every feature NaN, and the failure would
+    # surface only when CoralNet trains on them.
+    import torch
+
+    from spacer_worker.extractors import EfficientNetExtractor
+    from spacer_worker.extractors.runtime.calibration import (
+        make_calibrated_weights,
+    )
+    _base, dirs, _ = place
+    port = http_server.server_address[1]
+    path = tmp_path_factory.mktemp('nan') / 'efficientnet_b0_ver1.pt'
+    make_calibrated_weights(path, seed=0)
+    content = torch.load(path, weights_only=True)
+    content['net']['_blocks.3._bn1.running_var'][5] = float('nan')
+    buffer = io.BytesIO()
+    torch.save(content, buffer)
+    http_server.files['/nan/efficientnet_b0_ver1.pt'] = buffer.getvalue()
+    out = dirs['outputs'] / 'nan.fv'
+    # Given a message naming such weights,
+    text = fails_with(app, 'spacer.extract_features', ExtractFeaturesMsg(
+        job_token='nan', rowcols=ROWCOLS[:2],
+        extractor=EfficientNetExtractor(data_locations={'weights': (
+            DataLocation('url', f'http://127.0.0.3:{port}/nan/'
+                                f'efficientnet_b0_ver1.pt'))}),
+        image_loc=fs(dirs['inputs'] / 'image.png'),
+        feature_loc=fs(out)).serialize(), 'WeightsLoadError')
+    # then the task fails naming the tensor, and no feature file exists.
+    assert 'NaN or infinite' in text
+    assert '_blocks.3._bn1.running_var' in text
+    assert not out.exists()
+
+
 # --- bounds ----------------------------------------------------------------------
 
 def test_a_file_over_the_read_limit_is_refused_before_reading(

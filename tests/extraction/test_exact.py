@@ -10,12 +10,16 @@ for it.
 from __future__ import annotations
 
 import logging
+import math
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
+from spacer_worker.data_classes import DataLocation
+from spacer_worker.exceptions import NonFiniteFeaturesError, WeightsLoadError
+from spacer_worker.extractors import EfficientNetExtractor
 from spacer_worker.extractors.runtime import engine
 from spacer_worker.extractors.runtime.calibration import synthetic_texture
 from spacer_worker.extractors.runtime.exact import LARGE_FEATURE, ExactFallback
@@ -103,10 +107,62 @@ def test_the_threshold_is_a_setting_and_zero_turns_it_off(weights,
     extractor = weights.extractor()
     # when a black-and-white image is extracted,
     features, _ = extractor(_bilevel(), POINTS)
-    # then no network has the path and the features are float32's.
+    # then no patch was recomputed and the features are float32's.
     network = engine.cached_network(weights.sha256)
-    assert network is not None and network.exact is None
+    assert network is not None and network.exact.above == math.inf
+    assert network.exact.patches == 0
     assert np.abs(features.feature_array()).max() > 10 * LARGE_FEATURE
+
+
+def test_non_finite_rows_are_recomputed_even_with_the_path_off(weights):
+    # Given the fallback of a network whose large-feature path is off (fp16,
+    # or EXTRACT_FLOAT64_ABOVE=0), and a batch with an overflowed row
+    # (inf: fp16 tops out at 65504) beside a large but finite one,
+    im = _bilevel()
+    patches = np.stack([crop_patch(im, r, c) for r, c in POINTS])
+    truth = _float64_features(weights, im)
+    features = truth.astype(np.float32)
+    features[1, 3] = np.inf
+    fallback = ExactFallback(_reference(weights), torch.device('cpu'),
+                             above=math.inf)
+    # when it checks them, only the overflowed row is recomputed.
+    assert fallback.refine(patches, features) == 1
+    assert np.isfinite(features).all()
+    assert np.abs(features[1] - truth[1]).max() <= \
+        1e-6 * float(np.abs(truth[1]).max())
+
+
+def _saved_with(weights, tmp_path, change) -> EfficientNetExtractor:
+    content = torch.load(weights.path, weights_only=True)
+    change(content['net'])
+    path = tmp_path / 'changed.pt'
+    torch.save(content, path)
+    return EfficientNetExtractor(data_locations={
+        'weights': DataLocation('filesystem', str(path))})
+
+
+def test_weights_holding_nan_are_refused_by_name(weights, tmp_path):
+    # Given weights with one NaN (a damaged file, a diverged training),
+    def poison(state):
+        state['_blocks.3._bn1.running_var'][5] = float('nan')
+    extractor = _saved_with(weights, tmp_path, poison)
+    # then building the network fails, naming the tensor, before any patch.
+    with pytest.raises(WeightsLoadError,
+                       match=r'NaN or infinite .*_blocks\.3\._bn1\.running_var'):
+        extractor(Image.new('RGB', (300, 200)), POINTS)
+
+
+def test_features_out_of_float32s_range_fail_the_extraction(weights, tmp_path,
+                                                            backend):
+    # Given finite weights that drive the features past float32's range
+    # (3.4e38) on every patch,
+    def inflate(state):
+        state['_bn1.weight'].mul_(1e38)
+    extractor = _saved_with(weights, tmp_path, inflate)
+    # then the extraction fails with a typed error instead of writing
+    # infinite features (float64 has the range; a float32 file does not).
+    with pytest.raises(NonFiniteFeaturesError, match='even in float64'):
+        extractor(synthetic_texture(np.random.default_rng(3), 256), POINTS)
 
 
 @pytest.mark.parametrize('value', ['-1', 'nan'])

@@ -16,6 +16,7 @@ EXTRACT_THREADS (0: every CPU this process may use).
 from __future__ import annotations
 
 import logging
+import math
 import os
 import threading
 import time
@@ -238,11 +239,13 @@ def _build(weights: weights_mod.Weights, settings: RuntimeSettings,
     else:
         backend = TorchBackend(folded, torch.device(settings.device),
                                settings.precision, settings.threads)
-    # fp16 gives up exactness by choice; fp32 must stay as accurate as
-    # PySpacer's float32 on every patch (exact.py says why it needs help).
+    # fp32 must stay as accurate as PySpacer's float32 on every patch
+    # (exact.py says why it needs help); fp16 gives up exactness by choice.
+    # Non-finite rows are recomputed either way.
     above = settings.float64_above
-    exact = (ExactFallback(reference, torch.device(settings.device), above)
-             if settings.precision == 'fp32' and above > 0 else None)
+    if settings.precision != 'fp32' or above == 0:
+        above = math.inf
+    exact = ExactFallback(reference, torch.device(settings.device), above)
     return Network(backend, settings, weights.sha256, exact)
 
 

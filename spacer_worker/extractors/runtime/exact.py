@@ -15,12 +15,18 @@ CPU such a patch takes 66 ms against 4.9 ms for a float32 one through
 ONNX Runtime (~13x). Ordinary patches stay below
 ``EXTRACT_FLOAT64_ABOVE`` (default ``LARGE_FEATURE``) and pay only the
 check, a max over their features.
+
+Rows that are not finite (a float32 or fp16 overflow) take the same path
+whatever the threshold, fp16 and ``EXTRACT_FLOAT64_ABOVE=0`` included: a
+feature file must never hold NaN or infinity. Should float64 overflow too,
+:class:`NonFiniteFeaturesError` fails the task before anything is written.
 """
 
 from __future__ import annotations
 
 import copy
 import logging
+import math
 import threading
 
 import numpy as np
@@ -28,6 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from spacer_worker.exceptions import NonFiniteFeaturesError
 from spacer_worker.extractors.runtime.network import EfficientNetB0, SamePadConv
 
 logger = logging.getLogger(__name__)
@@ -74,7 +81,7 @@ class ShiftedDepthwise(nn.Module):
 
 class ExactFallback:
     """Float64 features for the rows of a batch whose float32 ones are
-    too large (or not finite) to be accurate."""
+    too large (above ``above``; ``math.inf``: none) or not finite."""
 
     def __init__(self, reference: EfficientNetB0, device: torch.device,
                  above: float = LARGE_FEATURE):
@@ -105,7 +112,8 @@ class ExactFallback:
         """Overwrite the rows of ``features`` ([b, 1280] float32) that need
         float64 with features of ``patches`` ([b, 224, 224, 3] uint8)
         computed in float64; return how many."""
-        fine = np.abs(features).max(axis=1) <= self.above  # NaN: not fine
+        peak = np.abs(features).max(axis=1)  # NaN stays NaN: not fine
+        fine = np.isfinite(peak) & (peak <= self.above)
         rows = np.flatnonzero(~fine)
         if rows.size == 0:
             return 0
@@ -114,13 +122,25 @@ class ExactFallback:
             x = torch.from_numpy(np.ascontiguousarray(patches[rows]))
             x = x.to(self._device).permute(0, 3, 1, 2).to(torch.float64)
             exact = net.features(x / 255).cpu().numpy()
-        features[rows] = exact.astype(np.float32)
+        with np.errstate(over='ignore'):  # beyond float32: inf, refused below
+            exact = exact.astype(np.float32)
+        if not np.isfinite(exact).all():
+            broken = int((~np.isfinite(exact).all(axis=1)).sum())
+            raise NonFiniteFeaturesError(
+                f"{broken} of {len(features)} patches give NaN or infinite "
+                f"features even in float64: these extractor weights drive "
+                f"EfficientNet out of range on them (check the weights "
+                f"file). Nothing was written.")
+        features[rows] = exact
         with self._lock:
             first = self.patches == 0
             self.patches += int(rows.size)
+        why = ('their features are not finite (an overflow)'
+               if math.isinf(self.above) else
+               f'their features are not finite or exceed {self.above:g}, '
+               f'where float32 rounding grows past PySpacer\'s (ordinary '
+               f'patches stay far below; each costs ~13x more)')
         logger.log(logging.INFO if first else logging.DEBUG,
-                   '%d of %d patches recomputed in float64: their features '
-                   'exceed %g, where float32 rounding grows past PySpacer\'s '
-                   '(ordinary patches stay far below; each costs ~10x more).',
-                   rows.size, len(features), self.above)
+                   '%d of %d patches recomputed in float64: %s.',
+                   rows.size, len(features), why)
         return int(rows.size)

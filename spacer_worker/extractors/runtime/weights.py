@@ -206,4 +206,25 @@ def load_state_dict(weights: Weights, where: str) -> dict[str, torch.Tensor]:
             f"Extractor weights at {where} must hold {{'net': state_dict}} "
             f"as PySpacer writes them; found "
             f"{sorted(content) if isinstance(content, dict) else type(content).__name__}.")
-    return strip_data_parallel(content['net'])
+    state = strip_data_parallel(content['net'])
+    _check_finite(state, where)
+    return state
+
+
+def _check_finite(state: dict[str, Any], where: str) -> None:
+    """Refuse weights holding NaN or infinity: every feature would be NaN,
+    and the failure would surface only in training or scoring, far from
+    its cause (a damaged file, or one saved from a diverged training)."""
+    import torch
+
+    bad = [(name, int((~torch.isfinite(t)).sum()), t.numel())
+           for name, t in state.items()
+           if isinstance(t, torch.Tensor) and t.is_floating_point()
+           and not bool(torch.isfinite(t).all())]
+    if bad:
+        name, count, size = bad[0]
+        raise WeightsLoadError(
+            f"Extractor weights at {where} hold NaN or infinite values in "
+            f"{len(bad)} tensor(s) (first: {name}, {count} of {size}): the "
+            f"file is damaged or was saved from a training that diverged, "
+            f"and every feature would be NaN. Use another weights file.")
