@@ -135,7 +135,7 @@ class Network:
     """A built network for one weights file on one device."""
 
     def __init__(self, backend: Backend, settings: RuntimeSettings,
-                 sha256: str, exact: ExactFallback | None = None):
+                 sha256: str, exact: ExactFallback):
         self.backend = backend
         self.exact = exact
         self.settings = settings
@@ -150,8 +150,7 @@ class Network:
     def run_patches(self, patches: np.ndarray) -> np.ndarray:
         """[b, 224, 224, 3] uint8 -> [b, 1280] float32."""
         features = self.backend.run(patches)
-        if self.exact is not None:
-            self.exact.refine(patches, features)
+        self.exact.refine(patches, features)
         return features
 
     def extract(self, im: Image.Image, rowcols: Sequence[tuple[int, int]]
