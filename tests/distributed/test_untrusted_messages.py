@@ -574,6 +574,29 @@ def test_training_bounds(app, place, unharmed, change, setting):
     assert setting in text
 
 
+def test_feature_files_holding_nan_fail_the_training_by_name(app, place,
+                                                              unharmed):
+    from spacer_worker.data_classes import ImageFeatures
+    from spacer_worker.storage import load_features, store_features
+    _base, dirs, _ = place
+    folder = dirs['outputs'] / 'nan-training'
+    folder.mkdir()
+    msg = train_msg(folder)
+    # Given a training whose one feature file holds a NaN vector,
+    loc = next(iter(msg.labels.train.keys()))
+    features = load_features(loc)
+    array = features.feature_array().copy()
+    array[4, 0] = np.nan
+    store_features(loc, ImageFeatures.from_arrays(
+        features.rows, features.cols, array))
+    text = fails_with(app, 'spacer.train_classifier', msg.serialize(),
+                      'FeatureFileError')
+    # then it fails naming that file (not scikit-learn's bare "Input X
+    # contains NaN"), and stores no model.
+    assert f'{Path(loc.key).name}: 1 feature vector(s)' in text
+    assert not (folder / 'model.pkl').exists()
+
+
 def test_labels_per_training_are_bounded(app, place, unharmed):
     _base, dirs, _ = place
     msg = train_msg(dirs['outputs']).serialize()

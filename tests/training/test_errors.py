@@ -98,6 +98,22 @@ def test_features_of_another_dimension_are_refused(split):
         _train(split)
 
 
+@pytest.mark.parametrize('clf_type', ['LR', 'MLP'])
+def test_features_holding_nan_are_refused_naming_the_file(split, clf_type):
+    # Given one training image whose feature file holds a NaN (written by
+    # broken weights, or by another tool),
+    loc = list(split.train.keys())[-1]
+    n = 50
+    feats = np.ones((n, 32), dtype=np.float32)
+    feats[7, 3] = np.nan
+    store_features(loc, ImageFeatures.from_arrays(
+        list(range(n)), list(range(n)), feats))
+    # then the training fails naming that file, before any step.
+    with pytest.raises(FeatureFileError,
+                       match=rf'{loc.key}: 1 feature vector\(s\) .*NaN'):
+        _train(split, clf_type=clf_type)
+
+
 def test_unknown_classifier_type_is_named(split):
     with pytest.raises(MessageError, match="clf_type 'SVM'"):
         _train(split, clf_type='SVM')
