@@ -597,6 +597,28 @@ def test_feature_files_holding_nan_fail_the_training_by_name(app, place,
     assert not (folder / 'model.pkl').exists()
 
 
+def test_feature_files_holding_nan_fail_the_scoring_by_name(app, place,
+                                                             unharmed):
+    from spacer_worker.data_classes import ImageFeatures
+    from spacer_worker.storage import load_features, store_features
+    _base, dirs, _ = place
+    folder = dirs['outputs'] / 'nan-scoring'
+    folder.mkdir()
+    msg = train_msg(folder)
+    send(app, 'spacer.train_classifier', msg.serialize()).get(timeout=TIMEOUT)
+    # Given a feature file with a NaN in its first vector,
+    features = load_features(next(iter(msg.labels.val.keys())))
+    array = features.feature_array().copy()
+    array[0, 1] = np.nan
+    broken = folder / 'broken.featurevector'
+    store_features(fs(broken), ImageFeatures.from_arrays(
+        features.rows, features.cols, array))
+    # then scoring it fails naming the file and the vector.
+    text = fails_with(app, 'spacer.classify_features', classify_msg(
+        broken, folder / 'model.pkl').serialize(), 'FeatureFileError')
+    assert 'broken.featurevector: 1 of' in text and '(first: vector 0)' in text
+
+
 def test_labels_per_training_are_bounded(app, place, unharmed):
     _base, dirs, _ = place
     msg = train_msg(dirs['outputs']).serialize()

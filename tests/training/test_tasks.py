@@ -80,6 +80,27 @@ def test_classify_features_scores_every_point_as_one_by_one(split, tmp_path):
     assert ret.runtime > 0
 
 
+def test_classifying_features_holding_nan_names_the_file(split, tmp_path):
+    from spacer_worker.data_classes import ImageFeatures
+    from spacer_worker.exceptions import FeatureFileError
+    from spacer_worker.storage import store_features
+    train_classifier(train_msg(split, tmp_path, clf_type='LR'))
+    # Given a feature file with an infinite value in its third vector,
+    features = load_features(next(iter(split.val.keys())))
+    array = features.feature_array().copy()
+    array[2, 5] = np.inf
+    loc = DataLocation('filesystem', str(tmp_path / 'broken.featurevector'))
+    store_features(loc, ImageFeatures.from_arrays(features.rows,
+                                                  features.cols, array))
+    # then scoring it fails naming the file and the vector (scikit-learn
+    # says only "Input X contains infinity").
+    with pytest.raises(FeatureFileError,
+                       match=r'broken\.featurevector: 1 of \d+ .*vector 2\)'):
+        classify_features(ClassifyFeaturesMsg(
+            job_token='c', feature_loc=loc, classifier_loc=DataLocation(
+                'filesystem', str(tmp_path / 'model.pkl'))))
+
+
 def test_score_features_of_legacy_features_has_no_positions(split, tmp_path):
     from spacer_worker.data_classes import ImageFeatures
     train_classifier(train_msg(split, tmp_path, clf_type='LR'))
