@@ -414,9 +414,21 @@ def _worker_log(place) -> str:
 
 # --- weights cache -----------------------------------------------------------------
 
+def _url_weights_extraction(port: int, dirs: dict, folder: str,
+                            out: str) -> dict:
+    """An extraction whose weights come from this test's HTTP server."""
+    from spacer_worker.extractors import EfficientNetExtractor
+    return ExtractFeaturesMsg(
+        job_token=folder, rowcols=ROWCOLS[:2],
+        extractor=EfficientNetExtractor(data_locations={'weights': (
+            DataLocation('url', f'http://127.0.0.3:{port}/{folder}/'
+                                f'efficientnet_b0_ver1.pt'))}),
+        image_loc=fs(dirs['inputs'] / 'image.png'),
+        feature_loc=fs(dirs['outputs'] / out)).serialize()
+
+
 def test_the_weights_cache_cannot_be_poisoned_across_locations(
         app, place, http_server, tmp_path_factory, unharmed):
-    from spacer_worker.extractors import EfficientNetExtractor
     from spacer_worker.extractors.runtime.calibration import (
         make_calibrated_weights,
     )
@@ -428,13 +440,7 @@ def test_the_weights_cache_cannot_be_poisoned_across_locations(
     http_server.files['/evil/efficientnet_b0_ver1.pt'] = b'poisoned weights'
 
     def extraction(folder: str, out: str) -> dict:
-        return ExtractFeaturesMsg(
-            job_token=folder, rowcols=ROWCOLS[:2],
-            extractor=EfficientNetExtractor(data_locations={'weights': (
-                DataLocation('url', f'http://127.0.0.3:{port}/{folder}/'
-                                    f'efficientnet_b0_ver1.pt'))}),
-            image_loc=fs(dirs['inputs'] / 'image.png'),
-            feature_loc=fs(dirs['outputs'] / out)).serialize()
+        return _url_weights_extraction(port, dirs, folder, out)
 
     # Given an attacker's message that fills the cache with its own file of
     # the production file's name (no data_hashes),
@@ -457,7 +463,6 @@ def test_weights_holding_nan_fail_before_any_feature_is_written(
     # surface only when CoralNet trains on them.
     import torch
 
-    from spacer_worker.extractors import EfficientNetExtractor
     from spacer_worker.extractors.runtime.calibration import (
         make_calibrated_weights,
     )
@@ -472,13 +477,9 @@ def test_weights_holding_nan_fail_before_any_feature_is_written(
     http_server.files['/nan/efficientnet_b0_ver1.pt'] = buffer.getvalue()
     out = dirs['outputs'] / 'nan.fv'
     # Given a message naming such weights,
-    text = fails_with(app, 'spacer.extract_features', ExtractFeaturesMsg(
-        job_token='nan', rowcols=ROWCOLS[:2],
-        extractor=EfficientNetExtractor(data_locations={'weights': (
-            DataLocation('url', f'http://127.0.0.3:{port}/nan/'
-                                f'efficientnet_b0_ver1.pt'))}),
-        image_loc=fs(dirs['inputs'] / 'image.png'),
-        feature_loc=fs(out)).serialize(), 'WeightsLoadError')
+    text = fails_with(app, 'spacer.extract_features',
+                      _url_weights_extraction(port, dirs, 'nan', out.name),
+                      'WeightsLoadError')
     # then the task fails naming the tensor, and no feature file exists.
     assert 'NaN or infinite' in text
     assert '_blocks.3._bn1.running_var' in text
