@@ -297,6 +297,22 @@ def _decode_json(data: bytes, where: str) -> ImageFeatures:
     return _build(rows, cols, feat, valid_rowcol, len(points), where)
 
 
+def _check_finite(feat: Any, where: str) -> None:
+    """Refuse NaN or infinite vectors (from broken weights, or another
+    tool): scikit-learn would reject them in a training or a scoring with
+    a bare "Input X contains NaN", naming no file (27 us per 200 x 1280)."""
+    # Lazy: numpy stays off the client, which imports storage.
+    import numpy as np
+
+    finite = np.isfinite(feat).all(axis=1)
+    if not finite.all():
+        raise FeatureFileError(
+            f"{where}: {int((~finite).sum())} of {len(finite)} feature "
+            f"vector(s) hold NaN or infinite values (first: vector "
+            f"{int(np.flatnonzero(~finite)[0])}); they can be neither "
+            f"trained on nor scored. Re-extract this image's features.")
+
+
 def _int(value: Any) -> int:
     if isinstance(value, bool) or int(value) != value:
         raise ValueError(f"{value!r} is not an integer")
@@ -324,6 +340,7 @@ def _vectors(vectors: list, where: str) -> Any:
 
 def _build(rows: Any, cols: Any, feat: Any, valid_rowcol: bool,
            npoints: int, where: str) -> ImageFeatures:
+    _check_finite(feat, where)
     try:
         return ImageFeatures.from_arrays(
             rows if valid_rowcol else [], cols if valid_rowcol else [],

@@ -17,7 +17,7 @@ import numpy as np
 
 from spacer_worker import config
 from spacer_worker.data_classes import ImageFeatures
-from spacer_worker.exceptions import FeatureFileError, PermanentError
+from spacer_worker.exceptions import PermanentError
 from spacer_worker.return_messages import ClassifyReturnMsg, TrainClassifierReturnMsg
 from spacer_worker.storage import load_classifier, load_features, store_classifier
 from spacer_worker.task_messages import ClassifyFeaturesMsg, TrainClassifierMsg
@@ -111,7 +111,7 @@ def classify_features(msg: ClassifyFeaturesMsg) -> ClassifyReturnMsg:
     t0 = time.time()
     features = load_features(msg.feature_loc)
     clf = load_classifier_cached(msg.classifier_loc)
-    return _score(clf, features, t0, where=msg.feature_loc)
+    return _score(clf, features, t0)
 
 
 def score_features(clf: Any, features: ImageFeatures) -> ClassifyReturnMsg:
@@ -123,19 +123,9 @@ def score_features(clf: Any, features: ImageFeatures) -> ClassifyReturnMsg:
     return _score(clf, features, None)
 
 
-def _score(clf: Any, features: ImageFeatures, t0: float | None,
-           where: Any = None) -> ClassifyReturnMsg:
-    array = features.feature_array()
-    finite = np.isfinite(array).all(axis=1)
-    if not finite.all():
-        # scikit-learn would say only "Input X contains NaN".
-        source = f'{where.storage_type}:{where.key}' if where else 'features'
-        raise FeatureFileError(
-            f"{source}: {int((~finite).sum())} of {len(finite)} feature "
-            f"vectors hold NaN or infinite values (first: vector "
-            f"{int(np.flatnonzero(~finite)[0])}); they cannot be scored. "
-            f"Re-extract this image's features.")
-    x = np.asarray(array, dtype=np.float64)
+def _score(clf: Any, features: ImageFeatures,
+           t0: float | None) -> ClassifyReturnMsg:
+    x = np.asarray(features.feature_array(), dtype=np.float64)
     with blas_threads():
         # scikit-learn's numbers without its per-class calls (see
         # training.scoring).

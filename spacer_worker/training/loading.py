@@ -163,19 +163,6 @@ def _read_one(loc: Any) -> tuple[np.ndarray, Any, Any]:
     return features.feature_array(), features.rows, features.cols
 
 
-def _check_finite(picked: np.ndarray, index: np.ndarray, where: str) -> None:
-    """NaN or infinity in a training row would end as scikit-learn's bare
-    "Input X contains NaN" (or NaN weights), naming no file."""
-    finite = np.isfinite(picked).all(axis=1)
-    if not finite.all():
-        bad = np.flatnonzero(~finite)
-        raise FeatureFileError(
-            f"{where}: {len(bad)} feature vector(s) of labelled points hold "
-            f"NaN or infinite values (first: vector {int(index[bad[0]])} of "
-            f"the file); they cannot be trained on. Re-extract this "
-            f"image's features.")
-
-
 def _where(loc: Any) -> str:
     return f"{getattr(loc, 'storage_type', '?')}:{getattr(loc, 'key', loc)}"
 
@@ -265,9 +252,7 @@ def _fill(matrix: FeatureMatrix, layout: _Layout, locs: list[Any],
                 f"all images of a training must use the same extractor.")
         for start, image_annotations in layout.targets[loc]:
             index = match_rows(rows, cols, image_annotations, _where(loc))
-            picked = feat[index]
-            _check_finite(picked, index, _where(loc))
-            matrix.write(start, picked)
+            matrix.write(start, feat[index])
 
     place(locs[0], first)
     if len(locs) == 1:

@@ -594,7 +594,7 @@ def test_feature_files_holding_nan_fail_the_training_by_name(app, place,
                       'FeatureFileError')
     # then it fails naming that file (not scikit-learn's bare "Input X
     # contains NaN"), and stores no model.
-    assert f'{Path(loc.key).name}: 1 feature vector(s)' in text
+    assert f"{Path(loc.key).name}': 1 of 10 feature vector(s)" in text
     assert not (folder / 'model.pkl').exists()
 
 
@@ -617,7 +617,7 @@ def test_feature_files_holding_nan_fail_the_scoring_by_name(app, place,
     # then scoring it fails naming the file and the vector.
     text = fails_with(app, 'spacer.classify_features', classify_msg(
         broken, folder / 'model.pkl').serialize(), 'FeatureFileError')
-    assert 'broken.featurevector: 1 of' in text and '(first: vector 0)' in text
+    assert "broken.featurevector': 1 of" in text and '(first: vector 0)' in text
 
 
 def test_labels_per_training_are_bounded(app, place, unharmed):

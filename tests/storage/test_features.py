@@ -130,6 +130,12 @@ GOOD = dict(meta=np.array([1, 2, 2]), rows=np.array([1, 2], np.uint16),
     (b'{"point_features": [{"row": 1.5, "col": 1, "data": [1]}]}',
      "integer 'row'"),
     (b'[1, 2', 'not valid JSON'),
+    # Broken weights' features: refused with the file named, not left to
+    # scikit-learn's "Input X contains NaN" in a training or a scoring.
+    (_npz(**{**GOOD, 'feat': np.array([[1.0, 1.0], [np.nan, 1.0]])}),
+     r'1 of 2 feature vector\(s\) hold NaN or infinite values \(first: '
+     r'vector 1\)'),
+    (b'[[1, Infinity], [2, 3]]', r'1 of 2 .*NaN or infinite'),
 ])
 def test_malformed_files_raise_feature_file_error(data, message):
     with pytest.raises(FeatureFileError, match=message):

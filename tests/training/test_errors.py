@@ -110,7 +110,7 @@ def test_features_holding_nan_are_refused_naming_the_file(split, clf_type):
         list(range(n)), list(range(n)), feats))
     # then the training fails naming that file, before any step.
     with pytest.raises(FeatureFileError,
-                       match=rf'{loc.key}: 1 feature vector\(s\) .*NaN'):
+                       match=rf"{loc.key}': 1 of 50 feature vector\(s\) .*NaN"):
         _train(split, clf_type=clf_type)
 
 

@@ -95,7 +95,7 @@ def test_classifying_features_holding_nan_names_the_file(split, tmp_path):
     # then scoring it fails naming the file and the vector (scikit-learn
     # says only "Input X contains infinity").
     with pytest.raises(FeatureFileError,
-                       match=r'broken\.featurevector: 1 of \d+ .*vector 2\)'):
+                       match=r"broken\.featurevector': 1 of \d+ .*vector 2\)"):
         classify_features(ClassifyFeaturesMsg(
             job_token='c', feature_loc=loc, classifier_loc=DataLocation(
                 'filesystem', str(tmp_path / 'model.pkl'))))
