@@ -61,7 +61,9 @@ class RuntimeSettings:
     backend: str      # 'onnxruntime' | 'torch'
     threads: int
     batch_size: int   # 0: the backend's default
-    float64_above: float  # fp32: features beyond this get float64; 0: off
+    # Features beyond this are recomputed in float64 (non-finite ones
+    # always): EXTRACT_FLOAT64_ABOVE for fp32; inf for fp16 or 0.
+    float64_above: float
 
 
 def _onnxruntime_available() -> bool:
@@ -126,6 +128,9 @@ def runtime_settings() -> RuntimeSettings:
     if not float64_above >= 0:  # NaN too
         raise ConfigError(f"EXTRACT_FLOAT64_ABOVE={float64_above}: expected "
                           f"a feature size (100 by default), or 0 for off.")
+    if precision != 'fp32' or float64_above == 0:
+        # fp16 gives up exactness by choice; 0 turns the path off.
+        float64_above = math.inf
     return RuntimeSettings(device, precision, backend,
                            threads or len(os.sched_getaffinity(0)), batch_size,
                            float64_above)
@@ -239,12 +244,9 @@ def _build(weights: weights_mod.Weights, settings: RuntimeSettings,
         backend = TorchBackend(folded, torch.device(settings.device),
                                settings.precision, settings.threads)
     # fp32 must stay as accurate as PySpacer's float32 on every patch
-    # (exact.py says why it needs help); fp16 gives up exactness by choice.
-    # Non-finite rows are recomputed either way.
-    above = settings.float64_above
-    if settings.precision != 'fp32' or above == 0:
-        above = math.inf
-    exact = ExactFallback(reference, torch.device(settings.device), above)
+    # (exact.py says why it needs help); non-finite rows on any network.
+    exact = ExactFallback(reference, torch.device(settings.device),
+                          settings.float64_above)
     return Network(backend, settings, weights.sha256, exact)
 
 
