@@ -10,12 +10,15 @@ when either
   no farther from the truth than twice PySpacer's own float32 error.
 
 Used by ``tests/extraction/test_fidelity.py`` and
-``benchmarks/extraction.py``.
+``benchmarks/extraction.py``; :func:`float64_features` and
+:func:`bilevel_image` by the float64-path tests.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -116,6 +119,32 @@ class Verdict:
 
 TABLE_HEADER = (f"{'image':<22}{'max|f64|':>9}{'|ours-PyS|':>12}"
                 f"{'PyS err':>12}{'ours err':>12}{'bound':>12}  verdict")
+
+
+def bilevel_image(seed: int = 11, size: int = 256) -> Any:
+    """A black-and-white (mode '1') image: features reach thousands and
+    float32 wanders ~10 from float64 there (runtime.exact)."""
+    from PIL import Image
+
+    from spacer_worker.extractors.runtime.calibration import synthetic_texture
+    texture = np.asarray(synthetic_texture(np.random.default_rng(seed), size))
+    return Image.fromarray(texture[..., 1]).convert('1')
+
+
+def float64_features(weights_path: Any, image: Any,
+                     rowcols: Sequence[tuple[int, int]]) -> np.ndarray:
+    """The truth in this process: the reference network (PySpacer's,
+    unfolded) in float64 on the patches at ``rowcols``."""
+    import torch
+
+    from spacer_worker.extractors.runtime.network import EfficientNetB0
+    from spacer_worker.extractors.runtime.patches import crop_patch
+    net = EfficientNetB0()
+    net.load_state_dict(torch.load(weights_path, weights_only=True)['net'])
+    patches = np.stack([crop_patch(image, r, c) for r, c in rowcols])
+    with torch.inference_mode():
+        x = torch.from_numpy(patches).permute(0, 3, 1, 2).double() / 255
+        return net.eval().double().features(x).numpy()
 
 
 def judge(ours: np.ndarray, pyspacer: np.ndarray,

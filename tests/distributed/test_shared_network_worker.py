@@ -11,7 +11,6 @@ import uuid
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from spacer_worker.data_classes import DataLocation, ImageFeatures
 from spacer_worker.extractors import EfficientNetExtractor
@@ -20,6 +19,7 @@ from spacer_worker.extractors.runtime.calibration import (
     synthetic_texture,
 )
 from spacer_worker.messages import ExtractFeaturesMsg, ExtractFeaturesReturnMsg
+from tests.fidelity import bilevel_image, float64_features
 
 SETTINGS = {'SPACER_EXTRACT_BACKEND': 'torch', 'SPACER_TORCH_DEVICE': 'cpu',
             'SPACER_EXTRACT_BATCH_SIZE': '16', 'SPACER_EXTRACT_THREADS': '1'}
@@ -53,6 +53,14 @@ def _calibrated_extractor(tmp_path: Path, monkeypatch,
         data_hashes={'weights': sha})
 
 
+def _message(token: str, extractor: EfficientNetExtractor, rowcols: list,
+             image: Path, out: Path) -> ExtractFeaturesMsg:
+    return ExtractFeaturesMsg(
+        job_token=token, extractor=extractor, rowcols=rowcols,
+        image_loc=DataLocation('filesystem', str(image)),
+        feature_loc=DataLocation('filesystem', str(out)))
+
+
 def test_pool_processes_share_one_network_process(app, start_worker,
                                                   tmp_path, monkeypatch):
     # Given calibrated weights, four images and their features as this
@@ -68,11 +76,8 @@ def test_pool_processes_share_one_network_process(app, start_worker,
         rowcols = [(int(rng.integers(300)), int(rng.integers(400)))
                    for _ in range(40)]
         expected.append(extractor(image, rowcols)[0].feature_array())
-        messages.append(ExtractFeaturesMsg(
-            job_token=f'image{i}', extractor=extractor, rowcols=rowcols,
-            image_loc=DataLocation('filesystem', str(path)),
-            feature_loc=DataLocation('filesystem',
-                                     str(tmp_path / f'image{i}.fv'))))
+        messages.append(_message(f'image{i}', extractor, rowcols, path,
+                                 tmp_path / f'image{i}.fv'))
 
     # when a two-process extraction worker with a shared network runs them,
     worker = start_worker('shared', queues='extract', concurrency=2,
@@ -122,10 +127,8 @@ def test_a_task_whose_server_dies_is_retried_and_commits_once(
     rowcols = [(int(rng.integers(300)), int(rng.integers(400)))
                for _ in range(480)]
     expected = extractor(image, rowcols)[0].feature_array()
-    message = ExtractFeaturesMsg(
-        job_token='server-dies', extractor=extractor, rowcols=rowcols,
-        image_loc=DataLocation('filesystem', str(path)),
-        feature_loc=DataLocation('filesystem', str(tmp_path / 'image.fv')))
+    message = _message('server-dies', extractor, rowcols, path,
+                       tmp_path / 'image.fv')
     worker = start_worker('dying', queues='extract', concurrency=1,
                           env={**SETTINGS,
                                'SPACER_EXTRACT_SHARED_NETWORK': 'true',
@@ -168,28 +171,14 @@ def test_black_and_white_patches_get_float64_features_in_the_server(
         app, start_worker, tmp_path, monkeypatch):
     # Given a black-and-white image, where float32 features wander ~10
     # from float64 (exact.py), and its float64 features,
-    import torch
-
-    from spacer_worker.extractors.runtime.network import EfficientNetB0
-    from spacer_worker.extractors.runtime.patches import crop_patch
     extractor = _calibrated_extractor(tmp_path, monkeypatch, seed=5)
-    texture = np.asarray(synthetic_texture(np.random.default_rng(11), 256))
-    image = Image.fromarray(texture[..., 1]).convert('1')
+    image = bilevel_image()
     path = tmp_path / 'bilevel.png'
     image.save(path)
     rowcols = [(5, 7), (130, 60), (200, 240)]
-    net = EfficientNetB0()
-    net.load_state_dict(torch.load(
-        extractor.data_locations['weights'].key)['net'])
-    patches = np.stack([crop_patch(image, r, c) for r, c in rowcols])
-    with torch.inference_mode():
-        truth = net.eval().double().features(
-            torch.from_numpy(patches).permute(0, 3, 1, 2).double() / 255
-        ).numpy()
-    message = ExtractFeaturesMsg(
-        job_token='bilevel', extractor=extractor, rowcols=rowcols,
-        image_loc=DataLocation('filesystem', str(path)),
-        feature_loc=DataLocation('filesystem', str(tmp_path / 'b.fv')))
+    truth = float64_features(extractor.data_locations['weights'].key, image,
+                             rowcols)
+    message = _message('bilevel', extractor, rowcols, path, tmp_path / 'b.fv')
 
     # when a worker with a shared network extracts it,
     worker = start_worker('bilevel', queues='extract', concurrency=1,

@@ -26,6 +26,7 @@ from spacer_worker.extractors.runtime.exact import LARGE_FEATURE, ExactFallback
 from spacer_worker.extractors.runtime.network import EfficientNetB0
 from spacer_worker.extractors.runtime.patches import crop_patch
 from spacer_worker.extractors.runtime.weights import fetch, load_state_dict
+from tests.fidelity import bilevel_image, float64_features
 
 POINTS = [(10, 20), (120, 200)]
 
@@ -38,22 +39,13 @@ def _reference(weights) -> EfficientNetB0:
 
 
 def _float64_features(weights, im: Image.Image) -> np.ndarray:
-    patches = np.stack([crop_patch(im, r, c) for r, c in POINTS])
-    net = _reference(weights).double()
-    with torch.inference_mode():
-        x = torch.from_numpy(patches).permute(0, 3, 1, 2).double() / 255
-        return net.features(x).numpy()
-
-
-def _bilevel() -> Image.Image:
-    texture = synthetic_texture(np.random.default_rng(11), 256)
-    return Image.fromarray(np.asarray(texture)[..., 1]).convert('1')
+    return float64_features(weights.path, im, POINTS)
 
 
 def test_features_beyond_float32s_reach_come_from_float64(weights, backend,
                                                           caplog):
     # Given a black-and-white image, where features reach thousands,
-    im = _bilevel()
+    im = bilevel_image()
     truth = _float64_features(weights, im)
     assert np.abs(truth).max() > 10 * LARGE_FEATURE
     # when the extractor runs on it,
@@ -85,7 +77,7 @@ def test_ordinary_patches_never_take_the_float64_path(weights, image_cases,
 
 def test_a_non_finite_row_is_recomputed(weights):
     # Given a batch whose float32 features overflowed in one row,
-    im = _bilevel()
+    im = bilevel_image()
     patches = np.stack([crop_patch(im, r, c) for r, c in POINTS])
     features = np.full((2, 1280), 0.5, np.float32)
     features[1, 7] = np.nan
@@ -106,7 +98,7 @@ def test_the_threshold_is_a_setting_and_zero_turns_it_off(weights,
     monkeypatch.setenv('SPACER_EXTRACT_FLOAT64_ABOVE', '0')
     extractor = weights.extractor()
     # when a black-and-white image is extracted,
-    features, _ = extractor(_bilevel(), POINTS)
+    features, _ = extractor(bilevel_image(), POINTS)
     # then no patch was recomputed and the features are float32's.
     network = engine.cached_network(weights.sha256)
     assert network is not None and network.exact.above == math.inf
@@ -118,7 +110,7 @@ def test_non_finite_rows_are_recomputed_even_with_the_path_off(weights):
     # Given the fallback of a network whose large-feature path is off (fp16,
     # or EXTRACT_FLOAT64_ABOVE=0), and a batch with an overflowed row
     # (inf: fp16 tops out at 65504) beside a large but finite one,
-    im = _bilevel()
+    im = bilevel_image()
     patches = np.stack([crop_patch(im, r, c) for r, c in POINTS])
     truth = _float64_features(weights, im)
     features = truth.astype(np.float32)
@@ -170,4 +162,4 @@ def test_a_bad_threshold_is_a_config_error(weights, monkeypatch, value):
     from spacer_worker.exceptions import ConfigError
     monkeypatch.setenv('SPACER_EXTRACT_FLOAT64_ABOVE', value)
     with pytest.raises(ConfigError, match='EXTRACT_FLOAT64_ABOVE'):
-        weights.extractor()(_bilevel(), POINTS)
+        weights.extractor()(bilevel_image(), POINTS)
