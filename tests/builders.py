@@ -26,6 +26,21 @@ def fs(path: Path | str) -> DataLocation:
     return DataLocation('filesystem', str(path))
 
 
+def store_non_finite(source: DataLocation, vector: int | slice, column: int,
+                     target: DataLocation | None = None,
+                     value: float = np.nan) -> None:
+    """The feature file at ``source``, with ``value`` (NaN) at
+    ``[vector, column]``, stored at ``target`` (default: in place), as
+    broken weights would have written it."""
+    from spacer_worker.data_classes import ImageFeatures
+    from spacer_worker.storage import load_features, store_features
+    features = load_features(source)
+    array = features.feature_array().copy()
+    array[vector, column] = value
+    store_features(target or source, ImageFeatures.from_arrays(
+        features.rows, features.cols, array))
+
+
 def make_image(path: Path, seed: int = 0, size: int = 64) -> Path:
     rng = np.random.default_rng(seed)
     Image.fromarray(rng.integers(0, 255, (size, size, 3), dtype=np.uint8)

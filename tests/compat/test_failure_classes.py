@@ -90,13 +90,10 @@ def _stale_training_job(tmp_path: Path) -> JobMsg:
 def _nan_feature_jobs(tmp_path: Path) -> dict[str, JobMsg]:
     """A training and a scoring whose feature file holds a NaN (PySpacer:
     scikit-learn's ValueError; ours names the file, under the same class)."""
-    import numpy as np
 
-    from spacer_worker.data_classes import ImageFeatures
     from spacer_worker.messages import ClassifyFeaturesMsg
-    from spacer_worker.storage import load_features, store_features
     from spacer_worker.task_utils import SplitMode, preprocess_labels
-    from tests.builders import random_labels
+    from tests.builders import random_labels, store_non_finite
 
     feature_dir = tmp_path / 'nan-features'
     feature_dir.mkdir()
@@ -114,11 +111,7 @@ def _nan_feature_jobs(tmp_path: Path) -> dict[str, JobMsg]:
     assert process_job(JobMsg(task_name='train_classifier',
                               tasks=[training('good')])).ok
     loc = next(iter(split.train.keys()))
-    features = load_features(loc)
-    array = features.feature_array().copy()
-    array[:, 0] = np.nan
-    store_features(loc, ImageFeatures.from_arrays(features.rows,
-                                                  features.cols, array))
+    store_non_finite(loc, slice(None), 0)
     return {
         'nan_features_training': JobMsg(task_name='train_classifier',
                                         tasks=[training('nan')]),

@@ -35,7 +35,14 @@ from spacer_worker.messages import (
     JobReturnMsg,
     TrainClassifierReturnMsg,
 )
-from tests.builders import ROWCOLS, classify_msg, fs, make_image, train_msg
+from tests.builders import (
+    ROWCOLS,
+    classify_msg,
+    fs,
+    make_image,
+    store_non_finite,
+    train_msg,
+)
 from tests.services import Worker, free_port, runs
 
 TIMEOUT = 60
@@ -427,16 +434,29 @@ def _url_weights_extraction(port: int, dirs: dict, folder: str,
         feature_loc=fs(dirs['outputs'] / out)).serialize()
 
 
-def test_the_weights_cache_cannot_be_poisoned_across_locations(
-        app, place, http_server, tmp_path_factory, unharmed):
+def _served_weights(http_server, tmp_path_factory, folder: str,
+                    change=None) -> None:
+    """Calibrated weights, their state dict changed by ``change``, served
+    at ``/folder/efficientnet_b0_ver1.pt``."""
+    import torch
+
     from spacer_worker.extractors.runtime.calibration import (
         make_calibrated_weights,
     )
+    path = tmp_path_factory.mktemp(folder) / 'efficientnet_b0_ver1.pt'
+    make_calibrated_weights(path, seed=0)
+    if change is not None:
+        content = torch.load(path, weights_only=True)
+        change(content['net'])
+        torch.save(content, path)
+    http_server.files[f'/{folder}/efficientnet_b0_ver1.pt'] = path.read_bytes()
+
+
+def test_the_weights_cache_cannot_be_poisoned_across_locations(
+        app, place, http_server, tmp_path_factory, unharmed):
     _base, dirs, _ = place
     port = http_server.server_address[1]
-    genuine = tmp_path_factory.mktemp('prod') / 'efficientnet_b0_ver1.pt'
-    make_calibrated_weights(genuine, seed=0)
-    http_server.files['/prod/efficientnet_b0_ver1.pt'] = genuine.read_bytes()
+    _served_weights(http_server, tmp_path_factory, 'prod')
     http_server.files['/evil/efficientnet_b0_ver1.pt'] = b'poisoned weights'
 
     def extraction(folder: str, out: str) -> dict:
@@ -457,32 +477,35 @@ def test_the_weights_cache_cannot_be_poisoned_across_locations(
     assert http_server.hits.count('/prod/efficientnet_b0_ver1.pt') == 1
 
 
-def test_weights_holding_nan_fail_before_any_feature_is_written(
-        app, place, http_server, tmp_path_factory, unharmed):
-    # Weights with a NaN would make every feature NaN, and the failure would
-    # surface only when CoralNet trains on them.
-    import torch
+def _poison(state) -> None:
+    # Every feature would be NaN, and the failure would surface only when
+    # CoralNet trains on them.
+    state['_blocks.3._bn1.running_var'][5] = float('nan')
 
-    from spacer_worker.extractors.runtime.calibration import (
-        make_calibrated_weights,
-    )
+
+def _inflate(state) -> None:
+    # Finite, but features overflow float32 (3.4e38) even when recomputed
+    # in float64: the file would hold infinities.
+    state['_bn1.weight'].mul_(1e38)
+
+
+@pytest.mark.parametrize('change, error, said', [
+    (_poison, 'WeightsLoadError', 'NaN or infinite values in 1 tensor(s) '
+                                  '(first: _blocks.3._bn1.running_var'),
+    (_inflate, 'NonFiniteFeaturesError', 'even in float64'),
+], ids=['nan', 'beyond-float32'])
+def test_weights_giving_non_finite_features_fail_before_any_write(
+        app, place, http_server, tmp_path_factory, unharmed, change, error,
+        said):
     _base, dirs, _ = place
-    port = http_server.server_address[1]
-    path = tmp_path_factory.mktemp('nan') / 'efficientnet_b0_ver1.pt'
-    make_calibrated_weights(path, seed=0)
-    content = torch.load(path, weights_only=True)
-    content['net']['_blocks.3._bn1.running_var'][5] = float('nan')
-    buffer = io.BytesIO()
-    torch.save(content, buffer)
-    http_server.files['/nan/efficientnet_b0_ver1.pt'] = buffer.getvalue()
-    out = dirs['outputs'] / 'nan.fv'
+    folder = change.__name__.strip('_')
+    _served_weights(http_server, tmp_path_factory, folder, change)
+    out = dirs['outputs'] / f'{folder}.fv'
     # Given a message naming such weights,
-    text = fails_with(app, 'spacer.extract_features',
-                      _url_weights_extraction(port, dirs, 'nan', out.name),
-                      'WeightsLoadError')
-    # then the task fails naming the tensor, and no feature file exists.
-    assert 'NaN or infinite' in text
-    assert '_blocks.3._bn1.running_var' in text
+    text = fails_with(app, 'spacer.extract_features', _url_weights_extraction(
+        http_server.server_address[1], dirs, folder, out.name), error)
+    # then the task fails saying why, and no feature file exists.
+    assert said in text
     assert not out.exists()
 
 
@@ -577,19 +600,13 @@ def test_training_bounds(app, place, unharmed, change, setting):
 
 def test_feature_files_holding_nan_fail_the_training_by_name(app, place,
                                                               unharmed):
-    from spacer_worker.data_classes import ImageFeatures
-    from spacer_worker.storage import load_features, store_features
     _base, dirs, _ = place
     folder = dirs['outputs'] / 'nan-training'
     folder.mkdir()
     msg = train_msg(folder)
     # Given a training whose one feature file holds a NaN vector,
     loc = next(iter(msg.labels.train.keys()))
-    features = load_features(loc)
-    array = features.feature_array().copy()
-    array[4, 0] = np.nan
-    store_features(loc, ImageFeatures.from_arrays(
-        features.rows, features.cols, array))
+    store_non_finite(loc, 4, 0)
     text = fails_with(app, 'spacer.train_classifier', msg.serialize(),
                       'FeatureFileError')
     # then it fails naming that file (not scikit-learn's bare "Input X
@@ -600,20 +617,14 @@ def test_feature_files_holding_nan_fail_the_training_by_name(app, place,
 
 def test_feature_files_holding_nan_fail_the_scoring_by_name(app, place,
                                                              unharmed):
-    from spacer_worker.data_classes import ImageFeatures
-    from spacer_worker.storage import load_features, store_features
     _base, dirs, _ = place
     folder = dirs['outputs'] / 'nan-scoring'
     folder.mkdir()
     msg = train_msg(folder)
     send(app, 'spacer.train_classifier', msg.serialize()).get(timeout=TIMEOUT)
     # Given a feature file with a NaN in its first vector,
-    features = load_features(next(iter(msg.labels.val.keys())))
-    array = features.feature_array().copy()
-    array[0, 1] = np.nan
     broken = folder / 'broken.featurevector'
-    store_features(fs(broken), ImageFeatures.from_arrays(
-        features.rows, features.cols, array))
+    store_non_finite(next(iter(msg.labels.val.keys())), 0, 1, fs(broken))
     # then scoring it fails naming the file and the vector.
     text = fails_with(app, 'spacer.classify_features', classify_msg(
         broken, folder / 'model.pkl').serialize(), 'FeatureFileError')

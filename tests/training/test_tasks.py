@@ -81,17 +81,12 @@ def test_classify_features_scores_every_point_as_one_by_one(split, tmp_path):
 
 
 def test_classifying_features_holding_nan_names_the_file(split, tmp_path):
-    from spacer_worker.data_classes import ImageFeatures
     from spacer_worker.exceptions import FeatureFileError
-    from spacer_worker.storage import store_features
+    from tests.builders import store_non_finite
     train_classifier(train_msg(split, tmp_path, clf_type='LR'))
     # Given a feature file with an infinite value in its third vector,
-    features = load_features(next(iter(split.val.keys())))
-    array = features.feature_array().copy()
-    array[2, 5] = np.inf
     loc = DataLocation('filesystem', str(tmp_path / 'broken.featurevector'))
-    store_features(loc, ImageFeatures.from_arrays(features.rows,
-                                                  features.cols, array))
+    store_non_finite(next(iter(split.val.keys())), 2, 5, loc, np.inf)
     # then scoring it fails naming the file and the vector (scikit-learn
     # says only "Input X contains infinity").
     with pytest.raises(FeatureFileError,
