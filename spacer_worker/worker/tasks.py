@@ -42,7 +42,7 @@ from typing import Any
 
 from celery import Task, shared_task
 from celery.exceptions import SoftTimeLimitExceeded
-from kombu.exceptions import EncodeError
+from kombu.exceptions import SerializationError
 
 from spacer_worker import payloads, tasks
 from spacer_worker.admission import admit, check_payload_size
@@ -171,9 +171,11 @@ class SpacerTask(Task):
         if self.request.id and not self.request.is_eager:
             try:
                 self.update_state(state=PROGRESS, meta=meta)
-            except EncodeError as e:
-                # kombu wraps whatever interrupts its encoding: a soft time
-                # limit that fires mid-encode must still read as one.
+            except SerializationError as e:
+                # kombu wraps whatever interrupts its encoding, or its
+                # decoding (the backend reads the state back as it stores
+                # it): a soft time limit that fires there must still read
+                # as one (an EncodeError or DecodeError otherwise).
                 inner = e.args[0] if e.args else e.__context__
                 if isinstance(inner, SoftTimeLimitExceeded):
                     raise inner from None

@@ -98,6 +98,47 @@ def test_training_progress_is_published_with_plain_numbers():
         {'epoch': 2, 'epochs': 3, 'ref_acc': 0.75, 'done': 0, 'total': 1}]
 
 
+@pytest.mark.parametrize('stage', ['encode', 'decode'])
+def test_a_soft_time_limit_inside_kombus_serializer_still_reads_as_one(
+        stage):
+    # The soft time limit is a signal: it can land anywhere, also inside
+    # kombu's (de)serialization of a progress update, which wraps whatever
+    # interrupts it as an EncodeError or DecodeError; the job's failure
+    # line must still be billiard's SoftTimeLimitExceeded (CoralNet sorts
+    # by it). kombu's own wrapping, with a serializer that is interrupted.
+    from celery.exceptions import SoftTimeLimitExceeded
+    from celery.utils.threads import LocalStack
+    from kombu import serialization
+
+    from spacer_worker.worker.tasks import SpacerTask
+
+    def interrupted(*_args):
+        raise SoftTimeLimitExceeded()
+
+    name = f'interrupted-{stage}'
+    serialization.register(
+        name, interrupted if stage == 'encode' else (lambda obj: '{}'),
+        interrupted if stage == 'decode' else (lambda text: {}),
+        content_type=f'application/x-{name}')
+
+    class Interrupted(SpacerTask):
+        name = 'test.interrupted'
+
+        def update_state(self, task_id=None, state=None, meta=None, **kw):
+            content_type, encoding, data = serialization.dumps(meta, name)
+            serialization.loads(data, content_type, encoding)
+
+    task = Interrupted()
+    task.request_stack = LocalStack()  # as binding to an app would
+    task.push_request(id='t1', is_eager=False)
+    try:
+        with pytest.raises(SoftTimeLimitExceeded):
+            task.publish_progress({'epoch': 1})
+    finally:
+        task.pop_request()
+        serialization.unregister(name)
+
+
 def test_payloads_that_are_not_messages_are_refused_by_name():
     from spacer_worker.messages import ClassifyFeaturesMsg, ExtractFeaturesMsg
     from spacer_worker.worker.tasks import decode_payload
