@@ -53,6 +53,13 @@ MAX_STEPS = 2_000_000
 MAX_DEPTH = 64
 #: Stack marks open at once (PySpacer's classifiers: under 10).
 MAX_MARKS = 1000
+#: Distinct dict keys or set items of one load that may share a hash.
+#: Numbers and tuples hash the same in every process, so a pickle can hold
+#: thousands of different keys with one hash, and building their dict is
+#: then quadratic (20,000 such keys: 260 KB, 1.7 s; 200,000: minutes of
+#: CPU). Unequal keys with one hash are rare by nature (hash(-1) ==
+#: hash(-2)); str and bytes hashes are salted per process.
+MAX_SHARED_HASH = 16
 
 _MISSING = object()
 _FRESH, _BUILT = 'fresh', 'built'
@@ -121,6 +128,8 @@ class ClassifierUnpickler(pickle._Unpickler):
         # id -> (object, state): what this load made, kept alive so ids
         # stay unique; BUILD needs an object of this table in state FRESH.
         self._made: dict[int, list] = {}
+        # hash -> the distinct keys seen with it (check_key).
+        self._keys_by_hash: dict[int, list] = {}
 
     # --- bookkeeping used by the allowlist checks --------------------------
 
@@ -142,7 +151,21 @@ class ClassifierUnpickler(pickle._Unpickler):
         return record if record is not None and record[0] is obj else None
 
     def check_key(self, value: Any) -> None:
+        """Refuse keys that are no name or number, and keys made to
+        collide (:data:`MAX_SHARED_HASH`)."""
         _check_key(value)
+        if type(value) in _SALTED_HASH:
+            return
+        digest = hash(value)  # flat: _check_key allows nothing deeper
+        same = self._keys_by_hash.setdefault(digest, [])
+        if value in same:  # at most MAX_SHARED_HASH comparisons
+            return
+        if len(same) >= MAX_SHARED_HASH:
+            raise refuse(f'more than {MAX_SHARED_HASH} different dict keys '
+                         f'or set items with one hash ({digest}); such keys '
+                         f'are made to slow the load down, not by '
+                         f'scikit-learn')
+        same.append(value)
 
     def new_instance(self, token: Global) -> Any:
         cls = token.target
@@ -274,7 +297,7 @@ class ClassifierUnpickler(pickle._Unpickler):
         key = self.stack.pop()
         target = self.stack[-1]
         _check_dict(target)
-        _check_key(key)
+        self.check_key(key)
         self.charge(1)
         target[key] = value
     dispatch[pickle.SETITEM[0]] = load_setitem
@@ -287,7 +310,7 @@ class ClassifierUnpickler(pickle._Unpickler):
             raise pickle.UnpicklingError('SETITEMS needs key, value pairs')
         self.charge(len(items))
         for i in range(0, len(items), 2):
-            _check_key(items[i])
+            self.check_key(items[i])
             target[items[i]] = items[i + 1]
     dispatch[pickle.SETITEMS[0]] = load_setitems
 
@@ -298,7 +321,7 @@ class ClassifierUnpickler(pickle._Unpickler):
             raise refuse(f'ADDITEMS to a {_kind(target)}, not a set')
         self.charge(len(items))
         for item in items:
-            _check_key(item)
+            self.check_key(item)
         target.update(items)
     dispatch[pickle.ADDITEMS[0]] = load_additems
 
@@ -307,7 +330,7 @@ class ClassifierUnpickler(pickle._Unpickler):
         if len(items) % 2:
             raise pickle.UnpicklingError('DICT needs key, value pairs')
         for key in items[::2]:
-            _check_key(key)
+            self.check_key(key)
         self.append({items[i]: items[i + 1]
                      for i in range(0, len(items), 2)})
     dispatch[pickle.DICT[0]] = load_dict
@@ -315,7 +338,7 @@ class ClassifierUnpickler(pickle._Unpickler):
     def load_frozenset(self) -> None:
         items = self.pop_mark()
         for item in items:
-            _check_key(item)
+            self.check_key(item)
         self.append(frozenset(items))
     dispatch[pickle.FROZENSET[0]] = load_frozenset
 
@@ -538,6 +561,7 @@ def _build_instance(inst: Any, state: Any) -> None:
 
 
 _KEY_TYPES = (type(None), bool, int, float, complex, str, bytes)
+_SALTED_HASH = (str, bytes)
 
 
 def _check_key(key: Any) -> None:

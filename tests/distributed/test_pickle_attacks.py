@@ -43,6 +43,8 @@ ATTACKS = [
     ('object_array', 'train'),
     ('dtype_singleton', 'classify'),
     ('bytearray8_length', 'train'),
+    ('colliding_dict_keys', 'classify'),   # minutes of CPU for plain pickle
+    ('colliding_set_items', 'train'),
 ]
 
 

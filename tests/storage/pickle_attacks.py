@@ -186,6 +186,28 @@ def nested_object_arrays(depth: int = 3) -> bytes:
     return pickle.dumps(inner, protocol=2)
 
 
+#: Numbers that all hash alike: CPython hashes an int modulo 2**61 - 1.
+HASH_MODULUS = (1 << 61) - 1
+
+
+def colliding_dict_keys(count: int = 200_000) -> bytes:
+    """A dict of ``count`` different int keys with one hash: inserting
+    them is quadratic (2.6 MB that keep a process busy for minutes)."""
+    body = b''
+    for start in range(0, count, 1000):
+        keys = range(start, min(start + 1000, count))
+        body += pickle.MARK + b''.join(
+            _int(k * HASH_MODULUS) + pickle.NONE for k in keys
+        ) + pickle.SETITEMS
+    return b'\x80\x04' + pickle.EMPTY_DICT + body + pickle.STOP
+
+
+def colliding_set_items(count: int = 200_000) -> bytes:
+    """The same through a frozenset."""
+    items = b''.join(_int(i * HASH_MODULUS) for i in range(count))
+    return b'\x80\x04' + pickle.MARK + items + pickle.FROZENSET + pickle.STOP
+
+
 ALL = {
     'adam_get_updates': adam_get_updates,
     'calibrated_predict_proba': calibrated_predict_proba,
@@ -207,4 +229,6 @@ ALL = {
     'deep_nesting': deep_nesting,
     'deep_tuple_key': deep_tuple_key,
     'nested_object_arrays': nested_object_arrays,
+    'colliding_dict_keys': colliding_dict_keys,
+    'colliding_set_items': colliding_set_items,
 }

@@ -139,3 +139,24 @@ def test_snapshot_sees_what_plain_pickle_changes(warm):
     assert any(name.endswith('AdamOptimizer._get_updates') for name in found)
     assert 'numpy.random._pickle.__bit_generator_ctor' in found
     assert changes(before, snapshot()) == []
+
+
+@pytest.mark.parametrize('build', [attacks.colliding_dict_keys,
+                                   attacks.colliding_set_items])
+def test_keys_made_to_collide_are_refused(warm, build):
+    # Plain pickle builds them: all different, all with one hash, so each
+    # insertion compares with every key before it.
+    keys = pickle.loads(build(1000))
+    assert len(keys) == 1000 and len({hash(k) for k in keys}) == 1
+    with pytest.raises(UnsafePickleError, match='with one hash'):
+        parse_classifier(build(), 'evil.pkl')
+
+
+def test_many_distinct_numeric_keys_still_load():
+    # The collision rule counts different keys per hash, not keys: the
+    # same small ints in many dicts, and a large dict of distinct ints
+    # (-1 and -2 share a hash, as do 1, 1.0 and True, which are equal).
+    from spacer_worker.storage.unpickler import restricted_loads
+    value = [dict.fromkeys(range(-2, 2000)) for _ in range(20)]
+    value.append({-1: 0, -2: 0, 1.0: 0, (1, 2): 0, 2.5: frozenset(range(50))})
+    assert restricted_loads(pickle.dumps(value, protocol=4)) == value
