@@ -58,6 +58,25 @@ def printed_class(cls: type) -> str:
     return name if module in (_BUILTIN, '__main__') else f'{module}.{name}'
 
 
+def time_limit_behind(exc: BaseException) -> BaseException | None:
+    """The soft time limit that ``exc`` is, or was raised while handling.
+
+    Celery's soft time limit is an exception raised wherever its signal
+    lands; a handler that turns any failure into its own error (a pickle
+    that cannot be read, weights PyTorch cannot load) would otherwise
+    report the worker stopping the task as bad input. The chain is
+    followed through ``from None`` too: the limit is still what happened.
+    """
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if printed_class(type(current)) == SOFT_TIME_LIMIT:
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
+
+
 def wire_class_of(exc: BaseException) -> str:
     """PySpacer's class path for ``exc``: our errors by their table entry,
     anyone else's (numpy, Pillow, builtins) as they are."""

@@ -16,7 +16,7 @@ from typing import Any
 from spacer_worker.constants import TaskName
 from spacer_worker.contract import JobMsg, JobReturnMsg
 from spacer_worker.exceptions import MessageError
-from spacer_worker.failures import failure_text
+from spacer_worker.failures import failure_text, time_limit_behind
 from spacer_worker.tasks.features import classify_features, train_classifier
 from spacer_worker.tasks.images import classify_image, extract_features
 
@@ -64,7 +64,9 @@ def process_job(job_msg: JobMsg,
     :mod:`spacer_worker.failures`) rather than raised, so a job queue always gets an answer.
     ``progress(done=i, total=n)`` is called after each task of the job.
     Errors of the ``reraise`` types propagate instead (the Celery adapter
-    passes TransientError, to retry the job before answering ok=False).
+    passes TransientError, to retry the job before answering ok=False), and
+    so does a worker's soft time limit, even where a handler re-raised it
+    as another error (:func:`spacer_worker.failures.time_limit_behind`).
     ``admit()``, when given, runs first; its error is answered the same way
     (the adapter checks a broker message's locations and bounds with it).
     """
@@ -75,6 +77,8 @@ def process_job(job_msg: JobMsg,
         try:
             admit()
         except Exception as e:
+            if time_limit_behind(e) is not None:
+                raise  # the worker stopping the job: its adapter answers
             logger.error("Job refused: %s: %s", type(e).__name__, e)
             return JobReturnMsg(original_job=job_msg, ok=False, results=None,
                                 error_message=_error_text(e))
@@ -89,6 +93,8 @@ def process_job(job_msg: JobMsg,
         except reraise:
             raise
         except Exception as e:
+            if time_limit_behind(e) is not None:
+                raise  # the worker stopping the job: its adapter answers
             logger.error("Job task %s (%s) failed: %s: %s",
                          getattr(task, 'job_token', '?'), job_msg.task_name,
                          type(e).__name__, e)

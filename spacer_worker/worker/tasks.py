@@ -51,7 +51,7 @@ from spacer_worker.constants import TaskName
 from spacer_worker.contract import PROCESS_JOB, TASKS, JobReturnMsg
 from spacer_worker.contract import Task as ContractTask
 from spacer_worker.exceptions import MessageError, SpacerError, TransientError
-from spacer_worker.failures import failure_text, to_wire
+from spacer_worker.failures import failure_text, time_limit_behind, to_wire
 from spacer_worker.metrics import recording
 from spacer_worker.storage.sandbox import hide_causes, untrusted
 from spacer_worker.worker import delivery
@@ -199,12 +199,18 @@ class SpacerTask(Task):
             self.publish_progress(meta)
         return report
 
-    def time_limit_error(self, e: SoftTimeLimitExceeded) -> Exception:
+    def time_limit_error(self, limit: BaseException) -> Exception:
+        """The soft time limit as the task's failure, caused by ``limit``
+        (its traceback: where it landed), not by an error a handler made
+        of it: a ClassifierLoadError in the chain would be taken for the
+        job's own error (client.raise_for_status)."""
         soft = self.request.timelimit and self.request.timelimit[1]
-        return SoftTimeLimitExceeded(
+        error = SoftTimeLimitExceeded(
             f'{self.name}[{self.request.id}] ran past its soft time limit '
             f'({soft or self.soft_time_limit} s) and was stopped; raise '
             f'SPACER_<EXTRACT|TRAIN|CLASSIFY>_TIME_LIMIT or split the work.')
+        error.__cause__ = limit
+        return error
 
 
 def _run(task: SpacerTask, payload: Any, message_class: type,
@@ -220,8 +226,11 @@ def _run(task: SpacerTask, payload: Any, message_class: type,
                 result = func(msg, progress=task.training_progress())
             else:
                 result = func(msg)
-    except SoftTimeLimitExceeded as e:
-        raise task.time_limit_error(e) from e
+    except Exception as e:
+        limit = time_limit_behind(e)
+        if limit is None:
+            raise
+        raise task.time_limit_error(limit) from limit
     return result.serialize()
 
 
@@ -270,8 +279,11 @@ def process_job(self: SpacerTask, payload: Any) -> dict:
         result = JobReturnMsg(
             original_job=job, ok=False, results=None,
             error_message=failure_text(hide_causes(e, broker=True)))
-    except SoftTimeLimitExceeded as e:
-        error = self.time_limit_error(e)
+    except Exception as e:
+        limit = time_limit_behind(e)
+        if limit is None:
+            raise
+        error = self.time_limit_error(limit)
         result = JobReturnMsg(original_job=job, ok=False, results=None,
                               error_message=failure_text(error))
     result.original_job = answer_job

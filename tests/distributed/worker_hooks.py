@@ -3,12 +3,18 @@
 Records every task run (task id, worker, pid) in a Redis list, so tests can
 count how many times a task really ran, and can hold each task for a while
 (``DIST_TEST_TASK_DELAY`` seconds) so a test can act while it runs.
+``DIST_TEST_SOFT_LIMIT_IN=module:function`` makes that function send its
+own process SIGUSR1 as it starts: billiard's soft time limit signal, so the
+limit lands exactly there (a timer cannot aim it).
 """
 
 from __future__ import annotations
 
+import functools
+import importlib
 import json
 import os
+import signal
 import time
 from typing import Any
 
@@ -38,3 +44,27 @@ def _record_and_hold(task_id: str | None = None, task: Any = None,
     delay = float(os.environ.get('DIST_TEST_TASK_DELAY') or 0)
     if delay:
         time.sleep(delay)
+
+
+def _soft_limit_inside(target: str) -> None:
+    module_name, _, name = target.partition(':')
+    module = importlib.import_module(module_name)
+    original = getattr(module, name)
+    if getattr(original, 'soft_limit_hook', False):
+        return
+
+    @functools.wraps(original)
+    def interrupted(*args: Any, **kwargs: Any) -> Any:
+        os.kill(os.getpid(), signal.SIGUSR1)
+        time.sleep(1)  # the pool's handler raises SoftTimeLimitExceeded here
+        return original(*args, **kwargs)
+    interrupted.soft_limit_hook = True
+    setattr(module, name, interrupted)
+
+
+@task_prerun.connect
+def _aim_the_soft_limit(**_: Any) -> None:
+    # In the pool child, before its first task (the parent must not get it).
+    target = os.environ.get('DIST_TEST_SOFT_LIMIT_IN')
+    if target:
+        _soft_limit_inside(target)
