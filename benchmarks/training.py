@@ -150,7 +150,8 @@ parts = {{
                       + cumulative('_stochastic_optimizers.py:update_params'),
     '  waiting for the next chunk (prefetch)': cumulative('prefetch.py:next_epoch'),
     'reference accuracy per epoch': cumulative('mlp_steps.py:predict'),
-    'calibration': cumulative('calibration.py:fit'),
+    'calibration': cumulative('calibration.py:fit')
+        + cumulative('calibration.py:calibrate_prefit'),
     'validation scoring': cumulative('evaluation.py:evaluate_set'),
     'store model + results': cumulative('classifiers.py:store_classifier'),
 }}

@@ -32,6 +32,7 @@ from spacer_worker.exceptions import ConfigError, MessageError
 from spacer_worker.return_messages import TrainClassifierReturnMsg
 from spacer_worker.training import checkpoint
 from spacer_worker.training.adam import restore, use_in_place_adam
+from spacer_worker.training.calibration import calibrate_prefit
 from spacer_worker.training.evaluation import (
     CHUNK_ROWS,
     accuracy,
@@ -247,8 +248,11 @@ def fit(trainer: Any, train: FeatureSet, ref: FeatureSet, nbr_epochs: int,
         # state, in the pickled model.
         clf.random_state = seed
         del clf._random_state
-    calibrated = CalibratedClassifierCV(clf, cv='prefit')
-    calibrated.fit(_ref_float64(ref_x), ref.labels)
+    if precision == 'float64':  # PySpacer's classifier, bit for bit
+        calibrated = CalibratedClassifierCV(clf, cv='prefit')
+        calibrated.fit(_ref_float64(ref_x), ref.labels)
+    else:  # every class at once, to a tighter optimum (training.calibration)
+        calibrated = calibrate_prefit(clf, _ref_float64(ref_x), ref.labels)
     return calibrated, ref_accs
 
 
