@@ -57,7 +57,7 @@ def calibrate_prefit(clf: Any, x: np.ndarray, y: np.ndarray) -> Any:
     positions = positions[:scores.shape[1]]
     slopes, offsets = fit_sigmoids(scores, indicators[:, positions])
     calibrators = []
-    for slope, offset in zip(slopes, offsets):
+    for slope, offset in zip(slopes, offsets, strict=True):
         calibrator = _SigmoidCalibration()
         calibrator.a_, calibrator.b_ = np.float64(slope), np.float64(offset)
         calibrators.append(calibrator)
