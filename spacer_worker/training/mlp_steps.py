@@ -28,11 +28,9 @@ is kept unscaled and the batch's 1/rows folded into the Adam coefficients,
 the first layer's two products (four fifths of a step) run on the faster
 of OpenBLAS and ONNX Runtime's MLAS for the machine (``training.products``),
 and the moment and weight updates are BLAS ``scal``/``axpy`` calls (one
-pass each where numpy takes two). The steps run on one BLAS thread: a
-second one barely speeds up their 200-row products (each step's fresh
-batch and weights must first reach the other core's cache), and scipy's
-BLAS and numpy's are two libraries whose thread pools, both awake, spin
-against each other.
+pass each where numpy takes two). In the steps NumPy's BLAS has the
+task's threads and scipy's (Adam's) one (``training.threads.step_threads``
+says why).
 TRAINING_PRECISION float64 keeps scikit-learn's own steps: that mode
 trains PySpacer's very classifier, bit for bit.
 """
@@ -49,7 +47,7 @@ from sklearn.neural_network._stochastic_optimizers import AdamOptimizer
 from sklearn.utils import check_random_state, gen_batches, shuffle
 
 from spacer_worker.training.products import Products, products_for
-from spacer_worker.training.threads import blas_threads
+from spacer_worker.training.threads import step_threads
 
 FLOAT = np.float32
 EPS = float(np.finfo(FLOAT).eps)
@@ -193,7 +191,7 @@ class MLPSteps:
         self._resize(batch)
         self._choose_products(batch)
         accumulated = 0.0
-        with blas_threads(1):
+        with step_threads():
             for part in gen_batches(n, batch):
                 accumulated += self._step(x[part], targets[part]) \
                     * (part.stop - part.start)

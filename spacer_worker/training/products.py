@@ -28,7 +28,7 @@ import numpy as np
 
 from spacer_worker import config
 from spacer_worker.exceptions import ConfigError
-from spacer_worker.training.threads import blas_threads
+from spacer_worker.training.threads import step_threads
 
 logger = logging.getLogger(__name__)
 
@@ -212,7 +212,7 @@ def _faster(rows: int, dim: int, width: int) -> str:
     grad = np.empty((dim, width), dtype=np.float32)
     engines: list[Products] = [NumpyProducts(), OnnxRuntimeProducts()]
     runs: list[list[float]] = [[] for _ in engines]
-    with blas_threads(1):  # as the steps run
+    with step_threads():  # as the steps run
         # Alternated, so a burst of load elsewhere hits both alike; the
         # first round warms caches and bindings.
         for round_ in range(_TIMED_RUNS + 1):

@@ -41,3 +41,28 @@ def test_a_negative_count_names_the_setting(monkeypatch):
     monkeypatch.setenv('SPACER_BLAS_THREADS', '-2')
     with pytest.raises(ConfigError, match='BLAS_THREADS=-2'):
         thread_count()
+
+
+def test_steps_give_numpys_blas_the_threads_and_adams_one():
+    import numpy
+    import scipy.linalg  # noqa: F401  (loads scipy's own OpenBLAS)
+
+    from spacer_worker.training.threads import step_threads
+
+    def blas_threads_by_home():
+        return {os.path.basename(os.path.dirname(i['filepath'])):
+                i['num_threads'] for i in threadpool_info()
+                if i['user_api'] == 'blas'}
+
+    before = blas_threads_by_home()
+    numpy_home = os.path.basename(os.path.dirname(numpy.__file__)) + '.libs'
+    with step_threads(2):
+        during = blas_threads_by_home()
+    assert blas_threads_by_home() == before  # restored
+    if len(during) == 1:  # one BLAS for both: one pool, all threads
+        assert set(during.values()) == {2}
+        return
+    # Two OpenBLAS pools awake at once spin against each other: only
+    # NumPy's (the products) gets the threads, scipy's (Adam) one.
+    assert during.pop(numpy_home) == 2
+    assert set(during.values()) == {1}
