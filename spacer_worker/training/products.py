@@ -7,9 +7,12 @@ kernels are fixed when it loads (by CPU model, or by OPENBLAS_CORETYPE);
 ONNX Runtime's MLAS picks its own by the CPU's instruction sets. Which one
 is faster depends on the machine: on a 2-core AMD EPYC whose environment
 pins OpenBLAS to its AVX2 'Haswell' kernels, MLAS takes 0.28 ms per
-product and OpenBLAS 0.57 ms; on a Sapphire Rapids Xeon they were even.
-So a training measures both on its own shapes (once per process and
-shape, ~40 ms) and keeps the faster; TRAINING_MATMUL can name one.
+product and OpenBLAS 0.57 ms; on a 2-core Sapphire Rapids Xeon they are
+even on one thread, and OpenBLAS on the steps' two threads takes 0.41 ms
+per step's pair against MLAS's 0.69 (MLAS runs single-threaded here: its
+own pool is slower on these shapes). So a training measures both as the
+steps run them (``threads.step_threads``; once per process and shape,
+~40 ms) and keeps the faster; TRAINING_MATMUL can name one.
 
 Both compute in float32 with float32 accumulation; they sum in different
 orders, so the results differ in the last bits, as two BLAS builds do.
