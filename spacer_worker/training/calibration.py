@@ -2,8 +2,8 @@
 
 ``CalibratedClassifierCV(clf, cv='prefit').fit`` solves one two-parameter
 problem per class with scipy's L-BFGS-B: 20-40 iterations of Python and
-Fortran calls, ~7 ms a class (0.15 s of a 20-class training, seconds for
-CoralNet's 1000-class sources). The problem is small and convex, so
+Fortran calls per class: 0.13 s of a 20-class training here, 45 s for
+300 classes over 20,000 reference points. The problem is small and convex, so
 :func:`calibrate_prefit` solves every class together with Newton's method
 (a 2x2 system per class, whole-array passes), to a tighter optimum than
 L-BFGS-B's stopping rule, on scikit-learn's very objective (its Platt
