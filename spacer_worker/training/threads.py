@@ -26,6 +26,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+# Loaded before the controller looks at the process's libraries: the MLP
+# steps' Adam runs on scipy's own OpenBLAS, which step_threads must see.
+import scipy.linalg.blas  # noqa: F401
 from threadpoolctl import ThreadpoolController
 
 from spacer_worker import config
