@@ -20,6 +20,7 @@ from spacer_worker.extractors.runtime.calibration import (
 )
 from spacer_worker.messages import ExtractFeaturesMsg, ExtractFeaturesReturnMsg
 from tests.fidelity import bilevel_image, float64_features
+from tests.services import wait_for
 
 SETTINGS = {'SPACER_EXTRACT_BACKEND': 'torch', 'SPACER_TORCH_DEVICE': 'cpu',
             'SPACER_EXTRACT_BATCH_SIZE': '16', 'SPACER_EXTRACT_THREADS': '1'}
@@ -156,10 +157,16 @@ def test_a_task_whose_server_dies_is_retried_and_commits_once(
     # then the task failed transiently, was retried on the restarted
     # server and succeeded once, with that network's features.
     ExtractFeaturesReturnMsg.deserialize(result.get(timeout=240))
+    # Celery stores the result before it logs the success, so the result
+    # can be here before that line is: wait for it, then count.
+    succeeded = f'spacer.extract_features[{task_id}] succeeded'
+    wait_for(lambda: succeeded in worker.log_text(), 30,
+             what='the success line in the worker log')
+    time.sleep(0.5)  # room for a second one, were there one
     log = worker.log_text()
     assert 'ExtractionServerError' in log
     assert 'Retry in' in log
-    assert log.count(f'spacer.extract_features[{task_id}] succeeded') == 1
+    assert log.count(succeeded) == 1
     assert log.count('Built EfficientNet-b0') == 2
     assert killed not in server_pids() and len(server_pids()) == 1
     features = ImageFeatures.load(message.feature_loc)
