@@ -26,9 +26,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-# Loaded before the controller looks at the process's libraries: the MLP
-# steps' Adam runs on scipy's own OpenBLAS, which step_threads must see.
-import scipy.linalg.blas  # noqa: F401
 from threadpoolctl import ThreadpoolController
 
 from spacer_worker import config
@@ -37,6 +34,7 @@ from spacer_worker.pool import tasks_at_once
 
 _lock = threading.Lock()
 _controller: Any = None
+_step_pools: tuple[Any, Any] | None = None
 
 
 def thread_count() -> int:
@@ -55,6 +53,9 @@ def thread_count() -> int:
 def _get_controller() -> Any:
     # Inspecting the loaded libraries takes ~0.5 ms; do it once per
     # process (after numpy/scipy are loaded, which is all that matters).
+    # scipy's own OpenBLAS, which the MLP steps' Adam runs on, must be
+    # loaded by then for step_threads to hold it to one thread.
+    import scipy.linalg.blas  # noqa: F401
     global _controller
     with _lock:
         if _controller is None:
@@ -76,22 +77,28 @@ def step_threads(count: int | None = None) -> Iterator[None]:
     """NumPy's BLAS at ``count`` threads (default ``thread_count()``),
     every other BLAS at one, for the block. Where NumPy's BLAS cannot be
     told apart from the others, all run on one thread."""
+    numpy_pool, other_pools = _split_pools()
     limit = thread_count() if count is None else count
-    controllers = [c for c in _get_controller().lib_controllers
-                   if c.user_api == 'blas']
-    numpy_own = [c for c in controllers if _belongs_to_numpy(c.filepath)]
-    if len(controllers) == 1:  # one library, one pool: nothing to fight
-        numpy_own = controllers
-    if not numpy_own:
+    if not numpy_pool.lib_controllers:
         limit = 1
-    before = [c.num_threads for c in controllers]
-    try:
-        for c in controllers:
-            c.set_num_threads(limit if c in numpy_own else 1)
+    with numpy_pool.limit(limits=limit), other_pools.limit(limits=1):
         yield
-    finally:
-        for c, threads in zip(controllers, before, strict=True):
-            c.set_num_threads(threads)
+
+
+def _split_pools() -> tuple[Any, Any]:
+    """(NumPy's BLAS, every other BLAS) as threadpoolctl controllers, found
+    once per process."""
+    global _step_pools
+    if _step_pools is None:
+        blas = _get_controller().select(user_api='blas')
+        paths = [c.filepath for c in blas.lib_controllers]
+        # One library, one pool: nothing to fight.
+        own = paths if len(paths) == 1 else \
+            [p for p in paths if _belongs_to_numpy(p)]
+        _step_pools = (blas.select(filepath=own),
+                       blas.select(filepath=[p for p in paths
+                                             if p not in own]))
+    return _step_pools
 
 
 def _belongs_to_numpy(filepath: str) -> bool:
