@@ -100,7 +100,6 @@ def _fit_block(scores: np.ndarray, positive: np.ndarray,
     a = np.zeros(f.shape[1])
     b = np.log((prior0 + 1.0) / (prior1 + 1.0))
     loss = _loss(f, target, a, b)
-    done = np.zeros(f.shape[1], dtype=bool)
     for _ in range(MAX_ITERATIONS):
         # d loss / dz with z = a f + b is target - q, q = expit(-z).
         q = expit(-(a * f + b))

@@ -248,11 +248,12 @@ def fit(trainer: Any, train: FeatureSet, ref: FeatureSet, nbr_epochs: int,
         # state, in the pickled model.
         clf.random_state = seed
         del clf._random_state
+    ref_x = _ref_float64(ref_x)
     if precision == 'float64':  # PySpacer's classifier, bit for bit
-        calibrated = CalibratedClassifierCV(clf, cv='prefit')
-        calibrated.fit(_ref_float64(ref_x), ref.labels)
+        calibrated = CalibratedClassifierCV(clf, cv='prefit').fit(
+            ref_x, ref.labels)
     else:  # every class at once, to a tighter optimum (training.calibration)
-        calibrated = calibrate_prefit(clf, _ref_float64(ref_x), ref.labels)
+        calibrated = calibrate_prefit(clf, ref_x, ref.labels)
     return calibrated, ref_accs
 
 
