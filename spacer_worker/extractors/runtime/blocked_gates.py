@@ -1,0 +1,171 @@
+"""Keep the squeeze-excite gates in ONNX Runtime's blocked (NCHWc) layout.
+
+ONNX Runtime runs this network's convs in NCHWc: channels in blocks of b
+(16 with AVX-512, 8 with AVX2) innermost. Its layout transformer cannot
+take the gate's broadcast ``Mul`` ([N, C, H, W] x [N, C, 1, 1]), so around
+each of the 16 gates it converts the block's largest map out of the blocked
+layout and back: two passes over the biggest tensor of each block, ~10% of
+the forward pass (``benchmarks/extraction.py`` prints the result).
+
+In blocked memory an [N, C, H, W] map is [N, C/b, H, W, b] and the gate is
+[N, C/b, 1, 1, b], so the multiply can be done right there: ``Reshape``
+views of the blocked map, the gate repeated along W first (a few KB), so
+ONNX Runtime's broadcast runs over rows of W * b values, not b at a time.
+
+The rewrite edits ONNX Runtime's own optimized graph, which is specific to
+this CPU and this ONNX Runtime, so it is made where it runs and checked
+there: the edited model must give the plain model's output bit for bit
+on a probe batch (the same products in the same order), or it is not used.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from collections.abc import Callable
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+# The NCHWc block sizes MLAS uses (AVX-512, AVX2); which one applies is
+# found by the probe, not guessed from the CPU.
+_BLOCK_SIZES = (16, 8)
+
+
+def blocked_gate_model(model: bytes, probe: dict[str, np.ndarray],
+                       session: Callable[[bytes, bool], object]
+                       ) -> bytes | None:
+    """``model`` with every gate multiplied in the blocked layout, or None
+    where ONNX Runtime's graph does not have the expected form here.
+
+    ``session(model, optimize)`` makes an ONNX Runtime session (the
+    caller's options; ``optimize=False``: no graph optimizations, for an
+    already optimized model); ``probe`` feeds both models once.
+    """
+    import onnx
+
+    optimized = _optimized(model, session)
+    shapes = _mul_output_shapes(onnx.load_from_string(model))
+    expected = session(model, True).run(None, probe)
+    for block in _BLOCK_SIZES:
+        graph = onnx.load_from_string(optimized)
+        if _rewrite_gates(graph.graph, shapes, block) == 0:
+            return None
+        edited = graph.SerializeToString()
+        try:
+            got = session(edited, False).run(None, probe)
+        except Exception as e:  # noqa: BLE001 - a graph this ORT refuses
+            logger.debug('Blocked gates (block %d) refused: %s', block, e)
+            continue
+        if all(np.array_equal(a, b) for a, b in zip(expected, got, strict=True)):
+            return edited
+    logger.info('ONNX Runtime gates stay in its own layout here: the '
+                'blocked form did not reproduce the plain model exactly.')
+    return None
+
+
+def _optimized(model: bytes, session: Callable[[bytes, bool], object]
+               ) -> bytes:
+    """ONNX Runtime's fully optimized graph of ``model``, as it saves it."""
+    import onnxruntime as ort
+
+    with tempfile.TemporaryDirectory(prefix='spacer-ort-') as folder:
+        path = os.path.join(folder, 'optimized.onnx')
+        options = ort.SessionOptions()
+        options.graph_optimization_level = \
+            ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.intra_op_num_threads = 1
+        options.log_severity_level = 3  # its "hardware specific" warning
+        options.optimized_model_filepath = path
+        ort.InferenceSession(model, options,
+                             providers=['CPUExecutionProvider'])
+        with open(path, 'rb') as f:
+            return f.read()
+
+
+def _mul_output_shapes(model) -> dict[str, tuple[int, int, int]]:
+    """(C, H, W) of every 4-D Mul output of the plain graph, by name."""
+    from onnx import shape_inference
+
+    inferred = shape_inference.infer_shapes(model).graph
+    muls = {n.output[0] for n in inferred.node if n.op_type == 'Mul'}
+    shapes = {}
+    for value in inferred.value_info:
+        dims = value.type.tensor_type.shape.dim
+        if value.name in muls and len(dims) == 4 and all(
+                d.HasField('dim_value') for d in dims[1:]):
+            shapes[value.name] = tuple(d.dim_value for d in dims[1:])
+    return shapes
+
+
+def _rewrite_gates(graph, shapes: dict[str, tuple[int, int, int]],
+                   block: int) -> int:
+    """Replace each ReorderOutput -> Mul(gate) -> ReorderInput chain by a
+    multiply on blocked views; return how many were replaced."""
+    from onnx import helper, numpy_helper
+
+    producer = {out: n for n in graph.node for out in n.output}
+    consumers: dict[str, list] = {}
+    for n in graph.node:
+        for name in n.input:
+            consumers.setdefault(name, []).append(n)
+    dropped: set[int] = set()
+    replaced: dict[int, list] = {}
+    for node in graph.node:
+        if node.op_type != 'Mul' or node.domain or \
+                node.output[0] not in shapes:
+            continue
+        x, gate = node.input
+        unblock = producer.get(x)
+        users = consumers.get(node.output[0], [])
+        if unblock is None or unblock.op_type != 'ReorderOutput' or \
+                len(consumers[x]) != 1 or len(users) != 1 or \
+                users[0].op_type != 'ReorderInput':
+            continue
+        channels, height, width = shapes[node.output[0]]
+        if channels % block or _attribute(unblock, 'channels') != channels:
+            continue
+        key = f'blocked_gate_{len(replaced)}'
+
+        def dims(suffix: str, values: list[int], key: str = key) -> str:
+            name = f'{key}_{suffix}_dims'
+            graph.initializer.append(numpy_helper.from_array(
+                np.array(values, np.int64), name))
+            return name
+
+        groups = channels // block
+        dropped.update((id(unblock), id(users[0])))
+        replaced[id(node)] = [
+            # 0: keep the batch dimension as it is.
+            helper.make_node('Reshape', [unblock.input[0], dims(
+                'map', [0, groups, height, width * block])], [f'{key}_map']),
+            helper.make_node('Reshape', [gate, dims(
+                'gate', [0, groups, 1, 1, block])], [f'{key}_gate']),
+            helper.make_node('Expand', [f'{key}_gate', dims(
+                'row', [1, 1, 1, width, 1])], [f'{key}_row5']),
+            helper.make_node('Reshape', [f'{key}_row5', dims(
+                'row4', [0, groups, 1, width * block])], [f'{key}_row']),
+            helper.make_node('Mul', [f'{key}_map', f'{key}_row'],
+                             [f'{key}_product']),
+            helper.make_node('Reshape', [f'{key}_product', dims(
+                'blocked', [0, channels, height, width])],
+                users[0].output[:1]),
+        ]
+    nodes = []
+    for node in graph.node:
+        if id(node) in replaced:
+            nodes.extend(replaced[id(node)])
+        elif id(node) not in dropped:
+            nodes.append(node)
+    del graph.node[:]
+    graph.node.extend(nodes)
+    return len(replaced)
+
+
+def _attribute(node, name: str) -> int | None:
+    for attribute in node.attribute:
+        if attribute.name == name:
+            return attribute.i
+    return None
