@@ -18,6 +18,7 @@ import numpy as np
 from spacer_worker import config
 from spacer_worker.data_classes import ImageFeatures
 from spacer_worker.exceptions import PermanentError
+from spacer_worker.failures import time_limit_behind
 from spacer_worker.return_messages import ClassifyReturnMsg, TrainClassifierReturnMsg
 from spacer_worker.storage import load_classifier, load_features, store_classifier
 from spacer_worker.task_messages import ClassifyFeaturesMsg, TrainClassifierMsg
@@ -82,9 +83,19 @@ def _write_report(msg: TrainClassifierMsg, val_results: Any,
     except ImportError as e:
         logger.error('TRAINING_REPORT is on but the report cannot be drawn '
                      '(%s); install spacer_worker[worker] (matplotlib).', e)
-    except Exception:
-        logger.exception('Training %s: the classifier is stored, but its '
-                         'report could not be written.', msg.job_token)
+    except Exception as e:
+        if time_limit_behind(e) is not None:
+            # The training's result is whole; only the optional report is
+            # cut short, so the task still succeeds.
+            logger.warning(
+                'Training %s: the classifier is stored, but the soft time '
+                'limit (90%% of TRAIN_TIME_LIMIT) stopped its report before '
+                'it was written. Raise TRAIN_TIME_LIMIT, or set '
+                'TRAINING_REPORT off, to skip this.', msg.job_token)
+        else:
+            logger.exception('Training %s: the classifier is stored, but '
+                             'its report could not be written.',
+                             msg.job_token)
     else:
         logger.info('Training %s: report at %s', msg.job_token, index.key)
 

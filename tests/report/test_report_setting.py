@@ -98,3 +98,45 @@ def test_label_names_as_a_mapping_or_coralnet_list(tmp_path):
         load_label_names(tmp_path / 'bad.json')
     with pytest.raises(MessageError, match='Cannot read'):
         load_label_names(tmp_path / 'missing.json')
+
+
+def test_a_soft_time_limit_in_the_report_leaves_the_training_done(
+        split, tmp_path, monkeypatch, caplog):
+    # Celery's soft time limit is SIGUSR1, raised by billiard's handler as
+    # SoftTimeLimitExceeded wherever the process is; here it lands while
+    # the report is being drawn, after the classifier is stored.
+    import os
+    import signal
+
+    from billiard.exceptions import SoftTimeLimitExceeded
+
+    import spacer_worker.report as report
+
+    def soft_limit(signum, frame):
+        raise SoftTimeLimitExceeded()
+
+    previous = signal.signal(signal.SIGUSR1, soft_limit)
+    draw = report.build_report
+
+    def drawn_then_stopped(*args, **kwargs):
+        built = draw(*args, **kwargs)
+        os.kill(os.getpid(), signal.SIGUSR1)
+        return built
+
+    monkeypatch.setattr(report, 'build_report', drawn_then_stopped)
+    monkeypatch.setenv('SPACER_TRAINING_REPORT', 'true')
+    model = DataLocation('filesystem', str(tmp_path / 'model.pkl'))
+    try:
+        ret = _train(split, model,
+                     DataLocation('filesystem', str(tmp_path / 'vr.json')))
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
+
+    # The training's results are whole and the task succeeds,
+    assert ret.acc > 0 and (tmp_path / 'model.pkl').stat().st_size > 0
+    assert (tmp_path / 'vr.json').exists()
+    assert not (tmp_path / 'model_report' / 'index.html').exists()
+    # and the log says what stopped the report and what to change.
+    text = caplog.text
+    assert 'soft time limit' in text and 'TRAIN_TIME_LIMIT' in text
+    assert 'could not be written' not in text
