@@ -45,6 +45,29 @@ def test_network_is_built_once_and_reused_without_rereading(weights,
                                   before.feature_array())
 
 
+def test_a_changed_thread_count_or_threshold_gets_a_network_built_for_it(
+        weights, monkeypatch):
+    # Settings read per call must apply per call: a network built for one
+    # thread count or float64 threshold is not served for another.
+    import math
+
+    from spacer_worker.extractors.runtime.exact import LARGE_FEATURE
+    monkeypatch.setenv('SPACER_EXTRACT_BACKEND', 'onnxruntime')
+    extractor = weights.extractor()
+    monkeypatch.setenv('SPACER_EXTRACT_THREADS', '1')
+    one = engine.preload(extractor)
+    assert one.backend.streams == 1
+    monkeypatch.setenv('SPACER_EXTRACT_THREADS', '2')
+    two = engine.preload(extractor)
+    assert two is not one and two.backend.streams == 2
+    assert engine.preload(extractor) is two
+    assert two.exact.above == LARGE_FEATURE
+    monkeypatch.setenv('SPACER_EXTRACT_FLOAT64_ABOVE', '0')
+    off = engine.preload(extractor)
+    assert off is not two and off.exact.above == math.inf
+    assert engine.cached_network(weights.sha256) is off
+
+
 def test_changed_weights_file_without_hash_is_not_served_stale(tmp_path):
     # Given a weights file referenced without a hash,
     from spacer_worker.data_classes import DataLocation

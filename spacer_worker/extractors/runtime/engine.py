@@ -213,6 +213,13 @@ _cache_pid = os.getpid()
 _lock = threading.Lock()
 
 
+def _key(sha256: str, settings: RuntimeSettings) -> tuple:
+    # Every setting a network is built with: a changed one builds anew
+    # rather than running on a network made for another.
+    return (sha256, settings.device, settings.precision, settings.backend,
+            settings.threads, settings.float64_above)
+
+
 def _cached(key: tuple) -> Network | None:
     global _cache_pid
     if _cache_pid != os.getpid():
@@ -258,11 +265,10 @@ def get_network(extractor: FeatureExtractor) -> tuple[Network, bool]:
     ``shared.remote_network`` instead.)
     """
     settings = runtime_settings()
-    variant = (settings.device, settings.precision, settings.backend)
     expected = extractor.data_hashes.get('weights')
     with _lock:
         if expected is not None:
-            network = _cached((expected, *variant))
+            network = _cached(_key(expected, settings))
             if network is not None:
                 recording.cache_lookup('network', hit=True)
                 return network, False
@@ -277,8 +283,7 @@ def cached_network(sha256: str) -> Network | None:
     device, if it was built already."""
     settings = runtime_settings()
     with _lock:
-        return _cached((sha256, settings.device, settings.precision,
-                        settings.backend))
+        return _cached(_key(sha256, settings))
 
 
 def network_for(weights: weights_mod.Weights, where: str,
@@ -286,8 +291,7 @@ def network_for(weights: weights_mod.Weights, where: str,
     """This process's network for verified ``weights``, built (and
     cached) on first use; ``where`` names their location in errors."""
     settings = settings or runtime_settings()
-    key = (weights.sha256, settings.device, settings.precision,
-           settings.backend)
+    key = _key(weights.sha256, settings)
     with _lock:
         network = _cached(key)
         if network is not None:
