@@ -54,8 +54,7 @@ def patches() -> np.ndarray:
 def _blocked_layout_here(model: bytes) -> bool:
     # ONNX Runtime uses NCHWc only where MLAS has blocked kernels (AVX2,
     # AVX-512); elsewhere there are no reorders to take out.
-    return 'ReorderOutput' in _op_types(blocked_gates._optimized(model,
-                                                                 _session))
+    return 'ReorderOutput' in _op_types(blocked_gates._optimized(model))
 
 
 def test_every_gate_runs_blocked_and_features_are_bit_identical(
@@ -67,21 +66,21 @@ def test_every_gate_runs_blocked_and_features_are_bit_identical(
     # that is not among the patches checked below,
     probe = np.random.default_rng(0).integers(0, 256, (1, 224, 224, 3),
                                               dtype=np.uint8)
-    edited_front = blocked_gates.blocked_gate_model(
+    blocked_front = blocked_gates.blocked_gate_model(
         front, {INPUT_NAME: probe}, _session)
-    assert edited_front is not None
+    assert blocked_front is not None
     plain = [_session(m, True) for m in (front, back)]
     activations = np.concatenate([
         plain[0].run(None, {INPUT_NAME: patches[i:i + 1]})[0]
         for i in range(len(patches))])
-    edited_back = blocked_gates.blocked_gate_model(
+    blocked_back = blocked_gates.blocked_gate_model(
         back, {ACTIVATION_NAME: activations[:2]}, _session)
-    assert edited_back is not None
+    assert blocked_back is not None
     # then no gate leaves the blocked layout any more: only the small
     # squeeze-excite vectors are reordered, never a map before a Mul,
-    for edited, gates in ((edited_front, SPLIT_BLOCK),
-                          (edited_back, 16 - SPLIT_BLOCK)):
-        graph = onnx.load_from_string(edited).graph
+    for blocked, gates in ((blocked_front, SPLIT_BLOCK),
+                           (blocked_back, 16 - SPLIT_BLOCK)):
+        graph = onnx.load_from_string(blocked.model).graph
         producer = {o: n for n in graph.node for o in n.output}
         gate_muls = [n for n in graph.node
                      if n.op_type == 'Mul' and n.input[0].startswith(
@@ -91,7 +90,14 @@ def test_every_gate_runs_blocked_and_features_are_bit_identical(
                        for n in graph.node if n.op_type == 'Mul'
                        for i in n.input if i in producer)
     # and the features are the plain network's, bit for bit, at any batch.
-    fast = [_session(m, False) for m in (edited_front, edited_back)]
+    # (the sessions returned, and fresh ones on the edited graphs alike)
+    for fast in ([blocked_front.session, blocked_back.session],
+                 [_session(b.model, False)
+                  for b in (blocked_front, blocked_back)]):
+        _check_same_features(fast, plain, patches, activations)
+
+
+def _check_same_features(fast, plain, patches, activations) -> None:
     fast_activations = np.concatenate([
         fast[0].run(None, {INPUT_NAME: patches[i:i + 1]})[0]
         for i in range(len(patches))])

@@ -86,14 +86,14 @@ class OnnxRuntimeBackend:
             # The gates in ORT's blocked layout where that reproduces the
             # plain model exactly (blocked_gates says why and how).
             try:
-                edited = blocked_gate_model(model, probe, session)
+                blocked = blocked_gate_model(model, probe, session)
             except Exception:  # noqa: BLE001 - a speed-up, never a failure
                 logger.warning('ONNX Runtime graph rewrite failed; running '
                                'the plain graph (about 5%% slower).',
                                exc_info=True)
-                edited = None
-            return session(model, True) if edited is None else \
-                session(edited, False)
+                blocked = None
+            return session(model, True) if blocked is None else \
+                blocked.session
 
         self._input = INPUT_NAME
         self._activations = ACTIVATION_NAME

@@ -24,6 +24,7 @@ import logging
 import os
 import tempfile
 from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -34,9 +35,14 @@ logger = logging.getLogger(__name__)
 _BLOCK_SIZES = (16, 8)
 
 
+class BlockedGates(NamedTuple):
+    model: bytes  # ONNX Runtime's optimized graph, gates rewritten
+    session: Any  # a session on it, checked against the plain model
+
+
 def blocked_gate_model(model: bytes, probe: dict[str, np.ndarray],
-                       session: Callable[[bytes, bool], object]
-                       ) -> bytes | None:
+                       session: Callable[[bytes, bool], Any]
+                       ) -> BlockedGates | None:
     """``model`` with every gate multiplied in the blocked layout, or None
     where ONNX Runtime's graph does not have the expected form here.
 
@@ -46,7 +52,7 @@ def blocked_gate_model(model: bytes, probe: dict[str, np.ndarray],
     """
     import onnx
 
-    optimized = _optimized(model, session)
+    optimized = _optimized(model)
     shapes = _mul_output_shapes(onnx.load_from_string(model))
     expected = session(model, True).run(None, probe)
     for block in _BLOCK_SIZES:
@@ -55,19 +61,20 @@ def blocked_gate_model(model: bytes, probe: dict[str, np.ndarray],
             return None
         edited = graph.SerializeToString()
         try:
-            got = session(edited, False).run(None, probe)
+            checked = session(edited, False)
+            got = checked.run(None, probe)
         except Exception as e:  # noqa: BLE001 - a graph this ORT refuses
             logger.debug('Blocked gates (block %d) refused: %s', block, e)
             continue
-        if all(np.array_equal(a, b) for a, b in zip(expected, got, strict=True)):
-            return edited
+        if all(np.array_equal(a, b)
+               for a, b in zip(expected, got, strict=True)):
+            return BlockedGates(edited, checked)
     logger.info('ONNX Runtime gates stay in its own layout here: the '
                 'blocked form did not reproduce the plain model exactly.')
     return None
 
 
-def _optimized(model: bytes, session: Callable[[bytes, bool], object]
-               ) -> bytes:
+def _optimized(model: bytes) -> bytes:
     """ONNX Runtime's fully optimized graph of ``model``, as it saves it."""
     import onnxruntime as ort
 
