@@ -30,8 +30,8 @@ import numpy as np
 
 logger = logging.getLogger(__name__)
 
-# The NCHWc block sizes MLAS uses (AVX-512, AVX2); which one applies is
-# found by the probe, not guessed from the CPU.
+# The NCHWc block sizes MLAS uses (AVX-512, AVX2), largest first; which one
+# applies is read from ONNX Runtime's graph (_block_size), then checked.
 _BLOCK_SIZES = (16, 8)
 
 
@@ -52,25 +52,40 @@ def blocked_gate_model(model: bytes, probe: dict[str, np.ndarray],
     """
     import onnx
 
-    optimized = _optimized(model)
-    shapes = _mul_output_shapes(onnx.load_from_string(model))
+    shapes = _mul_output_shapes(model)
     expected = session(model, True).run(None, probe)
-    for block in _BLOCK_SIZES:
-        graph = onnx.load_from_string(optimized)
-        if _rewrite_gates(graph.graph, shapes, block) == 0:
-            return None
-        edited = graph.SerializeToString()
-        try:
-            checked = session(edited, False)
-            got = checked.run(None, probe)
-        except Exception as e:  # noqa: BLE001 - a graph this ORT refuses
-            logger.debug('Blocked gates (block %d) refused: %s', block, e)
-            continue
-        if all(np.array_equal(a, b)
+    graph = onnx.load_from_string(_optimized(model))
+    block = _block_size(graph.graph)
+    if block is None or _rewrite_gates(graph.graph, shapes, block) == 0:
+        return None
+    edited = graph.SerializeToString()
+    del graph  # one copy of the weights fewer while the session loads
+    try:
+        checked = session(edited, False)
+        got = checked.run(None, probe)
+    except Exception as e:  # noqa: BLE001 - a graph this ORT refuses
+        logger.info('ONNX Runtime refused its graph with blocked gates '
+                    '(%s); the plain graph runs.', e)
+        return None
+    if not all(np.array_equal(a, b)
                for a, b in zip(expected, got, strict=True)):
-            return BlockedGates(edited, checked)
-    logger.info('ONNX Runtime gates stay in its own layout here: the '
-                'blocked form did not reproduce the plain model exactly.')
+        logger.info('ONNX Runtime gates stay in its own layout here: the '
+                    'blocked form did not reproduce the plain model '
+                    'exactly.')
+        return None
+    return BlockedGates(edited, checked)
+
+
+def _block_size(graph) -> int | None:
+    """The NCHWc block ONNX Runtime chose: its blocked convs' weights have
+    output channels padded to a multiple of it (None: no blocked convs)."""
+    weights = {t.name: t.dims for t in graph.initializer}
+    outputs = [weights[n.input[1]][0] for n in graph.node
+               if n.domain == 'com.microsoft.nchwc' and n.op_type == 'Conv'
+               and n.input[1] in weights]
+    for block in _BLOCK_SIZES:
+        if outputs and all(channels % block == 0 for channels in outputs):
+            return block
     return None
 
 
@@ -92,11 +107,20 @@ def _optimized(model: bytes) -> bytes:
             return f.read()
 
 
-def _mul_output_shapes(model) -> dict[str, tuple[int, int, int]]:
+def _mul_output_shapes(model: bytes) -> dict[str, tuple[int, int, int]]:
     """(C, H, W) of every 4-D Mul output of the plain graph, by name."""
-    from onnx import shape_inference
+    import onnx
+    from onnx import helper, shape_inference
 
-    inferred = shape_inference.infer_shapes(model).graph
+    # Inferred without the weights' values (only their shapes count):
+    # inference on the whole model copies it several times (+45 MB here).
+    bare = onnx.load_from_string(model)
+    graph = bare.graph
+    graph.input.extend(helper.make_tensor_value_info(t.name, t.data_type,
+                                                     t.dims)
+                       for t in graph.initializer)
+    del graph.initializer[:]
+    inferred = shape_inference.infer_shapes(bare).graph
     muls = {n.output[0] for n in inferred.node if n.op_type == 'Mul'}
     shapes = {}
     for value in inferred.value_info:
