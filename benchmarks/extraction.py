@@ -226,7 +226,9 @@ def network_details(extractor, image: dict, batches: list) -> dict:
               'backend': network.settings.backend,
               'device': network.settings.device,
               'precision': network.settings.precision,
-              'threads': network.settings.threads}
+              'threads': network.settings.threads,
+              'blocked_gates': getattr(network.backend, 'blocked_gates',
+                                       None)}
     if network.settings.device.startswith('cuda'):
         # fp16 drift: the same patches through an fp16 copy of the network.
         mine = np.concatenate([network.run_patches(b) for b in batches])
@@ -499,7 +501,10 @@ def main() -> None:
     print(f"\n== {len(data['images'])} JPEGs {IMAGE_SIZE[0]}x{IMAGE_SIZE[1]}, "
           f"{n} points each; ours: {ours['backend']} on {ours['device']} "
           f"{ours['precision']}, batch {ours['batch_size']}, "
-          f"{ours['threads']} threads")
+          f"{ours['threads']} threads"
+          + {True: ', gates in blocked layout',
+             False: ', gates in plain layout'}.get(ours.get('blocked_gates'),
+                                                   ''))
     rows = [('spacer_worker', ours)] + ([('PySpacer 0.14.0', theirs)]
                                         if theirs else [])
     print(f"{'':18}{'import s':>10}{'cold s/img':>12}{'warm s/img*':>12}"

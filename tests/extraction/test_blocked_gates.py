@@ -159,3 +159,20 @@ def test_a_rewrite_that_changes_the_output_is_not_used(split_models):
         front, {INPUT_NAME: probe}, session) is None
     assert blocked_gates.blocked_gate_model(
         front, {INPUT_NAME: probe}, _session) is not None
+
+
+def test_the_backend_runs_blocked_gates_where_the_cpu_has_the_layout(
+        split_models, patches):
+    # The worker's ONNX Runtime backend says which graphs it runs, and its
+    # features are the plain graphs' either way.
+    from spacer_worker.extractors.runtime.backends import OnnxRuntimeBackend
+    backend = OnnxRuntimeBackend(
+        FoldedEfficientNet(calibrated_network(seed=3)), threads=1)
+    front, back = split_models
+    assert backend.blocked_gates == _blocked_layout_here(front)
+    plain = [_session(m, True) for m in (front, back)]
+    activations = np.concatenate([
+        plain[0].run(None, {INPUT_NAME: patches[i:i + 1]})[0]
+        for i in range(len(patches))])
+    expected = plain[1].run(None, {ACTIVATION_NAME: activations})[0]
+    assert np.array_equal(backend.run(patches), expected)

@@ -89,14 +89,17 @@ class OnnxRuntimeBackend:
                 blocked = blocked_gate_model(model, probe, session)
             except Exception:  # noqa: BLE001 - a speed-up, never a failure
                 logger.warning('ONNX Runtime graph rewrite failed; running '
-                               'the plain graph (about 5%% slower).',
+                               'the plain graph (about 5% slower).',
                                exc_info=True)
                 blocked = None
-            return session(model, True) if blocked is None else \
-                blocked.session
+            if blocked is None:
+                self.blocked_gates = False
+                return session(model, True)
+            return blocked.session
 
         self._input = INPUT_NAME
         self._activations = ACTIVATION_NAME
+        self.blocked_gates = True  # both graphs' gates (benchmarks print it)
         # Early blocks one patch at a time, late blocks on the whole batch
         # (onnx_graph.SPLIT_BLOCK says why).
         front, back = build_split_models(net)
