@@ -176,3 +176,26 @@ def test_the_backend_runs_blocked_gates_where_the_cpu_has_the_layout(
         for i in range(len(patches))])
     expected = plain[1].run(None, {ACTIVATION_NAME: activations})[0]
     assert np.array_equal(backend.run(patches), expected)
+
+
+def test_the_setting_turns_the_rewrite_off_with_the_same_features(
+        weights, split_models, monkeypatch):
+    # EXTRACT_BLOCKED_GATES=false runs ONNX Runtime's own graphs (an
+    # operator's way out, and the benchmark's comparison); the features
+    # do not change, bit for bit.
+    from spacer_worker.extractors.runtime import engine
+    from spacer_worker.extractors.runtime.calibration import synthetic_texture
+    monkeypatch.setenv('SPACER_EXTRACT_BACKEND', 'onnxruntime')
+    image = synthetic_texture(np.random.default_rng(2), 400)
+    points = [(30, 40), (200, 300), (399, 0)]
+    extractor = weights.extractor()
+    on, _ = extractor(image, points)
+    network_on = engine.cached_network(weights.sha256)
+    monkeypatch.setenv('SPACER_EXTRACT_BLOCKED_GATES', 'false')
+    off, _ = extractor(image, points)
+    network_off = engine.cached_network(weights.sha256)
+    assert network_off is not network_on
+    assert network_off.backend.blocked_gates is False
+    assert network_on.backend.blocked_gates == _blocked_layout_here(
+        split_models[0])
+    assert np.array_equal(on.feature_array(), off.feature_array())

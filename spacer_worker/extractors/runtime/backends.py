@@ -55,7 +55,8 @@ class OnnxRuntimeBackend:
     name = 'onnxruntime'
     default_batch_size = 4
 
-    def __init__(self, net: FoldedEfficientNet, threads: int):
+    def __init__(self, net: FoldedEfficientNet, threads: int,
+                 blocked_gates: bool = True):
         # Lazy: onnx/onnxruntime load only when the ONNX backend is chosen.
         import onnxruntime as ort
 
@@ -85,6 +86,9 @@ class OnnxRuntimeBackend:
                     ) -> ort.InferenceSession:
             # The gates in ORT's blocked layout where that reproduces the
             # plain model exactly (blocked_gates says why and how).
+            if not blocked_gates:
+                self.blocked_gates = False
+                return session(model, True)
             try:
                 blocked = blocked_gate_model(model, probe, session)
             except Exception:  # noqa: BLE001 - a speed-up, never a failure

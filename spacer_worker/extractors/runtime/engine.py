@@ -64,6 +64,7 @@ class RuntimeSettings:
     # Features beyond this are recomputed in float64 (non-finite ones
     # always): EXTRACT_FLOAT64_ABOVE for fp32; inf for fp16 or 0.
     float64_above: float
+    blocked_gates: bool = True  # EXTRACT_BLOCKED_GATES (ONNX Runtime only)
 
 
 def _onnxruntime_available() -> bool:
@@ -133,7 +134,8 @@ def runtime_settings() -> RuntimeSettings:
         float64_above = math.inf
     return RuntimeSettings(device, precision, backend,
                            threads or len(os.sched_getaffinity(0)), batch_size,
-                           float64_above)
+                           float64_above,
+                           blocked_gates=config.get('EXTRACT_BLOCKED_GATES'))
 
 
 class Network:
@@ -217,7 +219,7 @@ def _key(sha256: str, settings: RuntimeSettings) -> tuple:
     # Every setting a network is built with: a changed one builds anew
     # rather than running on a network made for another.
     return (sha256, settings.device, settings.precision, settings.backend,
-            settings.threads, settings.float64_above)
+            settings.threads, settings.float64_above, settings.blocked_gates)
 
 
 def _cached(key: tuple) -> Network | None:
@@ -246,7 +248,8 @@ def _build(weights: weights_mod.Weights, settings: RuntimeSettings,
             f"{' '.join(str(e).split())[:600]}") from e
     folded = FoldedEfficientNet(reference)
     if settings.backend == 'onnxruntime':
-        backend: Backend = OnnxRuntimeBackend(folded, settings.threads)
+        backend: Backend = OnnxRuntimeBackend(
+            folded, settings.threads, blocked_gates=settings.blocked_gates)
     else:
         backend = TorchBackend(folded, torch.device(settings.device),
                                settings.precision, settings.threads)
