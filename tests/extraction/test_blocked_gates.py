@@ -86,6 +86,13 @@ def test_every_gate_runs_blocked_and_features_are_bit_identical(
                      if n.op_type == 'Mul' and n.input[0].startswith(
                          'blocked_gate_')]
         assert len(gate_muls) == gates
+    # (two reorders fewer per gate: the map's, and the gate vector's own)
+    for model, blocked, gates in ((front, blocked_front, SPLIT_BLOCK),
+                                  (back, blocked_back, 16 - SPLIT_BLOCK)):
+        reorders = _op_types(blocked_gates._optimized(model)).count(
+            'ReorderOutput')
+        assert _op_types(blocked.model).count('ReorderOutput') == \
+            reorders - 2 * gates
         assert not any(producer[i].op_type == 'ReorderOutput'
                        for n in graph.node if n.op_type == 'Mul'
                        for i in n.input if i in producer)

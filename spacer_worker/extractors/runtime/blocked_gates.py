@@ -12,6 +12,8 @@ In blocked memory an [N, C, H, W] map is [N, C/b, H, W, b] and the gate is
 [N, C/b, 1, 1, b], so the multiply can be done right there: ``Reshape``
 views of the blocked map, the gate repeated along W first (a few KB), so
 ONNX Runtime's broadcast runs over rows of W * b values, not b at a time.
+The gate vector itself ([N, C, 1, 1], C a multiple of b) is the same
+memory in either layout, so its own reorder is left out too.
 
 The rewrite edits ONNX Runtime's own optimized graph, which is specific to
 this CPU and this ONNX Runtime, so it is made where it runs and checked
@@ -169,16 +171,22 @@ def _rewrite_gates(graph, shapes: dict[str, tuple[int, int, int]],
 
         groups = channels // block
         dropped.update((id(unblock), id(users[0])))
+        source = _gate_reorder(gate, producer, consumers, channels)
+        if source is not None:
+            # The gate is [N, C, 1, 1]: with C a multiple of the block its
+            # blocked form is the same memory, so it needs no reorder.
+            dropped.add(id(source))
+            for user in consumers[source.output[0]]:
+                user.input[list(user.input).index(source.output[0])] = \
+                    source.input[0]
         replaced[id(node)] = [
             # 0: keep the batch dimension as it is.
             helper.make_node('Reshape', [unblock.input[0], dims(
-                'map', [0, groups, height, width * block])], [f'{key}_map']),
+                'map', [0, groups, height, width, block])], [f'{key}_map']),
             helper.make_node('Reshape', [gate, dims(
                 'gate', [0, groups, 1, 1, block])], [f'{key}_gate']),
             helper.make_node('Expand', [f'{key}_gate', dims(
-                'row', [1, 1, 1, width, 1])], [f'{key}_row5']),
-            helper.make_node('Reshape', [f'{key}_row5', dims(
-                'row4', [0, groups, 1, width * block])], [f'{key}_row']),
+                'row', [1, 1, 1, width, 1])], [f'{key}_row']),
             helper.make_node('Mul', [f'{key}_map', f'{key}_row'],
                              [f'{key}_product']),
             helper.make_node('Reshape', [f'{key}_product', dims(
@@ -194,6 +202,30 @@ def _rewrite_gates(graph, shapes: dict[str, tuple[int, int, int]],
     del graph.node[:]
     graph.node.extend(nodes)
     return len(replaced)
+
+
+def _gate_reorder(gate: str, producer: dict, consumers: dict,
+                  channels: int):
+    """The ReorderOutput that the gate's sigmoid (elementwise nodes on
+    [N, C, 1, 1]) starts from, if it can be left out, else None."""
+    name = gate
+    for _ in range(4):  # Reciprocal <- Add <- Exp [<- Neg]
+        node = producer.get(name)
+        if node is None:
+            return None
+        if node.op_type == 'ReorderOutput':
+            if _attribute(node, 'channels') == channels and \
+                    len(consumers[node.output[0]]) == 1:
+                return node
+            return None
+        if node.op_type not in ('Reciprocal', 'Add', 'Exp', 'Neg') or \
+                node.domain:
+            return None
+        inputs = [i for i in node.input if i in producer]
+        if len(inputs) != 1:
+            return None
+        name = inputs[0]
+    return None
 
 
 def _attribute(node, name: str) -> int | None:
