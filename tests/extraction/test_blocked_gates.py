@@ -5,10 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-ort = pytest.importorskip('onnxruntime')
+pytest.importorskip('onnxruntime')
 onnx = pytest.importorskip('onnx')
 
 from spacer_worker.extractors.runtime import blocked_gates  # noqa: E402
+from spacer_worker.extractors.runtime.backends import (  # noqa: E402
+    ort_session as _session,
+)
 from spacer_worker.extractors.runtime.calibration import (  # noqa: E402
     calibrated_network,
 )
@@ -21,17 +24,6 @@ from spacer_worker.extractors.runtime.onnx_graph import (  # noqa: E402
     SPLIT_BLOCK,
     build_split_models,
 )
-
-
-def _session(model: bytes, optimize: bool) -> ort.InferenceSession:
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
-    options.log_severity_level = 3
-    options.graph_optimization_level = (
-        ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimize
-        else ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
-    return ort.InferenceSession(model, options,
-                                providers=['CPUExecutionProvider'])
 
 
 def _op_types(model: bytes) -> list[str]:
@@ -173,6 +165,7 @@ def test_the_backend_runs_blocked_gates_where_the_cpu_has_the_layout(
     # The worker's ONNX Runtime backend says which graphs it runs, and its
     # features are the plain graphs' either way.
     from spacer_worker.extractors.runtime.backends import OnnxRuntimeBackend
+
     backend = OnnxRuntimeBackend(
         FoldedEfficientNet(calibrated_network(seed=3)), threads=1)
     front, back = split_models

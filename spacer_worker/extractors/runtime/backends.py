@@ -34,12 +34,15 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import logging
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 import torch
 
 from spacer_worker.extractors.runtime.folded import FoldedEfficientNet
+
+if TYPE_CHECKING:
+    import onnxruntime
 
 logger = logging.getLogger(__name__)
 
@@ -58,8 +61,6 @@ class OnnxRuntimeBackend:
     def __init__(self, net: FoldedEfficientNet, threads: int,
                  blocked_gates: bool = True):
         # Lazy: onnx/onnxruntime load only when the ONNX backend is chosen.
-        import onnxruntime as ort
-
         from spacer_worker.extractors.runtime.blocked_gates import (
             blocked_gate_model,
         )
@@ -70,35 +71,20 @@ class OnnxRuntimeBackend:
             build_split_models,
         )
 
-        def session(model: bytes, optimize: bool) -> ort.InferenceSession:
-            options = ort.SessionOptions()
-            options.graph_optimization_level = (
-                ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimize
-                else ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
-            options.intra_op_num_threads = 1
-            options.inter_op_num_threads = 1
-            options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-            options.log_severity_level = 3
-            return ort.InferenceSession(model, options,
-                                        providers=['CPUExecutionProvider'])
-
-        def fastest(model: bytes, probe: dict[str, np.ndarray]
-                    ) -> ort.InferenceSession:
+        def fastest(model: bytes, probe: dict[str, np.ndarray]) -> object:
             # The gates in ORT's blocked layout where that reproduces the
             # plain model exactly (blocked_gates says why and how).
-            if not blocked_gates:
-                self.blocked_gates = False
-                return session(model, True)
-            try:
-                blocked = blocked_gate_model(model, probe, session)
-            except Exception:  # noqa: BLE001 - a speed-up, never a failure
-                logger.warning('ONNX Runtime graph rewrite failed; running '
-                               'the plain graph (about 5% slower).',
-                               exc_info=True)
-                blocked = None
+            blocked = None
+            if blocked_gates:
+                try:
+                    blocked = blocked_gate_model(model, probe, ort_session)
+                except Exception:  # noqa: BLE001 - a speed-up, not a need
+                    logger.warning('ONNX Runtime graph rewrite failed; '
+                                   'running the plain graph (about 5% '
+                                   'slower).', exc_info=True)
             if blocked is None:
                 self.blocked_gates = False
-                return session(model, True)
+                return ort_session(model)
             return blocked.session
 
         self._input = INPUT_NAME
@@ -122,6 +108,25 @@ class OnnxRuntimeBackend:
             self._front.run(None, {self._input: patches[i:i + 1]})[0]
             for i in range(len(patches))])
         return self._back.run(None, {self._activations: activations})[0]
+
+
+def ort_session(model: bytes, optimize: bool = True
+                ) -> onnxruntime.InferenceSession:
+    """An ONNX Runtime session as the backend runs one: one thread, one
+    batch at a time (streams run sessions side by side); ``optimize=False``
+    for a graph ONNX Runtime has optimized already."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = (
+        ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimize
+        else ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
+    options.intra_op_num_threads = 1
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.log_severity_level = 3
+    return ort.InferenceSession(model, options,
+                                providers=['CPUExecutionProvider'])
 
 
 class TorchBackend:
