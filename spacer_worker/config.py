@@ -135,7 +135,7 @@ SETTINGS: dict[str, Setting] = {s.name: s for s in [
             'recomputed whatever this says.'),
     Setting('EXTRACT_BLOCKED_GATES', bool, True,
             'ONNX Runtime: multiply the squeeze-excite gates in its blocked '
-            'layout (~5% faster), used only where it reproduces the plain '
+            'layout (5-10% faster), used only where it reproduces the plain '
             'graph bit for bit at start-up; off runs ONNX Runtime\'s own '
             'graph.'),
     Setting('EXTRACT_SHARED_NETWORK', bool, False,
