@@ -39,7 +39,7 @@ def calibrate_prefit(clf: Any, x: np.ndarray, y: np.ndarray) -> Any:
         _CalibratedClassifier,
         _SigmoidCalibration,
     )
-    from sklearn.preprocessing import LabelEncoder, label_binarize
+    from sklearn.preprocessing import label_binarize
     from sklearn.utils._response import _get_response_values
     from sklearn.utils.multiclass import check_classification_targets
 
@@ -50,12 +50,11 @@ def calibrate_prefit(clf: Any, x: np.ndarray, y: np.ndarray) -> Any:
     if scores.ndim == 1:
         scores = scores.reshape(-1, 1)
     classes = clf.classes_
-    # _fit_calibrator's pairing: score column j calibrates class
-    # positions[j] (binary: one column, for the positive class).
+    # _fit_calibrator's pairing for a prefit classifier: score column j
+    # calibrates class j (binary: one column and one indicator column, the
+    # positive class's).
     indicators = label_binarize(y, classes=classes)
-    positions = LabelEncoder().fit(classes).transform(clf.classes_)
-    positions = positions[:scores.shape[1]]
-    slopes, offsets = fit_sigmoids(scores, indicators[:, positions])
+    slopes, offsets = fit_sigmoids(scores, indicators[:, :scores.shape[1]])
     calibrators = []
     for slope, offset in zip(slopes, offsets, strict=True):
         calibrator = _SigmoidCalibration()
@@ -129,6 +128,9 @@ def _fit_block(scores: np.ndarray, positive: np.ndarray,
             if not worse.any():
                 break
             t = np.where(worse, t / 2, t)
+        else:  # no acceptable step: those columns stay where they are
+            t = np.where(worse, 0.0, t)
+            trial = np.where(worse, loss, trial)
         a, b = a - t * step_a, b - t * step_b
         loss = trial
         done = ~usable | converged
