@@ -9,9 +9,6 @@ pytest.importorskip('onnxruntime')
 onnx = pytest.importorskip('onnx')
 
 from spacer_worker.extractors.runtime import blocked_gates  # noqa: E402
-from spacer_worker.extractors.runtime.backends import (  # noqa: E402
-    ort_session as _session,
-)
 from spacer_worker.extractors.runtime.calibration import (  # noqa: E402
     calibrated_network,
 )
@@ -23,6 +20,9 @@ from spacer_worker.extractors.runtime.onnx_graph import (  # noqa: E402
     INPUT_NAME,
     SPLIT_BLOCK,
     build_split_models,
+)
+from spacer_worker.extractors.runtime.ort_session import (  # noqa: E402
+    ort_session as _session,
 )
 
 
@@ -46,7 +46,7 @@ def patches() -> np.ndarray:
 def _blocked_layout_here(model: bytes) -> bool:
     # ONNX Runtime uses NCHWc only where MLAS has blocked kernels (AVX2,
     # AVX-512); elsewhere there are no reorders to take out.
-    return 'ReorderOutput' in _op_types(blocked_gates._optimized(model))
+    return 'ReorderOutput' in _op_types(blocked_gates._optimized(model)[0])
 
 
 def test_every_gate_runs_blocked_and_features_are_bit_identical(
@@ -81,7 +81,7 @@ def test_every_gate_runs_blocked_and_features_are_bit_identical(
     # (two reorders fewer per gate: the map's, and the gate vector's own)
     for model, blocked, gates in ((front, blocked_front, SPLIT_BLOCK),
                                   (back, blocked_back, 16 - SPLIT_BLOCK)):
-        reorders = _op_types(blocked_gates._optimized(model)).count(
+        reorders = _op_types(blocked_gates._optimized(model)[0]).count(
             'ReorderOutput')
         assert _op_types(blocked.model).count('ReorderOutput') == \
             reorders - 2 * gates

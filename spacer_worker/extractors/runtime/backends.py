@@ -34,15 +34,12 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import logging
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 import numpy as np
 import torch
 
 from spacer_worker.extractors.runtime.folded import FoldedEfficientNet
-
-if TYPE_CHECKING:
-    import onnxruntime
 
 logger = logging.getLogger(__name__)
 
@@ -70,10 +67,13 @@ class OnnxRuntimeBackend:
             INPUT_SHAPE,
             build_split_models,
         )
+        from spacer_worker.extractors.runtime.ort_session import ort_session
 
-        def fastest(model: bytes, probe: dict[str, np.ndarray]) -> object:
-            # The gates in ORT's blocked layout where that reproduces the
-            # plain model exactly (blocked_gates says why and how).
+        def fastest(model: bytes, probe: dict[str, np.ndarray]
+                    ) -> tuple[object, bool]:
+            # (session, gates blocked?): the gates in ORT's blocked layout
+            # where that reproduces the plain model exactly (blocked_gates
+            # says why and how).
             blocked = None
             if blocked_gates:
                 try:
@@ -83,23 +83,24 @@ class OnnxRuntimeBackend:
                                    'running the plain graph (about 5% '
                                    'slower).', exc_info=True)
             if blocked is None:
-                self.blocked_gates = False
-                return ort_session(model)
-            return blocked.session
+                return ort_session(model), False
+            return blocked.session, True
 
         self._input = INPUT_NAME
         self._activations = ACTIVATION_NAME
-        self.blocked_gates = True  # both graphs' gates (benchmarks print it)
         # Early blocks one patch at a time, late blocks on the whole batch
         # (onnx_graph.SPLIT_BLOCK says why).
         front, back = build_split_models(net)
         probe = np.random.default_rng(0).integers(
             0, 256, (2, *INPUT_SHAPE), dtype=np.uint8)
-        self._front = fastest(front, {INPUT_NAME: probe[:1]})
+        self._front, front_blocked = fastest(front, {INPUT_NAME: probe[:1]})
         activations = np.concatenate([
             self._front.run(None, {INPUT_NAME: probe[i:i + 1]})[0]
             for i in range(len(probe))])
-        self._back = fastest(back, {ACTIVATION_NAME: activations})
+        self._back, back_blocked = fastest(
+            back, {ACTIVATION_NAME: activations})
+        # Both graphs' gates (the benchmark prints it).
+        self.blocked_gates = front_blocked and back_blocked
         self.streams = max(1, threads)
 
     def run(self, patches: np.ndarray) -> np.ndarray:
@@ -108,25 +109,6 @@ class OnnxRuntimeBackend:
             self._front.run(None, {self._input: patches[i:i + 1]})[0]
             for i in range(len(patches))])
         return self._back.run(None, {self._activations: activations})[0]
-
-
-def ort_session(model: bytes, optimize: bool = True
-                ) -> onnxruntime.InferenceSession:
-    """An ONNX Runtime session as the backend runs one: one thread, one
-    batch at a time (streams run sessions side by side); ``optimize=False``
-    for a graph ONNX Runtime has optimized already."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.graph_optimization_level = (
-        ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimize
-        else ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
-    options.intra_op_num_threads = 1
-    options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.log_severity_level = 3
-    return ort.InferenceSession(model, options,
-                                providers=['CPUExecutionProvider'])
 
 
 class TorchBackend:
