@@ -13,6 +13,7 @@ handler and our code are all real, only the moment is chosen.
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from spacer_worker import failures
@@ -110,3 +111,45 @@ def test_a_limit_inside_a_handler_ends_a_job_in_its_line(
     assert not failures.is_user_error(answer.error_message)
     assert 'ran past its soft time limit' in answer.error_message
     assert relabelled not in answer.error_message
+
+
+def test_a_limit_while_the_report_is_drawn_leaves_the_training_done(
+        app, start_worker, tmp_path):
+    # The training report (TRAINING_REPORT) is drawn after the classifier
+    # and the validation results are stored. A soft limit landing there
+    # ends only the report: the task succeeds with its outputs whole, and
+    # the worker's log says what stopped the report and what to change.
+    from spacer_worker.messages import TrainClassifierMsg, TrainingTaskLabels
+    from spacer_worker.storage import load_classifier
+    from spacer_worker.train_utils import make_random_data
+
+    np.random.seed(0)
+    data = tmp_path / 'data'
+    data.mkdir()
+    sets = {part: make_random_data(
+        count, [1, 2, 3], 20, 16, fs(data),
+        [str(data / f'{part}{i}.npz') for i in range(count)])
+        for part, count in (('train', 8), ('ref', 3), ('val', 3))}
+    msg = TrainClassifierMsg(
+        job_token='late-report', trainer='minibatch', nbr_epochs=2,
+        clf_type='MLP', labels=TrainingTaskLabels(**sets),
+        previous_model_locs=[], model_loc=fs(tmp_path / 'model.pkl'),
+        valresult_loc=fs(tmp_path / 'valresult.json'))
+    worker = start_worker('late', queues='train', env={
+        'SPACER_FILESYSTEM_READ_ROOTS': str(tmp_path),
+        'SPACER_FILESYSTEM_WRITE_ROOTS': str(tmp_path),
+        'SPACER_TRAINING_REPORT': '1',
+        'DIST_TEST_SOFT_LIMIT_IN': 'spacer_worker.report:build_report'})
+    client = Client(app)
+    handle = client.submit(msg)
+
+    answer = client.result(handle, timeout=TIMEOUT)
+
+    assert client.status(handle).state == 'SUCCESS'
+    assert answer.acc >= 0 and len(answer.ref_accs) == 2
+    assert load_classifier(msg.model_loc).classes_.tolist() == [1, 2, 3]
+    assert (tmp_path / 'valresult.json').exists()
+    assert not (tmp_path / 'model_report' / 'index.html').exists()
+    log = worker.log_text()
+    assert 'soft time limit' in log and 'stopped its report' in log
+    assert 'could not be written' not in log
