@@ -64,7 +64,7 @@ class RuntimeSettings:
     # Features beyond this are recomputed in float64 (non-finite ones
     # always): EXTRACT_FLOAT64_ABOVE for fp32; inf for fp16 or 0.
     float64_above: float
-    blocked_gates: bool = True  # EXTRACT_BLOCKED_GATES (ONNX Runtime only)
+    blocked_gates: bool  # EXTRACT_BLOCKED_GATES (ONNX Runtime only)
 
 
 def _onnxruntime_available() -> bool:
@@ -134,8 +134,7 @@ def runtime_settings() -> RuntimeSettings:
         float64_above = math.inf
     return RuntimeSettings(device, precision, backend,
                            threads or len(os.sched_getaffinity(0)), batch_size,
-                           float64_above,
-                           blocked_gates=config.get('EXTRACT_BLOCKED_GATES'))
+                           float64_above, config.get('EXTRACT_BLOCKED_GATES'))
 
 
 class Network:
