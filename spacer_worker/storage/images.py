@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from spacer_worker import config
 from spacer_worker.exceptions import DataLimitError, ImageDecodeError
 from spacer_worker.storage.blobs import describe, load_bytes, store_bytes
+from spacer_worker.storage.pixel_arrays import decode_rows_on_demand, load_into_array
 
 if TYPE_CHECKING:
     from PIL.Image import Image
@@ -31,8 +32,16 @@ FORMATS = ('JPEG', 'PNG', 'TIFF', 'BMP', 'GIF', 'WEBP', 'PPM')  # JPEG covers MP
 _RGB_ONLY = {'JPEG': {'RGB', 'L', 'CMYK'}}
 
 
-def decode_image(data: bytes, where: str = 'image') -> Image:
-    """Decode ``data`` fully, after checking its size against the limit."""
+def decode_image(data: bytes, where: str = 'image',
+                 rows_on_demand: bool = False) -> Image:
+    """Decode ``data`` fully, after checking its size against the limit.
+
+    With ``rows_on_demand``, an RGB JPEG is left to a RowDecoder instead
+    (``pixel_arrays.row_decoder(image)``): extraction decodes it as it
+    reaches the rows its patches need, and any other use of the image
+    decodes the rest first. Decoding errors are then raised there, as the
+    same ImageDecodeError.
+    """
     # Lazy: Pillow stays off the client, which imports storage.
     from PIL import Image as PILImage
 
@@ -59,26 +68,36 @@ def decode_image(data: bytes, where: str = 'image') -> Image:
         raise DataLimitError(
             f"{where} is {width} x {height} = {width * height} pixels, over "
             f"the MAX_IMAGE_PIXELS limit of {limit}; it was not decoded.")
+    described = f"{where} ({image.format} {width} x {height})"
+
+    def corrupt(e: Exception) -> Exception:
+        # Not holding the image: a RowDecoder keeps this function.
+        if isinstance(e, PILImage.DecompressionBombError):
+            return DataLimitError(f"{where}: {e}")
+        if isinstance(e, _DECODE_ERRORS):
+            return ImageDecodeError(
+                f"{described} is corrupt or truncated: {e}.")
+        return e
+
+    if rows_on_demand and decode_rows_on_demand(image, corrupt) is not None:
+        return image
     try:
-        image.load()
-    except PILImage.DecompressionBombError as e:
-        raise DataLimitError(f"{where}: {e}") from e
-    except _DECODE_ERRORS as e:
-        raise ImageDecodeError(
-            f"{where} ({image.format} {width} x {height}) is corrupt or "
-            f"truncated: {e}.") from e
+        # Into an array extraction can slice (pixel_arrays says why).
+        load_into_array(image)
+    except (PILImage.DecompressionBombError, *_DECODE_ERRORS) as e:
+        raise corrupt(e) from e
     return image
 
 
-def open_image(loc: Any) -> Image:
+def open_image(loc: Any, rows_on_demand: bool = False) -> Image:
     """Load and decode the image at ``loc``.
 
     DataLimitError when it has more pixels than MAX_IMAGE_PIXELS (checked
     from the header, before decoding); ImageDecodeError when the bytes are
-    not a complete image.
+    not a complete image. ``rows_on_demand``: see :func:`decode_image`.
     """
     data = load_bytes(loc)
-    return decode_image(data, describe(loc))
+    return decode_image(data, describe(loc), rows_on_demand)
 
 
 def load_image(loc: Any) -> Image:

@@ -16,6 +16,7 @@ from spacer_worker.extractors.checks import check_extract_inputs, check_point_co
 from spacer_worker.return_messages import ClassifyReturnMsg, ExtractFeaturesReturnMsg
 from spacer_worker.storage import open_image
 from spacer_worker.storage.blobs import describe
+from spacer_worker.storage.pixel_arrays import row_decoder
 from spacer_worker.task_messages import ClassifyImageMsg, ExtractFeaturesMsg
 from spacer_worker.tasks.features import score_features
 from spacer_worker.training.model_cache import load_classifier_cached
@@ -23,19 +24,36 @@ from spacer_worker.training.model_cache import load_classifier_cached
 if TYPE_CHECKING:
     from PIL.Image import Image
 
+    from spacer_worker.data_classes import ImageFeatures
+    from spacer_worker.extractors.base import FeatureExtractor
+
 
 def _open_checked(image_loc: DataLocation, rowcols: list) -> Image:
     # Counting points costs nothing; fetching the image may cost a lot.
     check_point_count(rowcols, describe(image_loc))
-    image = open_image(image_loc)
+    # Rows on demand: the extractor starts on the top rows' patches while
+    # the rest is decoded (storage.pixel_arrays).
+    image = open_image(image_loc, rows_on_demand=True)
     check_extract_inputs(image.size, rowcols, describe(image_loc))
     return image
+
+
+def _extract(extractor: FeatureExtractor, image: Image, rowcols: list
+             ) -> tuple[ImageFeatures, ExtractFeaturesReturnMsg]:
+    features, return_msg = extractor(image, rowcols)
+    # Rows no patch needed (or an extractor that never read the pixels)
+    # are decoded too: a corrupt or truncated image fails as it always
+    # did, whatever the points.
+    decoder = row_decoder(image)
+    if decoder is not None:
+        decoder.finish()
+    return features, return_msg
 
 
 def extract_features(msg: ExtractFeaturesMsg) -> ExtractFeaturesReturnMsg:
     """Extract features at ``msg.rowcols`` and store them at feature_loc."""
     image = _open_checked(msg.image_loc, msg.rowcols)
-    features, return_msg = msg.extractor(image, msg.rowcols)
+    features, return_msg = _extract(msg.extractor, image, msg.rowcols)
     del image
     features.store(msg.feature_loc)
     return return_msg
@@ -56,7 +74,7 @@ def classify_image(msg: ClassifyImageMsg) -> ClassifyReturnMsg:
     # on an extract worker (0 turns the cache off).
     clf = load_classifier_cached(msg.classifier_loc)
     image = _open_checked(msg.image_loc, msg.rowcols)
-    features, _ = msg.extractor(image, msg.rowcols)
+    features, _ = _extract(msg.extractor, image, msg.rowcols)
     del image
     result = score_features(clf, features)
     result.runtime = time.time() - start

@@ -131,8 +131,9 @@ class TorchBackend:
     def run(self, patches: np.ndarray) -> np.ndarray:
         with torch.inference_mode():
             x = torch.from_numpy(patches).to(self.device, non_blocking=True)
-            # NHWC bytes viewed as NCHW: already channels_last in memory.
-            x = x.permute(0, 3, 1, 2).to(torch.float32).div_(255)
+            # NHWC bytes viewed as NCHW: already channels_last in memory
+            # (a fourth, padding channel is dropped).
+            x = x.permute(0, 3, 1, 2)[:, :3].to(torch.float32).div_(255)
             features = self._net(x.to(self.dtype))
             return features.float().cpu().numpy()
 

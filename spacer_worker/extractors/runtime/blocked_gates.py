@@ -116,12 +116,18 @@ def _mul_output_shapes(model: bytes) -> dict[str, tuple[int, int, int]]:
 
     # Inferred without the weights' values (only their shapes count):
     # inference on the whole model copies it several times (+45 MB here).
+    # Integer constants (a Slice's bounds) stay: shapes follow from them.
     bare = onnx.load_from_string(model)
     graph = bare.graph
+    weights = [t for t in graph.initializer
+               if t.data_type == onnx.TensorProto.FLOAT]
     graph.input.extend(helper.make_tensor_value_info(t.name, t.data_type,
                                                      t.dims)
-                       for t in graph.initializer)
+                       for t in weights)
+    kept = [t for t in graph.initializer
+            if t.data_type != onnx.TensorProto.FLOAT]
     del graph.initializer[:]
+    graph.initializer.extend(kept)
     inferred = shape_inference.infer_shapes(bare).graph
     muls = {n.output[0] for n in inferred.node if n.op_type == 'Mul'}
     shapes = {}

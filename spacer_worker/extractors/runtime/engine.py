@@ -21,7 +21,7 @@ import os
 import threading
 import time
 from collections import OrderedDict, deque
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -41,8 +41,13 @@ from spacer_worker.extractors.runtime.backends import (
 from spacer_worker.extractors.runtime.exact import ExactFallback
 from spacer_worker.extractors.runtime.folded import FoldedEfficientNet
 from spacer_worker.extractors.runtime.network import FEATURE_DIM, EfficientNetB0
-from spacer_worker.extractors.runtime.patches import CROP_SIZE, iter_patch_batches
+from spacer_worker.extractors.runtime.patches import (
+    CROP_SIZE,
+    iter_patch_batches,
+    iter_rgbx_batches,
+)
 from spacer_worker.metrics import recording
+from spacer_worker.storage.pixel_arrays import rgbx_array, row_decoder
 
 if TYPE_CHECKING:
     from spacer_worker.extractors.base import FeatureExtractor
@@ -163,34 +168,44 @@ class Network:
                 ) -> np.ndarray:
         """Features of the patches of ``im`` at ``rowcols``, in order.
 
-        Patches are cropped one batch at a time while the backend's
-        streams run the batches before, so memory stays at a few batches
-        whatever the number of points.
+        Patches are cut one batch at a time while the backend's streams
+        run the batches before, so memory stays at a few batches whatever
+        the number of points. From an image decoded into an array (or
+        still being decoded: ``storage.pixel_arrays``) they are sliced
+        from it, the top rows' patches first, decoding rows as they are
+        needed; else Pillow crops them, in order.
         """
         out = np.empty((len(rowcols), FEATURE_DIM), np.float32)
-        batches = iter_patch_batches(im, rowcols, self.batch_size(),
-                                     CROP_SIZE)
-        streams = getattr(self.backend, 'streams', 1)
-        if streams <= 1:
-            start = 0
-            for batch in batches:
-                out[start:start + len(batch)] = self.run_patches(batch)
-                start += len(batch)
+        streams = max(1, getattr(self.backend, 'streams', 1))
+        decoder = row_decoder(im)
+        pixels = decoder.array if decoder is not None else rgbx_array(im)
+        batches: Iterator[tuple[np.ndarray | slice, np.ndarray]]
+        if pixels is not None:
+            # Every backend takes a padding byte per pixel. A buffer per
+            # stream and one being cut: the loop below collects a batch
+            # before its buffer comes round again.
+            batches = iter_rgbx_batches(
+                pixels, rowcols, self.batch_size(), buffers=streams + 1,
+                decode_to=decoder.decode_to if decoder else None)
+        else:
+            batches = _in_order(iter_patch_batches(
+                im, rowcols, self.batch_size(), CROP_SIZE))
+        if streams == 1:
+            for where, batch in batches:
+                out[where] = self.run_patches(batch)
             return out
         pool = self._executor(streams)
-        pending: deque[tuple[int, Future]] = deque()
+        pending: deque[tuple[np.ndarray | slice, Future]] = deque()
         try:
-            start = 0
-            for batch in batches:
-                pending.append((start, pool.submit(self.run_patches, batch)))
-                start += len(batch)
+            for where, batch in batches:
+                pending.append((where, pool.submit(self.run_patches, batch)))
                 # One batch per stream in flight, plus the one being cut.
                 while len(pending) > streams:
                     _collect(out, *pending.popleft())
             while pending:
                 _collect(out, *pending.popleft())
         finally:
-            for _start, future in pending:
+            for _where, future in pending:
                 future.cancel()
         return out
 
@@ -204,9 +219,17 @@ class Network:
             return self._pool
 
 
-def _collect(out: np.ndarray, start: int, future: Future) -> None:
-    features = future.result()
-    out[start:start + len(features)] = features
+def _in_order(batches: Iterator[np.ndarray]
+              ) -> Iterator[tuple[slice, np.ndarray]]:
+    start = 0
+    for batch in batches:
+        yield slice(start, start + len(batch)), batch
+        start += len(batch)
+
+
+def _collect(out: np.ndarray, where: np.ndarray | slice, future: Future
+             ) -> None:
+    out[where] = future.result()
 
 
 _cache: OrderedDict[tuple, Network] = OrderedDict()

@@ -110,8 +110,9 @@ class ExactFallback:
 
     def refine(self, patches: np.ndarray, features: np.ndarray) -> int:
         """Overwrite the rows of ``features`` ([b, 1280] float32) that need
-        float64 with features of ``patches`` ([b, 224, 224, 3] uint8)
-        computed in float64; return how many."""
+        float64 with features of ``patches`` ([b, 224, 224, 3] uint8, or
+        4 channels whose last is ignored) computed in float64; return how
+        many."""
         peak = np.abs(features).max(axis=1)  # NaN stays NaN: not fine
         fine = np.isfinite(peak) & (peak <= self.above)
         rows = np.flatnonzero(~fine)
@@ -119,7 +120,7 @@ class ExactFallback:
             return 0
         net = self._network()
         with torch.inference_mode():
-            x = torch.from_numpy(np.ascontiguousarray(patches[rows]))
+            x = torch.from_numpy(np.ascontiguousarray(patches[rows, ..., :3]))
             x = x.to(self._device).permute(0, 3, 1, 2).to(torch.float64)
             exact = net.features(x / 255).cpu().numpy()
         with np.errstate(over='ignore'):  # beyond float32: inf, refused below

@@ -46,6 +46,9 @@ INPUT_NAME = 'patches'
 OUTPUT_NAME = 'features'
 OPSET = 17
 INPUT_SHAPE = (CROP_SIZE, CROP_SIZE, 3)  # uint8 NHWC, as patches are cut
+# Patches may also come with a fourth byte per pixel (patches.py, rgbx),
+# which the graph drops: the input's channel count is left open.
+INPUT_CHANNELS = 'channels'
 
 
 class _GraphWriter:
@@ -67,6 +70,12 @@ class _GraphWriter:
         name = self.name('param')
         self.initializers.append(self.numpy_helper.from_array(
             np.ascontiguousarray(array, dtype=np.float32), name))
+        return name
+
+    def int64s(self, values: list[int]) -> str:
+        name = self.name('param')
+        self.initializers.append(self.numpy_helper.from_array(
+            np.array(values, np.int64), name))
         return name
 
     def op(self, op_type: str, inputs: list[str], **attrs) -> str:
@@ -162,7 +171,8 @@ ACTIVATION_NAME = 'activations'
 
 def build_onnx_model(net: FoldedEfficientNet) -> bytes:
     """Serialized ONNX model: ``patches`` (uint8 [N, 224, 224, 3], as
-    cropped) -> ``features`` (float32 [N, 1280])."""
+    cropped, or [N, 224, 224, 4] with a byte it ignores) -> ``features``
+    (float32 [N, 1280])."""
     return _build(net, 0, len(net.blocks))
 
 
@@ -191,11 +201,15 @@ def _build(net: FoldedEfficientNet, first: int, end: int) -> bytes:
     g = _GraphWriter()
     size = _map_size(net, first)
     if first == 0:
-        x = g.op('Cast', [g.op('Transpose', [INPUT_NAME], perm=[0, 3, 1, 2])],
-                 to=TensorProto.FLOAT)
+        planes = g.op('Transpose', [INPUT_NAME], perm=[0, 3, 1, 2])
+        # R, G, B: the first three planes, one contiguous run per patch.
+        rgb = g.op('Slice', [planes, g.int64s([0]), g.int64s([3]),
+                             g.int64s([1])])
+        x = g.op('Cast', [rgb], to=TensorProto.FLOAT)
         x = g.silu(g.conv(x, _scaled_stem(net)))
         graph_input = g.helper.make_tensor_value_info(
-            INPUT_NAME, TensorProto.UINT8, ['batch', *INPUT_SHAPE])
+            INPUT_NAME, TensorProto.UINT8,
+            ['batch', *INPUT_SHAPE[:2], INPUT_CHANNELS])
     else:
         x = ACTIVATION_NAME
         channels = net.blocks[first - 1].project.out_channels

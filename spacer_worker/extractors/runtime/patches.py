@@ -11,11 +11,16 @@ mirror more than once, exactly as numpy does.
 
 Converting the window rather than the image to RGB gives the same pixels:
 conversion to RGB is per pixel for every Pillow mode (no dithering).
+
+An RGB image decoded into an array (``storage.pixel_arrays``) is cut far
+faster, as slices of that array, for a network that takes the pixels as
+they lie there: R, G, B and a padding byte it ignores (numpy copies 3 of
+4 bytes one by one, ~6x slower than whole pixels).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 from PIL import Image
@@ -75,6 +80,74 @@ def crop_patch(im: Image.Image, row: int, col: int,
         return patch
     out[...] = patch
     return out
+
+
+def rows_needed(row: int, height: int, crop_size: int = CROP_SIZE) -> int:
+    """How many rows from the top the patch centred on ``row`` reads
+    (mirrored rows included)."""
+    top = _window_start(row, crop_size)
+    bottom = top + crop_size
+    if top >= 0 and bottom <= height:
+        return bottom
+    return int(mirror_indices(np.arange(top, bottom), height).max()) + 1
+
+
+def cut_rgbx(pixels: np.ndarray, row: int, col: int, out: np.ndarray,
+             crop_size: int = CROP_SIZE) -> None:
+    """crop_patch's window and mirror, cut from [h, w, 4] uint8 pixels
+    (``storage.pixel_arrays``) into ``out`` ([crop, crop, 4]): whole
+    4-byte pixels, rows copied as contiguous runs."""
+    height, width = pixels.shape[:2]
+    top = _window_start(row, crop_size)
+    left = _window_start(col, crop_size)
+    bottom, right = top + crop_size, left + crop_size
+    if top >= 0 and left >= 0 and bottom <= height and right <= width:
+        out[...] = pixels[top:bottom, left:right]
+        return
+    rows = mirror_indices(np.arange(top, bottom), height)
+    cols = mirror_indices(np.arange(left, right), width)
+    # Pixels as single 4-byte values, rows gathered whole, then columns,
+    # in the window they come from: ~8x faster than fancy indexing.
+    r0, c0 = int(rows.min()), int(cols.min())
+    window = pixels.view(np.uint32)[r0:int(rows.max()) + 1,
+                                    c0:int(cols.max()) + 1, 0]
+    np.take(window.take(rows - r0, axis=0), cols - c0, axis=1,
+            out=out.view(np.uint32)[..., 0])
+
+
+def iter_rgbx_batches(pixels: np.ndarray, rowcols: Sequence[tuple[int, int]],
+                      batch_size: int, buffers: int,
+                      decode_to: Callable[[int], None] | None = None,
+                      crop_size: int = CROP_SIZE
+                      ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """(indices into ``rowcols``, [b, crop, crop, 4] patches) from
+    pixels in an array, the patches of the top rows first.
+
+    ``decode_to(n)`` is called before a batch that reads the first n
+    rows (a RowDecoder still decoding the array). The batches reuse
+    ``buffers`` arrays in turn: a batch is overwritten ``buffers``
+    batches later, so memory stays at a few batches and no batch costs
+    fresh pages.
+    """
+    height = pixels.shape[0]
+    needs = np.array([rows_needed(int(r), height, crop_size)
+                      for r, _ in rowcols], np.int64)
+    order = np.argsort(needs, kind='stable')
+    ring = [np.empty((batch_size, crop_size, crop_size, 4), np.uint8)
+            for _ in range(max(1, buffers))]
+    for number, start in enumerate(range(0, len(order), batch_size)):
+        indices = order[start:start + batch_size]
+        if decode_to is not None:
+            decode_to(int(needs[indices[-1]]))
+        batch = ring[number % len(ring)][:len(indices)]
+        for slot, i in enumerate(indices):
+            row, col = rowcols[i]
+            cut_rgbx(pixels, int(row), int(col), batch[slot], crop_size)
+        yield indices, batch
+    if decode_to is not None:
+        # The rows below every patch too (while the last batches run): a
+        # truncated image fails whatever its points.
+        decode_to(height)
 
 
 def iter_patch_batches(im: Image.Image, rowcols: Sequence[tuple[int, int]],
