@@ -3,7 +3,10 @@
 The image is fetched and decoded once (its pixel count checked from the
 header first, so a decompression bomb is refused before decoding), the
 points are checked with PySpacer's rules, and the extractor runs on the
-decoded image. Every bad input ends in a typed PermanentError.
+image. An RGB JPEG is decoded as the extractor reaches the rows its
+patches need (``storage.pixel_arrays``), and to its end after, so a
+corrupt image fails whatever the points. Every bad input ends in a typed
+PermanentError.
 """
 
 from __future__ import annotations

@@ -48,7 +48,9 @@ class Backend(Protocol):
     default_batch_size: int
     streams: int  # batches run() may work on at once, from as many threads
 
-    def run(self, patches: np.ndarray) -> np.ndarray: ...
+    def run(self, patches: np.ndarray) -> np.ndarray:
+        """[b, 224, 224, 3 or 4] uint8 (a 4th channel: padding, ignored)
+        -> [b, 1280] float32."""
 
 
 class OnnxRuntimeBackend:

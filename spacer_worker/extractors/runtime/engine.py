@@ -159,7 +159,7 @@ class Network:
                 or self.backend.default_batch_size)
 
     def run_patches(self, patches: np.ndarray) -> np.ndarray:
-        """[b, 224, 224, 3] uint8 -> [b, 1280] float32."""
+        """[b, 224, 224, 3 or 4] uint8 -> [b, 1280] float32 (see Backend)."""
         features = self.backend.run(patches)
         self.exact.refine(patches, features)
         return features
