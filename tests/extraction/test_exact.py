@@ -163,3 +163,47 @@ def test_a_bad_threshold_is_a_config_error(weights, monkeypatch, value):
     monkeypatch.setenv('SPACER_EXTRACT_FLOAT64_ABOVE', value)
     with pytest.raises(ConfigError, match='EXTRACT_FLOAT64_ABOVE'):
         weights.extractor()(bilevel_image(), POINTS)
+
+
+def test_patches_of_one_colour_come_from_float64_once_per_colour(weights,
+                                                                 backend):
+    # Given an image that is white but for a band of texture (an
+    # overexposed photo: white patches have constant maps, whose float32
+    # rounding is the same everywhere and is not averaged out),
+    texture = np.asarray(synthetic_texture(np.random.default_rng(3), 256)
+                         .resize((400, 300)))
+    pixels = np.full((300, 1200, 3), 255, np.uint8)
+    pixels[:, 800:] = texture
+    im = Image.fromarray(pixels)
+    points = [(150, 150), (40, 300), (260, 500), (150, 1000)]
+    truth = float64_features(weights.path, im, points)
+    # when the extractor runs on it,
+    features, _ = weights.extractor()(im, points)
+    ours = features.feature_array()
+    # then the white patches have the float64 features rounded to float32
+    # (float32 arithmetic drifts ~1e-4 here),
+    scale = float(np.abs(truth[:3]).max())
+    assert np.abs(ours[:3] - truth[:3]).max() <= 1e-6 * scale
+    # the textured one stays float32's own (and within the rule's 1e-4),
+    network = engine.cached_network(weights.sha256)
+    assert network.exact.patches == 3
+    assert np.abs(ours[3] - truth[3]).max() < 1e-4
+    # and the three white ones cost one float64 run.
+    runs = []
+    original = network.exact._float64
+    network.exact._float64 = lambda p, b: runs.append(len(p)) or original(p, b)
+    again, _ = weights.extractor()(im, points)
+    assert runs == []  # white is known by now
+    np.testing.assert_array_equal(again.feature_array(), ours)
+
+
+def test_a_patch_of_one_colour_is_told_from_one_that_nearly_is():
+    from spacer_worker.extractors.runtime.exact import uniform_colour
+
+    patch = np.full((224, 224, 4), 200, np.uint8)
+    patch[..., 3] = 255  # the padding byte is not a colour
+    patch[..., 1] = 17
+    assert uniform_colour(patch) == (200, 17, 200)
+    assert uniform_colour(patch[..., :3]) == (200, 17, 200)
+    patch[223, 223, 2] = 201  # one value off, in the last pixel
+    assert uniform_colour(patch) is None

@@ -16,6 +16,15 @@ ONNX Runtime (~13x). Ordinary patches stay below
 ``EXTRACT_FLOAT64_ABOVE`` (default ``LARGE_FEATURE``) and pay only the
 check, a max over their features.
 
+A patch of one colour (a white or black image, 16-bit grey clipped to
+white, an overexposed area) takes it too, with any threshold but 0. Its
+maps are constant, so every output pixel rounds the same way and no mean
+averages the rounding out: on such a patch ONNX Runtime's blocked
+kernels drifted to 4.9e-4 from float64 (features up to 52) where
+PySpacer's drifted to 1.9e-4, outside the fidelity rule. Its features
+depend only on the colour, so each colour runs once per network (a blank
+image costs one float64 patch, not one per point).
+
 Rows that are not finite (a float32 or fp16 overflow) take the same path
 whatever the threshold, fp16 and ``EXTRACT_FLOAT64_ABOVE=0`` included: a
 feature file must never hold NaN or infinity. Should float64 overflow too,
@@ -46,6 +55,20 @@ logger = logging.getLogger(__name__)
 # so that the float64 path stays rare; a worker logs the first time a
 # network takes it.
 LARGE_FEATURE = 100.0
+# Colours whose float64 features a network keeps (1280 floats each).
+MAX_CACHED_COLOURS = 64
+
+
+def uniform_colour(patch: np.ndarray) -> tuple[int, int, int] | None:
+    """The (R, G, B) of a [224, 224, 3 or 4] uint8 patch whose pixels are
+    all that colour (a 4th, padding channel ignored), else None."""
+    first = patch[0, 0, :3]
+    # Nearly every photo patch differs within its first row: a 2 KB check.
+    if not (patch[0, :, :3] == first).all():
+        return None
+    if not (patch[..., :3] == first).all():
+        return None
+    return int(first[0]), int(first[1]), int(first[2])
 
 
 class ShiftedDepthwise(nn.Module):
@@ -91,6 +114,7 @@ class ExactFallback:
         self._net: EfficientNetB0 | None = None
         self._lock = threading.Lock()
         self.patches = 0  # recomputed so far
+        self._colours: dict[tuple[int, int, int], np.ndarray] = {}
 
     def _network(self) -> EfficientNetB0:
         # Built on first need: most workers never see such a patch, and
@@ -115,12 +139,39 @@ class ExactFallback:
         many."""
         peak = np.abs(features).max(axis=1)  # NaN stays NaN: not fine
         fine = np.isfinite(peak) & (peak <= self.above)
+        colours = {}
+        if math.isfinite(self.above):
+            for i in range(len(patches)):
+                colour = uniform_colour(patches[i])
+                if colour is not None:
+                    colours[i] = colour
+                    fine[i] = True  # taken care of below, by colour
         rows = np.flatnonzero(~fine)
-        if rows.size == 0:
+        if rows.size == 0 and not colours:
             return 0
+        for i, colour in colours.items():
+            features[i] = self._colour_features(patches[i], colour)
+        if rows.size:
+            features[rows] = self._float64(patches[rows], len(features))
+        self._log(rows.size, len(colours), len(features))
+        return int(rows.size) + len(colours)
+
+    def _colour_features(self, patch: np.ndarray,
+                         colour: tuple[int, int, int]) -> np.ndarray:
+        with self._lock:
+            known = self._colours.get(colour)
+        if known is None:
+            known = self._float64(patch[None], 1)[0]
+            with self._lock:
+                if len(self._colours) >= MAX_CACHED_COLOURS:
+                    self._colours.pop(next(iter(self._colours)))
+                self._colours[colour] = known
+        return known
+
+    def _float64(self, patches: np.ndarray, batch: int) -> np.ndarray:
         net = self._network()
         with torch.inference_mode():
-            x = torch.from_numpy(np.ascontiguousarray(patches[rows, ..., :3]))
+            x = torch.from_numpy(np.ascontiguousarray(patches[..., :3]))
             x = x.to(self._device).permute(0, 3, 1, 2).to(torch.float64)
             exact = net.features(x / 255).cpu().numpy()
         with np.errstate(over='ignore'):  # beyond float32: inf, refused below
@@ -128,20 +179,27 @@ class ExactFallback:
         if not np.isfinite(exact).all():
             broken = int((~np.isfinite(exact).all(axis=1)).sum())
             raise NonFiniteFeaturesError(
-                f"{broken} of {len(features)} patches give NaN or infinite "
+                f"{broken} of {batch} patches give NaN or infinite "
                 f"features even in float64: these extractor weights drive "
                 f"EfficientNet out of range on them (check the weights "
                 f"file). Nothing was written.")
-        features[rows] = exact
+        return exact
+
+    def _log(self, large: int, uniform: int, batch: int) -> None:
         with self._lock:
             first = self.patches == 0
-            self.patches += int(rows.size)
-        why = ('their features are not finite (an overflow)'
-               if math.isinf(self.above) else
-               f'their features are not finite or exceed {self.above:g}, '
-               f'where float32 rounding grows past PySpacer\'s (ordinary '
-               f'patches stay far below; each costs ~13x more)')
+            self.patches += large + uniform
+        whys = []
+        if large:
+            whys.append(
+                f'{large} not finite (an overflow)'
+                if math.isinf(self.above) else
+                f'{large} not finite or above {self.above:g}, where float32 '
+                f'rounding grows past PySpacer\'s (ordinary patches stay '
+                f'far below; each costs ~13x more)')
+        if uniform:
+            whys.append(f'{uniform} of one colour (constant maps round alike '
+                        f'everywhere; once per colour)')
         logger.log(logging.INFO if first else logging.DEBUG,
                    '%d of %d patches recomputed in float64: %s.',
-                   rows.size, len(features), why)
-        return int(rows.size)
+                   large + uniform, batch, '; '.join(whys))
