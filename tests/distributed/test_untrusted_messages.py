@@ -106,6 +106,7 @@ def place(tmp_path_factory, http_server):
     make_image(dirs['inputs'] / 'image.png', seed=1)
     (dirs['inputs'] / 'escape.png').symlink_to(dirs['secret'] / 'private.png')
     (dirs['inputs'] / 'notes.txt').write_bytes(b'TOP-SECRET-TOKEN-42 ' * 10)
+    (dirs['inputs'] / 'truncated.jpg').write_bytes(_truncated_jpeg())
     os.mkfifo(dirs['inputs'] / 'fifo.png')
     with open(dirs['inputs'] / 'huge.png', 'wb') as f:
         f.truncate(3 * 1024 * 1024)
@@ -119,6 +120,18 @@ def place(tmp_path_factory, http_server):
     http_server.files['/image.png'] = (dirs['inputs'] / 'image.png'
                                        ).read_bytes()
     return base, dirs, secrets
+
+
+def _truncated_jpeg() -> bytes:
+    """An RGB JPEG cut off halfway: its top rows decode, the rest is gone."""
+    from PIL import Image
+
+    rng = np.random.default_rng(5)
+    out = io.BytesIO()
+    Image.fromarray(rng.integers(0, 256, (600, 800, 3), np.uint8)).save(
+        out, 'JPEG', quality=90)
+    data = out.getvalue()
+    return data[:len(data) // 2]
 
 
 def _npz_bomb() -> bytes:
@@ -344,6 +357,19 @@ def test_an_unreadable_file_in_the_root_is_not_echoed(app, place, unharmed):
         fs(dirs['inputs'] / 'notes.txt'), fs(dirs['outputs'] / 'n.fv')),
         'ImageDecodeError')
     assert 'TOP-SECRET' not in text and '200' not in text
+
+
+def test_a_truncated_jpeg_fails_typed_though_its_points_are_in_rows_it_has(
+        app, place, unharmed):
+    # JPEGs are decoded as extraction reaches their rows; the task decodes
+    # to the end all the same (here the extractor reads no pixel at all).
+    _base, dirs, _ = place
+    out = dirs['outputs'] / 'truncated.fv'
+    text = fails_with(app, 'spacer.extract_features', _extract(
+        fs(dirs['inputs'] / 'truncated.jpg'), fs(out), rowcols=[[5, 5]]),
+        'ImageDecodeError')
+    assert "truncated.jpg' (JPEG 800 x 600) is corrupt or truncated" in text
+    assert not out.exists()
 
 
 def test_feature_cache_dir_outside_the_write_roots_is_refused(
