@@ -78,7 +78,7 @@ class RowDecoder:
     """Decodes an opened RGB JPEG into an array, rows on demand.
 
     ``rows`` says how many rows from the top are decoded; ``decode_to(n)``
-    decodes at least n (or all there are). ``on_error(exception)`` gives
+    decodes at least n; ``done`` once the decoder has reached the end. ``on_error(exception)`` gives
     the exception to raise when the data is corrupt or truncated.
     """
 
@@ -95,6 +95,7 @@ class RowDecoder:
         self.array = core[1]
         self.height = image.size[1]
         self.rows = 0
+        self.done = False
         self._core = core
         self._decoder = decoder
         self._on_error = on_error
@@ -116,19 +117,26 @@ class RowDecoder:
         return image
 
     def decode_to(self, rows: int) -> None:
-        """Decode until at least ``rows`` rows (or the whole image) are."""
-        while self.rows < min(rows, self.height):
+        """Decode until at least ``rows`` rows are (all of them: finish)."""
+        if rows >= self.height:
+            self.finish()
+            return
+        while self.rows < rows and not self.done:
             self._step()
 
     def finish(self) -> None:
         """Decode the rest; the image is then an ordinary loaded image."""
-        self.decode_to(self.height)
+        # To the decoder's end, not to the last row: the data may still
+        # hold what follows it (the end marker), or be cut short there.
+        while not self.done:
+            self._step()
 
     def _step(self) -> None:
         import numpy as np
 
+        image = self.image
         try:
-            chunk = self.image.fp.read(_CHUNK)
+            chunk = image.fp.read(_CHUNK)
             if not chunk:
                 raise OSError(f'image file is truncated ({self.rows} of '
                               f'{self.height} rows decoded)')
@@ -158,6 +166,7 @@ class RowDecoder:
         image = self.image
         self._decoder.cleanup()
         self.rows = self.height
+        self.done = True
         image.tile = []
         image.fp = None
         del image.load  # the class's own again

@@ -139,3 +139,29 @@ def test_an_image_left_to_rows_on_demand_is_freed_without_the_collector():
         assert gone() is None  # no reference cycle holds its pixels
     finally:
         gc.enable()
+
+
+@pytest.mark.parametrize('chunk', [1, 7, 1000])
+def test_rows_on_demand_end_at_the_decoders_end_in_any_chunking(
+        monkeypatch, chunk):
+    # Fed a few bytes at a time, the last row is written before the end
+    # marker arrives: the image must still end loaded, not half-finished.
+    from spacer_worker.storage import pixel_arrays
+
+    monkeypatch.setattr(pixel_arrays, '_CHUNK', chunk)
+    data = _encoded(_photo(96, 64, seed=3), 'JPEG')
+    expected = np.asarray(_pillow(data))
+    image = decode_image(data, rows_on_demand=True)
+    decoder = row_decoder(image)
+    decoder.decode_to(64)
+    assert decoder.done and row_decoder(image) is None
+    np.testing.assert_array_equal(np.asarray(image), expected)
+    image = decode_image(data, rows_on_demand=True)
+    np.testing.assert_array_equal(np.asarray(image.crop((0, 0, 96, 64))),
+                                  expected)
+    # Cut just before the end marker: truncated, as Pillow says too.
+    cut = decode_image(data[:-2], rows_on_demand=True)
+    with pytest.raises(ImageDecodeError, match='truncated'):
+        row_decoder(cut).finish()
+    with pytest.raises(ImageDecodeError):
+        decode_image(data[:-2])
