@@ -78,8 +78,9 @@ class RowDecoder:
     """Decodes an opened RGB JPEG into an array, rows on demand.
 
     ``rows`` says how many rows from the top are decoded; ``decode_to(n)``
-    decodes at least n; ``done`` once the decoder has reached the end. ``on_error(exception)`` gives
-    the exception to raise when the data is corrupt or truncated.
+    decodes at least n; ``done`` says the decoder reached the end.
+    ``on_error(exception)`` gives the exception to raise when the data
+    is corrupt or truncated.
     """
 
     def __init__(self, image: Image, core: tuple[Any, np.ndarray],
@@ -93,7 +94,7 @@ class RowDecoder:
         # unfinished image's pixels alive until the garbage collector).
         self._image = weakref.ref(image)
         self.array = core[1]
-        self.height = image.size[1]
+        self.height = len(self.array)
         self.rows = 0
         self.done = False
         self._core = core

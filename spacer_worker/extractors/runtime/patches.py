@@ -47,6 +47,22 @@ def _window_start(center: int, crop_size: int) -> int:
     return int(center + crop_size - crop_size / 2) - crop_size
 
 
+def _axis(center: int, size: int, crop_size: int
+          ) -> tuple[int, np.ndarray | None]:
+    """Where a patch's window starts along one axis of ``size`` pixels,
+    and the mirrored coordinates it reads where it crosses an edge (None
+    inside: the window is the plain range)."""
+    start = _window_start(center, crop_size)
+    if 0 <= start and start + crop_size <= size:
+        return start, None
+    return start, mirror_indices(np.arange(start, start + crop_size), size)
+
+
+def _mirrored(start: int, along: np.ndarray | None, crop_size: int
+              ) -> np.ndarray:
+    return np.arange(start, start + crop_size) if along is None else along
+
+
 def _to_rgb_array(im: Image.Image) -> np.ndarray:
     if im.mode != 'RGB':
         im = im.convert('RGB')
@@ -61,17 +77,17 @@ def crop_patch(im: Image.Image, row: int, col: int,
     Writes into ``out`` ([crop, crop, 3] uint8) when given.
     """
     width, height = im.size
-    top = _window_start(row, crop_size)
-    left = _window_start(col, crop_size)
-    bottom, right = top + crop_size, left + crop_size
-    if top >= 0 and left >= 0 and bottom <= height and right <= width:
-        window = _to_rgb_array(im.crop((left, top, right, bottom)))
+    top, rows = _axis(row, height, crop_size)
+    left, cols = _axis(col, width, crop_size)
+    if rows is None and cols is None:
+        window = _to_rgb_array(im.crop((left, top, left + crop_size,
+                                        top + crop_size)))
         if out is None:
             return window.copy()
         out[...] = window
         return out
-    rows = mirror_indices(np.arange(top, bottom), height)
-    cols = mirror_indices(np.arange(left, right), width)
+    rows = _mirrored(top, rows, crop_size)
+    cols = _mirrored(left, cols, crop_size)
     r0, r1 = int(rows.min()), int(rows.max()) + 1
     c0, c1 = int(cols.min()), int(cols.max()) + 1
     window = _to_rgb_array(im.crop((c0, r0, c1, r1)))
@@ -85,11 +101,8 @@ def crop_patch(im: Image.Image, row: int, col: int,
 def rows_needed(row: int, height: int, crop_size: int = CROP_SIZE) -> int:
     """How many rows from the top the patch centred on ``row`` reads
     (mirrored rows included)."""
-    top = _window_start(row, crop_size)
-    bottom = top + crop_size
-    if top >= 0 and bottom <= height:
-        return bottom
-    return int(mirror_indices(np.arange(top, bottom), height).max()) + 1
+    top, rows = _axis(row, height, crop_size)
+    return top + crop_size if rows is None else int(rows.max()) + 1
 
 
 def cut_rgbx(pixels: np.ndarray, row: int, col: int, out: np.ndarray,
@@ -98,14 +111,13 @@ def cut_rgbx(pixels: np.ndarray, row: int, col: int, out: np.ndarray,
     (``storage.pixel_arrays``) into ``out`` ([crop, crop, 4]): whole
     4-byte pixels, rows copied as contiguous runs."""
     height, width = pixels.shape[:2]
-    top = _window_start(row, crop_size)
-    left = _window_start(col, crop_size)
-    bottom, right = top + crop_size, left + crop_size
-    if top >= 0 and left >= 0 and bottom <= height and right <= width:
-        out[...] = pixels[top:bottom, left:right]
+    top, rows = _axis(row, height, crop_size)
+    left, cols = _axis(col, width, crop_size)
+    if rows is None and cols is None:
+        out[...] = pixels[top:top + crop_size, left:left + crop_size]
         return
-    rows = mirror_indices(np.arange(top, bottom), height)
-    cols = mirror_indices(np.arange(left, right), width)
+    rows = _mirrored(top, rows, crop_size)
+    cols = _mirrored(left, cols, crop_size)
     # Pixels as single 4-byte values, rows gathered whole, then columns,
     # in the window they come from: ~8x faster than fancy indexing.
     r0, c0 = int(rows.min()), int(cols.min())
