@@ -251,7 +251,7 @@ def main() -> int:
         workers += [*leased, leaseless]
 
         from spacer_worker.celery import create_app
-        from spacer_worker.contrib.coralnet import CeleryQueue
+        from spacer_worker.client.coralnet import CeleryQueue
         app = create_app(set_as_current=False, broker_url=broker_url,
                          result_backend=backend_url)
         queue = CeleryQueue(app, handoff_timeout=2 * ttl)

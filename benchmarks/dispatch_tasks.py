@@ -16,7 +16,7 @@ from celery import shared_task
 from celery.signals import task_prerun
 
 from spacer_worker.messages import ClassifyFeaturesMsg, ClassifyReturnMsg
-from spacer_worker.worker.tasks import SpacerTask, _run
+from spacer_worker.worker.adapters import SpacerTask, _run
 
 RUNS_KEY = 'bench:runs'
 _client = None

@@ -123,8 +123,8 @@ class Sampler(threading.Thread):
 def measure(queue, app, client, job, label: str, payload_dir: Path) -> dict:
     import gc
 
-    from spacer_worker import payloads
-    from spacer_worker.client import Client
+    from spacer_worker.celery import payloads
+    from spacer_worker.client.jobs import Client
 
     gc.collect()
     client.memory_purge() if hasattr(client, 'memory_purge') else None
@@ -191,7 +191,7 @@ def main() -> None:
             stderr=open(tmp / 'worker.log', 'wb'), start_new_session=True)
 
         from spacer_worker.celery import create_app
-        from spacer_worker.contrib.coralnet import CeleryQueue
+        from spacer_worker.client.coralnet import CeleryQueue
         app = create_app(set_as_current=False)
         queue = CeleryQueue(app)
         client = redis.Redis.from_url(url)

@@ -39,7 +39,7 @@ def main() -> int:
     timeout = float(os.environ.get('HEALTHCHECK_TIMEOUT', '10'))
     try:
         # The CLI's `spacer-worker check`: broker reachable, node answers.
-        from spacer_worker.health import check
+        from spacer_worker.celery.health import check
         results = [check(node=node, timeout=timeout) for node in nodes]
     except Exception as e:  # any failure to ask is a failed check
         print(f'unhealthy: could not ping {", ".join(nodes)}: '

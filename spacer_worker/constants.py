@@ -7,13 +7,28 @@ derive from it.
 
 from __future__ import annotations
 
-from spacer_worker._compat import StrEnum
+import sys
+from enum import Enum
 
 __all__ = [
     'DEFAULT_PRIORITY', 'EXPEDITE_PRIORITY', 'PRIORITY_STEPS', 'ClassifierType',
     'FeatureCache', 'HIGH_SPEC_ANNOTATIONS', 'HIGH_SPEC_IMAGE_PIXELS',
-    'HIGH_SPEC_KINDS', 'QueueKind', 'SpecLevel', 'StorageType', 'TaskName',
+    'HIGH_SPEC_KINDS', 'QueueKind', 'SpecLevel', 'StorageType', 'StrEnum',
+    'TaskName',
 ]
+
+# Python 3.10 (CoralNet's web servers) lacks enum.StrEnum.
+if sys.version_info >= (3, 11):
+    from enum import StrEnum
+else:  # pragma: no cover - exercised by the Python 3.10 client venv
+    class StrEnum(str, Enum):
+        """A str whose members compare and print as their values."""
+
+        def __str__(self) -> str:
+            return str(self.value)
+
+        def __format__(self, spec: str) -> str:
+            return format(str(self.value), spec)
 
 
 class TaskName(StrEnum):

@@ -30,7 +30,7 @@ def run_job_at(job_msg_loc: object, res_msg_loc: object | None = None
     """Load the JobMsg at ``job_msg_loc``, run it, store the serialized
     JobReturnMsg at ``res_msg_loc`` (when given) and return it."""
     from spacer_worker.data_classes import DataLocation
-    from spacer_worker.failures import failure_text
+    from spacer_worker.exceptions.failures import failure_text
     from spacer_worker.messages import JobMsg
     from spacer_worker.storage import store_bytes
     from spacer_worker.tasks import process_job
@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
         print('usage: python -m spacer_worker.mailman env_job  '
               '(reads $JOB_MSG_LOC and $RES_MSG_LOC)', file=sys.stderr)
         return 2
-    from spacer_worker.logs import configure_logging
+    from spacer_worker.config.logs import configure_logging
     configure_logging(default_destination='console')
     env_job()
     return 0

@@ -13,11 +13,11 @@ import random
 from typing import Any
 
 from spacer_worker import config
-from spacer_worker._compat import StrEnum
+from spacer_worker.constants import StrEnum
 from spacer_worker.data_classes import ImageLabels, LabelId
 from spacer_worker.exceptions import MessageError, TrainingLabelsError
 from spacer_worker.extractors.checks import check_extract_inputs
-from spacer_worker.task_messages import TrainingTaskLabels
+from spacer_worker.messages.task_messages import TrainingTaskLabels
 
 __all__ = ['SplitMode', 'split_labels', 'preprocess_labels',
            'check_extract_inputs']
@@ -247,7 +247,7 @@ def _filter_hint(accepted_classes: Any) -> str:
 
 
 # PySpacer's module re-exports these names; resolved on first use.
-from spacer_worker._exports import lazy_exports  # noqa: E402
+from spacer_worker import lazy_exports  # noqa: E402
 
 __getattr__, __dir__ = lazy_exports(__name__, {
     'ImageLabels': 'spacer_worker.data_classes:ImageLabels',

@@ -18,7 +18,8 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from spacer_worker import config
-from spacer_worker.codec import (
+from spacer_worker.constants import FeatureCache
+from spacer_worker.data_classes.codec import (
     BOOL,
     INT,
     STR,
@@ -31,13 +32,12 @@ from spacer_worker.codec import (
     resolve_class,
     show,
 )
-from spacer_worker.constants import FeatureCache
 from spacer_worker.exceptions import MessageError, UnknownClassError
 
 if TYPE_CHECKING:
     from spacer_worker.data_classes import ValResults
-    from spacer_worker.return_messages import TrainClassifierReturnMsg
-    from spacer_worker.task_messages import TrainingTaskLabels
+    from spacer_worker.data_classes.results import TrainClassifierReturnMsg
+    from spacer_worker.messages.task_messages import TrainingTaskLabels
 
 ProgressCallback = Callable[..., None]
 
@@ -199,7 +199,7 @@ def trainer_factory(trainer_name: str) -> ClassifierTrainer:
 
 
 # PySpacer's module re-exports these names; resolved on first use.
-from spacer_worker._exports import lazy_exports  # noqa: E402
+from spacer_worker import lazy_exports  # noqa: E402
 
 __getattr__, __dir__ = lazy_exports(__name__, {
     'ValResults': 'spacer_worker.data_classes:ValResults',

@@ -91,7 +91,7 @@ def make_random_data(im_count: int,
 
 
 # PySpacer's module re-exports these names; resolved on first use.
-from spacer_worker._exports import lazy_exports  # noqa: E402
+from spacer_worker import lazy_exports  # noqa: E402
 
 __getattr__, __dir__ = lazy_exports(__name__, {
     'DataLocation': 'spacer_worker.data_classes:DataLocation',

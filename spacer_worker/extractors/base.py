@@ -22,7 +22,8 @@ from io import BytesIO
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from spacer_worker.codec import (
+from spacer_worker.data_classes import LOCATION, DataLocation, ImageFeatures
+from spacer_worker.data_classes.codec import (
     STR,
     Description,
     DictOf,
@@ -31,9 +32,8 @@ from spacer_worker.codec import (
     resolve_class,
     show,
 )
-from spacer_worker.data_classes import LOCATION, DataLocation, ImageFeatures
+from spacer_worker.data_classes.results import ExtractFeaturesReturnMsg
 from spacer_worker.exceptions import HashMismatchError, MessageError, SpacerError
-from spacer_worker.return_messages import ExtractFeaturesReturnMsg
 from spacer_worker.storage import storage_factory
 
 if TYPE_CHECKING:
@@ -254,7 +254,7 @@ def extractor_class(class_path: Any) -> type[FeatureExtractor]:
 
 
 # PySpacer's module re-exports these names; resolved on first use.
-from spacer_worker._exports import lazy_exports  # noqa: E402
+from spacer_worker import lazy_exports  # noqa: E402
 
 __getattr__, __dir__ = lazy_exports(__name__, {
     'PointFeatures': 'spacer_worker.data_classes:PointFeatures',

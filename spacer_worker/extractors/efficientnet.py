@@ -15,7 +15,7 @@ from spacer_worker.extractors.base import FeatureExtractor, builtin
 
 if TYPE_CHECKING:
     from spacer_worker.data_classes import ImageFeatures
-    from spacer_worker.return_messages import ExtractFeaturesReturnMsg
+    from spacer_worker.data_classes.results import ExtractFeaturesReturnMsg
 
 
 @builtin
@@ -45,7 +45,7 @@ class EfficientNetExtractor(FeatureExtractor):
 
 
 # PySpacer's module re-exports these names; resolved on first use.
-from spacer_worker._exports import lazy_exports  # noqa: E402
+from spacer_worker import lazy_exports  # noqa: E402
 
 __getattr__, __dir__ = lazy_exports(__name__, {
     'TorchExtractor': 'spacer_worker.extractors.torch_extractors:TorchExtractor',

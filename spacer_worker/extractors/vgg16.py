@@ -61,7 +61,7 @@ def load_net(modeldef_path: str, modelweights_path: str) -> Any:
 
 
 # PySpacer's module re-exports these names; resolved on first use.
-from spacer_worker._exports import lazy_exports  # noqa: E402
+from spacer_worker import lazy_exports  # noqa: E402
 
 __getattr__, __dir__ = lazy_exports(__name__, {
     'ConfigError': 'spacer_worker.exceptions:ConfigError',

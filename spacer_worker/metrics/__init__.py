@@ -14,7 +14,7 @@ Two endpoints, both off unless asked for, both bound to 127.0.0.1 unless
 * **queues** (``spacer-worker metrics``): one exporter per deployment reads
   queue lengths per queue and priority, the oldest waiting job's age and the
   live workers (leases) from Redis at each scrape
-  (:mod:`spacer_worker.metrics.queues`).
+  (:mod:`spacer_worker.celery.queues`).
 
 ``METRICS`` below is the one list of metric names; the Grafana dashboard and
 the alert rules in docs/ and config/ use only these (a test checks).

@@ -3,7 +3,7 @@
 The bodies are grouped by what they read: :mod:`.images` (pixels:
 extract_features, classify_image) and :mod:`.features` (feature files:
 train_classifier, classify_features). Worker side: the Celery adapters in
-:mod:`spacer_worker.worker.tasks` call these; clients never import them.
+:mod:`spacer_worker.worker.adapters` call these; clients never import them.
 """
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ from collections.abc import Callable
 from typing import Any
 
 from spacer_worker.constants import TaskName
-from spacer_worker.contract import JobMsg, JobReturnMsg
 from spacer_worker.exceptions import MessageError
-from spacer_worker.failures import failure_text, time_limit_behind
+from spacer_worker.exceptions.failures import failure_text, time_limit_behind
+from spacer_worker.messages.table import JobMsg, JobReturnMsg
 from spacer_worker.tasks.features import classify_features, train_classifier
 from spacer_worker.tasks.images import classify_image, extract_features
 
@@ -29,7 +29,7 @@ logger = logging.getLogger(__name__)
 
 ProgressCallback = Callable[..., None]
 
-# The body of each contract task (spacer_worker.contract.TASKS).
+# The body of each contract task (spacer_worker.messages.table.TASKS).
 TASK_FUNCTIONS: dict[str, Callable[..., Any]] = {
     TaskName.EXTRACT_FEATURES: extract_features,
     TaskName.TRAIN_CLASSIFIER: train_classifier,
@@ -61,12 +61,12 @@ def process_job(job_msg: JobMsg,
 
     As in PySpacer, a failure is reported in the return message (the
     traceback text, ending in PySpacer's class path and the message: see
-    :mod:`spacer_worker.failures`) rather than raised, so a job queue always gets an answer.
+    :mod:`spacer_worker.exceptions.failures`) rather than raised, so a job queue always gets an answer.
     ``progress(done=i, total=n)`` is called after each task of the job.
     Errors of the ``reraise`` types propagate instead (the Celery adapter
     passes TransientError, to retry the job before answering ok=False), and
     so does a worker's soft time limit, even where a handler re-raised it
-    as another error (:func:`spacer_worker.failures.time_limit_behind`).
+    as another error (:func:`spacer_worker.exceptions.failures.time_limit_behind`).
     ``admit()``, when given, runs first; its error is answered the same way
     (the adapter checks a broker message's locations and bounds with it).
     """
@@ -108,7 +108,7 @@ def process_job(job_msg: JobMsg,
 
 def _error_text(error: BaseException) -> str:
     """PySpacer's error_message for a failed job task: the traceback,
-    ending in PySpacer's class path (:mod:`spacer_worker.failures`).
+    ending in PySpacer's class path (:mod:`spacer_worker.exceptions.failures`).
 
     For a broker message (sandbox active) without the causes below our
     own error: a decoder's message may quote the bytes it choked on.
@@ -119,7 +119,7 @@ def _error_text(error: BaseException) -> str:
 
 
 # PySpacer's module re-exports these names; resolved on first use.
-from spacer_worker._exports import lazy_exports  # noqa: E402
+from spacer_worker import lazy_exports  # noqa: E402
 
 __getattr__, __dir__ = lazy_exports(__name__, {
     'ImageFeatures': 'spacer_worker.data_classes:ImageFeatures',

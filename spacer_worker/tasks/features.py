@@ -16,16 +16,19 @@ from typing import Any
 import numpy as np
 
 from spacer_worker import config
+from spacer_worker.classification.model_cache import load_classifier_cached
+from spacer_worker.classification.scoring import predict_proba
 from spacer_worker.data_classes import ImageFeatures
+from spacer_worker.data_classes.results import (
+    ClassifyReturnMsg,
+    TrainClassifierReturnMsg,
+)
 from spacer_worker.exceptions import PermanentError
-from spacer_worker.failures import time_limit_behind
-from spacer_worker.return_messages import ClassifyReturnMsg, TrainClassifierReturnMsg
+from spacer_worker.exceptions.failures import time_limit_behind
+from spacer_worker.messages.task_messages import ClassifyFeaturesMsg, TrainClassifierMsg
 from spacer_worker.storage import load_classifier, load_features, store_classifier
-from spacer_worker.task_messages import ClassifyFeaturesMsg, TrainClassifierMsg
 from spacer_worker.task_utils import preprocess_labels
 from spacer_worker.training import checkpoint
-from spacer_worker.training.model_cache import load_classifier_cached
-from spacer_worker.training.scoring import predict_proba
 from spacer_worker.training.threads import blas_threads
 from spacer_worker.training.threads import thread_count as blas_thread_count
 

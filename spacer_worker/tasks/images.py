@@ -14,15 +14,18 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING
 
+from spacer_worker.classification.model_cache import load_classifier_cached
 from spacer_worker.data_classes import DataLocation
+from spacer_worker.data_classes.results import (
+    ClassifyReturnMsg,
+    ExtractFeaturesReturnMsg,
+)
 from spacer_worker.extractors.checks import check_extract_inputs, check_point_count
-from spacer_worker.return_messages import ClassifyReturnMsg, ExtractFeaturesReturnMsg
+from spacer_worker.messages.task_messages import ClassifyImageMsg, ExtractFeaturesMsg
 from spacer_worker.storage import open_image
 from spacer_worker.storage.blobs import describe
 from spacer_worker.storage.pixel_arrays import row_decoder
-from spacer_worker.task_messages import ClassifyImageMsg, ExtractFeaturesMsg
 from spacer_worker.tasks.features import score_features
-from spacer_worker.training.model_cache import load_classifier_cached
 
 if TYPE_CHECKING:
     from PIL.Image import Image

@@ -69,8 +69,8 @@ def job_hash(msg: Any) -> str:
 
 def location_for(msg: Any, digest: str) -> Any | None:
     """Where the checkpoint of ``msg`` lives, or None when off."""
+    from spacer_worker.celery.payloads import PayloadRoot
     from spacer_worker.data_classes import DataLocation
-    from spacer_worker.payloads import PayloadRoot
 
     setting = (config.get('TRAINING_CHECKPOINT') or BESIDE_MODEL).strip()
     name = f'checkpoint-{digest[:32]}'

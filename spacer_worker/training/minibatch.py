@@ -28,8 +28,8 @@ from sklearn.neural_network import MLPClassifier
 from spacer_worker import config
 from spacer_worker.constants import ClassifierType
 from spacer_worker.data_classes import ValResults
+from spacer_worker.data_classes.results import TrainClassifierReturnMsg
 from spacer_worker.exceptions import ConfigError, MessageError
-from spacer_worker.return_messages import TrainClassifierReturnMsg
 from spacer_worker.training import checkpoint
 from spacer_worker.training.adam import restore, use_in_place_adam
 from spacer_worker.training.calibration import calibrate_prefit

@@ -6,7 +6,7 @@ oversubscribed worker several times slower. A task with cores to itself
 should use them: a second thread makes the 200 x 1280 x 200 mini-batch
 products of an MLP training ~1.7x faster (95 -> 166 GFLOP/s here), the
 whole training ~1.4x. So by default (0) a task gets the CPUs divided by
-the tasks its worker runs at once (``spacer_worker.pool``), and every CPU
+the tasks its worker runs at once (``spacer_worker.config.pool``), and every CPU
 outside a worker.
 
 Inside an MLP's mini-batch steps (:func:`step_threads`) only NumPy's BLAS
@@ -29,8 +29,8 @@ from typing import Any
 from threadpoolctl import ThreadpoolController
 
 from spacer_worker import config
+from spacer_worker.config.pool import tasks_at_once
 from spacer_worker.exceptions import ConfigError
-from spacer_worker.pool import tasks_at_once
 
 _lock = threading.Lock()
 _controller: Any = None

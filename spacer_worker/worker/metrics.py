@@ -32,7 +32,7 @@ from celery.signals import (
 )
 
 from spacer_worker.constants import QueueKind
-from spacer_worker.contract import PROCESS_JOB, TASKS
+from spacer_worker.messages.table import PROCESS_JOB, TASKS
 from spacer_worker.metrics import recording
 
 logger = logging.getLogger(__name__)
@@ -72,7 +72,7 @@ def error_class(exc: BaseException | None) -> str:
 def job_error_class(text: str) -> str:
     """The class a failed job's error_message names: ours if it is in the
     traceback, else the last line's (PySpacer's)."""
-    from spacer_worker.failures import error_class as wire_class
+    from spacer_worker.exceptions.failures import error_class as wire_class
     ours = _OUR_ERROR.findall(text or '')
     if ours:
         return ours[-1]

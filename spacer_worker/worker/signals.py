@@ -31,9 +31,9 @@ from celery.signals import (
 )
 
 from spacer_worker import config
+from spacer_worker.config.pool import set_tasks_at_once
 from spacer_worker.exceptions import ConfigError
 from spacer_worker.extractors import FeatureExtractor
-from spacer_worker.pool import set_tasks_at_once
 
 logger = logging.getLogger(__name__)
 
@@ -145,15 +145,15 @@ def _record_pool_size(sender: Any = None, **_: Any) -> None:
 @worker_init.connect
 def _configure_logging(**_: Any) -> None:
     # LOG_DESTINATION / LOG_LEVEL / LOG_FORMAT, before the pool forks, so
-    # every child logs the same way (spacer_worker.logs).
-    from spacer_worker.logs import configure_logging
+    # every child logs the same way (spacer_worker.config.logs).
+    from spacer_worker.config.logs import configure_logging
     configure_logging()
 
 
 @task_prerun.connect
 def _task_log_context(task_id: str | None = None, task: Any = None,
                       args: Any = None, **_: Any) -> None:
-    from spacer_worker.logs import start_task
+    from spacer_worker.config.logs import start_task
 
     request = getattr(task, 'request', None)
     delivery = getattr(request, 'delivery_info', None) or {}
@@ -165,5 +165,5 @@ def _task_log_context(task_id: str | None = None, task: Any = None,
 
 @task_postrun.connect
 def _task_log_done(state: str | None = None, **_: Any) -> None:
-    from spacer_worker.logs import finish_task
+    from spacer_worker.config.logs import finish_task
     finish_task(state)

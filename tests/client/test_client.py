@@ -1,4 +1,4 @@
-"""spacer_worker.client against a real Redis and a real celery worker."""
+"""spacer_worker.client.jobs against a real Redis and a real celery worker."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from spacer_worker.client import Client, JobHandle, JobState
+from spacer_worker.client.jobs import Client, JobHandle, JobState
 from spacer_worker.exceptions import DataNotFoundError, JobFailedError, MessageError
 from spacer_worker.messages import JobMsg
 from tests.client.helpers import extract_msg, write_image
@@ -124,7 +124,7 @@ def test_client_runs_without_heavy_libraries(redis_url, celery_worker,
                                           'boto3', 'scipy'):
                     raise ImportError('blocked: ' + name)
         sys.meta_path.insert(0, Block())
-        from spacer_worker.client import Client
+        from spacer_worker.client.jobs import Client
         from spacer_worker.data_classes import DataLocation
         from spacer_worker.extractors import DummyExtractor
         from spacer_worker.messages import ExtractFeaturesMsg

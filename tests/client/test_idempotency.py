@@ -10,8 +10,8 @@ import uuid
 import pytest
 
 from spacer_worker.celery import PRIORITY_STEPS, create_app
-from spacer_worker.client import Client
-from spacer_worker.contrib.coralnet import CeleryQueue
+from spacer_worker.client.coralnet import CeleryQueue
+from spacer_worker.client.jobs import Client
 from tests.client.helpers import extract_job, extract_msg, write_image
 
 

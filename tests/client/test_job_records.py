@@ -13,8 +13,8 @@ import uuid
 
 import pytest
 
-from spacer_worker.client import Client, JobState
-from spacer_worker.contrib.coralnet import CeleryQueue
+from spacer_worker.client.coralnet import CeleryQueue
+from spacer_worker.client.jobs import Client, JobState
 from tests.client.helpers import extract_job, write_image
 from tests.services import wait_for
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 import uuid
 
-from spacer_worker.metrics.queues import broker_redis, read_broker
+from spacer_worker.celery.queues import broker_redis, read_broker
 
 
 def test_lengths_and_the_oldest_large_message(app):

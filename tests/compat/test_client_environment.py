@@ -12,7 +12,7 @@ from __future__ import annotations
 import sys
 import time
 
-from spacer_worker.contrib.coralnet import CeleryQueue
+from spacer_worker.client.coralnet import CeleryQueue
 from spacer_worker.data_classes import DataLocation, ImageFeatures, ImageLabels
 from spacer_worker.messages import JobMsg, JobReturnMsg, TrainClassifierMsg
 from spacer_worker.task_utils import SplitMode, preprocess_labels

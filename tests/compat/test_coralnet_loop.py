@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 
-from spacer_worker.client import Client
+from spacer_worker.client.jobs import Client
 from tests.compat.test_failure_classes import http_root  # noqa: F401
 from tests.services import base_env, run_django, wait_for
 
@@ -86,8 +86,8 @@ def test_coralnet_sorts_every_failure_by_its_class(
 
 def test_a_job_out_of_time_ends_in_a_classifiable_line(app, start_worker,
                                                        tmp_path):
-    from spacer_worker import failures
-    from spacer_worker.contrib.coralnet import CeleryQueue
+    from spacer_worker.client.coralnet import CeleryQueue
+    from spacer_worker.exceptions import failures
     from tests.compat.test_failure_classes import _stale_training_job
     from tests.training.conftest import random_labels
 

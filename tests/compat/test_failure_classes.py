@@ -16,8 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from spacer_worker import exceptions, failures
+from spacer_worker import exceptions
 from spacer_worker.data_classes import DataLocation
+from spacer_worker.exceptions import failures
 from spacer_worker.messages import JobMsg, JobReturnMsg, TrainClassifierMsg
 from spacer_worker.tasks import process_job
 from tests.client.helpers import extract_msg, write_image

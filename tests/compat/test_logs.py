@@ -8,7 +8,7 @@ import logging
 
 import pytest
 
-from spacer_worker import logs
+from spacer_worker.config import logs
 from spacer_worker.exceptions import ConfigError
 from tests.builders import extract_msg
 from tests.services import wait_for

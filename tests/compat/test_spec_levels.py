@@ -10,7 +10,7 @@ import json
 import pytest
 
 from spacer_worker.celery import send_options
-from spacer_worker.contrib.coralnet import CeleryQueue
+from spacer_worker.client.coralnet import CeleryQueue
 from spacer_worker.exceptions import MessageError
 from tests.client.helpers import extract_job
 

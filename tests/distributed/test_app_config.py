@@ -64,7 +64,7 @@ def test_each_queue_has_its_own_exchange_and_routing_key():
     # key: workers on the train queue must not see extraction work.
     from spacer_worker.celery import build_config, queue_name
     from spacer_worker.constants import HIGH_SPEC_KINDS, QueueKind
-    from spacer_worker.contract import TASKS
+    from spacer_worker.messages.table import TASKS
 
     # Every kind a contract task goes to, and every high-spec kind, has a
     # queue: the kinds are the QueueKind table.
@@ -80,7 +80,7 @@ def test_each_queue_has_its_own_exchange_and_routing_key():
 
 
 def test_training_progress_is_published_with_plain_numbers():
-    from spacer_worker.worker.tasks import SpacerTask
+    from spacer_worker.worker.adapters import SpacerTask
 
     published = []
 
@@ -110,7 +110,7 @@ def test_a_soft_time_limit_inside_kombus_serializer_still_reads_as_one(
     from celery.utils.threads import LocalStack
     from kombu import serialization
 
-    from spacer_worker.worker.tasks import SpacerTask
+    from spacer_worker.worker.adapters import SpacerTask
 
     def interrupted(*_args):
         raise SoftTimeLimitExceeded()
@@ -141,7 +141,7 @@ def test_a_soft_time_limit_inside_kombus_serializer_still_reads_as_one(
 
 def test_payloads_that_are_not_messages_are_refused_by_name():
     from spacer_worker.messages import ClassifyFeaturesMsg, ExtractFeaturesMsg
-    from spacer_worker.worker.tasks import decode_payload
+    from spacer_worker.worker.adapters import decode_payload
     with pytest.raises(MessageError, match='not valid JSON'):
         decode_payload('spacer.x', ExtractFeaturesMsg, '{oops')
     with pytest.raises(MessageError, match='got int'):

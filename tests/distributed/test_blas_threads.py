@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 import re
 
-from spacer_worker.client import Client
+from spacer_worker.client.jobs import Client
 from tests.builders import train_msg
 
 

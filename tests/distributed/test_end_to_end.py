@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import json
 
-from spacer_worker.client import Client
-from spacer_worker.demo import make_data, run_pipeline
+from spacer_worker.cli.demo import make_data, run_pipeline
+from spacer_worker.client.jobs import Client
 
 
 def test_pipeline_through_redis_on_real_images(app, start_worker, tmp_path):

@@ -12,7 +12,7 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from spacer_worker.client import Client
+from spacer_worker.client.jobs import Client
 from spacer_worker.data_classes import DataLocation
 from spacer_worker.messages import ClassifyFeaturesMsg, TrainClassifierMsg
 from spacer_worker.task_utils import SplitMode, preprocess_labels
@@ -243,7 +243,7 @@ def test_lease_restores_are_counted(app, start_worker, metrics_env, data_dir,
 
 
 def test_the_queue_view_counts_the_leases_the_workers_write():
-    from spacer_worker.metrics.queues import LEASE_PATTERN
+    from spacer_worker.celery.queues import LEASE_PATTERN
     from spacer_worker.worker.leases import LEASE_KEY
     assert LEASE_PATTERN == LEASE_KEY.format('*')
 
@@ -337,7 +337,7 @@ def test_prometheus_answers_every_dashboard_query_from_real_workers(
                 for r in answers[title][0]}
     assert list(values('Workers alive').values()) == [1.0]
     assert list(values('Worker hosts up').values()) == [1.0]
-    from spacer_worker.metrics.queues import known_queues
+    from spacer_worker.celery.queues import known_queues
     assert set(values('Queue depth')) == {
         json.dumps({'queue': q}) for q in known_queues()}
     assert {'extract', 'train', 'classify'} <= set(known_queues())
@@ -352,7 +352,7 @@ def test_prometheus_answers_every_dashboard_query_from_real_workers(
 
 def test_a_task_cancelled_while_running_is_counted_and_not_in_flight(
         app, start_worker, metrics_env, tmp_path, redis_db):
-    from spacer_worker.client import JobState
+    from spacer_worker.client.jobs import JobState
     from tests.services import runs
 
     port, env = metrics_env

@@ -11,9 +11,9 @@ import uuid
 
 import pytest
 
-from spacer_worker import payloads
-from spacer_worker.client import Client, JobState
-from spacer_worker.contrib.coralnet import CeleryQueue
+from spacer_worker.celery import payloads
+from spacer_worker.client.coralnet import CeleryQueue
+from spacer_worker.client.jobs import Client, JobState
 from spacer_worker.messages import JobMsg, JobReturnMsg, TrainClassifierReturnMsg
 from tests.builders import train_msg
 from tests.services import wait_for

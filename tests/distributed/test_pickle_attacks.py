@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from spacer_worker.client import Client
+from spacer_worker.client.jobs import Client
 from spacer_worker.data_classes import DataLocation, ImageFeatures, ImageLabels
 from spacer_worker.exceptions import ClassifierLoadError
 from spacer_worker.messages import (

@@ -10,9 +10,9 @@ import uuid
 import pytest
 from kombu import Connection, Producer
 
-from spacer_worker import failures
-from spacer_worker.client import Client
+from spacer_worker.client.jobs import Client
 from spacer_worker.data_classes import ImageFeatures
+from spacer_worker.exceptions import failures
 from spacer_worker.messages import (
     ClassifyReturnMsg,
     ExtractFeaturesReturnMsg,

@@ -16,10 +16,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from spacer_worker import failures
-from spacer_worker.client import Client
+from spacer_worker.client.jobs import Client
 from spacer_worker.data_classes import DataLocation, ImageFeatures
-from spacer_worker.exceptions import JobFailedError
+from spacer_worker.exceptions import JobFailedError, failures
 from spacer_worker.messages import (
     ClassifyFeaturesMsg,
     ExtractFeaturesMsg,

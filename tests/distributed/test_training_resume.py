@@ -11,7 +11,7 @@ import time
 
 import numpy as np
 
-from spacer_worker.client import Client, JobState
+from spacer_worker.client.jobs import Client, JobState
 from spacer_worker.messages import TrainClassifierMsg, TrainingTaskLabels
 from spacer_worker.storage import load_classifier, load_features
 from spacer_worker.tasks import train_classifier

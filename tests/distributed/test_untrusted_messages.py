@@ -26,8 +26,8 @@ import pytest
 
 from spacer_worker import exceptions
 from spacer_worker.data_classes import DataLocation
+from spacer_worker.exceptions.failures import error_class
 from spacer_worker.extractors import DummyExtractor
-from spacer_worker.failures import error_class
 from spacer_worker.messages import (
     ExtractFeaturesMsg,
     ExtractFeaturesReturnMsg,

@@ -10,8 +10,9 @@ import sys
 
 import pytest
 
-from spacer_worker import codec
-from spacer_worker.codec import (
+from spacer_worker.constants import ClassifierType
+from spacer_worker.data_classes import codec
+from spacer_worker.data_classes.codec import (
     INT,
     OPT_STR,
     STR,
@@ -25,7 +26,6 @@ from spacer_worker.codec import (
     field,
     resolve_class,
 )
-from spacer_worker.constants import ClassifierType
 from spacer_worker.exceptions import MessageError, UnknownClassError
 
 

@@ -27,7 +27,7 @@ from hypothesis import strategies as st
 
 from spacer_worker import data_classes, extractors, messages, train_classifier
 from spacer_worker.exceptions import MessageError
-from spacer_worker.worker.tasks import decode_payload
+from spacer_worker.worker.adapters import decode_payload
 from tests.messages.cases import LEGACY_PAYLOADS, build_cases
 
 # Per decoder for random JSON; x20 mutated PySpacer JSON; x10 edited text

@@ -14,7 +14,6 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from spacer_worker.admission import admit, locations
 from spacer_worker.data_classes import DataLocation
 from spacer_worker.exceptions import (
     ConfigError,
@@ -35,6 +34,7 @@ from spacer_worker.storage.sandbox import (
     in_context,
     untrusted,
 )
+from spacer_worker.worker.admission import admit, locations
 
 
 def fs(path) -> DataLocation:

@@ -8,9 +8,9 @@ from sklearn.calibration import CalibratedClassifierCV, _sigmoid_calibration
 from sklearn.linear_model import SGDClassifier
 from sklearn.neural_network import MLPClassifier
 
+from spacer_worker.classification.scoring import predict_proba
 from spacer_worker.storage.classifiers import dump_classifier, parse_classifier
 from spacer_worker.training.calibration import calibrate_prefit, fit_sigmoids
-from spacer_worker.training.scoring import predict_proba
 
 
 def _prefit(kind: str, classes: int):

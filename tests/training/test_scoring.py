@@ -8,7 +8,7 @@ from sklearn.calibration import CalibratedClassifierCV
 from sklearn.linear_model import SGDClassifier
 from sklearn.neural_network import MLPClassifier
 
-from spacer_worker.training.scoring import _calibrated_parts, predict_proba
+from spacer_worker.classification.scoring import _calibrated_parts, predict_proba
 
 
 def _calibrated(kind: str, classes: int, dtype=np.float64):

@@ -7,7 +7,7 @@ import os
 import pytest
 from threadpoolctl import threadpool_info
 
-from spacer_worker import pool
+from spacer_worker.config import pool
 from spacer_worker.exceptions import ConfigError
 from spacer_worker.training.threads import blas_threads, thread_count
 

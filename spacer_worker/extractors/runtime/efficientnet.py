@@ -7,9 +7,9 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from spacer_worker.data_classes import ImageFeatures
+from spacer_worker.data_classes.results import ExtractFeaturesReturnMsg
 from spacer_worker.extractors.checks import check_extract_inputs
 from spacer_worker.extractors.runtime import shared
-from spacer_worker.return_messages import ExtractFeaturesReturnMsg
 
 if TYPE_CHECKING:
     from PIL.Image import Image

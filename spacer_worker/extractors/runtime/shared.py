@@ -573,7 +573,7 @@ class NetworkServer:
 def serve(path: str, authkey: bytes, parent: int | None = None) -> None:
     """The server process's body: listen at ``path`` until stopped (or
     until the process that started it is gone)."""
-    from spacer_worker.logs import configure_logging
+    from spacer_worker.config.logs import configure_logging
     # Its stderr is the worker's: its lines land in the worker's log.
     configure_logging(default_destination='console')
     listener = Listener(path, family='AF_UNIX', authkey=authkey)

@@ -33,11 +33,11 @@ from tqdm import tqdm
 from spacer_worker import config
 from spacer_worker.celery import app
 from spacer_worker.celery import queue_name as queue_of
-from spacer_worker.client import Client, decode_result, raise_for_status
+from spacer_worker.celery.health import check
+from spacer_worker.client.jobs import Client, decode_result, raise_for_status
 from spacer_worker.data_classes import DataLocation, ImageLabels, ValResults
 from spacer_worker.extractors import EfficientNetExtractor
 from spacer_worker.extractors.runtime.calibration import make_calibrated_weights
-from spacer_worker.health import check
 from spacer_worker.messages import (
     ClassifyFeaturesMsg,
     ExtractFeaturesMsg,

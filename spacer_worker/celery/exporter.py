@@ -14,8 +14,8 @@ from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from spacer_worker.celery.queues import BrokerView, broker_redis, read_broker
 from spacer_worker.metrics import METRICS
-from spacer_worker.metrics.queues import BrokerView, broker_redis, read_broker
 
 logger = logging.getLogger(__name__)
 

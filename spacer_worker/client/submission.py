@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from spacer_worker import config
-from spacer_worker._compat import StrEnum
+from spacer_worker.constants import StrEnum
 from spacer_worker.exceptions import ConfigError, MessageError
 
 KEY_PREFIX = 'spacer:submit:'

@@ -59,7 +59,7 @@ On the wire (``JobReturnMsg.error_message``, a task's FAILURE) every error
 is shown under PySpacer's class path, because CoralNet sorts failures by the
 last line of that text. ``wire_class`` on each class below is that one
 table; a new subclass inherits its parent's entry (the URL errors all read
-``spacer.exceptions.URLDownloadError``). :mod:`spacer_worker.failures`
+``spacer.exceptions.URLDownloadError``). :mod:`spacer_worker.exceptions.failures`
 turns an error into that text; our own class stays in the traceback above
 the last line.
 """
@@ -100,7 +100,7 @@ class UnknownClassError(MessageError):
 
 
 class PayloadError(MessageError):
-    """A stored-payload reference (spacer_worker.payloads) that a worker
+    """A stored-payload reference (spacer_worker.celery.payloads) that a worker
     must not or cannot follow: outside PAYLOAD_LOCATION, too big, changed."""
 
 

@@ -4,7 +4,7 @@ This module only builds the app. Nothing is read at import: the broker,
 the backend and every setting below come from :mod:`spacer_worker.config`
 when Celery first needs its configuration, so a Django server can import
 it before its settings exist. Routing derives from the task table in
-:mod:`spacer_worker.contract`. The Celery side of a worker lives in
+:mod:`spacer_worker.messages.table`. The Celery side of a worker lives in
 :mod:`spacer_worker.worker` (task adapters, process hooks, consumer, lease
 step); the worker loads it, clients never import it.
 
@@ -38,8 +38,8 @@ from spacer_worker.constants import (
     QueueKind,
     SpecLevel,
 )
-from spacer_worker.contract import PROCESS_JOB, TASKS, by_celery_name
 from spacer_worker.exceptions import MessageError
+from spacer_worker.messages.table import PROCESS_JOB, TASKS, by_celery_name
 
 __all__ = [
     'DEFAULT_PRIORITY', 'EXPEDITE_PRIORITY', 'QueueKind', 'app', 'build_config',
@@ -49,7 +49,7 @@ __all__ = [
 
 
 # Modules only a worker needs; clients never import them.
-WORKER_MODULES = ('spacer_worker.worker.tasks', 'spacer_worker.worker.signals',
+WORKER_MODULES = ('spacer_worker.worker.adapters', 'spacer_worker.worker.signals',
                   'spacer_worker.worker.metrics')
 
 

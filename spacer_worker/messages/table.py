@@ -16,16 +16,24 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
-from spacer_worker.codec import BOOL, OPT_STR, Choice, Codec, ListOf, Nested, field
 from spacer_worker.constants import QueueKind, TaskName
 from spacer_worker.data_classes import DataClass
-from spacer_worker.exceptions import MessageError
-from spacer_worker.return_messages import (
+from spacer_worker.data_classes.codec import (
+    BOOL,
+    OPT_STR,
+    Choice,
+    Codec,
+    ListOf,
+    Nested,
+    field,
+)
+from spacer_worker.data_classes.results import (
     ClassifyReturnMsg,
     ExtractFeaturesReturnMsg,
     TrainClassifierReturnMsg,
 )
-from spacer_worker.task_messages import (
+from spacer_worker.exceptions import MessageError
+from spacer_worker.messages.task_messages import (
     ClassifyFeaturesMsg,
     ClassifyImageMsg,
     ExtractFeaturesMsg,

@@ -17,7 +17,7 @@ from contextlib import ContextDecorator
 from pathlib import Path
 from typing import Any
 
-from spacer_worker import config
+from spacer_worker.config import settings
 from spacer_worker.exceptions import ConfigError
 
 logger = logging.getLogger('spacer_worker.config')
@@ -33,7 +33,7 @@ CONFIGURABLE_VARS = [
     'MAX_POINTS_PER_IMAGE', 'TRAINING_BATCH_LABEL_COUNT',
 ]
 
-APP_DIR = Path(__file__).resolve().parent
+APP_DIR = Path(__file__).resolve().parent.parent  # the package, as PySpacer's
 
 
 def filter_warnings() -> None:
@@ -45,8 +45,8 @@ def filter_warnings() -> None:
 
 
 def get_config_detection_result() -> str:
-    found = 'found' if config._secrets() else 'not found'
-    django = 'found' if config._django_settings() else 'not found'
+    found = 'found' if settings._secrets() else 'not found'
+    django = 'found' if settings._django_settings() else 'not found'
     return f'Secrets file {found}. SPACER Django setting {django}.'
 
 
@@ -72,14 +72,14 @@ def get_config_value(key: str, value_type: type = str,
     def given(value: Any) -> bool:
         return value not in ('', None)
 
-    value = os.environ.get(config.ENV_PREFIX + key)
+    value = os.environ.get(settings.ENV_PREFIX + key)
     if given(value):
         return _cast(key, value, value_type)
-    secrets = config._secrets()
+    secrets = settings._secrets()
     if secrets is not None:
         value = secrets.get(key)
     else:
-        value = (config._django_settings() or {}).get(key)
+        value = (settings._django_settings() or {}).get(key)
     if given(value):
         return _cast(key, value, value_type)
     if default == _NO_DEFAULT:
@@ -110,17 +110,17 @@ def check() -> None:
     (secrets redacted)."""
     print(get_config_detection_result())
     for name in CONFIGURABLE_VARS:
-        print(f'{name}: {config.redact(name, config.get(name))}')
+        print(f'{name}: {settings.redact(name, settings.get(name))}')
 
 
 #: Module values of ``spacer.config``, computed when read.
 COMPUTED: dict[str, Callable[[], Any]] = {
     'APP_DIR': lambda: APP_DIR,
     'REPO_DIR': lambda: APP_DIR.parent,
-    'SECRETS_PATH': lambda: config.secrets_path() or APP_DIR.parent /
+    'SECRETS_PATH': lambda: settings.secrets_path() or APP_DIR.parent /
     'secrets.json',
-    'SECRETS': lambda: config._secrets(),
-    'SETTINGS_FROM_DJANGO': lambda: config._django_settings(),
+    'SECRETS': lambda: settings._secrets(),
+    'SETTINGS_FROM_DJANGO': lambda: settings._django_settings(),
     'LOCAL_FIXTURE_DIR': lambda: str(APP_DIR / 'tests' / 'fixtures'),
     'HAS_CAFFE': lambda: importlib.util.find_spec('caffe') is not None,
 }

@@ -25,11 +25,11 @@ from collections.abc import Sequence
 from typing import Any
 
 from spacer_worker import config
-from spacer_worker.client import Client
+from spacer_worker.celery.health import check
+from spacer_worker.client.jobs import Client
 from spacer_worker.constants import TaskName
-from spacer_worker.contract import PROCESS_JOB, TASKS
 from spacer_worker.exceptions import SpacerError
-from spacer_worker.health import check
+from spacer_worker.messages.table import PROCESS_JOB, TASKS
 
 # --task NAME -> message class, from the contract table.
 _TASK_CHOICES: dict[str, type] = {
@@ -161,7 +161,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def _queue_status(args: argparse.Namespace) -> int:
     from spacer_worker import config
-    from spacer_worker.metrics.queues import (
+    from spacer_worker.celery.queues import (
         broker_redis,
         format_view,
         known_queues,
@@ -191,8 +191,8 @@ def _queue_status(args: argparse.Namespace) -> int:
 def cmd_metrics(args: argparse.Namespace) -> int:
     from spacer_worker import config
     from spacer_worker.celery import app
-    from spacer_worker.metrics.exporter import serve
-    from spacer_worker.metrics.queues import known_queues
+    from spacer_worker.celery.exporter import serve
+    from spacer_worker.celery.queues import known_queues
 
     queues = known_queues(args.queue or ())
     port = args.port if args.port is not None else \
@@ -277,7 +277,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from spacer_worker.demo import run_demo  # needs the worker extra
+    from spacer_worker.cli.demo import run_demo  # needs the worker extra
     try:
         report = run_demo(out_dir=args.out, images=args.images,
                           points=args.points, epochs=args.epochs,

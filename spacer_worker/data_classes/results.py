@@ -1,8 +1,10 @@
-"""What each task answers: PySpacer's return messages.
+"""Results: PySpacer's ValResults and what each task answers (the return
+messages).
 
-They depend only on the codec and the data classes, so the parts that build
-them (extractors, trainers, task bodies) import them at module level.
-Import them from :mod:`spacer_worker.messages`, PySpacer's path.
+They depend only on the codec and the base data classes, so the parts that
+build them (extractors, trainers, task bodies) import them at module level.
+Import the return messages from :mod:`spacer_worker.messages` and
+ValResults from :mod:`spacer_worker.data_classes`, PySpacer's paths.
 """
 
 from __future__ import annotations
@@ -10,20 +12,57 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from spacer_worker.codec import (
+from spacer_worker.data_classes.base import COL, ROW, DataClass, LabelId
+from spacer_worker.data_classes.codec import (
     BOOL,
     FLOATS,
     LABEL_ID,
     NUMBER,
     ListOf,
     Optional,
+    Scalar,
     TupleOf,
     field,
 )
-from spacer_worker.data_classes import COL, ROW, DataClass, LabelId
+from spacer_worker.exceptions import MessageError
 
 __all__ = ['ClassifyReturnMsg', 'ExtractFeaturesReturnMsg',
-           'TrainClassifierReturnMsg']
+           'TrainClassifierReturnMsg', 'ValResults']
+
+INDEX = Scalar(int, name='an integer')
+
+
+@dataclasses.dataclass(eq=True)
+class ValResults(DataClass):
+    """Validation results; ``gt``/``est`` index into ``classes``."""
+
+    scores: list[float] = field(FLOATS)
+    gt: list[int] = field(ListOf(INDEX, what='class indices'))
+    est: list[int] = field(ListOf(INDEX, what='class indices'))
+    classes: list[LabelId] = field(ListOf(LABEL_ID, what='label ids'))
+
+    def validate(self) -> None:
+        if not (len(self.gt) == len(self.est) == len(self.scores)):
+            raise MessageError(
+                f'ValResults: scores, gt and est must have the same length, '
+                f'got {len(self.scores)}, {len(self.gt)}, {len(self.est)}.')
+        if not self.gt:
+            raise MessageError('ValResults: gt is empty (no validation '
+                               'points).')
+        for name in ('gt', 'est'):
+            values = getattr(self, name)
+            bad = next((v for v in values
+                        if not 0 <= v < len(self.classes)), None)
+            if bad is not None:
+                raise MessageError(
+                    f'ValResults.{name}: index {bad} out of range for '
+                    f'{len(self.classes)} classes.')
+
+    @classmethod
+    def example(cls) -> ValResults:
+        return cls(scores=[.9, .8, .7], gt=[0, 1, 0], est=[0, 1, 1],
+                   classes=[121, 1222])
+
 
 SCORE = TupleOf(Optional(ROW), Optional(COL), FLOATS,
                 what='(row, col, scores) triple')

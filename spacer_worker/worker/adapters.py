@@ -1,6 +1,6 @@
 """Celery tasks named ``spacer.*``: thin adapters over spacer_worker.tasks.
 
-One adapter per row of :data:`spacer_worker.contract.TASKS`, registered
+One adapter per row of :data:`spacer_worker.messages.table.TASKS`, registered
 under the row's Celery name, plus ``spacer.process_job``.
 
 Each adapter takes the PySpacer JSON serialization of a message, builds
@@ -13,7 +13,7 @@ Failures:
 * bad input (any :class:`PermanentError`, a payload that is not a valid
   message) fails at once: FAILURE under PySpacer's class path for the
   error (``spacer.exceptions.DataLimitError``...; see
-  :mod:`spacer_worker.failures`), our own error as its cause;
+  :mod:`spacer_worker.exceptions.failures`), our own error as its cause;
 * a :class:`TransientError` (storage or network hiccup) is retried with
   exponential backoff and full jitter, ``TASK_MAX_RETRIES`` times, then
   fails with that error;
@@ -22,7 +22,7 @@ Failures:
 
 Messages from the broker are untrusted: each task body runs inside
 :func:`spacer_worker.storage.sandbox.untrusted` (the operator's storage
-allowlists) after :func:`spacer_worker.admission.admit` checked the
+allowlists) after :func:`spacer_worker.worker.admission.admit` checked the
 message's locations and bounds. The task functions themselves trust their
 caller, as PySpacer's do.
 
@@ -44,17 +44,18 @@ from celery import Task, shared_task
 from celery.exceptions import SoftTimeLimitExceeded
 from kombu.exceptions import SerializationError
 
-from spacer_worker import payloads, tasks
-from spacer_worker.admission import admit, check_payload_size
-from spacer_worker.codec import show
+from spacer_worker import tasks
+from spacer_worker.celery import payloads
 from spacer_worker.constants import TaskName
-from spacer_worker.contract import PROCESS_JOB, TASKS, JobReturnMsg
-from spacer_worker.contract import Task as ContractTask
+from spacer_worker.data_classes.codec import show
 from spacer_worker.exceptions import MessageError, SpacerError, TransientError
-from spacer_worker.failures import failure_text, time_limit_behind, to_wire
+from spacer_worker.exceptions.failures import failure_text, time_limit_behind, to_wire
+from spacer_worker.messages.table import PROCESS_JOB, TASKS, JobReturnMsg
+from spacer_worker.messages.table import Task as ContractTask
 from spacer_worker.metrics import recording
 from spacer_worker.storage.sandbox import hide_causes, untrusted
 from spacer_worker.worker import delivery
+from spacer_worker.worker.admission import admit, check_payload_size
 
 logger = logging.getLogger(__name__)
 

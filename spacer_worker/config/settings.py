@@ -303,7 +303,7 @@ def secrets_path() -> Path | None:
     explicit = os.environ.get(ENV_PREFIX + 'SECRETS_PATH')
     if explicit:
         return Path(explicit)
-    for candidate in (Path(__file__).resolve().parent.parent / 'secrets.json',
+    for candidate in (Path(__file__).resolve().parents[2] / 'secrets.json',
                       Path.cwd() / 'secrets.json'):
         if candidate.is_file():
             return candidate
@@ -427,32 +427,3 @@ def broker_url() -> str:
 
 def result_backend_url() -> str:
     return get('RESULT_BACKEND') or broker_url()
-
-
-def __getattr__(name: str) -> Any:
-    # PySpacer-style ``config.MAX_IMAGE_PIXELS``, read at access time.
-    if name in SETTINGS:
-        return get(name)
-    from spacer_worker import pyspacer_config
-    if name in pyspacer_config.COMPUTED:
-        return pyspacer_config.COMPUTED[name]()
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-# PySpacer's config functions (check, get_config_value...), defined there.
-from spacer_worker.pyspacer_config import (  # noqa: E402
-    CONFIGURABLE_VARS,
-    check,
-    filter_warnings,
-    get_config_detection_result,
-    get_config_value,
-    log_entry_and_exit,
-)
-
-__all__ = [
-    'CLASSIFIER_TYPES', 'CONFIGURABLE_VARS', 'SETTINGS', 'STORAGE_TYPES',
-    'TASKS', 'TRAINER_NAMES', 'Setting', 'broker_url', 'check', 'describe',
-    'filter_warnings', 'get', 'get_config_detection_result',
-    'get_config_value', 'log_entry_and_exit', 'lookup', 'redact',
-    'register', 'reload', 'result_backend_url', 'secrets_path',
-]

@@ -3,7 +3,7 @@
 This is what a web server (CoralNet's Django app) imports: it needs only the
 ``client`` extra (celery, kombu, redis), never torch or scikit-learn.
 
-    from spacer_worker.client import Client
+    from spacer_worker.client.jobs import Client
     client = Client()
     handle = client.submit(ExtractFeaturesMsg(...))
     client.status(handle)          # JobStatus(state=PROGRESS, progress={...})
@@ -33,17 +33,18 @@ from typing import Any
 from celery import Celery
 
 from spacer_worker import celery as celery_app
-from spacer_worker import exceptions, failures, payloads
-from spacer_worker._compat import StrEnum
-from spacer_worker.constants import EXPEDITE_PRIORITY, PRIORITY_STEPS
-from spacer_worker.contract import CELERY_NAMES, by_celery_name, for_message
+from spacer_worker import exceptions
+from spacer_worker.celery import payloads
+from spacer_worker.constants import EXPEDITE_PRIORITY, PRIORITY_STEPS, StrEnum
 from spacer_worker.exceptions import (
     ConfigError,
     JobFailedError,
     MessageError,
     ResultLostError,
     SpacerError,
+    failures,
 )
+from spacer_worker.messages.table import CELERY_NAMES, by_celery_name, for_message
 
 # Redis priorities: 0 is served first; senders default to the middle
 # (constants.DEFAULT_PRIORITY), so 0 (EXPEDITE) jumps the queue.
@@ -320,7 +321,7 @@ class Client:
 
     def _claim(self, task: str, payload: Any, task_id: str, queue: str,
                idempotency_key: str | None, pending_ttl: int) -> Any:
-        from spacer_worker import submission
+        from spacer_worker.client import submission
 
         key = submission.dedupe_key(task, payload, idempotency_key)
         mode = submission.dedupe_mode()
@@ -336,7 +337,7 @@ class Client:
                                 submission.dedupe_window(), pending_ttl)
 
     def _unclaim(self, claimed: Any) -> None:
-        from spacer_worker import submission
+        from spacer_worker.client import submission
         backend = self.app.backend
         if claimed.key is not None:
             submission.release(backend, claimed)

@@ -16,7 +16,15 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from spacer_worker.codec import (
+from spacer_worker.constants import ClassifierType, FeatureCache
+from spacer_worker.data_classes import (
+    LOCATION,
+    ROWCOLS,
+    DataClass,
+    DataLocation,
+    ImageLabels,
+)
+from spacer_worker.data_classes.codec import (
     INT,
     STR,
     Choice,
@@ -26,14 +34,6 @@ from spacer_worker.codec import (
     Nested,
     field,
     show,
-)
-from spacer_worker.constants import ClassifierType, FeatureCache
-from spacer_worker.data_classes import (
-    LOCATION,
-    ROWCOLS,
-    DataClass,
-    DataLocation,
-    ImageLabels,
 )
 from spacer_worker.exceptions import MessageError, StorageReadOnlyError
 from spacer_worker.extractors import EfficientNetExtractor, FeatureExtractor

@@ -11,7 +11,7 @@ name, queue, job token and the worker's name; the line logged when a task
 ends carries its duration too. JSON lines hold all of them::
 
     {"time": "2026-12-01T18:00:00.123Z", "level": "INFO",
-     "logger": "spacer_worker.logs", "message": "task finished: SUCCESS",
+     "logger": "spacer_worker.config.logs", "message": "task finished: SUCCESS",
      "task_id": "...", "task_name": "spacer.extract_features",
      "job_token": "img1", "queue": "extract", "worker": "extract@host",
      "duration": 1.234}
@@ -27,7 +27,7 @@ from contextvars import ContextVar
 from datetime import datetime, timezone
 from typing import Any
 
-from spacer_worker import config
+from spacer_worker.config import settings
 from spacer_worker.exceptions import ConfigError
 
 __all__ = ['CONTEXT_FIELDS', 'JsonFormatter', 'TaskContextFilter',
@@ -96,16 +96,16 @@ def configure_logging(destination: str | None = None,
     arguments override them). Returns it, or None when no destination is
     set (logging is then left as the application set it). Calling again
     replaces the handler instead of adding a second one."""
-    destination = destination or config.get('LOG_DESTINATION') or \
+    destination = destination or settings.get('LOG_DESTINATION') or \
         default_destination
-    fmt = (fmt or config.get('LOG_FORMAT') or 'text').strip().lower()
+    fmt = (fmt or settings.get('LOG_FORMAT') or 'text').strip().lower()
     if fmt not in FORMATS:
         raise ConfigError(f"LOG_FORMAT {fmt!r}: expected 'text' or 'json'.")
     if not destination and fmt == 'json':
         destination = 'console'  # asking for JSON means wanting the lines
     if not destination:
         return None
-    level = _level(level if level is not None else config.get('LOG_LEVEL'))
+    level = _level(level if level is not None else settings.get('LOG_LEVEL'))
     if destination == 'console':
         handler: logging.Handler = logging.StreamHandler(sys.stderr)
     else:

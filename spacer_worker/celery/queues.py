@@ -18,7 +18,7 @@ from typing import Any
 
 from spacer_worker import config
 from spacer_worker.celery import QueueKind, queue_name
-from spacer_worker.contrib.coralnet import parse_spec_queues
+from spacer_worker.client.coralnet import parse_spec_queues
 from spacer_worker.exceptions import ConfigError
 
 # kombu.transport.redis: Channel.sep, the unacked hash's default name.
@@ -161,7 +161,7 @@ def format_view(view: BrokerView, now: float | None = None) -> list[str]:
         if depth.waiting == 0:
             oldest = '-'
         elif age is None:
-            oldest = 'unknown (not sent by spacer_worker.client)'
+            oldest = 'unknown (not sent by spacer_worker.client.jobs)'
         else:
             oldest = f'{_duration(age)} ({depth.oldest_id})'
         lines.append(f'{depth.queue:<24} {depth.waiting:>7}  {busy:<30} '
