@@ -166,7 +166,7 @@ def make_classify_data(directory: Path, files: int) -> list[dict]:
 
     from spacer_worker.data_classes import DataLocation, ImageFeatures
     from spacer_worker.messages import ClassifyFeaturesMsg
-    from spacer_worker.storage import store_classifier, store_features
+    from spacer_worker.storage import store_classifier
 
     rng = np.random.default_rng(0)
     dim = 32
@@ -180,9 +180,9 @@ def make_classify_data(directory: Path, files: int) -> list[dict]:
     payloads = []
     for i in range(files):
         loc = DataLocation('filesystem', str(directory / f'f{i}.featurevector'))
-        store_features(loc, ImageFeatures.from_arrays(
+        ImageFeatures.from_arrays(
             list(range(10)), list(range(10)),
-            rng.normal(size=(10, dim)).astype(np.float32)))
+            rng.normal(size=(10, dim)).astype(np.float32)).store(loc)
         payloads.append(ClassifyFeaturesMsg(
             job_token=f'f{i}', feature_loc=loc, classifier_loc=model
         ).serialize())

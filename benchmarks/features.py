@@ -15,7 +15,6 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from spacer_worker.data_classes import DataLocation, ImageFeatures  # noqa: E402
-from spacer_worker.storage import load_features, store_features  # noqa: E402
 from tests.reference import run_reference  # noqa: E402
 
 PYSPACER = '''
@@ -44,10 +43,10 @@ def main(npoints: int = 1000, dim: int = 1280) -> None:
         features = ImageFeatures.from_arrays(range(npoints), range(npoints),
                                              feat)
         t = time.perf_counter()
-        store_features(ours, features)
+        features.store(ours)
         store = time.perf_counter() - t
         t = time.perf_counter()
-        load_features(ours)
+        ImageFeatures.load(ours)
         load = time.perf_counter() - t
         size_theirs = os.path.getsize(theirs)
         size_ours = os.path.getsize(ours.key)

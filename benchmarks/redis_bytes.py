@@ -49,7 +49,6 @@ def write_features(directory: Path, images: int) -> list[str]:
     import numpy as np
 
     from spacer_worker.data_classes import DataLocation, ImageFeatures
-    from spacer_worker.storage import store_features
 
     directory.mkdir(parents=True, exist_ok=True)
     rows = (np.arange(POINTS_PER_IMAGE) // 20) * 50 + 10
@@ -59,8 +58,7 @@ def write_features(directory: Path, images: int) -> list[str]:
     for i in range(images):
         path = str(directory / f'img{i:07d}_a1b2c3d4e5.jpg.featurevector')
         feat = rng.random((POINTS_PER_IMAGE, DIM), dtype=np.float32)
-        store_features(DataLocation('filesystem', path),
-                       ImageFeatures.from_arrays(rows, cols, feat))
+        ImageFeatures.from_arrays(rows, cols, feat).store(DataLocation('filesystem', path))
         paths.append(path)
     return paths
 

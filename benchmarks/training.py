@@ -61,7 +61,6 @@ def _write_image(args: tuple) -> list:
     import numpy as np
 
     from spacer_worker.data_classes import DataLocation, ImageFeatures
-    from spacer_worker.storage import store_features
 
     path, index, points, dim, classes, seed = args
     centers, projection, weights = _class_model(classes, dim, seed)
@@ -72,8 +71,7 @@ def _write_image(args: tuple) -> list:
     feat = np.maximum(z @ projection, 0).astype(np.float32) * 0.5
     rows = (np.arange(points) // 20) * 50 + 10
     cols = (np.arange(points) % 20) * 50 + 10
-    store_features(DataLocation('filesystem', path),
-                   ImageFeatures.from_arrays(rows, cols, feat))
+    ImageFeatures.from_arrays(rows, cols, feat).store(DataLocation('filesystem', path))
     return [(int(r), int(c), int(label) + 1)
             for r, c, label in zip(rows, cols, labels, strict=True)]
 

@@ -33,12 +33,11 @@ def store_non_finite(source: DataLocation, vector: int | slice, column: int,
     ``[vector, column]``, stored at ``target`` (default: in place), as
     broken weights would have written it."""
     from spacer_worker.data_classes import ImageFeatures
-    from spacer_worker.storage import load_features, store_features
-    features = load_features(source)
+    features = ImageFeatures.load(source)
     array = features.feature_array().copy()
     array[vector, column] = value
-    store_features(target or source, ImageFeatures.from_arrays(
-        features.rows, features.cols, array))
+    ImageFeatures.from_arrays(
+        features.rows, features.cols, array).store(target or source)
 
 
 def make_image(path: Path, seed: int = 0, size: int = 64) -> Path:

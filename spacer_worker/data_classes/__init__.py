@@ -49,7 +49,7 @@ from spacer_worker import lazy_exports  # noqa: E402
 __getattr__, __dir__ = lazy_exports(__name__, {
     'RowColumnMismatchError': 'spacer_worker.exceptions:RowColumnMismatchError',
     'RowColumnMissingError': 'spacer_worker.exceptions:RowColumnMissingError',
-    'RemoteStorage': 'spacer_worker.storage.base:RemoteStorage',
+    'RemoteStorage': 'spacer_worker.storage.remote:RemoteStorage',
     'storage_factory': 'spacer_worker.storage.factory:storage_factory',
 }, globals())
 

@@ -18,6 +18,7 @@ from spacer_worker.data_classes.codec import (
     show,
 )
 from spacer_worker.exceptions import (
+    FeatureFileError,
     MessageError,
     RowColumnMismatchError,
     RowColumnMissingError,
@@ -289,28 +290,51 @@ class ImageFeatures:
         return cls.from_arrays(list(range(n)), list(range(n)), feat)
 
     @classmethod
+    def from_bytes(cls, data: bytes,
+                   where: str = 'feature file') -> ImageFeatures:
+        """The features in a feature file's bytes (npz, or legacy JSON);
+        FeatureFileError naming ``where`` when they are malformed."""
+
+        from spacer_worker.storage.features import decode_features
+
+        arrays = decode_features(data, where)
+        try:
+            return cls.from_arrays(
+                arrays.rows if arrays.valid_rowcol else [],
+                arrays.cols if arrays.valid_rowcol else [], arrays.feat,
+                valid_rowcol=arrays.valid_rowcol, npoints=arrays.npoints)
+        except MessageError as e:
+            raise FeatureFileError(f"{where}: {e}") from e
+
+    def to_bytes(self) -> bytes:
+        """PySpacer's npz layout (float32), byte-for-byte reproducible."""
+        from spacer_worker.storage.features import encode_features
+
+        return encode_features(self)
+
+    @classmethod
     def load(cls, loc: DataLocation,
              filesystem_cache: str | None = None) -> ImageFeatures:
         """Read a feature file (npz, or legacy JSON). With
         ``filesystem_cache`` (a directory), a remote file is kept there
         under its key and read from there next time, as in PySpacer."""
-        # The layer above (see the module docstring).
-        from spacer_worker.storage import load_bytes, load_features, store_bytes
-        from spacer_worker.storage.features import decode_features
+        from spacer_worker.storage.blobs import describe, load_bytes, store_bytes
+
         if not filesystem_cache or not loc.is_remote:
-            return load_features(loc)
+            return cls.from_bytes(load_bytes(loc), describe(loc))
         cached = DataLocation('filesystem', _cache_path(filesystem_cache, loc))
         if Path(cached.key).is_file():
-            return load_features(cached)
+            return cls.from_bytes(load_bytes(cached), describe(cached))
         data = load_bytes(loc)
-        features = decode_features(data, f'{loc.storage_type}:{loc.key}')
+        features = cls.from_bytes(data, f'{loc.storage_type}:{loc.key}')
         store_bytes(cached, data)
         return features
 
     def store(self, loc: DataLocation) -> None:
         """Write PySpacer's npz layout, atomically."""
-        from spacer_worker.storage import store_features  # the layer above
-        store_features(loc, self)
+        from spacer_worker.storage.blobs import store_bytes
+
+        store_bytes(loc, self.to_bytes())
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, ImageFeatures):

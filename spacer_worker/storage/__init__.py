@@ -9,7 +9,7 @@ that needs them.
 
 from spacer_worker.aws import get_s3_resource
 from spacer_worker.exceptions import URLDownloadError
-from spacer_worker.storage.base import RemoteStorage, Storage
+from spacer_worker.storage.base import Storage
 from spacer_worker.storage.blobs import load_bytes, store_bytes
 from spacer_worker.storage.classifiers import (
     ClassifierUnpickler,
@@ -17,7 +17,6 @@ from spacer_worker.storage.classifiers import (
     store_classifier,
 )
 from spacer_worker.storage.factory import STORAGE_TYPES, storage_factory, storage_for
-from spacer_worker.storage.features import load_features, store_features
 from spacer_worker.storage.filesystem import FileSystemStorage
 from spacer_worker.storage.images import load_image, open_image, store_image
 from spacer_worker.storage.memory import (
@@ -25,6 +24,7 @@ from spacer_worker.storage.memory import (
     clear_memory_storage,
     default_memory_storage,
 )
+from spacer_worker.storage.remote import RemoteStorage
 from spacer_worker.storage.s3 import S3Storage
 from spacer_worker.storage.url import URLStorage
 
@@ -43,13 +43,11 @@ __all__ = [
     'default_memory_storage',
     'load_bytes',
     'load_classifier',
-    'load_features',
     'load_image',
     'open_image',
     'storage_factory',
     'storage_for',
     'store_bytes',
     'store_classifier',
-    'store_features',
     'store_image',
 ]

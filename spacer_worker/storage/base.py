@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import abc
 from io import BytesIO
-from pathlib import Path
 from typing import Any
 
 
@@ -53,40 +52,6 @@ class Storage(abc.ABC):
     def describe(self, key: str) -> str:
         """How error messages name ``key`` in this storage."""
         return key
-
-
-class RemoteStorage(Storage):
-    """A store behind the network (s3, url), as PySpacer names it: ``load``
-    may keep a copy in a local folder and read it from there next time."""
-
-    def load(self, key: str, filesystem_cache: str | None = None
-             ) -> BytesIO:
-        """The object under ``key`` as a stream (PySpacer's signature);
-        with ``filesystem_cache``, read from the file
-        ``<filesystem_cache>/<key>`` when present, else fetched and written
-        there (atomically) for next time."""
-        return BytesIO(self.load_bytes(key, filesystem_cache))
-
-    def load_bytes(self, key: str,
-                   filesystem_cache: str | None = None) -> bytes:
-        """The bytes under ``key`` (``filesystem_cache`` as for ``load``)."""
-        if not filesystem_cache:
-            return self._load_remote(key)
-
-        # Lazy: filesystem imports this module (import cycle).
-        from spacer_worker.storage.filesystem import FileSystemStorage
-
-        local = FileSystemStorage()
-        cached = str(Path(filesystem_cache, key))
-        if local.exists(cached):
-            return local.load_bytes(cached)
-        data = self._load_remote(key)
-        local.store(cached, data)
-        return data
-
-    @abc.abstractmethod
-    def _load_remote(self, key: str) -> bytes:
-        """Fetch ``key`` over the network."""
 
 
 def as_bytes(data: Any) -> bytes:

@@ -17,6 +17,10 @@ Legacy JSON files load too: a list of vectors (no positions) or PySpacer's
 JSON dict form (``point_features`` of ``{row, col, data}``). The format is
 told by the first bytes (zip magic, or ``[``/``{``), never by trying a
 parser and catching its error.
+
+The format knows arrays only: :class:`FeatureArrays` out, anything shaped
+like :class:`FeaturesLike` in. ``ImageFeatures`` (the data class) loads and
+stores itself through it, so storage never imports the data classes.
 """
 
 from __future__ import annotations
@@ -24,18 +28,44 @@ from __future__ import annotations
 import io
 import json
 import zipfile
-from typing import Any
+from typing import Any, NamedTuple, Protocol
 
 from spacer_worker import config
-from spacer_worker.data_classes import ImageFeatures
 from spacer_worker.exceptions import FeatureFileError, MessageError, ReadLimitError
-from spacer_worker.storage.blobs import describe, load_bytes, store_bytes
 
 _ZIP_MAGIC = (b'PK\x03\x04', b'PK\x05\x06')
 _KEYS = ('meta', 'rows', 'cols', 'feat')
 
 
-def encode_features(features: ImageFeatures) -> bytes:
+class FeatureArrays(NamedTuple):
+    """A decoded feature file: ``feat`` is a finite float32
+    ``[npoints, feature_dim]`` array; ``rows``/``cols`` int64 positions, or
+    None when the file has none (legacy features)."""
+
+    rows: Any
+    cols: Any
+    feat: Any
+    valid_rowcol: bool
+    npoints: int
+
+
+class FeaturesLike(Protocol):
+    """What :func:`encode_features` writes (``ImageFeatures`` is one)."""
+
+    valid_rowcol: bool
+    npoints: int
+    feature_dim: int
+
+    @property
+    def rows(self) -> Any: ...
+
+    @property
+    def cols(self) -> Any: ...
+
+    def feature_array(self) -> Any: ...
+
+
+def encode_features(features: FeaturesLike) -> bytes:
     """The npz bytes for ``features``."""
     # Lazy: numpy stays off the client, which imports storage.
     import numpy as np
@@ -62,7 +92,7 @@ def encode_features(features: ImageFeatures) -> bytes:
 
 
 def decode_features(data: bytes, where: str = 'feature file'
-                    ) -> ImageFeatures:
+                    ) -> FeatureArrays:
     """Read npz or legacy JSON feature bytes; FeatureFileError if malformed."""
     if data[:4] in _ZIP_MAGIC:
         return _decode_npz(data, where)
@@ -72,16 +102,6 @@ def decode_features(data: bytes, where: str = 'feature file'
     raise FeatureFileError(
         f"{where} is not a feature file: expected an npz (zip) archive or "
         f"legacy JSON, and it is neither.")
-
-
-def load_features(loc: Any) -> ImageFeatures:
-    """The :class:`ImageFeatures` stored at ``loc``."""
-    return decode_features(load_bytes(loc), describe(loc))
-
-
-def store_features(loc: Any, features: ImageFeatures) -> None:
-    """Write ``features`` at ``loc`` in PySpacer's npz layout (float32)."""
-    store_bytes(loc, encode_features(features))
 
 
 def _position_array(values: Any) -> Any:
@@ -99,7 +119,7 @@ def _position_array(values: Any) -> Any:
     return array.astype(np.int64)
 
 
-def _decode_npz(data: bytes, where: str) -> ImageFeatures:
+def _decode_npz(data: bytes, where: str) -> FeatureArrays:
     # Lazy: numpy stays off the client, which imports storage.
     import numpy as np
 
@@ -141,7 +161,7 @@ def _decode_npz(data: bytes, where: str) -> ImageFeatures:
     return _checked(meta, rows, cols, feat, where)
 
 
-def _decode_npz_fast(data: bytes, where: str) -> ImageFeatures | None:
+def _decode_npz_fast(data: bytes, where: str) -> FeatureArrays | None:
     """The common file (four small members, ISA-L installed) in one pass
     per member; None for anything else, which the careful path reads."""
     archive = zipfile.ZipFile(io.BytesIO(data))
@@ -168,7 +188,7 @@ def _decode_npz_fast(data: bytes, where: str) -> ImageFeatures | None:
 
 
 def _checked(meta: Any, rows: Any, cols: Any, feat: Any, where: str
-             ) -> ImageFeatures:
+             ) -> FeatureArrays:
     # Lazy: numpy stays off the client, which imports storage.
     import numpy as np
 
@@ -257,7 +277,7 @@ def _check_shapes(headers: dict[str, tuple], meta: Any, where: str) -> None:
                 f"{headers[name][0]}.")
 
 
-def _decode_json(data: bytes, where: str) -> ImageFeatures:
+def _decode_json(data: bytes, where: str) -> FeatureArrays:
     try:
         content = json.loads(data.decode('utf-8'))
     except UnicodeDecodeError as e:
@@ -339,11 +359,8 @@ def _vectors(vectors: list, where: str) -> Any:
 
 
 def _build(rows: Any, cols: Any, feat: Any, valid_rowcol: bool,
-           npoints: int, where: str) -> ImageFeatures:
+           npoints: int, where: str) -> FeatureArrays:
     _check_finite(feat, where)
-    try:
-        return ImageFeatures.from_arrays(
-            rows if valid_rowcol else [], cols if valid_rowcol else [],
-            feat, valid_rowcol=valid_rowcol, npoints=npoints)
-    except MessageError as e:
-        raise FeatureFileError(f"{where}: {e}") from e
+    return FeatureArrays(rows if valid_rowcol else None,
+                         cols if valid_rowcol else None, feat, valid_rowcol,
+                         npoints)

@@ -23,8 +23,9 @@ from spacer_worker.exceptions import (
     StorageAccessDeniedError,
     StorageUnavailableError,
 )
-from spacer_worker.storage.base import RemoteStorage, as_bytes
+from spacer_worker.storage.base import as_bytes
 from spacer_worker.storage.errors import http_status_is_transient
+from spacer_worker.storage.remote import RemoteStorage
 
 _NOT_FOUND = {'NoSuchKey', 'NoSuchBucket', 'NotFound', '404'}
 _DENIED = {'AccessDenied', 'Forbidden', '403', 'InvalidAccessKeyId',

@@ -27,12 +27,12 @@ from spacer_worker.exceptions import (
     URLUnavailableError,
     URLUnusableError,
 )
-from spacer_worker.storage.base import RemoteStorage
 from spacer_worker.storage.errors import (
     http_status_is_transient,
     is_permanent_dns_error,
 )
 from spacer_worker.storage.netguard import guarded_handlers
+from spacer_worker.storage.remote import RemoteStorage
 
 if TYPE_CHECKING:
     from spacer_worker.storage.netguard import HostGuard

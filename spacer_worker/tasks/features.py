@@ -26,7 +26,7 @@ from spacer_worker.data_classes.results import (
 from spacer_worker.exceptions import PermanentError
 from spacer_worker.exceptions.failures import time_limit_behind
 from spacer_worker.messages.task_messages import ClassifyFeaturesMsg, TrainClassifierMsg
-from spacer_worker.storage import load_classifier, load_features, store_classifier
+from spacer_worker.storage import load_classifier, store_classifier
 from spacer_worker.task_utils import preprocess_labels
 from spacer_worker.training import checkpoint
 from spacer_worker.training.threads import blas_threads
@@ -123,7 +123,7 @@ def classify_features(msg: ClassifyFeaturesMsg) -> ClassifyReturnMsg:
     """Score every point of a stored feature file with a stored classifier
     (kept unpickled between calls while its bytes are unchanged)."""
     t0 = time.time()
-    features = load_features(msg.feature_loc)
+    features = ImageFeatures.load(msg.feature_loc)
     clf = load_classifier_cached(msg.classifier_loc)
     return _score(clf, features, t0)
 

@@ -24,7 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from spacer_worker import config, storage
+from spacer_worker import config
+from spacer_worker.data_classes import ImageFeatures
 from spacer_worker.exceptions import (
     FeatureFileError,
     MessageError,
@@ -154,7 +155,7 @@ def match_rows(rows: Any, cols: Any, annotations: Sequence[Any],
 
 
 def _read_one(loc: Any) -> tuple[np.ndarray, Any, Any]:
-    features = storage.load_features(loc)
+    features = ImageFeatures.load(loc)
     if not features.valid_rowcol:
         raise RowColumnMissingError(
             f"{_where(loc)}: features without row/column positions (legacy "

@@ -10,6 +10,7 @@ import time
 import pytest
 
 from spacer_worker.client.jobs import Client, JobHandle, JobState
+from spacer_worker.data_classes import ImageFeatures
 from spacer_worker.exceptions import DataNotFoundError, JobFailedError, MessageError
 from spacer_worker.messages import JobMsg
 from tests.client.helpers import extract_msg, write_image
@@ -34,7 +35,6 @@ def test_submit_rejects_bad_priority_and_foreign_objects(app):
 
 def test_extraction_result_comes_back_typed(app, celery_worker, tmp_path):
     from spacer_worker.messages import ExtractFeaturesReturnMsg
-    from spacer_worker.storage import load_features
 
     image = write_image(tmp_path / 'a.png')
     msg = extract_msg(image, tmp_path / 'a.featurevector')
@@ -47,7 +47,7 @@ def test_extraction_result_comes_back_typed(app, celery_worker, tmp_path):
     result = client.result(handle, timeout=60)
     assert isinstance(result, ExtractFeaturesReturnMsg)
     assert client.status(handle).state is JobState.SUCCESS
-    features = load_features(msg.feature_loc)
+    features = ImageFeatures.load(msg.feature_loc)
     assert features.feature_dim == 8 and features.npoints == 2
 
 

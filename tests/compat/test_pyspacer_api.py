@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from spacer_worker import aws, config, mailman
-from spacer_worker.data_classes import DataLocation
+from spacer_worker.data_classes import DataLocation, ImageFeatures
 from spacer_worker.messages import JobMsg
 from tests.client.helpers import extract_msg, write_image
 from tests.reference import run_reference
@@ -117,7 +117,6 @@ def test_a_torch_extractor_subclass_runs_when_allowlisted(tmp_path,
 
     from spacer_worker.extractors import FeatureExtractor
     from spacer_worker.extractors.utils import crop_patches
-    from spacer_worker.storage import load_features
     from spacer_worker.tasks import extract_features
     from tests.compat.torch_extractor import TinyExtractor, TinyNet
 
@@ -138,7 +137,7 @@ def test_a_torch_extractor_subclass_runs_when_allowlisted(tmp_path,
     msg.extractor = rebuilt
     extract_features(msg)
 
-    features = load_features(msg.feature_loc)
+    features = ImageFeatures.load(msg.feature_loc)
     from PIL import Image
     patches = crop_patches(Image.open(msg.image_loc.key), msg.rowcols, 16)
     batch = torch.stack([torch.from_numpy(p.transpose(2, 0, 1).copy())

@@ -12,8 +12,9 @@ import time
 import numpy as np
 
 from spacer_worker.client.jobs import Client, JobState
+from spacer_worker.data_classes import ImageFeatures
 from spacer_worker.messages import TrainClassifierMsg, TrainingTaskLabels
-from spacer_worker.storage import load_classifier, load_features
+from spacer_worker.storage import load_classifier
 from spacer_worker.tasks import train_classifier
 from spacer_worker.train_classifier import MiniBatchTrainer
 from spacer_worker.train_utils import make_random_data
@@ -44,7 +45,7 @@ def _message(data_dir, out) -> TrainClassifierMsg:
 
 def _scores(msg):
     clf = load_classifier(msg.model_loc)
-    x = np.concatenate([load_features(loc).feature_array()
+    x = np.concatenate([ImageFeatures.load(loc).feature_array()
                         for loc in msg.labels.val.keys()])
     return clf.predict_proba(x.astype(np.float64))
 

@@ -12,8 +12,7 @@ import pytest
 
 from spacer_worker.data_classes import DataLocation, ImageFeatures
 from spacer_worker.exceptions import FeatureFileError
-from spacer_worker.storage import load_features, store_features
-from spacer_worker.storage.features import decode_features, encode_features
+from spacer_worker.storage.features import encode_features
 
 
 def example(n=5, dim=4, rows=None) -> ImageFeatures:
@@ -27,8 +26,8 @@ def example(n=5, dim=4, rows=None) -> ImageFeatures:
 def test_round_trip_keeps_points_and_exact_values(tmp_path):
     features = example()
     loc = DataLocation('filesystem', str(tmp_path / 'img.featurevector'))
-    store_features(loc, features)
-    loaded = load_features(loc)
+    features.store(loc)
+    loaded = ImageFeatures.load(loc)
     assert loaded.valid_rowcol and loaded.npoints == 5
     assert loaded.feature_dim == 4
     assert list(loaded.rows) == list(range(10, 15))
@@ -67,14 +66,14 @@ PINNED_MEMBERS_SHA256 = (
 
 def test_positions_beyond_uint16_are_kept():
     features = example(n=3, rows=[0, 65535, 70000])
-    loaded = decode_features(encode_features(features))
+    loaded = ImageFeatures.from_bytes(encode_features(features))
     assert list(loaded.rows) == [0, 65535, 70000]
 
 
 def test_legacy_npz_without_positions_loads():
     features = ImageFeatures.from_arrays(
         [], [], np.ones((3, 2), np.float32), valid_rowcol=False)
-    loaded = decode_features(encode_features(features))
+    loaded = ImageFeatures.from_bytes(encode_features(features))
     assert not loaded.valid_rowcol and loaded.npoints == 3
     assert np.array_equal(loaded.feature_array(), np.ones((3, 2)))
 
@@ -82,7 +81,7 @@ def test_legacy_npz_without_positions_loads():
 def test_legacy_json_list_of_vectors_loads(tmp_path):
     path = tmp_path / 'old.json'
     path.write_text(json.dumps([[1.5, 2.0, 3.0], [4.0, 5.0, 6.25]]))
-    loaded = load_features(DataLocation('filesystem', str(path)))
+    loaded = ImageFeatures.load(DataLocation('filesystem', str(path)))
     assert not loaded.valid_rowcol
     assert loaded.npoints == 2 and loaded.feature_dim == 3
     assert loaded.feature_array().tolist() == [[1.5, 2.0, 3.0],
@@ -94,7 +93,7 @@ def test_pyspacer_json_dict_form_loads():
         'point_features': [{'row': 3, 'col': 4, 'data': [0.5, 1.0]},
                            {'row': 7, 'col': 8, 'data': [1.5, 2.0]}],
         'valid_rowcol': True, 'feature_dim': 2, 'npoints': 2}).encode()
-    loaded = decode_features(data)
+    loaded = ImageFeatures.from_bytes(data)
     assert loaded.valid_rowcol
     assert list(loaded.rows) == [3, 7] and list(loaded.cols) == [4, 8]
     assert loaded.feature_array().tolist() == [[0.5, 1.0], [1.5, 2.0]]
@@ -139,21 +138,21 @@ GOOD = dict(meta=np.array([1, 2, 2]), rows=np.array([1, 2], np.uint16),
 ])
 def test_malformed_files_raise_feature_file_error(data, message):
     with pytest.raises(FeatureFileError, match=message):
-        decode_features(data, 'f.npz')
+        ImageFeatures.from_bytes(data, 'f.npz')
 
 
 def test_object_arrays_are_refused_not_unpickled():
     # allow_pickle stays off: an object array in an npz is not executed.
     data = _npz(**{**GOOD, 'feat': np.array([[object()]], dtype=object)})
     with pytest.raises(FeatureFileError, match='damaged npz'):
-        decode_features(data, 'f.npz')
+        ImageFeatures.from_bytes(data, 'f.npz')
 
 
 def test_error_names_the_location(tmp_path):
     path = tmp_path / 'bad.npz'
     path.write_bytes(b'nonsense')
     with pytest.raises(FeatureFileError, match='bad.npz'):
-        load_features(DataLocation('filesystem', str(path)))
+        ImageFeatures.load(DataLocation('filesystem', str(path)))
 
 
 def test_written_zip_members_have_fixed_timestamps():

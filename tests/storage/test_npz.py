@@ -11,7 +11,7 @@ import pytest
 from spacer_worker.data_classes import ImageFeatures
 from spacer_worker.exceptions import FeatureFileError
 from spacer_worker.storage import npz
-from spacer_worker.storage.features import decode_features, encode_features
+from spacer_worker.storage.features import encode_features
 
 
 def _file(compress: bool) -> bytes:
@@ -46,13 +46,13 @@ def test_a_flipped_byte_in_the_vectors_is_a_feature_file_error():
     # A byte in the middle of the deflated vectors.
     data[info.header_offset + 60 + info.compress_size // 2] ^= 0xFF
     with pytest.raises(FeatureFileError, match='damaged npz'):
-        decode_features(bytes(data), 'f.npz')
+        ImageFeatures.from_bytes(bytes(data), 'f.npz')
 
 
 def test_a_truncated_file_is_a_feature_file_error():
     data = _file(True)
     with pytest.raises(FeatureFileError):
-        decode_features(data[:len(data) // 2], 'f.npz')
+        ImageFeatures.from_bytes(data[:len(data) // 2], 'f.npz')
 
 
 def test_written_archives_are_zips_numpy_and_zipfile_read_alike():
@@ -113,7 +113,7 @@ def test_the_quick_path_gives_np_loads_arrays(order):
             assert array.dtype == expected[key].dtype
             assert np.array_equal(array, expected[key])
             assert not array.flags.writeable
-    features = decode_features(data, 'f.npz')
+    features = ImageFeatures.from_bytes(data, 'f.npz')
     assert np.array_equal(features.feature_array(), feat.astype(np.float32))
 
 
@@ -144,4 +144,4 @@ def test_a_header_that_disagrees_with_its_data_is_a_damaged_file():
     raw = member.getvalue()
     for cut in (raw[:-8], raw + b'\0' * 8):
         with pytest.raises(FeatureFileError, match='damaged npz'):
-            decode_features(_with_member(data, 'feat.npy', cut), 'f.npz')
+            ImageFeatures.from_bytes(_with_member(data, 'feat.npy', cut), 'f.npz')

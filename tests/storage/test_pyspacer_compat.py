@@ -10,9 +10,7 @@ import pytest
 from spacer_worker.data_classes import DataLocation, ImageFeatures
 from spacer_worker.storage import (
     load_classifier,
-    load_features,
     store_classifier,
-    store_features,
 )
 from tests.reference import run_reference
 
@@ -50,7 +48,7 @@ def test_features_written_by_pyspacer_load_here(pyspacer_reference, tmp_path,
     run_reference(PYSPACER_STORE_FEATURES, {
         'rows': rows, 'cols': cols, 'feat': feat.tolist(),
         'valid_rowcol': valid_rowcol, 'path': path})
-    loaded = load_features(DataLocation('filesystem', path))
+    loaded = ImageFeatures.load(DataLocation('filesystem', path))
     assert loaded.valid_rowcol is valid_rowcol
     assert loaded.npoints == 200 and loaded.feature_dim == 32
     if valid_rowcol:
@@ -77,8 +75,8 @@ def test_features_written_here_load_in_pyspacer(pyspacer_reference, tmp_path,
                                                 valid_rowcol):
     rows, cols, feat = _features()
     path = str(tmp_path / 'ours.featurevector')
-    store_features(DataLocation('filesystem', path), ImageFeatures.from_arrays(
-        rows, cols, feat, valid_rowcol=valid_rowcol))
+    ImageFeatures.from_arrays(
+        rows, cols, feat, valid_rowcol=valid_rowcol).store(DataLocation('filesystem', path))
     got = run_reference(PYSPACER_LOAD_FEATURES, {'path': path})
     assert got['valid_rowcol'] is valid_rowcol
     assert (got['npoints'], got['feature_dim']) == (200, 32)

@@ -9,9 +9,9 @@ import time
 import numpy as np
 import pytest
 
-from spacer_worker.data_classes import DataLocation
+from spacer_worker.data_classes import DataLocation, ImageFeatures
 from spacer_worker.messages import TrainClassifierMsg
-from spacer_worker.storage import load_classifier, load_features
+from spacer_worker.storage import load_classifier
 from spacer_worker.tasks import train_classifier
 from spacer_worker.training import checkpoint
 
@@ -33,7 +33,7 @@ def _msg(split, directory, clf_type='MLP', epochs=EPOCHS):
 
 def _scores(msg, split):
     clf = load_classifier(msg.model_loc)
-    feats = np.concatenate([load_features(loc).feature_array()
+    feats = np.concatenate([ImageFeatures.load(loc).feature_array()
                             for loc in split.val.keys()])
     return clf.predict_proba(feats.astype(np.float64))
 

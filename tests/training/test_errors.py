@@ -15,7 +15,6 @@ from spacer_worker.exceptions import (
     TrainingLabelsError,
 )
 from spacer_worker.messages import TrainClassifierMsg, TrainingTaskLabels
-from spacer_worker.storage import store_features
 from spacer_worker.task_utils import SplitMode, preprocess_labels
 from spacer_worker.tasks import train_classifier
 from spacer_worker.train_classifier import MiniBatchTrainer
@@ -83,8 +82,8 @@ def test_labelled_point_without_features_names_file_and_point(split):
 def test_legacy_features_without_positions_are_refused(split, tmp_path):
     loc = next(iter(split.train.keys()))
     feats = np.ones((50, 32), dtype=np.float32)
-    store_features(loc, ImageFeatures.from_arrays([], [], feats,
-                                                  valid_rowcol=False))
+    ImageFeatures.from_arrays([], [], feats,
+                                                  valid_rowcol=False).store(loc)
     with pytest.raises(RowColumnMissingError, match='legacy format'):
         _train(split)
 
@@ -92,8 +91,8 @@ def test_legacy_features_without_positions_are_refused(split, tmp_path):
 def test_features_of_another_dimension_are_refused(split):
     loc = list(split.train.keys())[-1]
     n = 50
-    store_features(loc, ImageFeatures.from_arrays(
-        list(range(n)), list(range(n)), np.ones((n, 8), dtype=np.float32)))
+    ImageFeatures.from_arrays(
+        list(range(n)), list(range(n)), np.ones((n, 8), dtype=np.float32)).store(loc)
     with pytest.raises(FeatureFileError, match=r'dimension \(8,\).* has 32'):
         _train(split)
 
@@ -106,8 +105,8 @@ def test_features_holding_nan_are_refused_naming_the_file(split, clf_type):
     n = 50
     feats = np.ones((n, 32), dtype=np.float32)
     feats[7, 3] = np.nan
-    store_features(loc, ImageFeatures.from_arrays(
-        list(range(n)), list(range(n)), feats))
+    ImageFeatures.from_arrays(
+        list(range(n)), list(range(n)), feats).store(loc)
     # then the training fails naming that file, before any step.
     with pytest.raises(FeatureFileError,
                        match=rf"{loc.key}': 1 of 50 feature vector\(s\) .*NaN"):

@@ -5,8 +5,7 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
-import spacer_worker.storage as storage
-from spacer_worker.data_classes import DataLocation, ImageLabels
+from spacer_worker.data_classes import DataLocation, ImageFeatures, ImageLabels
 from spacer_worker.messages import TrainingTaskLabels
 from spacer_worker.storage import store_bytes
 from spacer_worker.train_classifier import MiniBatchTrainer
@@ -28,7 +27,7 @@ def test_s3_features_are_fetched_concurrently_and_train_the_same(
                                    for name in ('train', 'ref', 'val')})
     state = {'now': 0, 'most': 0}
     lock = threading.Lock()
-    real = storage.load_features
+    real = ImageFeatures.load
 
     def watching(loc):
         with lock:
@@ -40,7 +39,7 @@ def test_s3_features_are_fetched_concurrently_and_train_the_same(
             with lock:
                 state['now'] -= 1
 
-    monkeypatch.setattr(storage, 'load_features', watching)
+    monkeypatch.setattr(ImageFeatures, 'load', staticmethod(watching))
     from_s3 = MiniBatchTrainer()(remote, 2, [], 'LR')
     assert state['most'] > 1, 'remote files are fetched in parallel'
     assert from_s3[2].ref_accs == local[2].ref_accs

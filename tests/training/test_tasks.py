@@ -8,13 +8,13 @@ import json
 import numpy as np
 import pytest
 
-from spacer_worker.data_classes import DataLocation, ValResults
+from spacer_worker.data_classes import DataLocation, ImageFeatures, ValResults
 from spacer_worker.messages import (
     ClassifyFeaturesMsg,
     JobMsg,
     TrainClassifierMsg,
 )
-from spacer_worker.storage import load_classifier, load_features
+from spacer_worker.storage import load_classifier
 from spacer_worker.tasks import classify_features, process_job, train_classifier
 from spacer_worker.tasks.features import score_features
 
@@ -67,7 +67,7 @@ def test_classify_features_scores_every_point_as_one_by_one(split, tmp_path):
     model_loc = DataLocation('filesystem', str(tmp_path / 'model.pkl'))
     ret = classify_features(ClassifyFeaturesMsg(
         job_token='c', feature_loc=feature_loc, classifier_loc=model_loc))
-    features = load_features(feature_loc)
+    features = ImageFeatures.load(feature_loc)
     clf = load_classifier(model_loc)
     assert ret.classes == [1, 2, 3, 4] and ret.valid_rowcol
     assert [(r, c) for r, c, _ in ret.scores] == list(

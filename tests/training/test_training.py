@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import spacer_worker.storage as storage
+from spacer_worker.data_classes import ImageFeatures
 from spacer_worker.messages import FeatureCache
 from spacer_worker.train_classifier import MiniBatchTrainer
 from spacer_worker.train_utils import calc_acc, evaluate_classifier
@@ -54,13 +54,13 @@ def test_progress_is_reported_after_each_epoch(split):
 
 def test_each_feature_file_is_read_once_per_training(split, monkeypatch):
     reads = []
-    real = storage.load_features
+    real = ImageFeatures.load
 
     def counting(loc):
         reads.append(loc.key)
         return real(loc)
 
-    monkeypatch.setattr(storage, 'load_features', counting)
+    monkeypatch.setattr(ImageFeatures, 'load', staticmethod(counting))
     train(split, epochs=5)
     everything = set(split.train.keys()) | set(split.ref.keys()) \
         | set(split.val.keys())
