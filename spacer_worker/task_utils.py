@@ -14,10 +14,9 @@ from typing import Any
 
 from spacer_worker import config
 from spacer_worker.constants import StrEnum
-from spacer_worker.data_classes import ImageLabels, LabelId
+from spacer_worker.data_classes import ImageLabels, LabelId, TrainingTaskLabels
 from spacer_worker.exceptions import MessageError, TrainingLabelsError
 from spacer_worker.extractors.checks import check_extract_inputs
-from spacer_worker.messages.task_messages import TrainingTaskLabels
 
 __all__ = ['SplitMode', 'split_labels', 'preprocess_labels',
            'check_extract_inputs']

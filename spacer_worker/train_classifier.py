@@ -35,9 +35,8 @@ from spacer_worker.data_classes.codec import (
 from spacer_worker.exceptions import MessageError, UnknownClassError
 
 if TYPE_CHECKING:
-    from spacer_worker.data_classes import ValResults
+    from spacer_worker.data_classes import TrainingTaskLabels, ValResults
     from spacer_worker.data_classes.results import TrainClassifierReturnMsg
-    from spacer_worker.messages.task_messages import TrainingTaskLabels
 
 ProgressCallback = Callable[..., None]
 

@@ -36,8 +36,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from spacer_worker import config
-from spacer_worker.data_classes import DataLocation, ImageLabels
-from spacer_worker.exceptions import ConfigError, MessageError, PayloadError
+from spacer_worker.data_classes import DataLocation, ImageLabels, LocationRoot
+from spacer_worker.exceptions import MessageError, PayloadError
 from spacer_worker.messages import JobMsg, TrainingTaskLabels
 from spacer_worker.storage import load_bytes, store_bytes
 from spacer_worker.storage.blobs import delete
@@ -52,42 +52,13 @@ _SHA256 = re.compile(r'^[0-9a-f]{64}$')
 
 
 @dataclass(frozen=True)
-class PayloadRoot:
-    """Where payloads live: a storage type, bucket and key prefix."""
-
-    storage_type: str
-    bucket_name: str | None
-    prefix: str
+class PayloadRoot(LocationRoot):
+    """Where payloads live (``PAYLOAD_LOCATION``)."""
 
     @classmethod
-    def parse(cls, text: str) -> PayloadRoot:
-        text = (text or '').strip()
-        where = f'PAYLOAD_LOCATION {text!r}'
-        if text.startswith('s3://'):
-            bucket, _, prefix = text[5:].partition('/')
-            if not bucket:
-                raise ConfigError(f'{where}: s3:// needs a bucket name.')
-            return cls('s3', bucket, prefix.strip('/'))
-        if text.startswith('memory://'):
-            return cls('memory', None, text[9:].strip('/') or 'payloads')
-        if text.startswith('file://'):
-            text = text[7:]
-        if not text.startswith('/'):
-            raise ConfigError(
-                f"{where}: expected s3://bucket/prefix, memory://prefix or "
-                f"an absolute directory path.")
-        return cls('filesystem', None, posixpath.normpath(text))
-
-    def location(self, name: str) -> Any:
-        key = f'{self.prefix}/{name}' if self.prefix else name
-        return DataLocation(self.storage_type, key, self.bucket_name)
-
-    def __str__(self) -> str:
-        if self.storage_type == 's3':
-            return f's3://{self.bucket_name}/{self.prefix}'
-        if self.storage_type == 'memory':
-            return f'memory://{self.prefix}'
-        return self.prefix
+    def parse(cls, text: str, setting: str = 'PAYLOAD_LOCATION'
+              ) -> PayloadRoot:
+        return super().parse(text, setting)
 
     def holds(self, loc: Any) -> bool:
         """True when ``loc`` names a payload file directly under this root."""

@@ -31,16 +31,17 @@ from spacer_worker.data_classes.base import (
     FeatureLabelBatch,
     FeatureLabelPair,
     LabelId,
+    LocationRoot,
 )
 from spacer_worker.data_classes.features import ImageFeatures, PointFeatures
-from spacer_worker.data_classes.labels import ImageLabels
+from spacer_worker.data_classes.labels import ImageLabels, TrainingTaskLabels
 from spacer_worker.data_classes.results import ValResults
 
 __all__ = [
     'ANNOTATIONS', 'COL', 'LOCATION', 'ROW', 'ROWCOLS', 'Annotation',
     'DataClass', 'DataLocation', 'FeatureLabelBatch', 'FeatureLabelPair',
-    'ImageFeatures', 'ImageLabels', 'LabelId', 'PointFeatures',
-    'StorageType', 'ValResults',
+    'ImageFeatures', 'ImageLabels', 'LabelId', 'LocationRoot', 'PointFeatures',
+    'StorageType', 'TrainingTaskLabels', 'ValResults',
 ]
 
 # PySpacer's module re-exports these names; resolved on first use.

@@ -13,6 +13,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import operator
+import posixpath
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
 from urllib.parse import urlparse
@@ -33,6 +35,7 @@ from spacer_worker.data_classes.codec import (
     show,
 )
 from spacer_worker.exceptions import (
+    ConfigError,
     InvalidLocationError,
     MessageError,
     RowColumnInvalidError,
@@ -200,3 +203,47 @@ def _location_codec() -> Nested:
 
 LOCATION = _location_codec()
 
+
+@dataclass(frozen=True)
+class LocationRoot:
+    """A place named by a setting (``s3://bucket/prefix``,
+    ``memory://prefix`` or an absolute directory) where the worker keeps
+    files of its own: offloaded payloads, training checkpoints."""
+
+    storage_type: str
+    bucket_name: str | None
+    prefix: str
+
+    @classmethod
+    def parse(cls: type[_Root], text: str, setting: str) -> _Root:
+        """The root ``text`` names; ConfigError naming ``setting``."""
+        text = (text or '').strip()
+        where = f'{setting} {text!r}'
+        if text.startswith('s3://'):
+            bucket, _, prefix = text[5:].partition('/')
+            if not bucket:
+                raise ConfigError(f'{where}: s3:// needs a bucket name.')
+            return cls('s3', bucket, prefix.strip('/'))
+        if text.startswith('memory://'):
+            return cls('memory', None, text[9:].strip('/') or 'payloads')
+        if text.startswith('file://'):
+            text = text[7:]
+        if not text.startswith('/'):
+            raise ConfigError(
+                f"{where}: expected s3://bucket/prefix, memory://prefix or "
+                f"an absolute directory path.")
+        return cls('filesystem', None, posixpath.normpath(text))
+
+    def location(self, name: str) -> DataLocation:
+        key = f'{self.prefix}/{name}' if self.prefix else name
+        return DataLocation(self.storage_type, key, self.bucket_name)
+
+    def __str__(self) -> str:
+        if self.storage_type == 's3':
+            return f's3://{self.bucket_name}/{self.prefix}'
+        if self.storage_type == 'memory':
+            return f'memory://{self.prefix}'
+        return self.prefix
+
+
+_Root = TypeVar('_Root', bound=LocationRoot)

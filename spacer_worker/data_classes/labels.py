@@ -1,8 +1,10 @@
-"""PySpacer's ImageLabels: the annotated points of each image, as a
-training message carries them."""
+"""PySpacer's ImageLabels (the annotated points of each image) and
+TrainingTaskLabels (the train, ref and val sets a training message
+carries)."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
 from collections.abc import Generator, Iterable
 from typing import TYPE_CHECKING
@@ -12,6 +14,8 @@ from spacer_worker.data_classes.codec import (
     Encoded,
     Invalid,
     JsonText,
+    Nested,
+    field,
     relabel,
     show,
 )
@@ -30,6 +34,7 @@ from spacer_worker.data_classes.base import (
     ANNOTATIONS,
     LOCATION,
     Annotation,
+    DataClass,
     DataLocation,
     FeatureLabelBatch,
     LabelId,
@@ -201,3 +206,42 @@ class ImageLabels(Encoded):
                 f'{len(self.label_count_per_class)} classes)')
 
 
+LABELS = Nested(ImageLabels)
+_SETS = ('train', 'ref', 'val')
+
+
+@dataclasses.dataclass(eq=True)
+class TrainingTaskLabels(DataClass):
+    """Training (train), reference (ref: per-epoch accuracy, calibration)
+    and validation (val) annotations; see task_utils.preprocess_labels."""
+
+    train: ImageLabels = field(LABELS)
+    ref: ImageLabels = field(LABELS)
+    val: ImageLabels = field(LABELS)
+
+    def __getitem__(self, item: str) -> ImageLabels:
+        if item not in _SETS:
+            raise KeyError(item)
+        return getattr(self, item)
+
+    def __setitem__(self, item: str, value: ImageLabels) -> None:
+        if item not in _SETS:
+            raise KeyError(item)
+        setattr(self, item, value)  # checked by Message.__setattr__
+
+    @property
+    def label_count(self) -> int:
+        return sum(self[s].label_count for s in _SETS)
+
+    @property
+    def has_remote_data(self) -> bool:
+        return any(self[s].has_remote_data for s in _SETS)
+
+    def set_filesystem_cache(self, dir_path: str | None) -> None:
+        for s in _SETS:
+            self[s].set_filesystem_cache(dir_path)
+
+    @classmethod
+    def example(cls) -> TrainingTaskLabels:
+        return cls(train=ImageLabels.example(), ref=ImageLabels.example(),
+                   val=ImageLabels.example())

@@ -8,13 +8,19 @@ integer (row, col) inside the image. Imports nothing heavy.
 from __future__ import annotations
 
 import numbers
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 from spacer_worker import config
 from spacer_worker.exceptions import DataLimitError, RowColumnInvalidError
 
-__all__ = ['check_extract_inputs', 'check_point_count']
+__all__ = ['check_extract_inputs', 'check_point_count', 'checked_inputs']
+
+# (id(image), id(rowcols)) the running task has checked.
+_checked: ContextVar[tuple[int, int] | None] = ContextVar(
+    'spacer_checked_inputs', default=None)
 
 
 def _size_of(image_or_size: Any) -> tuple[int, int]:
@@ -46,6 +52,29 @@ def check_extract_inputs(image: Any, rowcols: Sequence[Any],
     ``(width, height)``, or that pair itself; ``im_key`` names the image in
     messages.
     """
+    if _checked.get() == (id(image), id(rowcols)):
+        return  # the task checked these very inputs (checked_inputs)
+    check_point_count(rowcols, im_key)
+    _check_image_and_points(image, rowcols, im_key)
+
+
+@contextmanager
+def checked_inputs(image: Any, rowcols: Sequence[Any],
+                   im_key: str = 'image') -> Iterator[None]:
+    """The extraction tasks' check, once per extraction: the image's size
+    and every point (the count was checked before the image was fetched,
+    by :func:`check_point_count`). An extractor run inside skips its own
+    :func:`check_extract_inputs` for these same objects."""
+    _check_image_and_points(image, rowcols, im_key)
+    token = _checked.set((id(image), id(rowcols)))
+    try:
+        yield
+    finally:
+        _checked.reset(token)
+
+
+def _check_image_and_points(image: Any, rowcols: Sequence[Any],
+                            im_key: str) -> None:
     width, height = _size_of(image)
     max_pixels = config.get('MAX_IMAGE_PIXELS')
     if width * height > max_pixels:
@@ -53,7 +82,6 @@ def check_extract_inputs(image: Any, rowcols: Sequence[Any],
             f"Image {im_key} has {width} x {height} = {width * height} total "
             f"pixels, which is larger than the max allowed of {max_pixels} "
             f"(MAX_IMAGE_PIXELS).")
-    check_point_count(rowcols, im_key)
     for index, point in enumerate(rowcols):
         try:
             row, col = point

@@ -22,7 +22,7 @@ from spacer_worker.data_classes import (
     ROWCOLS,
     DataClass,
     DataLocation,
-    ImageLabels,
+    TrainingTaskLabels,
 )
 from spacer_worker.data_classes.codec import (
     INT,
@@ -141,47 +141,6 @@ class ExtractFeaturesMsg(DataClass):
 
 
 # --- train_classifier ------------------------------------------------------
-
-LABELS = Nested(ImageLabels)
-_SETS = ('train', 'ref', 'val')
-
-
-@dataclasses.dataclass(eq=True)
-class TrainingTaskLabels(DataClass):
-    """Training (train), reference (ref: per-epoch accuracy, calibration)
-    and validation (val) annotations; see task_utils.preprocess_labels."""
-
-    train: ImageLabels = field(LABELS)
-    ref: ImageLabels = field(LABELS)
-    val: ImageLabels = field(LABELS)
-
-    def __getitem__(self, item: str) -> ImageLabels:
-        if item not in _SETS:
-            raise KeyError(item)
-        return getattr(self, item)
-
-    def __setitem__(self, item: str, value: ImageLabels) -> None:
-        if item not in _SETS:
-            raise KeyError(item)
-        setattr(self, item, value)  # checked by Message.__setattr__
-
-    @property
-    def label_count(self) -> int:
-        return sum(self[s].label_count for s in _SETS)
-
-    @property
-    def has_remote_data(self) -> bool:
-        return any(self[s].has_remote_data for s in _SETS)
-
-    def set_filesystem_cache(self, dir_path: str | None) -> None:
-        for s in _SETS:
-            self[s].set_filesystem_cache(dir_path)
-
-    @classmethod
-    def example(cls) -> TrainingTaskLabels:
-        return cls(train=ImageLabels.example(), ref=ImageLabels.example(),
-                   val=ImageLabels.example())
-
 
 @dataclasses.dataclass(eq=True)
 class TrainClassifierMsg(DataClass):

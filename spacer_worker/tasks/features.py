@@ -142,7 +142,7 @@ def _score(clf: Any, features: ImageFeatures,
     x = np.asarray(features.feature_array(), dtype=np.float64)
     with blas_threads():
         # scikit-learn's numbers without its per-class calls (see
-        # training.scoring).
+        # classification.scoring).
         probabilities = predict_proba(clf, x).tolist()
     if features.valid_rowcol:
         rows = np.asarray(features.rows).tolist()

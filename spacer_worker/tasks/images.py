@@ -20,7 +20,7 @@ from spacer_worker.data_classes.results import (
     ClassifyReturnMsg,
     ExtractFeaturesReturnMsg,
 )
-from spacer_worker.extractors.checks import check_extract_inputs, check_point_count
+from spacer_worker.extractors.checks import check_point_count, checked_inputs
 from spacer_worker.messages.task_messages import ClassifyImageMsg, ExtractFeaturesMsg
 from spacer_worker.storage import open_image
 from spacer_worker.storage.blobs import describe
@@ -34,19 +34,19 @@ if TYPE_CHECKING:
     from spacer_worker.extractors.base import FeatureExtractor
 
 
-def _open_checked(image_loc: DataLocation, rowcols: list) -> Image:
-    # Counting points costs nothing; fetching the image may cost a lot.
-    check_point_count(rowcols, describe(image_loc))
+def _open_image(image_loc: DataLocation) -> Image:
     # Rows on demand: the extractor starts on the top rows' patches while
     # the rest is decoded (storage.pixel_arrays).
-    image = open_image(image_loc, rows_on_demand=True)
-    check_extract_inputs(image.size, rowcols, describe(image_loc))
-    return image
+    return open_image(image_loc, rows_on_demand=True)
 
 
-def _extract(extractor: FeatureExtractor, image: Image, rowcols: list
+def _extract(extractor: FeatureExtractor, image: Image, rowcols: list,
+             image_loc: DataLocation
              ) -> tuple[ImageFeatures, ExtractFeaturesReturnMsg]:
-    features, return_msg = extractor(image, rowcols)
+    # The one check of the image and its points (the extractor skips its
+    # own), naming the image's location.
+    with checked_inputs(image, rowcols, describe(image_loc)):
+        features, return_msg = extractor(image, rowcols)
     # Rows no patch needed (or an extractor that never read the pixels)
     # are decoded too: a corrupt or truncated image fails as it always
     # did, whatever the points.
@@ -58,8 +58,11 @@ def _extract(extractor: FeatureExtractor, image: Image, rowcols: list
 
 def extract_features(msg: ExtractFeaturesMsg) -> ExtractFeaturesReturnMsg:
     """Extract features at ``msg.rowcols`` and store them at feature_loc."""
-    image = _open_checked(msg.image_loc, msg.rowcols)
-    features, return_msg = _extract(msg.extractor, image, msg.rowcols)
+    # Counting points costs nothing; fetching the image may cost a lot.
+    check_point_count(msg.rowcols, describe(msg.image_loc))
+    image = _open_image(msg.image_loc)
+    features, return_msg = _extract(msg.extractor, image, msg.rowcols,
+                                    msg.image_loc)
     del image
     features.store(msg.feature_loc)
     return return_msg
@@ -79,8 +82,8 @@ def classify_image(msg: ClassifyImageMsg) -> ClassifyReturnMsg:
     # served stale, and CLASSIFIER_CACHE_SIZE bounds the memory they take
     # on an extract worker (0 turns the cache off).
     clf = load_classifier_cached(msg.classifier_loc)
-    image = _open_checked(msg.image_loc, msg.rowcols)
-    features, _ = _extract(msg.extractor, image, msg.rowcols)
+    image = _open_image(msg.image_loc)
+    features, _ = _extract(msg.extractor, image, msg.rowcols, msg.image_loc)
     del image
     result = score_features(clf, features)
     result.runtime = time.time() - start

@@ -58,7 +58,7 @@ def job_hash(msg: Any) -> str:
     import numpy
     import sklearn
 
-    from spacer_worker.training.minibatch import training_precision
+    from spacer_worker.training.matrix import training_precision
 
     identity = {'format': FORMAT, 'message': msg.serialize(),
                 'precision': training_precision(),
@@ -69,8 +69,7 @@ def job_hash(msg: Any) -> str:
 
 def location_for(msg: Any, digest: str) -> Any | None:
     """Where the checkpoint of ``msg`` lives, or None when off."""
-    from spacer_worker.celery.payloads import PayloadRoot
-    from spacer_worker.data_classes import DataLocation
+    from spacer_worker.data_classes import DataLocation, LocationRoot
 
     setting = (config.get('TRAINING_CHECKPOINT') or BESIDE_MODEL).strip()
     name = f'checkpoint-{digest[:32]}'
@@ -89,7 +88,7 @@ def location_for(msg: Any, digest: str) -> Any | None:
         return DataLocation(model.storage_type, f'{model.key}.{name}',
                             model.bucket_name)
     try:
-        root = PayloadRoot.parse(setting)
+        root = LocationRoot.parse(setting, 'TRAINING_CHECKPOINT')
     except ConfigError as e:
         raise ConfigError(
             f"TRAINING_CHECKPOINT {setting!r}: expected 'model', "

@@ -14,6 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
+from spacer_worker import config
+from spacer_worker.exceptions import ConfigError
+
 DTYPE = np.dtype(np.float32)
 
 
@@ -111,3 +114,16 @@ class FeatureMatrix:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+#: TRAINING_PRECISION's values: the dtype the MLP trains in.
+PRECISIONS = ('float32', 'float64')
+
+
+def training_precision() -> str:
+    value = config.get('TRAINING_PRECISION').strip().lower()
+    if value not in PRECISIONS:
+        raise ConfigError(
+            f"TRAINING_PRECISION {value!r} is not one of "
+            f"{', '.join(PRECISIONS)}.")
+    return value

@@ -25,11 +25,10 @@ from sklearn.calibration import CalibratedClassifierCV
 from sklearn.linear_model import SGDClassifier
 from sklearn.neural_network import MLPClassifier
 
-from spacer_worker import config
 from spacer_worker.constants import ClassifierType
 from spacer_worker.data_classes import ValResults
 from spacer_worker.data_classes.results import TrainClassifierReturnMsg
-from spacer_worker.exceptions import ConfigError, MessageError
+from spacer_worker.exceptions import MessageError
 from spacer_worker.training import checkpoint
 from spacer_worker.training.adam import restore, use_in_place_adam
 from spacer_worker.training.calibration import calibrate_prefit
@@ -41,7 +40,7 @@ from spacer_worker.training.evaluation import (
     predict_labels,
 )
 from spacer_worker.training.loading import FeatureSet, open_training_data
-from spacer_worker.training.matrix import DTYPE
+from spacer_worker.training.matrix import DTYPE, training_precision
 from spacer_worker.training.mlp_steps import MLPSteps, shuffled_order, supports
 from spacer_worker.training.prefetch import OrderedChunks
 from spacer_worker.training.threads import blas_threads
@@ -49,7 +48,6 @@ from spacer_worker.training.threads import blas_threads
 logger = logging.getLogger(__name__)
 
 CLASSIFIER_TYPES = tuple(c.value for c in ClassifierType)
-PRECISIONS = ('float32', 'float64')
 Progress = Callable[..., None]
 
 
@@ -262,15 +260,6 @@ def _ref_float64(ref_x: np.ndarray) -> np.ndarray:
     for i in range(0, len(ref_x), CHUNK_ROWS):
         out[i:i + CHUNK_ROWS] = ref_x[i:i + CHUNK_ROWS]
     return out
-
-
-def training_precision() -> str:
-    value = config.get('TRAINING_PRECISION').strip().lower()
-    if value not in PRECISIONS:
-        raise ConfigError(
-            f"TRAINING_PRECISION {value!r} is not one of "
-            f"{', '.join(PRECISIONS)}.")
-    return value
 
 
 def train_minibatch(trainer: Any, labels: Any, nbr_epochs: int,

@@ -14,10 +14,10 @@ from spacer_worker.extractors.runtime import shared
 if TYPE_CHECKING:
     from PIL.Image import Image
 
-    from spacer_worker.extractors.efficientnet import EfficientNetExtractor
+    from spacer_worker.extractors.runtime.weights import ExtractorFiles
 
 
-def run_efficientnet(extractor: EfficientNetExtractor, im: Image,
+def run_efficientnet(extractor: ExtractorFiles, im: Image,
                      rowcols: Sequence[tuple[int, int]]
                      ) -> tuple[ImageFeatures, ExtractFeaturesReturnMsg]:
     """Features of ``im`` at ``rowcols`` (PySpacer's numbers, within 1e-4).
@@ -27,8 +27,8 @@ def run_efficientnet(extractor: EfficientNetExtractor, im: Image,
     wrong patch.
     """
     start = time.time()
+    check_extract_inputs(im, rowcols)
     rowcols = [tuple(rc) for rc in rowcols]
-    check_extract_inputs(im.size, rowcols)
     if shared.server_configured():
         # The worker's shared server runs the network; torch never loads.
         network, loaded_remotely = shared.remote_network(extractor)

@@ -50,7 +50,7 @@ from spacer_worker.metrics import recording
 from spacer_worker.storage.pixel_arrays import rgbx_array, row_decoder
 
 if TYPE_CHECKING:
-    from spacer_worker.extractors.base import FeatureExtractor
+    from spacer_worker.extractors.runtime.weights import ExtractorFiles
 
 logger = logging.getLogger(__name__)
 
@@ -282,7 +282,7 @@ def _build(weights: weights_mod.Weights, settings: RuntimeSettings,
     return Network(backend, settings, weights.sha256, exact)
 
 
-def get_network(extractor: FeatureExtractor) -> tuple[Network, bool]:
+def get_network(extractor: ExtractorFiles) -> tuple[Network, bool]:
     """This process's network for ``extractor``, built on first use.
 
     Returns it and whether its weights were downloaded by this call. (A
@@ -335,7 +335,7 @@ def network_for(weights: weights_mod.Weights, where: str,
         return network
 
 
-def preload(extractor: FeatureExtractor) -> Network:
+def preload(extractor: ExtractorFiles) -> Network:
     """Build and cache ``extractor``'s network now (worker start-up)."""
     return get_network(extractor)[0]
 

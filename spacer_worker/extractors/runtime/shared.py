@@ -52,8 +52,8 @@ from spacer_worker.extractors.runtime.patches import CROP_SIZE, iter_patch_batch
 if TYPE_CHECKING:
     from PIL import Image
 
-    from spacer_worker.extractors.base import FeatureExtractor
     from spacer_worker.extractors.runtime.engine import Network
+    from spacer_worker.extractors.runtime.weights import ExtractorFiles
 
 logger = logging.getLogger(__name__)
 
@@ -274,7 +274,7 @@ def _ask(conn: Connection, header: dict, payload: Any = None) -> dict:
     return reply
 
 
-def remote_network(extractor: FeatureExtractor) -> tuple[RemoteNetwork, bool]:
+def remote_network(extractor: ExtractorFiles) -> tuple[RemoteNetwork, bool]:
     """The server's network for ``extractor``; the weights are fetched and
     verified here (this process's storage and allowlists) and sent to the
     server only when it does not hold them yet."""

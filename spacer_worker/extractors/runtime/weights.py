@@ -25,9 +25,10 @@ import hashlib
 import io
 import json
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 from filelock import FileLock, Timeout
@@ -45,9 +46,17 @@ if TYPE_CHECKING:
     import torch
 
     from spacer_worker.data_classes import DataLocation
-    from spacer_worker.extractors.base import FeatureExtractor
 
 logger = logging.getLogger(__name__)
+
+
+class ExtractorFiles(Protocol):
+    """An extractor description as the runtime sees it: its data files
+    and their expected sha256 (``FeatureExtractor`` is one). The runtime
+    types against this, never the descriptions, which call down into it."""
+
+    data_locations: Mapping[str, DataLocation]
+    data_hashes: Mapping[str, str]
 
 CACHE_LOCK_TIMEOUT = 900.0  # seconds to wait for another process's download
 
@@ -109,7 +118,7 @@ def _cached_copy(folder: Path, expected: str | None) -> Weights | None:
     return None
 
 
-def _mismatch(extractor: FeatureExtractor, key: str, actual: str,
+def _mismatch(extractor: ExtractorFiles, key: str, actual: str,
               expected: str) -> HashMismatchError:
     return HashMismatchError(
         f"{type(extractor).__name__}: the {key!r} data at "
@@ -118,7 +127,7 @@ def _mismatch(extractor: FeatureExtractor, key: str, actual: str,
         f"the file or the hash in the message.")
 
 
-def fetch(extractor: FeatureExtractor, key: str = 'weights') -> Weights:
+def fetch(extractor: ExtractorFiles, key: str = 'weights') -> Weights:
     """The verified bytes of ``extractor.data_locations[key]``."""
     loc = extractor.data_locations[key]
     expected = extractor.data_hashes.get(key)
@@ -131,7 +140,7 @@ def fetch(extractor: FeatureExtractor, key: str = 'weights') -> Weights:
     return _fetch_remote(extractor, key, loc, expected)
 
 
-def _fetch_remote(extractor: FeatureExtractor, key: str, loc: DataLocation,
+def _fetch_remote(extractor: ExtractorFiles, key: str, loc: DataLocation,
                   expected: str | None) -> Weights:
     folder = location_dir(loc)
     folder.mkdir(parents=True, exist_ok=True)
@@ -158,7 +167,7 @@ def _fetch_remote(extractor: FeatureExtractor, key: str, loc: DataLocation,
             f"{folder}.lock.") from e
 
 
-def evict(extractor: FeatureExtractor, key: str = 'weights') -> None:
+def evict(extractor: ExtractorFiles, key: str = 'weights') -> None:
     """Remove a remote location's cached copy (no-op for local ones)."""
     loc = extractor.data_locations[key]
     if loc.is_remote:
