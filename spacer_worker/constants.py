@@ -14,7 +14,7 @@ __all__ = [
     'DEFAULT_PRIORITY', 'EXPEDITE_PRIORITY', 'PRIORITY_STEPS', 'ClassifierType',
     'FeatureCache', 'HIGH_SPEC_ANNOTATIONS', 'HIGH_SPEC_IMAGE_PIXELS',
     'HIGH_SPEC_KINDS', 'QueueKind', 'SpecLevel', 'StorageType', 'StrEnum',
-    'TaskName',
+    'TaskName', 'TrainerName',
 ]
 
 # Python 3.10 (CoralNet's web servers) lacks enum.StrEnum.
@@ -43,6 +43,12 @@ class TaskName(StrEnum):
 class ClassifierType(StrEnum):
     LR = 'LR'
     MLP = 'MLP'
+
+
+class TrainerName(StrEnum):
+    """PySpacer's built-in trainers (``TrainClassifierMsg.trainer_name``)."""
+
+    MINIBATCH = 'minibatch'
 
 
 class StorageType(StrEnum):

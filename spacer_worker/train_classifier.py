@@ -18,7 +18,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from spacer_worker import config
-from spacer_worker.constants import FeatureCache
+from spacer_worker.constants import FeatureCache, TrainerName
 from spacer_worker.data_classes.codec import (
     BOOL,
     INT,
@@ -41,7 +41,7 @@ if TYPE_CHECKING:
 ProgressCallback = Callable[..., None]
 
 BUILTIN_TRAINERS: dict[str, str] = {
-    'minibatch': 'spacer.train_classifier.MiniBatchTrainer',
+    TrainerName.MINIBATCH: 'spacer.train_classifier.MiniBatchTrainer',
 }
 
 

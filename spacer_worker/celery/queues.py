@@ -18,7 +18,6 @@ from typing import Any
 
 from spacer_worker import config
 from spacer_worker.celery import QueueKind, queue_name
-from spacer_worker.client.coralnet import parse_spec_queues
 from spacer_worker.exceptions import ConfigError
 
 # kombu.transport.redis: Channel.sep, the unacked hash's default name.
@@ -177,3 +176,22 @@ def _duration(seconds: float) -> str:
     if seconds < 7200:
         return f'{seconds / 60:.0f} min'
     return f'{seconds / 3600:.1f} h'
+
+
+def parse_spec_queues(text: str) -> dict[str, str]:
+    """``'train_classifier:high=train_highmem, high=big'`` -> mapping.
+
+    Keys are ``<task_name>:<spec>`` or a bare ``<spec>`` for any task.
+    """
+    mapping: dict[str, str] = {}
+    for item in (text or '').split(','):
+        item = item.strip()
+        if not item:
+            continue
+        key, sep, queue = item.partition('=')
+        if not sep or not key.strip() or not queue.strip():
+            raise ConfigError(
+                f"CORALNET_SPEC_QUEUES: {item!r} is not '<spec>=<queue>' or "
+                f"'<task_name>:<spec>=<queue>'.")
+        mapping[key.strip().lower()] = queue.strip()
+    return mapping

@@ -27,7 +27,6 @@ from typing import Any
 from spacer_worker import config
 from spacer_worker.celery.health import check
 from spacer_worker.client.jobs import Client
-from spacer_worker.constants import TaskName
 from spacer_worker.exceptions import SpacerError
 from spacer_worker.messages.table import PROCESS_JOB, TASKS
 
@@ -35,17 +34,11 @@ from spacer_worker.messages.table import PROCESS_JOB, TASKS
 _TASK_CHOICES: dict[str, type] = {
     str(row.name): row.message for row in [*TASKS.values(), PROCESS_JOB]}
 
-# Keys that tell the message types apart in a JSON file, first match wins.
-_SHAPES: list[tuple[frozenset[str], type]] = [
-    (frozenset({'task_name', 'tasks'}), PROCESS_JOB.message),
-    (frozenset({'labels', 'model_loc'}), TASKS[TaskName.TRAIN_CLASSIFIER].message),
-    (frozenset({'image_loc', 'classifier_loc'}),
-     TASKS[TaskName.CLASSIFY_IMAGE].message),
-    (frozenset({'image_loc', 'feature_loc'}),
-     TASKS[TaskName.EXTRACT_FEATURES].message),
-    (frozenset({'feature_loc', 'classifier_loc'}),
-     TASKS[TaskName.CLASSIFY_FEATURES].message),
-]
+# The rows a JSON file may hold, the most demanding first: a file is the
+# first message whose required fields it holds (the contract table says
+# which those are).
+_SHAPES = sorted([*TASKS.values(), PROCESS_JOB],
+                 key=lambda row: -len(row.required_keys()))
 
 
 class UsageError(Exception):
@@ -57,11 +50,10 @@ def message_class_for(data: Any, task: str | None = None) -> type:
     if task is not None:
         return _TASK_CHOICES[task]
     if isinstance(data, dict):
-        keys = set(data)
-        for needed, cls in _SHAPES:
-            if needed <= keys:
-                return cls
-    names = ', '.join(cls.__name__ for _, cls in _SHAPES)
+        for row in _SHAPES:
+            if row.shaped_like(data):
+                return row.message
+    names = ', '.join(row.message.__name__ for row in _SHAPES)
     raise UsageError(
         f'Cannot tell which message this file holds (expected the JSON of '
         f'one of {names}); name it with --task.')

@@ -47,6 +47,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from spacer_worker.celery import payloads
+from spacer_worker.celery.queues import parse_spec_queues
 from spacer_worker.client.jobs import Client, JobHandle, JobState, JobStatus
 from spacer_worker.exceptions import ConfigError, MessageError, failures
 
@@ -84,25 +85,6 @@ class CeleryJob:
 
     def __str__(self) -> str:
         return f'job {self.job_id} (task {self.task_id} on {self.queue})'
-
-
-def parse_spec_queues(text: str) -> dict[str, str]:
-    """``'train_classifier:high=train_highmem, high=big'`` -> mapping.
-
-    Keys are ``<task_name>:<spec>`` or a bare ``<spec>`` for any task.
-    """
-    mapping: dict[str, str] = {}
-    for item in (text or '').split(','):
-        item = item.strip()
-        if not item:
-            continue
-        key, sep, queue = item.partition('=')
-        if not sep or not key.strip() or not queue.strip():
-            raise ConfigError(
-                f"CORALNET_SPEC_QUEUES: {item!r} is not '<spec>=<queue>' or "
-                f"'<task_name>:<spec>=<queue>'.")
-        mapping[key.strip().lower()] = queue.strip()
-    return mapping
 
 
 def _spec_value(spec_level: Any) -> str | None:

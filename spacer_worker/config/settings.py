@@ -18,7 +18,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from spacer_worker.constants import ClassifierType, StorageType, TaskName
+from spacer_worker.constants import ClassifierType, StorageType, TaskName, TrainerName
 from spacer_worker.exceptions import ConfigError
 
 ENV_PREFIX = 'SPACER_'
@@ -27,7 +27,7 @@ ENV_PREFIX = 'SPACER_'
 # from the enums in spacer_worker.constants.
 TASKS = [t.value for t in TaskName]
 CLASSIFIER_TYPES = [c.value for c in ClassifierType]
-TRAINER_NAMES = ['minibatch']
+TRAINER_NAMES = [t.value for t in TrainerName]
 STORAGE_TYPES = [s.value for s in StorageType]
 
 

@@ -16,7 +16,7 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
-from spacer_worker.constants import QueueKind, TaskName
+from spacer_worker.constants import QueueKind, StrEnum, TaskName
 from spacer_worker.data_classes import DataClass
 from spacer_worker.data_classes.codec import (
     BOOL,
@@ -41,9 +41,16 @@ from spacer_worker.messages.task_messages import (
 )
 
 __all__ = [
-    'PROCESS_JOB', 'TASKS', 'JobMsg', 'JobReturnMsg', 'Task', 'by_celery_name',
-    'for_message',
+    'PROCESS_JOB', 'TASKS', 'JobMsg', 'JobReturnMsg', 'Task', 'Unit',
+    'by_celery_name', 'for_message',
 ]
+
+
+class Unit(StrEnum):
+    """What one task of a job works on, as progress and metrics count it."""
+
+    IMAGES = 'images'
+    TASKS = 'tasks'
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,17 +62,44 @@ class Task:
     queue: QueueKind | None    # None: process_job, routed by its tasks
     message: type[DataClass]
     returns: type[DataClass]
+    #: The plain function that runs it, ``'module:function'``; imported
+    #: only on a worker (:mod:`spacer_worker.tasks`).
+    body: str = ''
+    #: Whether the body takes ``progress=`` and reports as it goes.
+    progress: bool = False
+    #: What one task of a job is: an image, or just a task.
+    unit: Unit = Unit.TASKS
 
+    def required_keys(self) -> list[tuple[str, ...]]:
+        """For each field of the message without a default, the JSON keys
+        it may arrive under (its name, then legacy aliases)."""
+        return [(f.name, *f.metadata.get('aliases', ()))
+                for f in dataclasses.fields(self.message)
+                if f.default is dataclasses.MISSING
+                and f.default_factory is dataclasses.MISSING]
+
+    def shaped_like(self, data: Mapping[str, Any]) -> bool:
+        """Whether a JSON object holds every field this message requires
+        (how the CLI tells which message a file holds)."""
+        return all(any(key in data for key in keys)
+                   for keys in self.required_keys())
+
+
+_TASKS = 'spacer_worker.tasks'
 
 TASKS: dict[TaskName, Task] = {row.name: row for row in [
     Task(TaskName.EXTRACT_FEATURES, 'spacer.extract_features',
-         QueueKind.EXTRACT, ExtractFeaturesMsg, ExtractFeaturesReturnMsg),
+         QueueKind.EXTRACT, ExtractFeaturesMsg, ExtractFeaturesReturnMsg,
+         body=f'{_TASKS}.images:extract_features', unit=Unit.IMAGES),
     Task(TaskName.CLASSIFY_IMAGE, 'spacer.classify_image',
-         QueueKind.EXTRACT, ClassifyImageMsg, ClassifyReturnMsg),
+         QueueKind.EXTRACT, ClassifyImageMsg, ClassifyReturnMsg,
+         body=f'{_TASKS}.images:classify_image', unit=Unit.IMAGES),
     Task(TaskName.TRAIN_CLASSIFIER, 'spacer.train_classifier',
-         QueueKind.TRAIN, TrainClassifierMsg, TrainClassifierReturnMsg),
+         QueueKind.TRAIN, TrainClassifierMsg, TrainClassifierReturnMsg,
+         body=f'{_TASKS}.training:train_classifier', progress=True),
     Task(TaskName.CLASSIFY_FEATURES, 'spacer.classify_features',
-         QueueKind.CLASSIFY, ClassifyFeaturesMsg, ClassifyReturnMsg),
+         QueueKind.CLASSIFY, ClassifyFeaturesMsg, ClassifyReturnMsg,
+         body=f'{_TASKS}.classification:classify_features'),
 ]}
 
 
@@ -117,7 +151,8 @@ class JobReturnMsg(DataClass):
 
 
 PROCESS_JOB = Task('process_job', 'spacer.process_job', None, JobMsg,
-                   JobReturnMsg)
+                   JobReturnMsg, body='spacer_worker.tasks:process_job',
+                   progress=True)
 
 # Every row a sender may name, by Celery task name.
 _BY_CELERY_NAME: dict[str, Task] = {

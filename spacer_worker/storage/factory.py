@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from spacer_worker import config
 from spacer_worker.constants import StorageType
 from spacer_worker.exceptions import InvalidLocationError
 from spacer_worker.storage.base import Storage
@@ -12,17 +13,17 @@ from spacer_worker.storage.memory import default_memory_storage
 from spacer_worker.storage.s3 import S3Storage
 from spacer_worker.storage.url import URLStorage
 
-STORAGE_TYPES = tuple(t.value for t in StorageType)
+STORAGE_TYPES = config.STORAGE_TYPES
 
 
-def _type_name(storage_type: Any) -> str:
+def _storage_type(storage_type: Any) -> StorageType:
     # Accepts plain strings and str enums (StorageType.S3 -> 's3').
     value = getattr(storage_type, 'value', storage_type)
     if not isinstance(value, str) or value not in STORAGE_TYPES:
         raise InvalidLocationError(
             f"Unknown storage_type {storage_type!r}; expected one of "
             f"{', '.join(STORAGE_TYPES)}.")
-    return value
+    return StorageType(value)
 
 
 def storage_factory(storage_type: Any, bucket_name: str | None = None
@@ -32,15 +33,15 @@ def storage_factory(storage_type: Any, bucket_name: str | None = None
     'memory' returns the process-wide default :class:`MemoryStorage`.
     Backends are imported here, so boto3 loads only when s3 is used.
     """
-    name = _type_name(storage_type)
-    if name == 'filesystem':
+    kind = _storage_type(storage_type)
+    if kind is StorageType.FILESYSTEM:
         return FileSystemStorage()
-    if name == 'memory':
+    if kind is StorageType.MEMORY:
         return default_memory_storage()
-    if name == 's3':
+    if kind is StorageType.S3:
         if not bucket_name:
             raise InvalidLocationError(
-                f"storage_type 's3' needs a bucket_name, got "
+                f"storage_type {kind.value!r} needs a bucket_name, got "
                 f"{bucket_name!r}.")
         return S3Storage(bucket_name)
     return URLStorage()

@@ -1,24 +1,27 @@
 """The four PySpacer tasks and ``process_job``, as plain functions.
 
-The bodies are grouped by what they read: :mod:`.images` (pixels:
-extract_features, classify_image) and :mod:`.features` (feature files:
-train_classifier, classify_features). Worker side: the Celery adapters in
-:mod:`spacer_worker.worker.adapters` call these; clients never import them.
+One module per room: :mod:`.images` (the tasks that read pixels:
+extract_features, classify_image), :mod:`.training` (train_classifier) and
+:mod:`.classification` (classify_features). The task table
+(:mod:`spacer_worker.messages.table`) names each body; the Celery adapters
+in :mod:`spacer_worker.worker.adapters` call them; clients never import
+them.
 """
 
 from __future__ import annotations
 
 import functools
+import importlib
 import logging
 from collections.abc import Callable
 from typing import Any
 
-from spacer_worker.constants import TaskName
 from spacer_worker.exceptions import MessageError
 from spacer_worker.exceptions.failures import failure_text, time_limit_behind
-from spacer_worker.messages.table import JobMsg, JobReturnMsg
-from spacer_worker.tasks.features import classify_features, train_classifier
+from spacer_worker.messages.table import TASKS, JobMsg, JobReturnMsg
+from spacer_worker.tasks.classification import classify_features
 from spacer_worker.tasks.images import classify_image, extract_features
+from spacer_worker.tasks.training import train_classifier
 
 __all__ = [
     'TASK_FUNCTIONS', 'classify_features', 'classify_image', 'extract_features',
@@ -29,13 +32,17 @@ logger = logging.getLogger(__name__)
 
 ProgressCallback = Callable[..., None]
 
-# The body of each contract task (spacer_worker.messages.table.TASKS).
+
+
+def _body(path: str) -> Callable[..., Any]:
+    module, _, name = path.partition(':')
+    return getattr(importlib.import_module(module), name)
+
+
+# The body of each contract task, as its row names it
+# (spacer_worker.messages.table.TASKS).
 TASK_FUNCTIONS: dict[str, Callable[..., Any]] = {
-    TaskName.EXTRACT_FEATURES: extract_features,
-    TaskName.TRAIN_CLASSIFIER: train_classifier,
-    TaskName.CLASSIFY_FEATURES: classify_features,
-    TaskName.CLASSIFY_IMAGE: classify_image,
-}
+    name: _body(row.body) for name, row in TASKS.items()}
 
 
 def run_task(task_name: str, msg: Any,
@@ -47,7 +54,7 @@ def run_task(task_name: str, msg: Any,
         raise MessageError(
             f"task_name {task_name!r} is not a task; expected one of "
             f"{', '.join(TASK_FUNCTIONS)}.") from None
-    if task_name == TaskName.TRAIN_CLASSIFIER:
+    if TASKS[task_name].progress:
         return func(msg, progress=progress)
     return func(msg)
 
@@ -87,7 +94,7 @@ def process_job(job_msg: JobMsg,
     for index, task in enumerate(job_msg.tasks):
         try:
             task_progress = None
-            if progress is not None and job_msg.task_name == TaskName.TRAIN_CLASSIFIER:
+            if progress is not None and TASKS[job_msg.task_name].progress:
                 task_progress = functools.partial(progress, done=index, total=total)
             results.append(run_task(job_msg.task_name, task, task_progress))
         except reraise:

@@ -25,7 +25,7 @@ from spacer_worker.messages.task_messages import ClassifyImageMsg, ExtractFeatur
 from spacer_worker.storage import open_image
 from spacer_worker.storage.blobs import describe
 from spacer_worker.storage.pixel_arrays import row_decoder
-from spacer_worker.tasks.features import score_features
+from spacer_worker.tasks.classification import score_features
 
 if TYPE_CHECKING:
     from PIL.Image import Image

@@ -13,8 +13,9 @@ from typing import Any
 
 import numpy as np
 
+from spacer_worker.data_classes import ImageLabels
 from spacer_worker.exceptions import TrainingLabelsError
-from spacer_worker.training.loading import FeatureSet
+from spacer_worker.training.loading import FeatureSet, open_training_data
 
 CHUNK_ROWS = 2000
 
@@ -98,3 +99,32 @@ def evaluate_set(clf: Any, feature_set: FeatureSet,
         acc=accuracy(gt, est),
         pc_accs=[accuracy(gt_labels, np.concatenate(p))
                  for p in pc_predictions])
+
+
+def evaluate_classifier(clf: Any, labels: ImageLabels,
+                        ) -> tuple[list, list, list]:
+    """(ground truth labels, predicted labels, top scores) of every
+    annotation of ``labels``, in PySpacer's order."""
+    if sum(len(labels[key]) for key in labels.keys()) == 0:
+        raise TrainingLabelsError(
+            "evaluate_classifier: the labels hold no annotations to "
+            "evaluate on.")
+    classes = np.asarray(clf.classes_)
+    ests, scores = [], []
+    with open_training_data({'eval': labels}, names=('eval',)) as data:
+        feature_set = data['eval']
+        for x32, _y in feature_set.chunks(5000):
+            proba = clf.predict_proba(as_float64(x32))
+            ests.extend(classes[proba.argmax(axis=1)].tolist())
+            scores.extend(proba.max(axis=1).tolist())
+        gts = feature_set.labels.tolist()
+    return gts, ests, scores
+
+
+def calc_acc(gt: list, est: list) -> float:
+    """Fraction of positions where ``gt`` and ``est`` agree."""
+    if len(gt) == 0 or len(est) == 0:
+        raise ValueError('Inputs can not be empty')
+    if len(gt) != len(est):
+        raise ValueError('Input gt and est must have the same length')
+    return float(sum(g == e for g, e in zip(gt, est, strict=True))) / len(gt)

@@ -25,7 +25,7 @@ from sklearn.calibration import CalibratedClassifierCV
 from sklearn.linear_model import SGDClassifier
 from sklearn.neural_network import MLPClassifier
 
-from spacer_worker.constants import ClassifierType
+from spacer_worker import config
 from spacer_worker.data_classes import ValResults
 from spacer_worker.data_classes.results import TrainClassifierReturnMsg
 from spacer_worker.exceptions import MessageError
@@ -47,7 +47,6 @@ from spacer_worker.training.threads import blas_threads
 
 logger = logging.getLogger(__name__)
 
-CLASSIFIER_TYPES = tuple(c.value for c in ClassifierType)
 Progress = Callable[..., None]
 
 
@@ -123,10 +122,10 @@ def epoch_order(generator: np.random.RandomState, seed: int, epoch: int,
 
 def check_inputs(clf_type: Any, nbr_epochs: Any) -> tuple[str, int]:
     clf_type = str(getattr(clf_type, 'value', clf_type))
-    if clf_type not in CLASSIFIER_TYPES:
+    if clf_type not in config.CLASSIFIER_TYPES:
         raise MessageError(
             f"clf_type {clf_type!r} is not one of "
-            f"{', '.join(CLASSIFIER_TYPES)}.")
+            f"{', '.join(config.CLASSIFIER_TYPES)}.")
     if isinstance(nbr_epochs, bool) or not isinstance(nbr_epochs, int) \
             or nbr_epochs < 1:
         raise MessageError(

@@ -46,7 +46,6 @@ from kombu.exceptions import SerializationError
 
 from spacer_worker import tasks
 from spacer_worker.celery import payloads
-from spacer_worker.constants import TaskName
 from spacer_worker.data_classes.codec import show
 from spacer_worker.exceptions import MessageError, SpacerError, TransientError
 from spacer_worker.exceptions.failures import failure_text, time_limit_behind, to_wire
@@ -61,8 +60,6 @@ logger = logging.getLogger(__name__)
 
 PROGRESS = 'PROGRESS'
 _TRAINING_KEYS = ('epoch', 'epochs', 'ref_acc')
-# Kinds of jobs whose tasks are one image each.
-_IMAGE_TASKS = (TaskName.EXTRACT_FEATURES, TaskName.CLASSIFY_IMAGE)
 
 
 def decode_payload(task_name: str, cls: type, payload: Any) -> Any:
@@ -238,11 +235,10 @@ def _run(task: SpacerTask, payload: Any, message_class: type,
 def _adapter(row: ContractTask) -> SpacerTask:
     def run(self: SpacerTask, payload: Any) -> dict:
         return _run(self, payload, row.message, tasks.TASK_FUNCTIONS[row.name],
-                    with_progress=row.name == TaskName.TRAIN_CLASSIFIER)
+                    with_progress=row.progress)
     run.__name__ = run.__qualname__ = str(row.name)
     run.__doc__ = (f'{row.message.__name__} -> {row.returns.__name__}'
-                   + (', with progress.' if row.name == TaskName.TRAIN_CLASSIFIER
-                      else '.'))
+                   + (', with progress.' if row.progress else '.'))
     return shared_task(name=row.celery_name, bind=True, base=SpacerTask)(run)
 
 
@@ -261,7 +257,7 @@ def process_job(self: SpacerTask, payload: Any) -> dict:
     # An offloaded job is not repeated in full in its result (Redis).
     answer_job = payloads.compact_job(job) if payloads.is_reference(payload) \
         else job
-    unit = 'images' if job.task_name in _IMAGE_TASKS else 'tasks'
+    unit = str(TASKS[job.task_name].unit)
     report = self.training_progress()
 
     def progress(*args: Any, **info: Any) -> None:

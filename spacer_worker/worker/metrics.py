@@ -32,14 +32,13 @@ from celery.signals import (
 )
 
 from spacer_worker.constants import QueueKind
-from spacer_worker.messages.table import PROCESS_JOB, TASKS
+from spacer_worker.messages.table import PROCESS_JOB, TASKS, Unit
 from spacer_worker.metrics import recording
 
 logger = logging.getLogger(__name__)
 
-# Tasks that extract features (one image each): the extract queue's.
-_EXTRACT_ROWS = [row for row in TASKS.values()
-                 if row.queue is QueueKind.EXTRACT]
+# Tasks that extract features: those whose unit of work is an image.
+_EXTRACT_ROWS = [row for row in TASKS.values() if row.unit is Unit.IMAGES]
 _EXTRACT_TASKS = {row.celery_name for row in _EXTRACT_ROWS}
 _EXTRACT_JOBS = {str(row.name) for row in _EXTRACT_ROWS}
 _OUTCOMES = {'SUCCESS': 'success', 'FAILURE': 'failure', 'RETRY': 'retry'}

@@ -9,7 +9,8 @@ from enum import Enum
 
 import pytest
 
-from spacer_worker.client.coralnet import CeleryQueue, parse_spec_queues
+from spacer_worker.celery.queues import parse_spec_queues
+from spacer_worker.client.coralnet import CeleryQueue
 from spacer_worker.client.jobs import Client, JobState
 from spacer_worker.exceptions import ConfigError, ResultLostError
 from spacer_worker.messages import JobMsg

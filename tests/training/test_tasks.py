@@ -16,7 +16,7 @@ from spacer_worker.messages import (
 )
 from spacer_worker.storage import load_classifier
 from spacer_worker.tasks import classify_features, process_job, train_classifier
-from spacer_worker.tasks.features import score_features
+from spacer_worker.tasks.classification import score_features
 
 
 def train_msg(split, tmp_path, trainer='minibatch', clf_type='MLP', **kw):

@@ -1,40 +1,29 @@
-"""The tasks that read feature files: train_classifier and classify_features.
-
-``score_features`` is the one place a classifier scores feature vectors:
-all points of an image in one vectorised ``predict_proba`` call (PySpacer
-calls it once per point). ``tasks.images.classify_image`` uses it too.
-"""
+"""The training task: train_classifier (labels' feature files in, a
+classifier, its validation results and optional report out). The training
+itself is :mod:`spacer_worker.training`'s."""
 
 from __future__ import annotations
 
 import inspect
 import logging
-import time
 from collections.abc import Callable
 from typing import Any
 
-import numpy as np
-
 from spacer_worker import config
-from spacer_worker.classification.model_cache import load_classifier_cached
-from spacer_worker.classification.scoring import predict_proba
-from spacer_worker.data_classes import ImageFeatures
 from spacer_worker.data_classes.results import (
-    ClassifyReturnMsg,
     TrainClassifierReturnMsg,
 )
 from spacer_worker.exceptions import PermanentError
 from spacer_worker.exceptions.failures import time_limit_behind
-from spacer_worker.messages.task_messages import ClassifyFeaturesMsg, TrainClassifierMsg
+from spacer_worker.messages.task_messages import TrainClassifierMsg
 from spacer_worker.storage import load_classifier, store_classifier
 from spacer_worker.task_utils import preprocess_labels
 from spacer_worker.training import checkpoint
-from spacer_worker.training.threads import blas_threads
 from spacer_worker.training.threads import thread_count as blas_thread_count
 
 logger = logging.getLogger(__name__)
 
-__all__ = ['train_classifier', 'classify_features', 'score_features']
+__all__ = ['train_classifier']
 
 
 def train_classifier(msg: TrainClassifierMsg,
@@ -117,40 +106,3 @@ def _run_trainer(trainer: Any, labels: Any, nbr_epochs: int,
               if takes_any or name in params}
     return trainer(labels=labels, nbr_epochs=nbr_epochs,
                    pc_models=pc_models, clf_type=str(clf_type), **extras)
-
-
-def classify_features(msg: ClassifyFeaturesMsg) -> ClassifyReturnMsg:
-    """Score every point of a stored feature file with a stored classifier
-    (kept unpickled between calls while its bytes are unchanged)."""
-    t0 = time.time()
-    features = ImageFeatures.load(msg.feature_loc)
-    clf = load_classifier_cached(msg.classifier_loc)
-    return _score(clf, features, t0)
-
-
-def score_features(clf: Any, features: ImageFeatures) -> ClassifyReturnMsg:
-    """Scores of all points of ``features`` (runtime 0.0: callers set it).
-
-    One ``predict_proba`` over the whole float64 matrix: the same numbers
-    PySpacer's per-point calls give, in one pass.
-    """
-    return _score(clf, features, None)
-
-
-def _score(clf: Any, features: ImageFeatures,
-           t0: float | None) -> ClassifyReturnMsg:
-    x = np.asarray(features.feature_array(), dtype=np.float64)
-    with blas_threads():
-        # scikit-learn's numbers without its per-class calls (see
-        # classification.scoring).
-        probabilities = predict_proba(clf, x).tolist()
-    if features.valid_rowcol:
-        rows = np.asarray(features.rows).tolist()
-        cols = np.asarray(features.cols).tolist()
-    else:
-        rows = cols = [None] * len(probabilities)
-    return ClassifyReturnMsg(
-        runtime=0.0 if t0 is None else time.time() - t0,
-        scores=list(zip(rows, cols, probabilities, strict=True)),
-        classes=np.asarray(clf.classes_).tolist(),
-        valid_rowcol=bool(features.valid_rowcol))
