@@ -8,26 +8,5 @@ send work and read results, with only ``spacer_worker[client]`` installed.
   (its setting names ``spacer_worker.contrib.coralnet.CeleryQueue``).
 """
 
-from spacer_worker.client.jobs import (
-    EXPEDITE,
-    PRIORITY_RANGE,
-    Client,
-    JobHandle,
-    JobState,
-    JobStatus,
-    cancel,
-    decode_result,
-    default_client,
-    message_task,
-    raise_for_status,
-    result,
-    status,
-    status_from_meta,
-    submit,
-)
-
-__all__ = [
-    'EXPEDITE', 'PRIORITY_RANGE', 'Client', 'JobHandle', 'JobState',
-    'JobStatus', 'cancel', 'decode_result', 'default_client', 'message_task',
-    'raise_for_status', 'result', 'status', 'status_from_meta', 'submit',
-]
+from spacer_worker.client.jobs import *  # noqa: F403
+from spacer_worker.client.jobs import __all__ as __all__

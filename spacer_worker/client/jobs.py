@@ -23,6 +23,12 @@ record is gone. So a handle whose record is missing is reported as
 
 from __future__ import annotations
 
+__all__ = [
+    'EXPEDITE', 'PRIORITY_RANGE', 'Client', 'JobHandle', 'JobState',
+    'JobStatus', 'cancel', 'decode_result', 'default_client', 'message_task',
+    'raise_for_status', 'result', 'status', 'status_from_meta', 'submit',
+]
+
 import re
 import time
 import uuid
