@@ -287,8 +287,8 @@ class Client:
         message goes out (only for a new job); if it raises, nothing is
         sent and the claim is undone.
         """
-        by_celery_name(task)  # MessageError for an unknown task
-        # Queue, time limits of the task's kind and default priority.
+        # Queue, time limits of the task's kind and default priority
+        # (MessageError for an unknown task).
         options = celery_app.send_options(task, payload, spec_level)
         if queue is not None:
             if not isinstance(queue, str) or not queue:
