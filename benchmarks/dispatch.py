@@ -211,7 +211,10 @@ def main() -> None:
     if url is None:
         redis_proc, url = start_redis(tmp)
     env = {k: v for k, v in os.environ.items() if not k.startswith('SPACER_')}
+    # The echo payloads name memory locations (nothing is read): the
+    # workers' admission refuses those from the broker unless allowed.
     env.update(SPACER_BROKER_URL=url, BENCH_BROKER_URL=url,
+               SPACER_MEMORY_STORAGE_ALLOWED='true',
                PYTHONPATH=os.pathsep.join([str(REPO), str(BENCH)]))
 
     bare = Celery('bare-client', broker=url, backend=url, set_as_current=False)
@@ -285,7 +288,10 @@ def main() -> None:
         counter = redis.Redis.from_url(url)
         counter.delete('bench:runs')
         payloads = make_classify_data(tmp, 20)
-        load_env = dict(env, BENCH_COUNT_RUNS=url)
+        # The feature files and classifier lie in tmp: the workers may read
+        # there (a broker message reads only under the read roots).
+        load_env = dict(env, BENCH_COUNT_RUNS=url,
+                        SPACER_FILESYSTEM_READ_ROOTS=str(tmp))
         workers = Workers('spacer_worker', 'classify', 2, load_env, tmp,
                           'load')
         workers.wait_ready(ours)

@@ -38,6 +38,22 @@ write_guard: ContextVar[Callable[[Any, bytes], bool] | None] = ContextVar(
     'spacer_write_guard', default=None)
 
 
+# Set with write_guard: takes a clean-up to run once the run's staged
+# outputs are committed (returns True).
+commit_hook: ContextVar[Callable[[Callable[[], None]], bool] | None] = \
+    ContextVar('spacer_commit_hook', default=None)
+
+
+def when_committed(cleanup: Callable[[], None]) -> None:
+    """Run ``cleanup`` once this run's outputs are in place: now when they
+    were written directly, after the worker's commit when they are staged
+    (a run that never commits never runs it). What a redelivered run
+    would need until then (a training's checkpoint) is removed this way."""
+    hook = commit_hook.get()
+    if hook is None or not hook(cleanup):
+        cleanup()
+
+
 def store_bytes(loc: Any, data: bytes) -> None:
     """Write ``data`` at ``loc`` whole (atomic on every backend)."""
     sandbox = current()

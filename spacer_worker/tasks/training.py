@@ -16,7 +16,7 @@ from spacer_worker.data_classes.results import (
 from spacer_worker.exceptions import PermanentError
 from spacer_worker.exceptions.failures import time_limit_behind
 from spacer_worker.messages.task_messages import TrainClassifierMsg
-from spacer_worker.storage import load_classifier, store_classifier
+from spacer_worker.storage import blobs, load_classifier, store_classifier
 from spacer_worker.task_utils import preprocess_labels
 from spacer_worker.training import checkpoint
 from spacer_worker.training.threads import thread_count as blas_thread_count
@@ -52,7 +52,10 @@ def train_classifier(msg: TrainClassifierMsg,
             raise
     store_classifier(msg.model_loc, clf)
     val_results.store(msg.valresult_loc)
-    saved.remove()
+    # On a worker the outputs above are staged until the result commits:
+    # the checkpoint stays until then, so a run killed before the commit
+    # resumes after the last epoch instead of epoch 0.
+    blobs.when_committed(saved.remove)
     if config.get('TRAINING_REPORT'):
         _write_report(msg, val_results, return_msg)
     return return_msg

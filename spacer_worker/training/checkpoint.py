@@ -102,6 +102,8 @@ class Checkpoint:
 
     #: Training seconds of earlier runs, up to their last checkpoint.
     earlier_seconds = 0.0
+    #: The products engine (training.products) the saved epochs ran on.
+    engine: str | None = None
 
     def __init__(self, loc: Any, digest: str) -> None:
         self.loc = loc
@@ -141,6 +143,8 @@ class Checkpoint:
         if state is None:
             return clf, rng, []
         self.earlier_seconds = float(state.get('seconds', 0.0))
+        engine = state.get('products')
+        self.engine = engine if isinstance(engine, str) else None
         clf = state['clf']
         # The MLP draws from the generator it holds (pickled with it); the
         # loop must reseed that very one.
@@ -153,15 +157,17 @@ class Checkpoint:
                     '(%s).', len(ref_accs), self.loc.key)
         return clf, rng, ref_accs
 
-    def after_epoch(self, clf: Any, rng: Any, ref_accs: list[float]) -> None:
-        """Write the state after ``len(ref_accs)`` epochs, atomically. A
-        write that fails is logged and the training goes on: a checkpoint
-        only saves time, it must not cost the training."""
+    def after_epoch(self, clf: Any, rng: Any, ref_accs: list[float],
+                    engine: str | None = None) -> None:
+        """Write the state after ``len(ref_accs)`` epochs, atomically, with
+        the products ``engine`` they ran on (a resume keeps it). A write
+        that fails is logged and the training goes on: a checkpoint only
+        saves time, it must not cost the training."""
         from spacer_worker.storage.blobs import store_bytes
 
         state = {'format': FORMAT, 'job': self.digest,
                  'epoch': len(ref_accs), 'ref_accs': list(ref_accs),
-                 'rng': rng.get_state(), 'clf': clf,
+                 'rng': rng.get_state(), 'clf': clf, 'products': engine,
                  'seconds': self.earlier_seconds +
                  time.monotonic() - self._started}
         try:
@@ -189,7 +195,8 @@ class _NoCheckpoint(Checkpoint):
     def restore(self, clf: Any, rng: Any) -> tuple[Any, Any, list[float]]:
         return clf, rng, []
 
-    def after_epoch(self, clf: Any, rng: Any, ref_accs: list[float]) -> None:
+    def after_epoch(self, clf: Any, rng: Any, ref_accs: list[float],
+                    engine: str | None = None) -> None:
         pass
 
     def remove(self) -> None:

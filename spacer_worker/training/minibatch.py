@@ -174,7 +174,8 @@ def fit(trainer: Any, train: FeatureSet, ref: FeatureSet, nbr_epochs: int,
         # (training.mlp_steps), chunks gathered a chunk ahead on a second
         # thread (training.prefetch).
         nonlocal steps, prefetch, buffer32
-        steps = MLPSteps(clf)
+        # A resumed training keeps the products engine it ran on.
+        steps = MLPSteps(clf, engine=saved.engine)
         prefetch = OrderedChunks(train.matrix, train.labels, train.start,
                                  rows)
         # draw: the epoch's own generator, or (None) the classifier's.
@@ -231,7 +232,9 @@ def fit(trainer: Any, train: FeatureSet, ref: FeatureSet, nbr_epochs: int,
                         time.monotonic() - t0)
             if clf_type == 'MLP':
                 restore(clf)  # a checkpoint holds scikit-learn classes only
-            saved.after_epoch(clf, rng, ref_accs)
+            engine = None if steps is None or steps.products is None \
+                else steps.products.name
+            saved.after_epoch(clf, rng, ref_accs, engine)
             if progress is not None:
                 progress(epoch=epoch + 1, nbr_epochs=nbr_epochs,
                          ref_acc=ref_accs[-1])

@@ -117,7 +117,8 @@ def _views(flat: np.ndarray, like: list[np.ndarray]) -> list[np.ndarray]:
 class MLPSteps:
     """Runs ``clf.partial_fit(x, y)`` for a fitted float32 ``clf``."""
 
-    def __init__(self, clf: Any, products: Products | None = None):
+    def __init__(self, clf: Any, products: Products | None = None,
+                 engine: str | None = None):
         if not supports(clf):
             raise ValueError('MLPSteps needs a float32 ReLU MLPClassifier '
                              'under Adam, after its first partial_fit')
@@ -131,8 +132,10 @@ class MLPSteps:
         self._masks: list[np.ndarray] = []
         self._ones = np.ones(0, dtype=FLOAT)
         # The first layer's two products (training.products); chosen for
-        # the batch shape at the first call unless given.
+        # the batch shape at the first call unless given: ``engine`` (a
+        # resumed training's) or the rule's.
         self.products = products
+        self._engine = engine
 
     def _adopt(self) -> None:
         # Every parameter, and its moments and gradient, as views of one
@@ -237,7 +240,7 @@ class MLPSteps:
     def _choose_products(self, batch: int) -> None:
         if self.products is None:
             dim, width = self.clf.coefs_[0].shape
-            self.products = products_for(batch, dim, width)
+            self.products = products_for(batch, dim, width, self._engine)
 
     def _class_indices(self, y: np.ndarray) -> np.ndarray:
         classes = self.clf.classes_

@@ -1,29 +1,39 @@
-"""The two large matrix products of a float32 MLP step, on the faster engine.
+"""The two large matrix products of a float32 MLP step, on one engine.
 
 Four fifths of a step (``training.mlp_steps``) are two products with the
 batch: the first layer's activations ``x @ W`` (200 x 1280 x 100) and its
 weight gradient ``x.T @ delta``. NumPy hands them to OpenBLAS, whose
 kernels are fixed when it loads (by CPU model, or by OPENBLAS_CORETYPE);
-ONNX Runtime's MLAS picks its own by the CPU's instruction sets. Which one
-is faster depends on the machine: on a 2-core AMD EPYC whose environment
-pins OpenBLAS to its AVX2 'Haswell' kernels, MLAS takes 0.28 ms per
-product and OpenBLAS 0.57 ms; on a 2-core Sapphire Rapids Xeon they are
-even on one thread, and OpenBLAS on the steps' two threads takes 0.41 ms
-per step's pair against MLAS's 0.69 (MLAS runs single-threaded here: its
-own pool is slower on these shapes). So a training measures both as the
-steps run them (``threads.step_threads``; once per process and shape,
-~40 ms) and keeps the faster; TRAINING_MATMUL can name one.
+ONNX Runtime's MLAS picks its own by the CPU's instruction sets. Both
+compute in float32 with float32 accumulation but sum in different orders,
+so their results differ in the last bits, and a training's classifier with
+them.
 
-Both compute in float32 with float32 accumulation; they sum in different
-orders, so the results differ in the last bits, as two BLAS builds do.
+The engine is therefore chosen by a rule, never by a timing race: two
+trainings of one message on one machine, and a training resumed from its
+checkpoint, take the same products and end with the same classifier. The
+rule (``auto``) reads the problem's shape and the machine's build only:
+
+* products under ``LARGE_FROM`` multiply-adds, or no ONNX Runtime: NumPy;
+* a CPU with AVX-512 whose OpenBLAS runs kernels without it (a core type
+  pinned to 'Haswell', or an AVX2-only build): MLAS, which uses AVX-512
+  there (on a 2-core AMD EPYC pinned to Haswell kernels, 0.28 ms per
+  product against OpenBLAS's 0.57);
+* otherwise NumPy: where OpenBLAS runs AVX-512 kernels the two are even on
+  one thread (2.14 ms against 2.11 per step on a Sapphire Rapids Xeon),
+  and OpenBLAS alone uses the steps' second thread.
+
+A checkpoint records the engine its training used; the run that resumes it
+takes that engine, whatever its own machine's rule says.
+TRAINING_MATMUL can name one engine for every training.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import threading
-import time
 from importlib import resources
 from typing import Any, Protocol
 
@@ -31,15 +41,14 @@ import numpy as np
 
 from spacer_worker import config
 from spacer_worker.exceptions import ConfigError
-from spacer_worker.training.threads import step_threads
+from spacer_worker.training.threads import numpy_blas_architecture
 
 logger = logging.getLogger(__name__)
 
 ENGINES = ('auto', 'numpy', 'onnxruntime')
 # Below this many multiply-adds per product a call's fixed cost (~10 us in
-# ONNX Runtime) outweighs any kernel difference: NumPy, unmeasured.
-MEASURE_FROM = 2_000_000
-_TIMED_RUNS = 12
+# ONNX Runtime) outweighs any kernel difference: NumPy.
+LARGE_FROM = 2_000_000
 _MAX_BINDINGS = 16
 
 
@@ -170,12 +179,10 @@ class OnnxRuntimeProducts:
         self._sessions[trans_a].run_with_iobinding(binding)
 
 
-# Engine name per shape, measured once per process; each training gets its
-# own engine object (its bindings are not shared between threads).
-_chosen: dict[tuple[int, int, int], str] = {}
-_lock = threading.Lock()
 _ENGINES: dict[str, type] = {'numpy': NumpyProducts,
                              'onnxruntime': OnnxRuntimeProducts}
+# OpenBLAS core types whose kernels use AVX-512.
+_AVX512_CORES = frozenset({'skylakex', 'cooperlake', 'sapphirerapids'})
 
 
 def engine_setting() -> str:
@@ -190,44 +197,57 @@ def engine_setting() -> str:
     return value
 
 
-def products_for(rows: int, dim: int, width: int) -> Products:
+def products_for(rows: int, dim: int, width: int,
+                 engine: str | None = None) -> Products:
     """An engine for a step's first-layer products (``rows x dim`` batch,
-    ``dim x width`` weights): the setting's, or the faster one measured."""
+    ``dim x width`` weights): ``engine`` when it names one (a resumed
+    training's, from its checkpoint), else the setting's, else the
+    rule's."""
+    if engine in _ENGINES:
+        return _ENGINES[_resumed(engine)]()
     name = engine_setting()
     if name == 'auto':
-        if rows * dim * width < MEASURE_FROM or not onnxruntime_available():
-            name = 'numpy'
-        else:
-            with _lock:
-                key = (rows, dim, width)
-                if key not in _chosen:
-                    _chosen[key] = _faster(rows, dim, width)
-                name = _chosen[key]
+        name = auto_engine(rows, dim, width)
     return _ENGINES[name]()
 
 
-def _faster(rows: int, dim: int, width: int) -> str:
-    rng = np.random.default_rng(0)
-    x = rng.random((rows, dim), dtype=np.float32)
-    w = rng.random((dim, width), dtype=np.float32)
-    delta = rng.random((rows, width), dtype=np.float32)
-    hidden = np.empty((rows, width), dtype=np.float32)
-    grad = np.empty((dim, width), dtype=np.float32)
-    engines: list[Products] = [NumpyProducts(), OnnxRuntimeProducts()]
-    runs: list[list[float]] = [[] for _ in engines]
-    with step_threads():  # as the steps run
-        # Alternated, so a burst of load elsewhere hits both alike; the
-        # first round warms caches and bindings.
-        for round_ in range(_TIMED_RUNS + 1):
-            for engine, times in zip(engines, runs, strict=True):
-                t0 = time.perf_counter()
-                engine.forward(x, w, hidden)
-                engine.weight_grad(x, delta, grad)
-                if round_:
-                    times.append(time.perf_counter() - t0)
-    medians = [float(np.median(times)) for times in runs]
-    best = engines[int(np.argmin(medians))].name
-    logger.info("MLP products (%d x %d x %d) on %s: numpy %.2f ms, "
-                "onnxruntime %.2f ms per step", rows, dim, width, best,
-                medians[0] * 1e3, medians[1] * 1e3)
-    return best
+def auto_engine(rows: int, dim: int, width: int) -> str:
+    """The rule of ``auto`` (module docstring): the shape and this
+    machine's build decide, the same in every process."""
+    if rows * dim * width < LARGE_FROM or not onnxruntime_available():
+        return 'numpy'
+    return 'onnxruntime' if _mlas_kernels_are_wider() else 'numpy'
+
+
+@functools.cache
+def _mlas_kernels_are_wider() -> bool:
+    # Whether MLAS would use AVX-512 where OpenBLAS does not.
+    avx512 = _cpu_has('avx512f')
+    core = numpy_blas_architecture()
+    wider = avx512 and core not in _AVX512_CORES
+    logger.info("MLP products: CPU %s AVX-512, OpenBLAS kernels %r: large "
+                "products on %s", 'with' if avx512 else 'without',
+                core or 'unknown', 'onnxruntime' if wider else 'numpy')
+    return wider
+
+
+def _cpu_has(flag: str) -> bool:
+    # Linux's CPU flags; elsewhere the flag counts as absent (NumPy).
+    try:
+        with open('/proc/cpuinfo', encoding='ascii', errors='replace') as f:
+            for line in f:
+                if line.startswith('flags'):
+                    return flag in line.split(':', 1)[1].split()
+    except OSError:
+        pass
+    return False
+
+
+def _resumed(engine: str) -> str:
+    if engine == 'onnxruntime' and not onnxruntime_available():
+        logger.warning("This training's checkpoint was trained with ONNX "
+                       "Runtime's products, which this worker lacks; it "
+                       "goes on with NumPy's, so its classifier may differ "
+                       "in the last bits from an uninterrupted run's.")
+        return 'numpy'
+    return engine

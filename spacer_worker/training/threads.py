@@ -85,6 +85,17 @@ def step_threads(count: int | None = None) -> Iterator[None]:
         yield
 
 
+def numpy_blas_architecture() -> str:
+    """The kernel family NumPy's BLAS runs (OpenBLAS's core type, such as
+    'SkylakeX' or 'Haswell'; fixed when it loads), lower case; '' when
+    unknown."""
+    numpy_pool, _ = _split_pools()
+    for info in numpy_pool.info():
+        if info.get('architecture'):
+            return str(info['architecture']).lower()
+    return ''
+
+
 def _split_pools() -> tuple[Any, Any]:
     """(NumPy's BLAS, every other BLAS) as threadpoolctl controllers, found
     once per process."""

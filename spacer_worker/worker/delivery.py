@@ -88,6 +88,9 @@ class Delivery:
     token: str = field(default_factory=lambda: uuid.uuid4().hex[:16])
     outputs: set = field(default_factory=set)
     staged: list = field(default_factory=list)
+    # Clean-ups the run asked for once its outputs are committed
+    # (storage.blobs.when_committed: a training's checkpoint).
+    after_commit: list = field(default_factory=list)
     lost: bool = False
     committed: bool = False
     _checked_at: float = 0.0
@@ -171,7 +174,23 @@ class Delivery:
             return False
         self.committed = True
         publish(backend, json.loads(record))
+        self._clean_up()
         return True
+
+    def defer(self, cleanup: Any) -> bool:
+        """Keep ``cleanup`` until this run's outputs are committed."""
+        self.after_commit.append(cleanup)
+        return True
+
+    def _clean_up(self) -> None:
+        cleanups, self.after_commit = self.after_commit, []
+        for cleanup in cleanups:
+            try:
+                cleanup()
+            except Exception as e:  # the result is committed already
+                logger.warning('Clean-up after the commit of task %s '
+                               'failed: %s: %s', self.task_id,
+                               type(e).__name__, e)
 
 
 def publish(backend: Any, record: dict) -> None:
@@ -238,6 +257,7 @@ def current() -> Delivery | None:
 def _set(delivery: Delivery | None) -> None:
     _current.set(delivery)
     blobs.write_guard.set(None if delivery is None else delivery.stage)
+    blobs.commit_hook.set(None if delivery is None else delivery.defer)
 
 
 def begin(task: Any) -> Delivery | None:

@@ -127,6 +127,37 @@ def test_interrupted_training_resumes_and_trains_the_same_classifier(
     assert not _checkpoint_files(out)
 
 
+def test_a_kill_between_the_last_epoch_and_the_commit_resumes_there(
+        app, start_worker, data_dir, tmp_path):
+    # Given a training whose worker dies whole as it is about to commit
+    # (classifier and valresult staged, the result not yet recorded),
+    out = tmp_path / 'uncommitted'
+    msg = _message(data_dir, out)
+    msg.nbr_epochs = 20
+    client = Client(app)
+    doomed = start_worker('doomed', queues='train',
+                          env={'SPACER_LOG_DESTINATION': 'console',
+                               'DIST_TEST_KILL_AT_COMMIT': '1'})
+    handle = client.submit(msg)
+    wait_for(lambda: doomed.proc.poll() is not None, 120, interval=0.1,
+             what='the worker to die at the commit')
+    assert not (out / 'model.pkl').exists()
+    assert _checkpoint_files(out), 'the checkpoint outlives the commit'
+
+    # when another worker gets the message, it resumes after the last
+    # epoch (not from epoch 0) and commits once,
+    rescuer = start_worker('rescuer', queues='train',
+                           env={'SPACER_LOG_DESTINATION': 'console'})
+    result = client.result(handle, timeout=240)
+    assert _resumed_after(rescuer) == 20
+    assert len(result.ref_accs) == 20
+
+    # and then the checkpoint is gone, the outputs in place.
+    wait_for(lambda: not _checkpoint_files(out), 10, interval=0.1,
+             what='the checkpoint removed after the commit')
+    assert (out / 'model.pkl').exists() and (out / 'valresult.json').exists()
+
+
 def test_a_training_past_its_soft_time_limit_stops_cleanly(
         app, start_worker, data_dir, tmp_path):
     # Given a worker allowing trainings 5 s (soft limit 4.5 s) and a

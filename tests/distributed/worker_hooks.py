@@ -6,6 +6,10 @@ count how many times a task really ran, and can hold each task for a while
 ``DIST_TEST_SOFT_LIMIT_IN=module:function`` makes that function send its
 own process SIGUSR1 as it starts: billiard's soft time limit signal, so the
 limit lands exactly there (a timer cannot aim it).
+``DIST_TEST_SLOW_PRODUCTS=numpy|onnxruntime`` makes that engine of the MLP's
+products 1 ms slower per call, so a worker that chose by timing would take
+the other one. ``DIST_TEST_KILL_AT_COMMIT=1`` kills the whole worker as a
+task's result is about to be committed.
 """
 
 from __future__ import annotations
@@ -68,3 +72,46 @@ def _aim_the_soft_limit(**_: Any) -> None:
     target = os.environ.get('DIST_TEST_SOFT_LIMIT_IN')
     if target:
         _soft_limit_inside(target)
+
+
+def _slow_products(engine: str) -> None:
+    # Adds 1 ms to each of one engine's products: a process that times
+    # the engines against each other would pick the other one.
+    from spacer_worker.training import products
+    cls = {'numpy': products.NumpyProducts,
+           'onnxruntime': products.OnnxRuntimeProducts}[engine]
+    if getattr(cls, 'slowed', False):
+        return
+    for name in ('forward', 'weight_grad'):
+        original = getattr(cls, name)
+
+        @functools.wraps(original)
+        def slowed(self: Any, *args: Any, _original: Any = original) -> None:
+            time.sleep(0.001)
+            _original(self, *args)
+        setattr(cls, name, slowed)
+    cls.slowed = True
+
+
+@task_prerun.connect
+def _slow_one_engine(**_: Any) -> None:
+    # DIST_TEST_SLOW_PRODUCTS=numpy|onnxruntime: that engine loses any race.
+    engine = os.environ.get('DIST_TEST_SLOW_PRODUCTS')
+    if engine:
+        _slow_products(engine)
+
+
+@task_prerun.connect
+def _die_at_the_commit(**_: Any) -> None:
+    # DIST_TEST_KILL_AT_COMMIT=1: the whole worker dies (kill -9 of its
+    # main process and the pool process) as a task's result is about to be
+    # committed: its outputs are staged, nothing is committed yet.
+    if not os.environ.get('DIST_TEST_KILL_AT_COMMIT') or \
+            getattr(delivery.Delivery.commit, 'dies', False):
+        return
+
+    def dying(self: Any, *args: Any, **kwargs: Any) -> Any:
+        os.kill(os.getppid(), signal.SIGKILL)
+        os.kill(os.getpid(), signal.SIGKILL)
+    dying.dies = True
+    delivery.Delivery.commit = dying

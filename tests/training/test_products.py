@@ -1,9 +1,12 @@
 """The first layer's products of an MLP step on NumPy or ONNX Runtime:
-the same results, the engine chosen by measurement or by the setting."""
+the same results, the engine chosen by a rule (shape and machine build,
+never timing), by a resumed training's checkpoint, or by the setting."""
 
 from __future__ import annotations
 
-import logging
+import os
+import subprocess
+import sys
 
 import numpy as np
 import onnx
@@ -17,6 +20,7 @@ from spacer_worker.training.products import (
     OnnxRuntimeProducts,
     products_for,
 )
+from tests.services import REPO
 from tests.training.test_mlp_steps import chunks, first_fit
 
 
@@ -101,23 +105,54 @@ def test_the_setting_names_the_engine(monkeypatch):
         products_for(200, 1280, 100)
 
 
-def test_auto_measures_large_products_once_and_keeps_small_ones_on_numpy(
-        monkeypatch, caplog):
+def test_auto_follows_the_rule_and_keeps_small_products_on_numpy(
+        monkeypatch):
     monkeypatch.delenv('SPACER_TRAINING_MATMUL', raising=False)
-    monkeypatch.setattr(products, '_chosen', {})
-    caplog.set_level(logging.INFO, logger=products.__name__)
-    # Small: not worth a measurement.
+    # Small: a call's fixed cost outweighs any kernel difference.
     assert isinstance(products_for(200, 48, 30), NumpyProducts)
-    assert not caplog.records
-    # Large: measured, logged with both timings, and kept for the process.
-    first = products_for(200, 640, 50)
-    second = products_for(200, 640, 50)
-    assert type(first) is type(second) and first is not second
-    lines = [r.getMessage() for r in caplog.records]
-    assert len(lines) == 1
-    assert lines[0].startswith('MLP products (200 x 640 x 50) on '
-                               f'{first.name}: numpy ')
-    assert 'onnxruntime' in lines[0]
+    # Large: what the rule says for this machine, call after call.
+    rule = products.auto_engine(200, 1280, 100)
+    assert {products_for(200, 1280, 100).name for _ in range(5)} == {rule}
+
+
+_RULE_IN_A_PROCESS = """
+from spacer_worker.training import products, threads
+print(threads.numpy_blas_architecture(), products.auto_engine(200, 1280, 100))
+"""
+
+
+def _rule_with(env_update):
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(('SPACER_', 'OPENBLAS_'))}
+    env.update(env_update)
+    out = subprocess.run([sys.executable, '-c', _RULE_IN_A_PROCESS],
+                         env=env, capture_output=True, text=True, check=True,
+                         cwd=str(REPO)).stdout.split()
+    return out[0], out[1]
+
+
+@pytest.mark.skipif(not products._cpu_has('avx512f'),
+                    reason='the rule tells kernels apart on AVX-512 CPUs')
+def test_on_an_avx512_cpu_mlas_takes_over_from_avx2_only_openblas_kernels():
+    # OpenBLAS pinned to its AVX2 kernels (as some environments pin it):
+    # MLAS's AVX-512 kernels are the wider, in every process alike.
+    assert _rule_with({'OPENBLAS_CORETYPE': 'Haswell'}) == \
+        ('haswell', 'onnxruntime')
+    # OpenBLAS on its own AVX-512 kernels: NumPy.
+    assert _rule_with({'OPENBLAS_CORETYPE': 'SkylakeX'}) == \
+        ('skylakex', 'numpy')
+
+
+def test_a_resumed_training_keeps_the_engine_its_checkpoint_names(
+        monkeypatch):
+    monkeypatch.setenv('SPACER_TRAINING_MATMUL', 'numpy')
+    assert isinstance(products_for(200, 1280, 100, 'onnxruntime'),
+                      OnnxRuntimeProducts)
+    monkeypatch.setenv('SPACER_TRAINING_MATMUL', 'onnxruntime')
+    assert isinstance(products_for(200, 1280, 100, 'numpy'), NumpyProducts)
+    # A name it does not know (a damaged record) falls back to the rule.
+    assert isinstance(products_for(200, 1280, 100, 'mkl'),
+                      OnnxRuntimeProducts)
 
 
 @pytest.mark.parametrize('classes', [2, 6])

@@ -1,0 +1,107 @@
+"""One message, one classifier: trainings on real workers at the size where
+the MLP's products engine matters (1,280-dim features, PySpacer's batch
+sizes) end with the same predictions, bit for bit, whichever worker ran
+them and whether or not one was killed on the way.
+
+The two workers are made to disagree about which engine is faster (one
+has NumPy's products slowed by 1 ms a call, the other ONNX Runtime's), so
+a choice by timing would split them; the engine rule and the checkpoint's
+record of the engine must not let it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from spacer_worker.client.jobs import Client, JobState
+from spacer_worker.data_classes import ImageFeatures
+from spacer_worker.messages import TrainClassifierMsg, TrainingTaskLabels
+from spacer_worker.storage import load_classifier
+from spacer_worker.train_classifier import MiniBatchTrainer
+from spacer_worker.train_utils import make_random_data
+from tests.builders import fs
+from tests.services import wait_for
+
+DIM = 1280           # EfficientNet-b0's features
+POINTS = 200         # per image, as CoralNet annotates
+EPOCHS = 12
+CLASSES = [1, 2, 3, 4, 5]
+
+
+def _data(data_dir) -> TrainingTaskLabels:
+    np.random.seed(7)
+    sets = {}
+    for part, count in (('train', 40), ('ref', 4), ('val', 6)):
+        keys = [str(data_dir / f'{part}{i}.npz') for i in range(count)]
+        sets[part] = make_random_data(count, CLASSES, POINTS, DIM,
+                                      fs(data_dir), keys)
+    # Classes that overlap: the classifier is still learning at the end,
+    # so any difference in the arithmetic shows in its predictions.
+    return TrainingTaskLabels(**sets)
+
+
+def _message(labels, out) -> TrainClassifierMsg:
+    out.mkdir(exist_ok=True)
+    return TrainClassifierMsg(
+        job_token=out.name, trainer=MiniBatchTrainer(), nbr_epochs=EPOCHS,
+        clf_type='MLP', labels=labels, previous_model_locs=[],
+        model_loc=fs(out / 'model.pkl'),
+        valresult_loc=fs(out / 'valresult.json'))
+
+
+def _probabilities(msg) -> np.ndarray:
+    clf = load_classifier(msg.model_loc)
+    x = np.concatenate([ImageFeatures.load(loc).feature_array()
+                        for loc in msg.labels.val.keys()])
+    return clf.predict_proba(x.astype(np.float64))
+
+
+def _epoch(client, handle) -> int:
+    status = client.status(handle)
+    assert status.state is not JobState.FAILURE, status.error
+    return (status.progress or {}).get('epoch') or 0
+
+
+def _worker_env(slow: str) -> dict:
+    return {'SPACER_LOG_DESTINATION': 'console',
+            'DIST_TEST_SLOW_PRODUCTS': slow}
+
+
+def test_trainings_of_one_message_agree_across_workers_and_a_kill(
+        app, start_worker, data_dir, tmp_path):
+    labels = _data(data_dir)
+    client = Client(app)
+
+    # Given a worker on which ONNX Runtime's products are the slower...
+    first = start_worker('numpy-fast', queues='train',
+                         env=_worker_env('onnxruntime'))
+    one = _message(labels, tmp_path / 'one')
+    client.result(client.submit(one), timeout=300)
+    first.stop()
+
+    # ...and one on which NumPy's are,
+    second = start_worker('ort-fast', queues='train',
+                          env=_worker_env('numpy'))
+    two = _message(labels, tmp_path / 'two')
+    client.result(client.submit(two), timeout=300)
+    second.stop()
+
+    # when a third training starts on the first kind of worker and that
+    # worker is killed whole after a few epochs, the second kind resumes it
+    killed = start_worker('killed', queues='train',
+                          env=_worker_env('onnxruntime'))
+    resumed = _message(labels, tmp_path / 'resumed')
+    handle = client.submit(resumed)
+    wait_for(lambda: _epoch(client, handle) >= 3, 300, interval=0.05,
+             what='epoch 3 of the training to be killed')
+    killed.kill()
+    assert _epoch(client, handle) < EPOCHS, 'training ended before the kill'
+    rescuer = start_worker('rescuer', queues='train',
+                           env=_worker_env('numpy'))
+    client.result(handle, timeout=300)
+    assert 'Resuming training from its checkpoint' in rescuer.log_text()
+
+    # Then all three trained the same classifier, to the last bit.
+    expected = _probabilities(one)
+    assert np.array_equal(_probabilities(two), expected)
+    assert np.array_equal(_probabilities(resumed), expected)
