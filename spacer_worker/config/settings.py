@@ -159,9 +159,10 @@ SETTINGS: dict[str, Setting] = {s.name: s for s in [
             "MLP mini-batch arithmetic: 'float32' (about twice as fast) or "
             "'float64' (PySpacer's, giving its exact classifier)."),
     Setting('TRAINING_MATMUL', str, 'auto',
-            "Engine of a float32 MLP step's two large products: 'auto' "
-            "measures 'numpy' (OpenBLAS) and 'onnxruntime' (MLAS) once per "
-            "process and shape and keeps the faster."),
+            "Engine of a float32 MLP step's two large products: 'numpy' "
+            "(OpenBLAS), 'onnxruntime' (MLAS), or 'auto': a rule on the "
+            "CPU and OpenBLAS's kernels, the same in every process (no "
+            "timing race); a resumed training keeps its checkpoint's."),
     Setting('BLAS_THREADS', int, 0,
             'BLAS threads a training or classification uses; 0: the CPUs '
             'divided among the tasks the worker runs at once (1 each when '
