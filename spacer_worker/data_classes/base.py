@@ -16,7 +16,7 @@ import operator
 import posixpath
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
+from typing import Any, TypeAlias, TypeVar
 from urllib.parse import urlparse
 
 from spacer_worker.constants import StorageType
@@ -41,15 +41,12 @@ from spacer_worker.exceptions import (
     RowColumnInvalidError,
 )
 
-if TYPE_CHECKING:
-    pass
-
-
 # An int or a str, as scikit-learn accepts for targets.
 LabelId: TypeAlias = int | str
 Annotation: TypeAlias = tuple[int, int, LabelId]
 FeatureLabelPair: TypeAlias = tuple[Any, LabelId]
 FeatureLabelBatch: TypeAlias = tuple[list[Any], list[LabelId]]
+
 
 class DataClass(Message):
     """PySpacer's ``DataClass``: a message that also reads and writes
@@ -64,7 +61,7 @@ class DataClass(Message):
 
     @classmethod
     def load(cls: type[_DC], loc: DataLocation) -> _DC:
-        from spacer_worker.storage import load_bytes  # the layer above
+        from spacer_worker.storage import load_bytes  # when called
         try:
             data = json.loads(load_bytes(loc).decode('utf-8'))
         except ValueError as e:
@@ -73,7 +70,7 @@ class DataClass(Message):
         return cls.deserialize(data)
 
     def store(self, loc: DataLocation) -> None:
-        from spacer_worker.storage import store_bytes  # the layer above
+        from spacer_worker.storage import store_bytes  # when called
         store_bytes(loc, json.dumps(self.serialize()).encode('utf-8'))
 
 
@@ -223,25 +220,27 @@ class LocationRoot:
             bucket, _, prefix = text[5:].partition('/')
             if not bucket:
                 raise ConfigError(f'{where}: s3:// needs a bucket name.')
-            return cls('s3', bucket, prefix.strip('/'))
+            return cls(StorageType.S3.value, bucket, prefix.strip('/'))
         if text.startswith('memory://'):
-            return cls('memory', None, text[9:].strip('/') or 'payloads')
+            return cls(StorageType.MEMORY.value, None,
+                       text[9:].strip('/') or 'payloads')
         if text.startswith('file://'):
             text = text[7:]
         if not text.startswith('/'):
             raise ConfigError(
                 f"{where}: expected s3://bucket/prefix, memory://prefix or "
                 f"an absolute directory path.")
-        return cls('filesystem', None, posixpath.normpath(text))
+        return cls(StorageType.FILESYSTEM.value, None,
+                   posixpath.normpath(text))
 
     def location(self, name: str) -> DataLocation:
         key = f'{self.prefix}/{name}' if self.prefix else name
         return DataLocation(self.storage_type, key, self.bucket_name)
 
     def __str__(self) -> str:
-        if self.storage_type == 's3':
+        if self.storage_type == StorageType.S3:
             return f's3://{self.bucket_name}/{self.prefix}'
-        if self.storage_type == 'memory':
+        if self.storage_type == StorageType.MEMORY:
             return f'memory://{self.prefix}'
         return self.prefix
 

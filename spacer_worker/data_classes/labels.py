@@ -7,28 +7,6 @@ from __future__ import annotations
 import dataclasses
 from collections import Counter
 from collections.abc import Generator, Iterable
-from typing import TYPE_CHECKING
-
-from spacer_worker.data_classes.codec import (
-    DictOf,
-    Encoded,
-    Invalid,
-    JsonText,
-    Nested,
-    field,
-    relabel,
-    show,
-)
-from spacer_worker.exceptions import (
-    MessageError,
-    RowColumnMismatchError,
-    RowColumnMissingError,
-    SpacerError,
-)
-
-if TYPE_CHECKING:
-    pass
-
 
 from spacer_worker.data_classes.base import (
     ANNOTATIONS,
@@ -39,7 +17,23 @@ from spacer_worker.data_classes.base import (
     FeatureLabelBatch,
     LabelId,
 )
+from spacer_worker.data_classes.codec import (
+    DictOf,
+    Encoded,
+    Invalid,
+    JsonText,
+    Nested,
+    field,
+    relabel,
+    show,
+)
 from spacer_worker.data_classes.features import ImageFeatures
+from spacer_worker.exceptions import (
+    MessageError,
+    RowColumnMismatchError,
+    RowColumnMissingError,
+    SpacerError,
+)
 
 
 class ImageLabels(Encoded):
