@@ -13,10 +13,15 @@ from collections.abc import Generator, Iterable, Sequence
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
-from spacer_worker.data_classes.codec import (
-    Invalid,
-    show,
+from spacer_worker.data_classes.base import (
+    COL,
+    ROW,
+    Annotation,
+    DataLocation,
+    FeatureLabelPair,
+    LabelId,
 )
+from spacer_worker.data_classes.codec import Invalid, show
 from spacer_worker.exceptions import (
     FeatureFileError,
     MessageError,
@@ -26,16 +31,6 @@ from spacer_worker.exceptions import (
 
 if TYPE_CHECKING:
     import numpy as np
-
-
-from spacer_worker.data_classes.base import (
-    COL,
-    ROW,
-    Annotation,
-    DataLocation,
-    FeatureLabelPair,
-    LabelId,
-)
 
 
 def _float_vector(data: Any) -> Any:
