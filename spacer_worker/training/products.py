@@ -221,10 +221,11 @@ def auto_engine(rows: int, dim: int, width: int) -> str:
 
 @functools.cache
 def _mlas_kernels_are_wider() -> bool:
-    # Whether MLAS would use AVX-512 where OpenBLAS does not.
+    # Whether MLAS would use AVX-512 where OpenBLAS does not (a BLAS whose
+    # kernels cannot be told, MKL's say, keeps NumPy).
     avx512 = _cpu_has('avx512f')
     core = numpy_blas_architecture()
-    wider = avx512 and core not in _AVX512_CORES
+    wider = avx512 and bool(core) and core not in _AVX512_CORES
     logger.info("MLP products: CPU %s AVX-512, OpenBLAS kernels %r: large "
                 "products on %s", 'with' if avx512 else 'without',
                 core or 'unknown', 'onnxruntime' if wider else 'numpy')

@@ -174,11 +174,14 @@ class Delivery:
             return False
         self.committed = True
         publish(backend, json.loads(record))
-        self._clean_up()
+        if state == states.SUCCESS:
+            self._clean_up()
+        self.after_commit = []    # a failed run keeps what it left
         return True
 
     def defer(self, cleanup: Any) -> bool:
-        """Keep ``cleanup`` until this run's outputs are committed."""
+        """Keep ``cleanup`` until this run's outputs are committed (it
+        runs after a SUCCESS only)."""
         self.after_commit.append(cleanup)
         return True
 

@@ -24,14 +24,14 @@ from tests.services import wait_for
 
 DIM = 1280           # EfficientNet-b0's features
 POINTS = 200         # per image, as CoralNet annotates
-EPOCHS = 12
+EPOCHS = 10
 CLASSES = [1, 2, 3, 4, 5]
 
 
 def _data(data_dir) -> TrainingTaskLabels:
     np.random.seed(7)
     sets = {}
-    for part, count in (('train', 40), ('ref', 4), ('val', 6)):
+    for part, count in (('train', 30), ('ref', 3), ('val', 4)):
         keys = [str(data_dir / f'{part}{i}.npz') for i in range(count)]
         sets[part] = make_random_data(count, CLASSES, POINTS, DIM,
                                       fs(data_dir), keys)
