@@ -6,20 +6,22 @@ them and whether or not one was killed on the way.
 The two workers are made to disagree about which engine is faster (one
 has NumPy's products slowed by 1 ms a call, the other ONNX Runtime's), so
 a choice by timing would split them; the engine rule and the checkpoint's
-record of the engine must not let it.
+record of the engine must not let it. Where two workers are set to
+different engines, the one that resumes keeps the engine the checkpoint
+names.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from spacer_worker.client.jobs import Client, JobState
-from spacer_worker.data_classes import ImageFeatures
+from spacer_worker.client.jobs import Client
 from spacer_worker.messages import TrainClassifierMsg, TrainingTaskLabels
-from spacer_worker.storage import load_classifier
+from spacer_worker.tasks import train_classifier
 from spacer_worker.train_classifier import MiniBatchTrainer
 from spacer_worker.train_utils import make_random_data
 from tests.builders import fs
+from tests.distributed.trainings import epoch, probabilities, resumed_after
 from tests.services import wait_for
 
 DIM = 1280           # EfficientNet-b0's features
@@ -47,19 +49,6 @@ def _message(labels, out) -> TrainClassifierMsg:
         clf_type='MLP', labels=labels, previous_model_locs=[],
         model_loc=fs(out / 'model.pkl'),
         valresult_loc=fs(out / 'valresult.json'))
-
-
-def _probabilities(msg) -> np.ndarray:
-    clf = load_classifier(msg.model_loc)
-    x = np.concatenate([ImageFeatures.load(loc).feature_array()
-                        for loc in msg.labels.val.keys()])
-    return clf.predict_proba(x.astype(np.float64))
-
-
-def _epoch(client, handle) -> int:
-    status = client.status(handle)
-    assert status.state is not JobState.FAILURE, status.error
-    return (status.progress or {}).get('epoch') or 0
 
 
 def _worker_env(slow: str) -> dict:
@@ -92,16 +81,52 @@ def test_trainings_of_one_message_agree_across_workers_and_a_kill(
                           env=_worker_env('onnxruntime'))
     resumed = _message(labels, tmp_path / 'resumed')
     handle = client.submit(resumed)
-    wait_for(lambda: _epoch(client, handle) >= 3, 300, interval=0.05,
+    wait_for(lambda: epoch(client, handle) >= 3, 300, interval=0.05,
              what='epoch 3 of the training to be killed')
     killed.kill()
-    assert _epoch(client, handle) < EPOCHS, 'training ended before the kill'
+    assert epoch(client, handle) < EPOCHS, 'training ended before the kill'
     rescuer = start_worker('rescuer', queues='train',
                            env=_worker_env('numpy'))
     client.result(handle, timeout=300)
-    assert 'Resuming training from its checkpoint' in rescuer.log_text()
+    assert resumed_after(rescuer) >= 3
 
     # Then all three trained the same classifier, to the last bit.
-    expected = _probabilities(one)
-    assert np.array_equal(_probabilities(two), expected)
-    assert np.array_equal(_probabilities(resumed), expected)
+    expected = probabilities(one)
+    assert np.array_equal(probabilities(two), expected)
+    assert np.array_equal(probabilities(resumed), expected)
+
+
+def test_a_resumed_training_keeps_the_engine_its_checkpoint_names(
+        app, start_worker, data_dir, tmp_path, monkeypatch):
+    labels = _data(data_dir)
+    client = Client(app)
+    # Given a training started on a worker set to ONNX Runtime's products
+    # and killed whole after a few epochs,
+    killed = start_worker('onnxruntime', queues='train', env={
+        'SPACER_LOG_DESTINATION': 'console',
+        'SPACER_TRAINING_MATMUL': 'onnxruntime'})
+    resumed = _message(labels, tmp_path / 'resumed')
+    handle = client.submit(resumed)
+    wait_for(lambda: epoch(client, handle) >= 3, 300, interval=0.05,
+             what='epoch 3 of the training to be killed')
+    killed.kill()
+    assert epoch(client, handle) < EPOCHS, 'training ended before the kill'
+
+    # when a worker set to NumPy's products resumes it,
+    rescuer = start_worker('numpy', queues='train', env={
+        'SPACER_LOG_DESTINATION': 'console',
+        'SPACER_TRAINING_MATMUL': 'numpy'})
+    client.result(handle, timeout=300)
+    assert resumed_after(rescuer) >= 3
+
+    # then it ends with the classifier of an uninterrupted ONNX Runtime
+    # run, not a NumPy one (the two differ: the check is not vacuous).
+    runs = {}
+    for engine in ('onnxruntime', 'numpy'):
+        monkeypatch.setenv('SPACER_TRAINING_MATMUL', engine)
+        runs[engine] = _message(labels, tmp_path / engine)
+        train_classifier(runs[engine])
+    assert not np.array_equal(probabilities(runs['numpy']),
+                              probabilities(runs['onnxruntime']))
+    assert np.array_equal(probabilities(resumed),
+                          probabilities(runs['onnxruntime']))

@@ -12,13 +12,17 @@ import time
 import numpy as np
 
 from spacer_worker.client.jobs import Client, JobState
-from spacer_worker.data_classes import ImageFeatures
 from spacer_worker.messages import TrainClassifierMsg, TrainingTaskLabels
-from spacer_worker.storage import load_classifier
 from spacer_worker.tasks import train_classifier
 from spacer_worker.train_classifier import MiniBatchTrainer
 from spacer_worker.train_utils import make_random_data
 from tests.builders import fs
+from tests.distributed.trainings import (
+    checkpoint_files,
+    epoch,
+    probabilities,
+    resumed_after,
+)
 from tests.services import wait_for
 
 EPOCHS = 300
@@ -41,31 +45,6 @@ def _message(data_dir, out) -> TrainClassifierMsg:
         clf_type='MLP', labels=TrainingTaskLabels(**sets),
         previous_model_locs=[], model_loc=fs(out / 'model.pkl'),
         valresult_loc=fs(out / 'valresult.json'))
-
-
-def _scores(msg):
-    clf = load_classifier(msg.model_loc)
-    x = np.concatenate([ImageFeatures.load(loc).feature_array()
-                        for loc in msg.labels.val.keys()])
-    return clf.predict_proba(x.astype(np.float64))
-
-
-def _epoch(client, handle) -> int:
-    status = client.status(handle)
-    assert status.state is not JobState.FAILURE, status.error
-    return (status.progress or {}).get('epoch') or 0
-
-
-def _checkpoint_files(out):
-    return [p for p in out.iterdir() if '.checkpoint-' in p.name]
-
-
-def _resumed_after(worker) -> int:
-    """The epoch a worker's run resumed after (from its log)."""
-    lines = [line for line in worker.log_text().splitlines()
-             if 'Resuming training from its checkpoint' in line]
-    assert lines, worker.log_text()[-3000:]
-    return int(lines[0].split('after epoch ')[1].split()[0])
 
 
 def _sigterm(worker) -> float:
@@ -91,40 +70,40 @@ def test_interrupted_training_resumes_and_trains_the_same_classifier(
     handle = client.submit(msg)
 
     # Given the training has saved a few epochs on the first worker
-    wait_for(lambda: _epoch(client, handle) >= 4, 120, interval=0.05,
+    wait_for(lambda: epoch(client, handle) >= 4, 120, interval=0.05,
              what='epoch 4 done')
-    assert _checkpoint_files(out)
+    assert checkpoint_files(out)
 
     # When that worker is stopped (soft shutdown: out within seconds,
     # though the training has far to go)...
     assert _sigterm(first) < 20
     assert 'Soft Shutdown' in first.log_text()
-    reached = _epoch(client, handle)
+    reached = epoch(client, handle)
     assert reached < EPOCHS, 'training ended before the stop'
 
     # ...the next worker gets it at once and resumes after the last epoch
     second = start_worker('second', queues='train', env=soft)
-    wait_for(lambda: _epoch(client, handle) >= reached + 3, 120,
+    wait_for(lambda: epoch(client, handle) >= reached + 3, 120,
              interval=0.05, what='training going on')
-    assert 4 <= _resumed_after(second) < EPOCHS
+    assert 4 <= resumed_after(second) < EPOCHS
 
     # ...and when that one dies whole (kill -9: lost host, OOM kill), the
     # lease reaper hands it to a third, which resumes again
     second.kill()
-    killed_at = _epoch(client, handle)
+    killed_at = epoch(client, handle)
     assert killed_at < EPOCHS, 'training ended before the kill'
     third = start_worker('third', queues='train', env=soft)
     result = client.result(handle, timeout=240)
-    assert _resumed_after(second) < _resumed_after(third) < EPOCHS
-    assert _resumed_after(third) >= killed_at - 1
+    assert resumed_after(second) < resumed_after(third) < EPOCHS
+    assert resumed_after(third) >= killed_at - 1
 
     # Then it ends with the very classifier an uninterrupted run trains,
     # and its checkpoint is gone
     whole = _message(data_dir, tmp_path / 'whole')
     whole_ret = train_classifier(whole)
     assert result.ref_accs == whole_ret.ref_accs
-    assert np.array_equal(_scores(msg), _scores(whole))
-    assert not _checkpoint_files(out)
+    assert np.array_equal(probabilities(msg), probabilities(whole))
+    assert not checkpoint_files(out)
 
 
 def test_a_kill_between_the_last_epoch_and_the_commit_resumes_there(
@@ -142,18 +121,18 @@ def test_a_kill_between_the_last_epoch_and_the_commit_resumes_there(
     wait_for(lambda: doomed.proc.poll() is not None, 120, interval=0.1,
              what='the worker to die at the commit')
     assert not (out / 'model.pkl').exists()
-    assert _checkpoint_files(out), 'the checkpoint outlives the commit'
+    assert checkpoint_files(out), 'the checkpoint outlives the commit'
 
     # when another worker gets the message, it resumes after the last
     # epoch (not from epoch 0) and commits once,
     rescuer = start_worker('rescuer', queues='train',
                            env={'SPACER_LOG_DESTINATION': 'console'})
     result = client.result(handle, timeout=240)
-    assert _resumed_after(rescuer) == 20
+    assert resumed_after(rescuer) == 20
     assert len(result.ref_accs) == 20
 
     # and then the checkpoint is gone, the outputs in place.
-    wait_for(lambda: not _checkpoint_files(out), 10, interval=0.1,
+    wait_for(lambda: not checkpoint_files(out), 10, interval=0.1,
              what='the checkpoint removed after the commit')
     assert (out / 'model.pkl').exists() and (out / 'valresult.json').exists()
 
@@ -179,6 +158,8 @@ def test_a_training_past_its_soft_time_limit_stops_cleanly(
     status = client.status(handle)
     assert 'soft time limit' in status.error, status.error
     assert status.error_class.endswith('SoftTimeLimitExceeded')
+    # it keeps its checkpoint (the same message sent again resumes it),
+    assert checkpoint_files(tmp_path / 'endless')
     # without the hard limit having to kill it (nothing kept it running),
     assert 'Hard time limit' not in worker.log_text()
     # and the same worker trains the next job to the end.
