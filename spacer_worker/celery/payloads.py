@@ -207,8 +207,6 @@ def compact_job(job: Any) -> Any:
     labels are emptied (point lists stay: they are bounded per image, and
     CoralNet checks them against its database). Same JSON shape, readable
     by PySpacer; the caller keeps (or re-reads) the full job."""
-
-
     tasks = []
     for task in job.tasks:
         if hasattr(task, 'labels'):

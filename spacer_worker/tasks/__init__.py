@@ -33,7 +33,6 @@ logger = logging.getLogger(__name__)
 ProgressCallback = Callable[..., None]
 
 
-
 def _body(path: str) -> Callable[..., Any]:
     module, _, name = path.partition(':')
     return getattr(importlib.import_module(module), name)
@@ -68,12 +67,14 @@ def process_job(job_msg: JobMsg,
 
     As in PySpacer, a failure is reported in the return message (the
     traceback text, ending in PySpacer's class path and the message: see
-    :mod:`spacer_worker.exceptions.failures`) rather than raised, so a job queue always gets an answer.
+    :mod:`spacer_worker.exceptions.failures`) rather than raised, so a job
+    queue always gets an answer.
     ``progress(done=i, total=n)`` is called after each task of the job.
     Errors of the ``reraise`` types propagate instead (the Celery adapter
     passes TransientError, to retry the job before answering ok=False), and
     so does a worker's soft time limit, even where a handler re-raised it
-    as another error (:func:`spacer_worker.exceptions.failures.time_limit_behind`).
+    as another error
+    (:func:`spacer_worker.exceptions.failures.time_limit_behind`).
     ``admit()``, when given, runs first; its error is answered the same way
     (the adapter checks a broker message's locations and bounds with it).
     """
@@ -115,7 +116,8 @@ def process_job(job_msg: JobMsg,
 
 def _error_text(error: BaseException) -> str:
     """PySpacer's error_message for a failed job task: the traceback,
-    ending in PySpacer's class path (:mod:`spacer_worker.exceptions.failures`).
+    ending in PySpacer's class path
+    (:mod:`spacer_worker.exceptions.failures`).
 
     For a broker message (sandbox active) without the causes below our
     own error: a decoder's message may quote the bytes it choked on.

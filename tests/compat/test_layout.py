@@ -6,6 +6,7 @@ those under TYPE_CHECKING too)."""
 from __future__ import annotations
 
 import grimp
+import networkx
 
 from tests.services import REPO
 
@@ -26,51 +27,14 @@ def test_the_top_level_holds_pyspacers_names_and_at_most_ten_of_ours():
 
 def _circles(graph: grimp.ImportGraph) -> list[set[str]]:
     """The strongly connected components of more than one module."""
-    edges = {m: graph.find_modules_directly_imported_by(m)
-             for m in graph.modules}
-    index: dict[str, int] = {}
-    low: dict[str, int] = {}
-    stack: list[str] = []
-    on_stack: set[str] = set()
-    found: list[set[str]] = []
-
-    def visit(start: str) -> None:
-        # Tarjan's algorithm without recursion: (module, its edges left).
-        work = [(start, iter(edges[start]))]
-        index[start] = low[start] = len(index)
-        stack.append(start)
-        on_stack.add(start)
-        while work:
-            module, targets = work[-1]
-            for target in targets:
-                if target not in index:
-                    index[target] = low[target] = len(index)
-                    stack.append(target)
-                    on_stack.add(target)
-                    work.append((target, iter(edges[target])))
-                    break
-                if target in on_stack:
-                    low[module] = min(low[module], index[target])
-            else:
-                work.pop()
-                if work:
-                    parent = work[-1][0]
-                    low[parent] = min(low[parent], low[module])
-                if low[module] == index[module]:
-                    component = set()
-                    while True:
-                        member = stack.pop()
-                        on_stack.discard(member)
-                        component.add(member)
-                        if member == module:
-                            break
-                    if len(component) > 1:
-                        found.append(component)
-
-    for module in sorted(edges):
-        if module not in index:
-            visit(module)
-    return found
+    edges = networkx.DiGraph()
+    for module in graph.modules:
+        edges.add_node(module)
+        for imported in graph.find_modules_directly_imported_by(module):
+            edges.add_edge(module, imported)
+    return [component for component
+            in networkx.strongly_connected_components(edges)
+            if len(component) > 1]
 
 
 def test_no_import_circle_counting_every_import():
