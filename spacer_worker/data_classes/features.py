@@ -294,10 +294,9 @@ class ImageFeatures:
 
         arrays = decode_features(data, where)
         try:
-            return cls.from_arrays(
-                arrays.rows if arrays.valid_rowcol else [],
-                arrays.cols if arrays.valid_rowcol else [], arrays.feat,
-                valid_rowcol=arrays.valid_rowcol, npoints=arrays.npoints)
+            return cls.from_arrays(arrays.rows, arrays.cols, arrays.feat,
+                                   valid_rowcol=arrays.valid_rowcol,
+                                   npoints=arrays.npoints)
         except MessageError as e:
             raise FeatureFileError(f"{where}: {e}") from e
 
