@@ -6,92 +6,31 @@ files (``_conv_stem``, ``_blocks.N._depthwise_conv``, ``_bn0`` ...), so a
 network is the reference and the source of parameters: the engine runs a
 batch-norm-folded copy of it (see :mod:`.folded`).
 
-Convolutions pad like TensorFlow's 'SAME' for a 224x224 input, as PySpacer's
-static padding does: symmetric for stride 1, one extra pixel at the
-bottom/right for stride 2.
+Its shape comes from :mod:`.architecture`, which a worker without torch
+uses alone; this module is for PyTorch (the CUDA backend, tests).
 """
 
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-NUM_CLASSES = 1275
-FEATURE_DIM = 1280
-CROP_SIZE = 224
-BN_EPS = 1e-3
-BN_MOMENTUM = 0.01  # PyTorch's convention: 1 - TensorFlow's 0.99
-
-
-@dataclass(frozen=True)
-class Stage:
-    """One row of the EfficientNet-b0 table: blocks sharing a shape."""
-    kernel: int
-    repeats: int
-    in_channels: int
-    out_channels: int
-    expand: int
-    stride: int
-
-
-STAGES = (
-    Stage(3, 1, 32, 16, 1, 1),
-    Stage(3, 2, 16, 24, 6, 2),
-    Stage(5, 2, 24, 40, 6, 2),
-    Stage(3, 3, 40, 80, 6, 2),
-    Stage(5, 3, 80, 112, 6, 1),
-    Stage(5, 4, 112, 192, 6, 2),
-    Stage(3, 1, 192, 320, 6, 1),
+from spacer_worker.extractors.runtime.architecture import (
+    BN_EPS,
+    BN_MOMENTUM,
+    CROP_SIZE,
+    FEATURE_DIM,
+    NUM_CLASSES,
+    BlockSpec,
+    block_specs,
+    same_padding,
+    strip_data_parallel,
 )
-SE_RATIO = 0.25
 
-
-@dataclass(frozen=True)
-class BlockSpec:
-    kernel: int
-    in_channels: int
-    out_channels: int
-    expand: int
-    stride: int
-
-    @property
-    def hidden(self) -> int:
-        return self.in_channels * self.expand
-
-    @property
-    def squeezed(self) -> int:
-        return max(1, int(self.in_channels * SE_RATIO))
-
-    @property
-    def residual(self) -> bool:
-        return self.stride == 1 and self.in_channels == self.out_channels
-
-
-def block_specs() -> list[BlockSpec]:
-    """The 16 MBConv blocks of b0, in order."""
-    specs = []
-    for stage in STAGES:
-        for i in range(stage.repeats):
-            specs.append(BlockSpec(
-                kernel=stage.kernel,
-                in_channels=stage.in_channels if i == 0 else stage.out_channels,
-                out_channels=stage.out_channels,
-                expand=stage.expand,
-                stride=stage.stride if i == 0 else 1))
-    return specs
-
-
-def same_padding(kernel: int, stride: int) -> tuple[int, int, int, int]:
-    """F.pad amounts (left, right, top, bottom) of TF 'SAME' on 224 px."""
-    out = -(-CROP_SIZE // stride)
-    total = max((out - 1) * stride + kernel - CROP_SIZE, 0)
-    before = total // 2
-    after = total - before
-    return before, after, before, after
-
+__all__ = ['CROP_SIZE', 'FEATURE_DIM', 'NUM_CLASSES', 'BlockSpec',
+           'EfficientNetB0', 'MBConv', 'SamePadConv', 'block_specs',
+           'same_padding', 'strip_data_parallel']
 
 class SamePadConv(nn.Conv2d):
     """A Conv2d padding as PySpacer's static 'SAME' convolution."""
@@ -166,10 +105,3 @@ class EfficientNetB0(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self._fc(self.features(x))
-
-
-def strip_data_parallel(state_dict: dict[str, torch.Tensor]
-                        ) -> dict[str, torch.Tensor]:
-    """Drop the ``module.`` prefix DataParallel adds (CoralNet 1.0 weights)."""
-    return {k[len('module.'):] if k.startswith('module.') else k: v
-            for k, v in state_dict.items()}

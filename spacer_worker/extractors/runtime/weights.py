@@ -40,6 +40,9 @@ from spacer_worker.exceptions import (
     StorageUnavailableError,
     WeightsLoadError,
 )
+from spacer_worker.extractors.runtime import pt_reader
+from spacer_worker.extractors.runtime.architecture import strip_data_parallel
+from spacer_worker.extractors.runtime.pt_reader import PtFormatError
 from spacer_worker.storage import load_bytes, storage_factory
 
 if TYPE_CHECKING:
@@ -188,50 +191,92 @@ def _safe_globals() -> list[Any]:
     return allowed
 
 
+def _unsafe(where: str, e: Exception) -> WeightsLoadError:
+    logger.warning('Loading the weights at %s failed: %s', where,
+                   str(e).splitlines()[0] if str(e) else type(e).__name__)
+    return WeightsLoadError(
+        f"Extractor weights at {where} are not a PyTorch file that can be "
+        f"loaded safely (as torch.load with weights_only=True loads): "
+        f"{type(e).__name__} (the worker's log has the detail).")
+
+
+def _net_of(content: Any, where: str) -> dict[str, Any]:
+    if not isinstance(content, dict) or not isinstance(content.get('net'), dict):
+        raise WeightsLoadError(
+            f"Extractor weights at {where} must hold {{'net': state_dict}} "
+            f"as PySpacer writes them; found "
+            f"{sorted(map(str, content)) if isinstance(content, dict) else type(content).__name__}.")
+    return strip_data_parallel(content['net'])
+
+
+def load_arrays(weights: Weights, where: str) -> dict[str, np.ndarray]:
+    """The ``net`` state dict of a PySpacer weights file as numpy arrays,
+    without torch (:mod:`.pt_reader`: the refusals and bounds of
+    ``torch.load(weights_only=True)``), without any DataParallel
+    ``module.`` prefix; checked as :func:`load_state_dict` checks."""
+    try:
+        content = pt_reader.load(weights.data)
+    except PtFormatError as e:
+        raise _unsafe(where, e) from e
+    state = _net_of(content, where)
+    not_arrays = [k for k, v in state.items() if not isinstance(v, np.ndarray)]
+    if not_arrays:
+        raise WeightsLoadError(
+            f"Extractor weights at {where}: the state dict holds "
+            f"{len(not_arrays)} entries that are not tensors (first: "
+            f"{not_arrays[0]!r}).")
+    _check_state(where, [(name, a.size, a.dtype.kind == 'f'
+                          and not np.isfinite(a).all(), a)
+                         for name, a in state.items()])
+    return state
+
+
 def load_state_dict(weights: Weights, where: str) -> dict[str, torch.Tensor]:
     """The ``net`` state dict of a PySpacer weights file, safely unpickled
-    (``weights_only=True``), without any DataParallel ``module.`` prefix."""
+    (``weights_only=True``), without any DataParallel ``module.`` prefix.
+
+    For custom PyTorch extractors (``TorchExtractor``); the EfficientNet
+    engine reads with :func:`load_arrays`. Both refuse the same files.
+    """
     # torch loads here, not with the module: a pool process that sends its
     # patches to a shared network server fetches weights but never runs them.
     import torch
-
-    from spacer_worker.extractors.runtime.network import strip_data_parallel
 
     try:
         with torch.serialization.safe_globals(_safe_globals()):
             content = torch.load(io.BytesIO(weights.data), map_location='cpu',
                                  weights_only=True)
     except Exception as e:
-        logger.warning('torch.load of %s failed: %s', where,
-                       str(e).splitlines()[0] if str(e) else type(e).__name__)
         # torch.load fails on foreign bytes in many ways (UnpicklingError,
         # RuntimeError, BadZipFile, IndexError...): all mean the same here.
-        raise WeightsLoadError(
-            f"Extractor weights at {where} are not a PyTorch file that can "
-            f"be loaded safely (torch.load with weights_only=True): "
-            f"{type(e).__name__} (the worker's log has the detail).") from e
-    if not isinstance(content, dict) or not isinstance(content.get('net'), dict):
-        raise WeightsLoadError(
-            f"Extractor weights at {where} must hold {{'net': state_dict}} "
-            f"as PySpacer writes them; found "
-            f"{sorted(content) if isinstance(content, dict) else type(content).__name__}.")
-    state = strip_data_parallel(content['net'])
-    _check_finite(state, where)
+        raise _unsafe(where, e) from e
+    state = _net_of(content, where)
+    # Sizes first: a zero-stride tensor may claim more elements than any
+    # check could visit (torch.load allows it; pt_reader does not).
+    tensors = [(n, t) for n, t in state.items() if isinstance(t, torch.Tensor)]
+    _check_state(where, [(n, t.numel(), False, t) for n, t in tensors])
+    _check_state(where, [(n, t.numel(), t.is_floating_point()
+                          and not bool(torch.isfinite(t).all()), t)
+                         for n, t in tensors])
     return state
 
 
-def _check_finite(state: dict[str, Any], where: str) -> None:
-    """Refuse weights holding NaN or infinity: every feature would be NaN,
-    and the failure would surface only in training or scoring, far from
-    its cause (a damaged file, or one saved from a diverged training)."""
-    import torch
-
-    bad = [(name, int((~torch.isfinite(t)).sum()), t.numel())
-           for name, t in state.items()
-           if isinstance(t, torch.Tensor) and t.is_floating_point()
-           and not bool(torch.isfinite(t).all())]
+def _check_state(where: str, tensors: list[tuple[str, int, bool, Any]]
+                 ) -> None:
+    """Refuse a state over :data:`pt_reader.MAX_ELEMENTS` elements, or
+    holding NaN or infinity: every feature would be NaN, and the failure
+    would surface only in training or scoring, far from its cause (a
+    damaged file, or one saved from a training that diverged)."""
+    total = sum(count for _, count, _, _ in tensors)
+    if total > pt_reader.MAX_ELEMENTS:
+        raise WeightsLoadError(
+            f"Extractor weights at {where} hold {total} values, over the "
+            f"limit of {pt_reader.MAX_ELEMENTS}: not an extractor's weights.")
+    bad = [(name, count, t) for name, count, nonfinite, t in tensors
+           if nonfinite]
     if bad:
-        name, count, size = bad[0]
+        name, size, t = bad[0]
+        count = int(size - np.isfinite(np.asarray(t)).sum())
         raise WeightsLoadError(
             f"Extractor weights at {where} hold NaN or infinite values in "
             f"{len(bad)} tensor(s) (first: {name}, {count} of {size}): the "

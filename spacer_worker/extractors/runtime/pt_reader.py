@@ -1,0 +1,334 @@
+"""PyTorch ``.pt`` files read into numpy arrays, without torch.
+
+A CPU worker needs PySpacer's weights (``torch.save({'net': state_dict})``)
+but none of torch's 750 MB. The file is a zip: ``<name>/data.pkl`` (a
+pickle of the object tree, whose tensors point at storages by key),
+``<name>/data/<key>`` (each storage's raw bytes) and ``<name>/byteorder``.
+This module reads that format with the refusals of
+``torch.load(weights_only=True)``, the loader it stands in for:
+
+* the pickle may name only the globals a state dict needs (tensors, their
+  storage types, ``OrderedDict``, numpy scalars as PySpacer's training
+  scripts save them); anything else is refused before it is called, so a
+  file cannot run code;
+* every tensor's size, stride and offset must lie inside its storage, and
+  every storage's byte count must be exactly its element count times its
+  item size;
+* element counts are bounded (:data:`MAX_ELEMENTS`), so a tensor that
+  repeats one value through zero strides cannot claim terabytes.
+
+Every failure is a :class:`PtFormatError` saying what is wrong. The legacy
+(pre-1.6) non-zip format is refused: re-save such a file with torch.
+"""
+
+from __future__ import annotations
+
+import io
+import pickle
+import zipfile
+from collections import OrderedDict
+from typing import Any
+
+import numpy as np
+
+# Elements in all tensors of one file: EfficientNet-b0 holds 6.6 M,
+# VGG16 138 M; 2^28 (1 GiB of float32) leaves room for custom networks.
+MAX_ELEMENTS = 2 ** 28
+# Bytes of all storages of one file (bfloat16 and float64 included).
+MAX_STORAGE_BYTES = 2 ** 31
+
+# torch's storage type names and what their bytes hold. bfloat16 has no
+# numpy type: read as uint16 and widened to float32 exactly.
+STORAGE_DTYPES = {
+    'DoubleStorage': np.dtype('f8'), 'FloatStorage': np.dtype('f4'),
+    'HalfStorage': np.dtype('f2'), 'BFloat16Storage': np.dtype('u2'),
+    'LongStorage': np.dtype('i8'), 'IntStorage': np.dtype('i4'),
+    'ShortStorage': np.dtype('i2'), 'CharStorage': np.dtype('i1'),
+    'ByteStorage': np.dtype('u1'), 'BoolStorage': np.dtype('?'),
+}
+# numpy scalar types a file may carry beside the state dict (epoch, acc).
+SCALAR_KINDS = 'biuf'
+
+
+class PtFormatError(ValueError):
+    """The bytes are not a PyTorch file this reader loads safely."""
+
+
+class _Sealed:
+    """An object the pickle makes but may not change (``BUILD`` on it is
+    refused: that would set its attributes to anything)."""
+
+    __slots__ = ()
+
+    def __setstate__(self, state: Any) -> None:
+        raise PtFormatError(
+            f'the pickle sets the state of a {type(self).__name__}')
+
+
+class StorageType(_Sealed):
+    __slots__ = ('name',)
+
+    def __init__(self, name: str):
+        self.name = name  # 'FloatStorage'...
+
+
+class Storage(_Sealed):
+    __slots__ = ('array', 'bfloat16')
+
+    def __init__(self, array: np.ndarray, bfloat16: bool):
+        self.array = array  # 1-D, native byte order
+        self.bfloat16 = bfloat16
+
+
+class Tensor(_Sealed):
+    """A rebuilt tensor, held until the whole pickle is read."""
+
+    __slots__ = ('array',)
+
+    def __init__(self, array: np.ndarray):
+        self.array = array
+
+
+class ScalarType:
+    """A numpy dtype named in the pickle; only its byte order may be set."""
+
+    __slots__ = ('code', 'order')
+
+    def __init__(self, code: Any, align: Any = False, copy: Any = True):
+        if not isinstance(code, str):
+            raise PtFormatError(f'numpy dtype {code!r} is not a type code')
+        try:
+            dtype = np.dtype(code)
+        except TypeError as e:
+            raise PtFormatError(f'unknown numpy dtype {code!r}') from e
+        if dtype.kind not in SCALAR_KINDS or dtype.fields is not None:
+            raise PtFormatError(f'numpy dtype {code!r} is not a number type')
+        self.code = dtype.str.lstrip('<>|=')
+        self.order = '<'
+
+    def __setstate__(self, state: Any) -> None:
+        # numpy's dtype state: (version, byteorder, ...); the rest is
+        # implied by the code.
+        if not (isinstance(state, tuple) and len(state) > 1
+                and state[1] in ('<', '>', '|', '=')):
+            raise PtFormatError(f'malformed numpy dtype state {state!r}')
+        self.order = '<' if state[1] == '=' else state[1]
+
+    def dtype(self) -> np.dtype:
+        return np.dtype(self.order.replace('|', '<') + self.code)
+
+
+def _scalar(kind: Any, data: Any) -> Any:
+    if not isinstance(kind, ScalarType) or not isinstance(data, bytes):
+        raise PtFormatError('malformed numpy scalar in the pickle')
+    dtype = kind.dtype()
+    if len(data) != dtype.itemsize:
+        raise PtFormatError(f'a numpy {dtype} scalar of {len(data)} bytes')
+    return np.frombuffer(data, dtype)[0].astype(dtype.newbyteorder('='))
+
+
+def _encode(text: Any, encoding: Any = 'utf-8') -> bytes:
+    # How protocol-2 pickles spell bytes: codecs.encode(str, 'latin1').
+    if not isinstance(text, str) or encoding not in ('latin1', 'latin-1'):
+        raise PtFormatError('codecs.encode is allowed for latin1 text only')
+    return text.encode('latin1')
+
+
+def _ordered_dict(*args: Any) -> OrderedDict:
+    if args:  # torch writes OrderedDict() and fills it with SETITEMS
+        raise PtFormatError('OrderedDict built from arguments')
+    return OrderedDict()
+
+
+def _bounded_count(size: tuple[int, ...]) -> int:
+    count = 1
+    for n in size:
+        count *= n
+        if count > MAX_ELEMENTS:
+            raise PtFormatError(
+                f'a tensor of size {list(size)} holds more than '
+                f'{MAX_ELEMENTS} elements')
+    return count
+
+
+def _ints(value: Any, what: str) -> tuple[int, ...]:
+    if not isinstance(value, tuple) or not all(
+            type(v) is int and v >= 0 for v in value):
+        raise PtFormatError(f'tensor {what} {value!r} is not a tuple of '
+                            f'non-negative integers')
+    return value
+
+
+def _rebuild_tensor(storage: Any, offset: Any, size: Any, stride: Any,
+                    requires_grad: Any = False, hooks: Any = None,
+                    metadata: Any = None) -> Tensor:
+    if not isinstance(storage, Storage):
+        raise PtFormatError('a tensor without a storage')
+    size, stride = _ints(size, 'size'), _ints(stride, 'stride')
+    if type(offset) is not int or offset < 0 or len(size) != len(stride):
+        raise PtFormatError(f'tensor offset {offset!r}, size {list(size)}, '
+                            f'stride {list(stride)} do not fit together')
+    if hooks or metadata or not isinstance(requires_grad, bool):
+        raise PtFormatError('a tensor with hooks or metadata')
+    count = _bounded_count(size)
+    available = storage.array.size
+    if count:
+        last = offset + sum((n - 1) * s for n, s in zip(size, stride, strict=True))
+        if last >= available:
+            raise PtFormatError(
+                f'a tensor of size {list(size)}, stride {list(stride)} at '
+                f'offset {offset} reaches element {last} of a storage of '
+                f'{available}')
+    itemsize = storage.array.itemsize
+    view = np.lib.stride_tricks.as_strided(
+        storage.array[offset:] if count else storage.array[:0],
+        shape=size, strides=[s * itemsize for s in stride], writeable=False)
+    array = np.array(view)  # own, contiguous memory
+    if storage.bfloat16:
+        array = (array.astype(np.uint32) << 16).view(np.float32)
+    return Tensor(array)
+
+
+def _rebuild_parameter(data: Any, requires_grad: Any = False,
+                       hooks: Any = None) -> Tensor:
+    if not isinstance(data, Tensor) or hooks:
+        raise PtFormatError('a parameter without a tensor, or with hooks')
+    return data
+
+
+GLOBALS: dict[tuple[str, str], Any] = {
+    ('collections', 'OrderedDict'): _ordered_dict,
+    ('torch._utils', '_rebuild_tensor_v2'): _rebuild_tensor,
+    ('torch._utils', '_rebuild_parameter'): _rebuild_parameter,
+    ('numpy', 'dtype'): ScalarType,
+    ('numpy.core.multiarray', 'scalar'): _scalar,
+    ('numpy._core.multiarray', 'scalar'): _scalar,
+    ('_codecs', 'encode'): _encode,
+    ('codecs', 'encode'): _encode,
+    **{('torch', name): StorageType(name) for name in STORAGE_DTYPES},
+}
+
+
+class _Unpickler(pickle.Unpickler):
+    def __init__(self, data: bytes, archive: _Archive):
+        super().__init__(io.BytesIO(data))
+        self._archive = archive
+        self._storages: dict[str, tuple[StorageType, Storage]] = {}
+
+    def find_class(self, module: str, name: str) -> Any:
+        found = GLOBALS.get((module, name))
+        if found is None:
+            raise PtFormatError(
+                f'the pickle names {module}.{name}, which weights_only '
+                f'loading does not allow (it could run code)')
+        return found
+
+    def persistent_load(self, pid: Any) -> Storage:
+        if not (isinstance(pid, tuple) and len(pid) == 5
+                and pid[0] == 'storage' and isinstance(pid[1], StorageType)
+                and isinstance(pid[2], str) and isinstance(pid[3], str)
+                and type(pid[4]) is int and pid[4] >= 0):
+            raise PtFormatError(f'malformed storage reference {pid!r}'[:200])
+        kind, key, numel = pid[1], pid[2], pid[4]
+        known = self._storages.get(key)
+        if known is not None:
+            if known[0] != kind or known[1].array.size != numel:
+                raise PtFormatError(f'storage {key!r} is named with two types')
+            return known[1]
+        storage = self._archive.storage(kind, key, numel)
+        self._storages[key] = (kind, storage)
+        return storage
+
+
+class _Archive:
+    def __init__(self, data: bytes):
+        try:
+            self._zip = zipfile.ZipFile(io.BytesIO(data))
+            infos = self._zip.infolist()
+        except (zipfile.BadZipFile, ValueError, OSError) as e:
+            raise PtFormatError(
+                'not a zip archive (torch.save writes one since torch 1.6; '
+                'older files must be re-saved)') from e
+        if not infos:
+            raise PtFormatError('an empty zip archive')
+        # torch's reader: every record sits under the first one's folder.
+        self.prefix = infos[0].filename.split('/', 1)[0] + '/'
+        self._records = {i.filename: i for i in infos}
+        self._storage_bytes = 0
+        order = self.record('byteorder', 16, required=False)
+        if order not in (None, b'little', b'big'):
+            raise PtFormatError(f'byte order {order!r}'[:80])
+        self.order = '>' if order == b'big' else '<'
+
+    def record(self, name: str, limit: int, required: bool = True
+               ) -> bytes | None:
+        info = self._records.get(self.prefix + name)
+        if info is None:
+            if required:
+                raise PtFormatError(f'the archive has no {name} record')
+            return None
+        if info.file_size > limit:
+            raise PtFormatError(f'record {name} is {info.file_size} bytes, '
+                                f'over the limit of {limit}')
+        try:
+            with self._zip.open(info) as f:
+                data = f.read(limit + 1)
+        except (zipfile.BadZipFile, NotImplementedError, OSError,
+                EOFError, RuntimeError) as e:
+            raise PtFormatError(f'record {name} cannot be read: {e}') from e
+        if len(data) != info.file_size:
+            raise PtFormatError(f'record {name} is truncated')
+        return data
+
+    def storage(self, kind: StorageType, key: str, numel: int) -> Storage:
+        dtype = STORAGE_DTYPES[kind.name]
+        nbytes = numel * dtype.itemsize
+        if self._storage_bytes + nbytes > MAX_STORAGE_BYTES:
+            raise PtFormatError(f'storages over {MAX_STORAGE_BYTES} bytes')
+        data = self.record(f'data/{key}', nbytes)
+        if len(data) != nbytes:
+            raise PtFormatError(
+                f'storage {key!r} holds {len(data)} bytes, not the '
+                f'{nbytes} of {numel} elements of {kind.name}')
+        self._storage_bytes += nbytes
+        array = np.frombuffer(data, dtype.newbyteorder(self.order))
+        if self.order != '<' and dtype.itemsize > 1:
+            array = array.astype(dtype.newbyteorder('='))
+        return Storage(array, bfloat16=kind.name == 'BFloat16Storage')
+
+
+def load(data: bytes, pickle_limit: int = 64 << 20) -> Any:
+    """The object tree of a ``.pt`` file, its tensors as numpy arrays."""
+    archive = _Archive(data)
+    unpickler = _Unpickler(archive.record('data.pkl', pickle_limit), archive)
+    try:
+        tree = unpickler.load()
+    except PtFormatError:
+        raise
+    except (pickle.UnpicklingError, EOFError, TypeError, ValueError,
+            AttributeError, IndexError, KeyError, RecursionError,
+            MemoryError, OverflowError) as e:
+        raise PtFormatError(f'the pickle is malformed: '
+                            f'{type(e).__name__}: {e}'[:300]) from e
+    return _plain(tree, [MAX_NODES])
+
+
+# Objects visited when the tree is rebuilt: a pickle may refer to one list
+# many times, and a few hundred bytes can so describe 2^32 paths.
+MAX_NODES = 1_000_000
+
+
+def _plain(value: Any, budget: list[int], depth: int = 0) -> Any:
+    """Tensors as arrays; containers rebuilt as plain ones."""
+    budget[0] -= 1
+    if budget[0] < 0 or depth > 32:
+        raise PtFormatError('the object tree is too large or nests too deep')
+    if isinstance(value, Tensor):
+        return value.array
+    if isinstance(value, dict):
+        return {k: _plain(v, budget, depth + 1) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_plain(v, budget, depth + 1) for v in value)
+    if isinstance(value, (StorageType, Storage, ScalarType)):
+        raise PtFormatError(f'a bare {type(value).__name__} in the tree')
+    return value
