@@ -134,8 +134,12 @@ def bilevel_image(seed: int = 11, size: int = 256) -> Any:
 def float64_features(weights_path: Any, image: Any,
                      rowcols: Sequence[tuple[int, int]]) -> np.ndarray:
     """The truth in this process: the reference network (PySpacer's,
-    unfolded) in float64 on the patches at ``rowcols``."""
-    import torch
+    unfolded) in float64 on the patches at ``rowcols``: PyTorch's, an
+    oracle apart from our numpy one (skipped where torch is absent)."""
+    import pytest
+    torch = pytest.importorskip(
+        'torch', reason="the float64 oracle is PyTorch's network (the 'gpu' "
+                        "extra); this venv runs without torch")
 
     from spacer_worker.extractors.runtime.network import EfficientNetB0
     from spacer_worker.extractors.runtime.patches import crop_patch

@@ -216,12 +216,13 @@ def test_pyspacer_class_helpers_behave_as_there():
 
     from spacer_worker.data_classes import DataClass
     from spacer_worker.extractors import EfficientNetExtractor
-    from spacer_worker.extractors.runtime.calibration import calibrated_network
+    from spacer_worker.extractors.runtime.calibration import calibrated_state
     from spacer_worker.storage import ClassifierUnpickler
 
     model = EfficientNetExtractor.untrained_model()
     assert isinstance(model, torch.nn.Module)
-    model.load_state_dict(calibrated_network().state_dict())  # PySpacer's layout
+    model.load_state_dict({k: torch.from_numpy(v) for k, v in  # PySpacer's
+                           calibrated_state().items()})  # layout
 
     old = SGDClassifier()
     old.loss = 'log'  # as unpickled from scikit-learn < 1.1

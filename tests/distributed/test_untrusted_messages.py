@@ -464,17 +464,16 @@ def _served_weights(http_server, tmp_path_factory, folder: str,
                     change=None) -> None:
     """Calibrated weights, their state dict changed by ``change``, served
     at ``/folder/efficientnet_b0_ver1.pt``."""
-    import torch
-
+    from spacer_worker.extractors.runtime import pt_reader, pt_writer
     from spacer_worker.extractors.runtime.calibration import (
         make_calibrated_weights,
     )
     path = tmp_path_factory.mktemp(folder) / 'efficientnet_b0_ver1.pt'
     make_calibrated_weights(path, seed=0)
     if change is not None:
-        content = torch.load(path, weights_only=True)
+        content = pt_reader.load(path.read_bytes())
         change(content['net'])
-        torch.save(content, path)
+        path.write_bytes(pt_writer.save(content))
     http_server.files[f'/{folder}/efficientnet_b0_ver1.pt'] = path.read_bytes()
 
 
@@ -511,8 +510,8 @@ def _poison(state) -> None:
 
 def _inflate(state) -> None:
     # Finite, but features overflow float32 (3.4e38) even when recomputed
-    # in float64: the file would hold infinities.
-    state['_bn1.weight'].mul_(1e38)
+    # in float64 (~5e38): the file would hold infinities.
+    state['_bn1.weight'] *= np.float32(3e38)
 
 
 @pytest.mark.parametrize('change, error, said', [

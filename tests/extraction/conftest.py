@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -100,15 +101,22 @@ def weights(tmp_path_factory, image_cases) -> WeightsFile:
     return WeightsFile(path, sha)
 
 
+def needs_torch() -> Any:
+    """torch, or a skip where this venv has none (the worker extra)."""
+    return pytest.importorskip(
+        'torch', reason="needs torch (the 'gpu' extra) as an oracle or to "
+                        "write files as PyTorch does; this venv runs without")
+
+
 @pytest.fixture(params=['onnxruntime', 'torch', 'torch-cuda'])
 def backend(request, monkeypatch) -> str:
     """Each way features are computed: the CPU backends, and PyTorch on a
     GPU where there is one."""
     # torch-cuda: float32 on a GPU (cuDNN would use TF32 unless told not to).
     name, _, device = request.param.partition('-')
-    if device == 'cuda':
-        import torch
-        if not torch.cuda.is_available():
+    if name == 'torch':
+        torch = needs_torch()
+        if device == 'cuda' and not torch.cuda.is_available():
             pytest.skip('no CUDA GPU here')
     monkeypatch.setenv('SPACER_EXTRACT_BACKEND', name)
     monkeypatch.setenv('SPACER_TORCH_DEVICE', device or 'cpu')

@@ -10,11 +10,9 @@ onnx = pytest.importorskip('onnx')
 
 from spacer_worker.extractors.runtime import blocked_gates  # noqa: E402
 from spacer_worker.extractors.runtime.calibration import (  # noqa: E402
-    calibrated_network,
+    calibrated_state,
 )
-from spacer_worker.extractors.runtime.folded import (  # noqa: E402
-    FoldedEfficientNet,
-)
+from spacer_worker.extractors.runtime.folded import fold_network  # noqa: E402
 from spacer_worker.extractors.runtime.onnx_graph import (  # noqa: E402
     ACTIVATION_NAME,
     INPUT_NAME,
@@ -32,7 +30,7 @@ def _op_types(model: bytes) -> list[str]:
 
 @pytest.fixture(scope='module')
 def split_models() -> tuple[bytes, bytes]:
-    return build_split_models(FoldedEfficientNet(calibrated_network(seed=3)))
+    return build_split_models(fold_network(calibrated_state(seed=3)))
 
 
 @pytest.fixture(scope='module')
@@ -167,7 +165,7 @@ def test_the_backend_runs_blocked_gates_where_the_cpu_has_the_layout(
     from spacer_worker.extractors.runtime.backends import OnnxRuntimeBackend
 
     backend = OnnxRuntimeBackend(
-        FoldedEfficientNet(calibrated_network(seed=3)), threads=1)
+        fold_network(calibrated_state(seed=3)), threads=1)
     front, back = split_models
     assert backend.blocked_gates == _blocked_layout_here(front)
     plain = [_session(m, True) for m in (front, back)]

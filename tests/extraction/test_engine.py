@@ -180,8 +180,8 @@ def test_split_network_gives_the_whole_networks_features_exactly():
     # depend on the batch size may round differently).
     import onnxruntime as ort
 
-    from spacer_worker.extractors.runtime.calibration import calibrated_network
-    from spacer_worker.extractors.runtime.folded import FoldedEfficientNet
+    from spacer_worker.extractors.runtime.calibration import calibrated_state
+    from spacer_worker.extractors.runtime.folded import fold_network
     from spacer_worker.extractors.runtime.onnx_graph import (
         ACTIVATION_NAME,
         INPUT_NAME,
@@ -196,7 +196,7 @@ def test_split_network_gives_the_whole_networks_features_exactly():
         return ort.InferenceSession(model, options,
                                     providers=['CPUExecutionProvider'])
 
-    net = FoldedEfficientNet(calibrated_network(seed=1))
+    net = fold_network(calibrated_state(seed=1))
     image = np.asarray(_image(4).convert('RGB').resize((448, 224)))
     patches = np.stack([image[:, :224], image[:, 224:]])
     whole = session(build_onnx_model(net)).run(

@@ -14,7 +14,6 @@ import math
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from spacer_worker.data_classes import DataLocation
@@ -23,19 +22,18 @@ from spacer_worker.extractors import EfficientNetExtractor
 from spacer_worker.extractors.runtime import engine
 from spacer_worker.extractors.runtime.calibration import synthetic_texture
 from spacer_worker.extractors.runtime.exact import LARGE_FEATURE, ExactFallback
-from spacer_worker.extractors.runtime.network import EfficientNetB0
+from spacer_worker.extractors.runtime import pt_reader, pt_writer
+from spacer_worker.extractors.runtime.folded import conformed_state
 from spacer_worker.extractors.runtime.patches import crop_patch
-from spacer_worker.extractors.runtime.weights import fetch, load_state_dict
+from spacer_worker.extractors.runtime.weights import fetch, load_arrays
 from tests.fidelity import bilevel_image, float64_features
 
 POINTS = [(10, 20), (120, 200)]
 
 
-def _reference(weights) -> EfficientNetB0:
-    net = EfficientNetB0()
-    net.load_state_dict(load_state_dict(fetch(weights.extractor()),
-                                        'weights'))
-    return net.eval()
+def _reference(weights) -> dict[str, np.ndarray]:
+    return conformed_state(load_arrays(fetch(weights.extractor()), 'weights'),
+                           'weights')
 
 
 def _float64_features(weights, im: Image.Image) -> np.ndarray:
@@ -82,7 +80,7 @@ def test_a_non_finite_row_is_recomputed(weights):
     features = np.full((2, 1280), 0.5, np.float32)
     features[1, 7] = np.nan
     # when the fallback checks it,
-    fallback = ExactFallback(_reference(weights), torch.device('cpu'))
+    fallback = ExactFallback(_reference(weights))
     assert fallback.refine(patches, features) == 1
     # then that row holds the float64 features, and the other is untouched.
     truth = _float64_features(weights, im)
@@ -115,8 +113,7 @@ def test_non_finite_rows_are_recomputed_even_with_the_path_off(weights):
     truth = _float64_features(weights, im)
     features = truth.astype(np.float32)
     features[1, 3] = np.inf
-    fallback = ExactFallback(_reference(weights), torch.device('cpu'),
-                             above=math.inf)
+    fallback = ExactFallback(_reference(weights), above=math.inf)
     # when it checks them, only the overflowed row is recomputed.
     assert fallback.refine(patches, features) == 1
     assert np.isfinite(features).all()
@@ -125,10 +122,10 @@ def test_non_finite_rows_are_recomputed_even_with_the_path_off(weights):
 
 
 def _saved_with(weights, tmp_path, change) -> EfficientNetExtractor:
-    content = torch.load(weights.path, weights_only=True)
+    content = pt_reader.load(weights.path.read_bytes())
     change(content['net'])
     path = tmp_path / 'changed.pt'
-    torch.save(content, path)
+    path.write_bytes(pt_writer.save(content))
     return EfficientNetExtractor(data_locations={
         'weights': DataLocation('filesystem', str(path))})
 
@@ -149,7 +146,8 @@ def test_features_out_of_float32s_range_fail_the_extraction(weights, tmp_path,
     # Given finite weights that drive the features past float32's range
     # (3.4e38) on every patch,
     def inflate(state):
-        state['_bn1.weight'].mul_(1e38)
+        # (the head's batch norm scales by 3e38: features reach ~5e38)
+        state['_bn1.weight'] *= np.float32(3e38)
     extractor = _saved_with(weights, tmp_path, inflate)
     # then the extraction fails with a typed error instead of writing
     # infinite features (float64 has the range; a float32 file does not).

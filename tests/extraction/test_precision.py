@@ -15,9 +15,17 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from spacer_worker.extractors.runtime.folded import FoldedEfficientNet
+from spacer_worker.extractors.runtime.folded import (
+    conformed_state,
+    fold_network,
+)
 from spacer_worker.extractors.runtime.network import EfficientNetB0
-from spacer_worker.extractors.runtime.weights import fetch, load_state_dict
+from spacer_worker.extractors.runtime.torch_folded import FoldedEfficientNet
+from spacer_worker.extractors.runtime.weights import (
+    fetch,
+    load_arrays,
+    load_state_dict,
+)
 
 
 def test_stem_output_is_bit_identical_to_the_unfolded_reference(weights):
@@ -25,7 +33,8 @@ def test_stem_output_is_bit_identical_to_the_unfolded_reference(weights):
     reference.load_state_dict(load_state_dict(fetch(weights.extractor()),
                                               'weights'))
     reference.eval()
-    folded = FoldedEfficientNet(reference)
+    folded = FoldedEfficientNet(fold_network(conformed_state(
+        load_arrays(fetch(weights.extractor()), 'weights'), 'weights')))
     rng = np.random.default_rng(0)
     patches = rng.integers(0, 256, (4, 3, 224, 224), dtype=np.uint8)
     x = torch.from_numpy(patches).float().div(255)

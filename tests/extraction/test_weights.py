@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import io
 import multiprocessing
+import pickle
 import shutil
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from spacer_worker.data_classes import DataLocation
@@ -18,8 +17,9 @@ from spacer_worker.exceptions import (
     WeightsLoadError,
 )
 from spacer_worker.extractors import EfficientNetExtractor
-from spacer_worker.extractors.runtime import engine
+from spacer_worker.extractors.runtime import engine, pt_writer
 from spacer_worker.extractors.runtime import weights as weights_mod
+from tests.extraction.conftest import needs_torch
 
 POINTS = [(0, 0), (50, 60)]
 
@@ -166,6 +166,7 @@ def test_processes_filling_the_cache_at_once_download_once(
 def test_data_parallel_prefixed_weights_give_the_same_features(
         weights, tmp_path):
     # Given CoralNet-1.0-style weights saved from DataParallel,
+    torch = needs_torch()
     state = torch.load(weights.path, weights_only=True)['net']
     prefixed = tmp_path / 'prefixed.pt'
     torch.save({'net': {f'module.{k}': v for k, v in state.items()},
@@ -189,9 +190,10 @@ def test_unusable_weights_files_raise_weights_load_error(
         tmp_path, content, message):
     path = tmp_path / 'bad.pt'
     if content == 'other_dict':
-        torch.save({'model': {}}, path)
+        path.write_bytes(pt_writer.save({'model': {}}))
     elif content == 'wrong_shape':
-        torch.save({'net': {'_fc.weight': torch.zeros(10, 1280)}}, path)
+        path.write_bytes(pt_writer.save(
+            {'net': {'_fc.weight': np.zeros((10, 1280), np.float32)}}))
     else:
         path.write_bytes(content)
     extractor = EfficientNetExtractor(data_locations={
@@ -205,10 +207,9 @@ def test_pickled_code_in_weights_is_refused(tmp_path):
     class Evil:
         def __reduce__(self):
             return (print, ('pwned',))
-    buffer = io.BytesIO()
-    torch.save({'net': {}, 'x': Evil()}, buffer)
     path = tmp_path / 'evil.pt'
-    path.write_bytes(buffer.getvalue())
+    path.write_bytes(pt_writer.archive_bytes(
+        pickle.dumps({'net': {}, 'x': Evil()}, protocol=2), {}))
     extractor = EfficientNetExtractor(data_locations={
         'weights': DataLocation('filesystem', str(path))})
     with pytest.raises(WeightsLoadError, match='weights_only'):

@@ -12,7 +12,8 @@
   slower on a loaded machine). Each graph is ONNX Runtime's own optimized
   one with the squeeze-excite gates kept in its blocked layout
   (``blocked_gates``), where that gives the same features bit for bit.
-* ``TorchBackend`` (CPU or CUDA): eager PyTorch, channels_last, in
+* ``TorchBackend`` (:mod:`.torch_backend`, CPU or CUDA; torch only
+  there, from the ``gpu`` extra): eager PyTorch, channels_last, in
   ``inference_mode``; optional fp16 on CUDA. On CPU it raises glibc's mmap
   threshold so activation buffers are reused instead of being mapped and
   unmapped each batch (millions of page faults otherwise).
@@ -31,15 +32,12 @@ and mean absolute difference from fp32 over the same patches).
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import logging
 from typing import Protocol
 
 import numpy as np
-import torch
 
-from spacer_worker.extractors.runtime.folded import FoldedEfficientNet
+from spacer_worker.extractors.runtime.folded import FoldedNetwork
 
 logger = logging.getLogger(__name__)
 
@@ -57,7 +55,7 @@ class OnnxRuntimeBackend:
     name = 'onnxruntime'
     default_batch_size = 4
 
-    def __init__(self, net: FoldedEfficientNet, threads: int,
+    def __init__(self, net: FoldedNetwork, threads: int,
                  blocked_gates: bool = True):
         # Lazy: onnx/onnxruntime load only when the ONNX backend is chosen.
         from spacer_worker.extractors.runtime.blocked_gates import (
@@ -111,72 +109,3 @@ class OnnxRuntimeBackend:
             self._front.run(None, {self._input: patches[i:i + 1]})[0]
             for i in range(len(patches))])
         return self._back.run(None, {self._activations: activations})[0]
-
-
-class TorchBackend:
-    name = 'torch'
-    streams = 1  # PyTorch splits each batch over its own threads
-
-    def __init__(self, net: FoldedEfficientNet, device: torch.device,
-                 precision: str, threads: int):
-        self.device = device
-        self.dtype = torch.float16 if precision == 'fp16' else torch.float32
-        if device.type == 'cpu':
-            torch.set_num_threads(threads)
-            _keep_large_buffers()
-        elif self.dtype == torch.float32:
-            _full_float32_on_cuda()
-        self._net = net.to(device=device, dtype=self.dtype,
-                           memory_format=torch.channels_last).eval()
-        self.default_batch_size = 16 if device.type == 'cpu' else 128
-
-    def run(self, patches: np.ndarray) -> np.ndarray:
-        with torch.inference_mode():
-            x = torch.from_numpy(patches).to(self.device, non_blocking=True)
-            # NHWC bytes viewed as NCHW: already channels_last in memory
-            # (a fourth, padding channel is dropped).
-            x = x.permute(0, 3, 1, 2)[:, :3].to(torch.float32).div_(255)
-            features = self._net(x.to(self.dtype))
-            return features.float().cpu().numpy()
-
-
-def _full_float32_on_cuda() -> None:
-    """Keep float32 convolutions in float32 on CUDA.
-
-    PyTorch lets cuDNN run float32 convolutions as TF32 (10-bit mantissa)
-    on Ampere and later GPUs by default: features ~1e-3 relative off, a
-    hundred times PySpacer's float32 error. fp32 must mean float32
-    arithmetic (fp16 is the setting for speed at that cost).
-    """
-    conv = getattr(torch.backends.cudnn, 'conv', None)
-    if conv is not None and hasattr(conv, 'fp32_precision'):
-        # PyTorch refuses a mix of this API and the allow_tf32 flags.
-        conv.fp32_precision = 'ieee'
-        torch.backends.cuda.matmul.fp32_precision = 'ieee'
-    else:  # PyTorch before 2.9
-        torch.backends.cudnn.allow_tf32 = False
-        torch.backends.cuda.matmul.allow_tf32 = False
-
-
-_M_TRIM_THRESHOLD = -1
-_M_MMAP_MAX = -4
-
-
-def _keep_large_buffers() -> None:
-    """Stop glibc malloc from mmapping (and unmapping) big buffers.
-
-    The same as GLIBC_TUNABLES=glibc.malloc.mmap_max=0:
-    glibc.malloc.trim_threshold=<huge>, set from inside the process. Memory
-    stays at its peak (one batch of activations) instead of being returned
-    to the kernel after every layer. No-op where libc is not glibc.
-    """
-    path = ctypes.util.find_library('c')
-    try:
-        libc = ctypes.CDLL(path)
-        mallopt = libc.mallopt
-    except (OSError, AttributeError, TypeError):
-        return
-    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
-    ok = mallopt(_M_MMAP_MAX, 0) and mallopt(_M_TRIM_THRESHOLD, 2 ** 31 - 1)
-    if not ok:
-        logger.debug('mallopt refused; extraction may page-fault more.')

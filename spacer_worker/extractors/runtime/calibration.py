@@ -5,22 +5,37 @@ stage shrinks the activations, so any comparison tolerance passes trivially.
 Re-estimating every BatchNorm's running statistics on image patches makes
 each layer's output roughly unit-variance, and the pooled features land in
 0.1-1 like trained weights'. The file has PySpacer's layout
-(``torch.save({'net': state_dict})``), so PySpacer loads it unchanged.
-Used by tests, the demo and the benchmarks; it is not a trained model.
+(``torch.save({'net': state_dict})``, written by :mod:`.pt_writer`), so
+PySpacer loads it unchanged. Used by tests, the demo and the benchmarks;
+it is not a trained model.
+
+No torch: the random initialisation draws from PyTorch's default
+distributions (uniform within 1/sqrt(fan_in)) with numpy's generator, and
+the statistics are measured by the numpy network (:mod:`.numpy_net`) in
+training mode, float32 activations and float64 sums, one batch of
+patches: the running mean is the batch mean and the running variance its
+unbiased variance, as a BatchNorm with ``momentum=None`` records them.
 """
 
 from __future__ import annotations
 
 import hashlib
-import io
+import math
 import os
+from collections import OrderedDict
 from collections.abc import Sequence
 
 import numpy as np
-import torch
 from PIL import Image
 
-from spacer_worker.extractors.runtime.network import CROP_SIZE, EfficientNetB0
+from spacer_worker.extractors.runtime import pt_writer
+from spacer_worker.extractors.runtime.architecture import (
+    BN_COUNTER,
+    BN_EPS,
+    CROP_SIZE,
+    state_shapes,
+)
+from spacer_worker.extractors.runtime.numpy_net import NumpyEfficientNet
 from spacer_worker.extractors.runtime.patches import crop_patch
 from spacer_worker.storage import storage_factory
 
@@ -40,8 +55,8 @@ def synthetic_texture(rng: np.random.Generator, size: int = 512
 
 
 def calibration_patches(images: Sequence[Image.Image] | None, seed: int,
-                        count: int = CALIBRATION_PATCHES) -> torch.Tensor:
-    """``count`` random patches of ``images`` as a [0, 1] float batch."""
+                        count: int = CALIBRATION_PATCHES) -> np.ndarray:
+    """``count`` random [224, 224, 3] uint8 patches of ``images``."""
     rng = np.random.default_rng(seed)
     if not images:
         images = [synthetic_texture(rng) for _ in range(4)]
@@ -51,35 +66,63 @@ def calibration_patches(images: Sequence[Image.Image] | None, seed: int,
         width, height = im.size
         row, col = int(rng.integers(height)), int(rng.integers(width))
         patches.append(crop_patch(im, row, col, CROP_SIZE))
-    batch = torch.from_numpy(np.stack(patches)).permute(0, 3, 1, 2)
-    return batch.float().div(255)
+    return np.stack(patches)
 
 
-def calibrated_network(images: Sequence[Image.Image] | None = None,
-                       seed: int = 0) -> EfficientNetB0:
-    """A seeded random EfficientNet-b0 with BatchNorm stats set on patches."""
-    torch.manual_seed(seed)
-    net = EfficientNetB0()
-    batch = calibration_patches(images, seed)
-    for module in net.modules():
-        if isinstance(module, torch.nn.BatchNorm2d):
-            module.reset_running_stats()
-            module.momentum = None  # plain average of what it sees
-    net.train()
-    # One thread: the statistics (float32 sums) then do not depend on the
-    # caller's thread count, so the same seed gives the same file.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        with torch.no_grad():
-            net.features(batch)
-    finally:
-        torch.set_num_threads(threads)
-    net.eval()
-    for module in net.modules():
-        if isinstance(module, torch.nn.BatchNorm2d):
-            module.momentum = 0.01
-    return net
+def random_state(seed: int) -> OrderedDict[str, np.ndarray]:
+    """An untrained EfficientNet-b0 state dict: weights and biases uniform
+    within 1/sqrt(fan_in) (PyTorch's defaults), batch norms neutral."""
+    rng = np.random.default_rng([seed, 0xEFF])
+    state: OrderedDict[str, np.ndarray] = OrderedDict()
+    fan_in = 1
+    for name, shape in state_shapes().items():
+        part = name.rsplit('.', 1)[1]
+        if name.endswith(BN_COUNTER):
+            state[name] = np.array(0, np.int64)
+        elif part in ('running_mean', 'running_var') or '._bn' in name \
+                or name.startswith('_bn'):
+            fill = 1.0 if part in ('weight', 'running_var') else 0.0
+            state[name] = np.full(shape, fill, np.float32)
+        else:
+            if part == 'weight':
+                fan_in = math.prod(shape[1:])
+            bound = 1 / math.sqrt(fan_in)
+            state[name] = rng.uniform(-bound, bound, shape).astype(np.float32)
+    return state
+
+
+class _BatchStatistics:
+    """A training-mode batch norm that records what it normalised with."""
+
+    def __init__(self, state: OrderedDict[str, np.ndarray]):
+        self.state = state
+
+    def __call__(self, prefix: str, x: np.ndarray) -> np.ndarray:
+        count = x.shape[0] * x.shape[1] * x.shape[2]
+        mean = x.mean(axis=(0, 1, 2), dtype=np.float64)
+        squares = np.zeros_like(mean)
+        for patch in x:  # float64 one patch at a time: bounded memory
+            centred = patch.astype(np.float64) - mean
+            squares += np.einsum('hwc,hwc->c', centred, centred)
+        self.state[f'{prefix}.running_mean'] = mean.astype(np.float32)
+        self.state[f'{prefix}.running_var'] = (
+            squares / (count - 1)).astype(np.float32)
+        self.state[f'{prefix}.{BN_COUNTER}'] = np.array(1, np.int64)
+        scale = self.state[f'{prefix}.weight'].astype(np.float64) / np.sqrt(
+            squares / count + BN_EPS)
+        shift = self.state[f'{prefix}.bias'] - mean * scale
+        return x * scale.astype(np.float32) + shift.astype(np.float32)
+
+
+def calibrated_state(images: Sequence[Image.Image] | None = None,
+                     seed: int = 0) -> OrderedDict[str, np.ndarray]:
+    """A seeded random EfficientNet-b0 state dict with its BatchNorm
+    statistics set on patches of ``images`` (synthetic textures without)."""
+    state = random_state(seed)
+    patches = calibration_patches(images, seed)
+    network = NumpyEfficientNet(state, np.float32)
+    network.features(patches, batch_norm=_BatchStatistics(state))
+    return state
 
 
 def make_calibrated_weights(path: str | os.PathLike,
@@ -90,10 +133,7 @@ def make_calibrated_weights(path: str | os.PathLike,
     ``images`` (PIL images) supply the calibration patches; without them,
     synthetic textures do. Same seed and images give the same weights.
     """
-    net = calibrated_network(images, seed)
-    buffer = io.BytesIO()
-    torch.save({'net': net.state_dict()}, buffer)
-    data = buffer.getvalue()
+    data = pt_writer.save({'net': calibrated_state(images, seed)})
     # Atomic, and readable as a plain file would be (umask applies).
     storage_factory('filesystem').store(os.fspath(path), data)
     return hashlib.sha256(data).hexdigest()

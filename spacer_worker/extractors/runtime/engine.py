@@ -7,40 +7,42 @@ task. When a message carries the weights' hash, a warm worker does not even
 read the weights file again.
 
 Settings (read at each call, so a test or operator can change them):
-TORCH_DEVICE ('auto': cuda when available), EXTRACT_PRECISION ('fp32', or
-'fp16' on CUDA), EXTRACT_BACKEND ('auto': ONNX Runtime on CPU when
-installed, else PyTorch), EXTRACT_BATCH_SIZE (0: the backend's best),
-EXTRACT_THREADS (0: every CPU this process may use).
+TORCH_DEVICE ('auto': cuda when torch is installed and sees a GPU),
+EXTRACT_PRECISION ('fp32', or 'fp16' on CUDA), EXTRACT_BACKEND ('auto':
+ONNX Runtime on CPU when installed, else PyTorch), EXTRACT_BATCH_SIZE (0:
+the backend's best), EXTRACT_THREADS (0: every CPU this process may use).
+
+torch is imported only for the PyTorch backend: a CPU worker reads,
+checks and folds the weights with numpy (:mod:`.pt_reader`,
+:mod:`.folded`) and runs them in ONNX Runtime, so the ``worker`` extra
+installs no torch; the ``gpu`` extra adds it.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import os
+import re
 import threading
 import time
 from collections import OrderedDict, deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 from PIL import Image
 
 from spacer_worker import config
-from spacer_worker.exceptions import ConfigError, WeightsLoadError
+from spacer_worker.exceptions import ConfigError
 from spacer_worker.extractors.runtime import weights as weights_mod
-from spacer_worker.extractors.runtime.backends import (
-    Backend,
-    OnnxRuntimeBackend,
-    TorchBackend,
-)
+from spacer_worker.extractors.runtime.architecture import FEATURE_DIM
+from spacer_worker.extractors.runtime.backends import Backend, OnnxRuntimeBackend
 from spacer_worker.extractors.runtime.exact import ExactFallback
-from spacer_worker.extractors.runtime.folded import FoldedEfficientNet
-from spacer_worker.extractors.runtime.network import FEATURE_DIM, EfficientNetB0
+from spacer_worker.extractors.runtime.folded import conformed_state, fold_network
 from spacer_worker.extractors.runtime.patches import (
     CROP_SIZE,
     iter_patch_batches,
@@ -81,23 +83,52 @@ def _onnxruntime_available() -> bool:
     return True
 
 
+@functools.cache
+def _torch() -> Any:
+    """torch, or None where it is not installed (the ``worker`` extra)."""
+    try:  # a probe: the gpu extra installs it
+        import torch
+    except ImportError:
+        return None
+    return torch
+
+
+_DEVICE = re.compile(r'cpu|cuda(:\d+)?')
+NO_TORCH = ("torch is not installed here (the 'worker' extra runs on CPU "
+            "without it): pip install 'spacer_worker[gpu]' for CUDA or the "
+            "PyTorch backend.")
+
+
+def _device(requested: str) -> str:
+    torch = _torch()
+    if requested == 'auto':
+        return 'cuda' if torch is not None and torch.cuda.is_available() \
+            else 'cpu'
+    if torch is None:
+        if not _DEVICE.fullmatch(requested):
+            raise ConfigError(f"TORCH_DEVICE={requested!r} is not a device; "
+                              f"use 'auto', 'cpu', 'cuda' or 'cuda:N'.")
+        if requested != 'cpu':
+            raise ConfigError(f"TORCH_DEVICE={requested!r}: {NO_TORCH}")
+        return requested
+    try:
+        device = str(torch.device(requested))
+    except RuntimeError as e:
+        raise ConfigError(
+            f"TORCH_DEVICE={requested!r} is not a torch device; use "
+            f"'auto', 'cpu', 'cuda' or 'cuda:N'.") from e
+    if device.startswith('cuda') and not torch.cuda.is_available():
+        raise ConfigError(
+            f"TORCH_DEVICE={requested!r} but this torch build sees no CUDA "
+            f"GPU; set TORCH_DEVICE=auto or cpu.")
+    return device
+
+
 def runtime_settings() -> RuntimeSettings:
     """Resolve and check the extraction settings for this process."""
 
     requested = (config.get('TORCH_DEVICE') or 'auto').strip().lower()
-    if requested == 'auto':
-        device = 'cuda' if torch.cuda.is_available() else 'cpu'
-    else:
-        try:
-            device = str(torch.device(requested))
-        except RuntimeError as e:
-            raise ConfigError(
-                f"TORCH_DEVICE={requested!r} is not a torch device; use "
-                f"'auto', 'cpu', 'cuda' or 'cuda:N'.") from e
-        if device.startswith('cuda') and not torch.cuda.is_available():
-            raise ConfigError(
-                f"TORCH_DEVICE={requested!r} but this torch build sees no CUDA "
-                f"GPU; set TORCH_DEVICE=auto or cpu.")
+    device = _device(requested)
     precision = (config.get('EXTRACT_PRECISION') or 'fp32').strip().lower()
     if precision not in PRECISIONS:
         raise ConfigError(f"EXTRACT_PRECISION={precision!r}: expected one "
@@ -122,6 +153,8 @@ def runtime_settings() -> RuntimeSettings:
             raise ConfigError(
                 "EXTRACT_BACKEND=onnxruntime but onnxruntime/onnx are not "
                 "installed: pip install 'spacer_worker[worker]'.")
+    if backend == 'torch' and _torch() is None:
+        raise ConfigError(f"EXTRACT_BACKEND resolves to 'torch': {NO_TORCH}")
     threads = config.get('EXTRACT_THREADS')
     if threads < 0:
         raise ConfigError(f"EXTRACT_THREADS={threads}: expected 0 (all CPUs) "
@@ -259,26 +292,20 @@ def _cached(key: tuple) -> Network | None:
 def _build(weights: weights_mod.Weights, settings: RuntimeSettings,
            where: str) -> Network:
 
-    state = weights_mod.load_state_dict(weights, where)
-    reference = EfficientNetB0()
-    try:
-        reference.load_state_dict(state)
-    except RuntimeError as e:
-        raise WeightsLoadError(
-            f"Extractor weights at {where} do not fit EfficientNet-b0 "
-            f"(1275 classes, 1280 features): "
-            f"{' '.join(str(e).split())[:600]}") from e
-    folded = FoldedEfficientNet(reference)
+    state = conformed_state(weights_mod.load_arrays(weights, where), where)
+    folded = fold_network(state)
     if settings.backend == 'onnxruntime':
         backend: Backend = OnnxRuntimeBackend(
             folded, settings.threads, blocked_gates=settings.blocked_gates)
     else:
+        import torch
+
+        from spacer_worker.extractors.runtime.torch_backend import TorchBackend
         backend = TorchBackend(folded, torch.device(settings.device),
                                settings.precision, settings.threads)
     # fp32 must stay as accurate as PySpacer's float32 on every patch
     # (exact.py says why it needs help); non-finite rows on any network.
-    exact = ExactFallback(reference, torch.device(settings.device),
-                          settings.float64_above)
+    exact = ExactFallback(state, settings.float64_above)
     return Network(backend, settings, weights.sha256, exact)
 
 

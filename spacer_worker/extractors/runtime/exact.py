@@ -10,9 +10,11 @@ PySpacer 0.14's own float32 error is 19 with one thread and 13 with two,
 and the same network under PyTorch 2.13 gives 8 and 108. No float32
 summation order is reliably as accurate as PySpacer's there, so those
 patches are run again in float64 (PySpacer's network unfolded, as its
-float64 run defines the truth) and rounded to float32 once. On a 2-core
-CPU such a patch takes 66 ms against 4.9 ms for a float32 one through
-ONNX Runtime (~13x). Ordinary patches stay below
+float64 run defines the truth; in numpy, :mod:`.numpy_net`, on every
+backend, so a worker with or without torch gives the same bits) and
+rounded to float32 once. On a 2-core CPU such a patch takes ~110 ms
+against 4.9 ms for a float32 one through ONNX Runtime (~20x). Ordinary
+patches stay below
 ``EXTRACT_FLOAT64_ABOVE`` (default ``LARGE_FEATURE``) and pay only the
 check, a max over their features.
 
@@ -33,18 +35,15 @@ feature file must never hold NaN or infinity. Should float64 overflow too,
 
 from __future__ import annotations
 
-import copy
 import logging
 import math
 import threading
+from collections.abc import Mapping
 
 import numpy as np
-import torch
-import torch.nn.functional as F
-from torch import nn
 
 from spacer_worker.exceptions import NonFiniteFeaturesError
-from spacer_worker.extractors.runtime.network import EfficientNetB0, SamePadConv
+from spacer_worker.extractors.runtime.numpy_net import NumpyEfficientNet
 
 logger = logging.getLogger(__name__)
 
@@ -71,65 +70,29 @@ def uniform_colour(patch: np.ndarray) -> tuple[int, int, int] | None:
     return int(first[0]), int(first[1]), int(first[2])
 
 
-class ShiftedDepthwise(nn.Module):
-    """A depthwise conv as k*k shifted products of the whole map.
-
-    PyTorch's float64 depthwise conv on CPU loops over channels (half the
-    float64 network's time); the same sum over whole tensors is several
-    times faster, and as exact (float64 either way).
-    """
-
-    def __init__(self, conv: SamePadConv):
-        super().__init__()
-        assert conv.bias is None and conv.groups == conv.in_channels
-        self.weight = conv.weight
-        self.pad = conv.pad
-        self.kernel = conv.kernel_size[0]
-        self.stride = conv.stride[0]
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if any(self.pad):
-            x = F.pad(x, self.pad)
-        k, s = self.kernel, self.stride
-        h, w = (x.shape[2] - k) // s + 1, (x.shape[3] - k) // s + 1
-        out = torch.zeros(x.shape[0], x.shape[1], h, w, dtype=x.dtype,
-                          device=x.device)
-        for i in range(k):
-            for j in range(k):
-                out.addcmul_(self.weight[:, 0, i, j].view(1, -1, 1, 1),
-                             x[:, :, i:i + s * (h - 1) + 1:s,
-                               j:j + s * (w - 1) + 1:s])
-        return out
-
-
 class ExactFallback:
     """Float64 features for the rows of a batch whose float32 ones are
     too large (above ``above``; ``math.inf``: none) or not finite."""
 
-    def __init__(self, reference: EfficientNetB0, device: torch.device,
+    # Patches run in float64 at once (each takes ~10 MB per activation).
+    CHUNK = 4
+
+    def __init__(self, state: Mapping[str, np.ndarray],
                  above: float = LARGE_FEATURE):
-        self._reference = reference
+        # A conformed state (folded.conformed_state): float32 parameters.
+        self._state = state
         self.above = above
-        self._device = device
-        self._net: EfficientNetB0 | None = None
+        self._net: NumpyEfficientNet | None = None
         self._lock = threading.Lock()
         self.patches = 0  # recomputed so far
         self._colours: dict[tuple[int, int, int], np.ndarray] = {}
 
-    def _network(self) -> EfficientNetB0:
+    def _network(self) -> NumpyEfficientNet:
         # Built on first need: most workers never see such a patch, and
-        # the float64 copy is 31 MB (43 with the unused classifier layer).
+        # the float64 copy is 31 MB (the classifier layer left out).
         with self._lock:
             if self._net is None:
-                net = copy.deepcopy(self._reference)
-                net._fc = nn.Identity()  # classes: unused by features
-                if self._device.type == 'cpu':
-                    for block in net._blocks:
-                        block._depthwise_conv = ShiftedDepthwise(
-                            block._depthwise_conv)
-                self._net = net.to(device=self._device,
-                                   dtype=torch.float64).eval()
-                self._net.requires_grad_(False)
+                self._net = NumpyEfficientNet(self._state, np.float64)
             return self._net
 
     def refine(self, patches: np.ndarray, features: np.ndarray) -> int:
@@ -170,10 +133,9 @@ class ExactFallback:
 
     def _float64(self, patches: np.ndarray, batch: int) -> np.ndarray:
         net = self._network()
-        with torch.inference_mode():
-            x = torch.from_numpy(np.ascontiguousarray(patches[..., :3]))
-            x = x.to(self._device).permute(0, 3, 1, 2).to(torch.float64)
-            exact = net.features(x / 255).cpu().numpy()
+        exact = np.concatenate([
+            net.features(patches[start:start + self.CHUNK])
+            for start in range(0, len(patches), self.CHUNK)])
         with np.errstate(over='ignore'):  # beyond float32: inf, refused below
             exact = exact.astype(np.float32)
         if not np.isfinite(exact).all():

@@ -32,14 +32,17 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import torch
-from torch import nn
 
-from spacer_worker.extractors.runtime.folded import FoldedEfficientNet, fold
-from spacer_worker.extractors.runtime.network import (
+from spacer_worker.extractors.runtime.architecture import (
     CROP_SIZE,
     FEATURE_DIM,
     same_padding,
+)
+from spacer_worker.extractors.runtime.folded import (
+    Conv,
+    FoldedNetwork,
+    Linear,
+    scaled_stem,
 )
 
 INPUT_NAME = 'patches'
@@ -84,20 +87,20 @@ class _GraphWriter:
                                                 **attrs))
         return output
 
-    def conv(self, x: str, conv: nn.Conv2d) -> str:
-        kernel, stride = conv.kernel_size[0], conv.stride[0]
+    def conv(self, x: str, conv: Conv) -> str:
+        kernel, stride = conv.kernel, conv.stride
         left, right, top, bottom = same_padding(kernel, stride)
-        inputs = [x, self.constant(conv.weight.detach().cpu().numpy())]
+        inputs = [x, self.constant(conv.weight)]
         if conv.bias is not None:
-            inputs.append(self.constant(conv.bias.detach().cpu().numpy()))
+            inputs.append(self.constant(conv.bias))
         return self.op('Conv', inputs, kernel_shape=[kernel, kernel],
                        strides=[stride, stride], pads=[top, left, bottom, right],
                        group=conv.groups)
 
-    def linear_1x1(self, x: str, linear: nn.Linear, sign: float = 1.0
+    def linear_1x1(self, x: str, linear: Linear, sign: float = 1.0
                    ) -> str:
-        weight = linear.weight.detach().cpu().numpy()[:, :, None, None]
-        bias = linear.bias.detach().cpu().numpy()
+        weight = linear.weight[:, :, None, None]
+        bias = linear.bias
         return self.op('Conv', [x, self.constant(sign * weight),
                                 self.constant(sign * bias)],
                        kernel_shape=[1, 1])
@@ -110,7 +113,7 @@ class _GraphWriter:
                         strides=[tile, tile])
         return self.op('GlobalAveragePool', [x])
 
-    def gate(self, x: str, linear: nn.Linear) -> str:
+    def gate(self, x: str, linear: Linear) -> str:
         """sigmoid(linear(x)), spelled 1 / (1 + exp(-linear(x))).
 
         Not ONNX Runtime's Sigmoid: its fast approximation drifts up to
@@ -118,7 +121,7 @@ class _GraphWriter:
         minus is folded into the weights (negating is exact, so the conv
         gives -linear(x) bit for bit): one node fewer per gate.
         """
-        channels = linear.out_features
+        channels = int(linear.weight.shape[0])
         if channels not in self.ones:
             # Shaped as the gate: ONNX Runtime adds a broadcast scalar to a
             # [N, C, 1, 1] tensor 20-40x slower than a [1, C, 1, 1] one
@@ -148,15 +151,6 @@ def tile_size(size: int) -> int:
                key=lambda k: (abs(k - math.sqrt(size)), k))
 
 
-def _scaled_stem(net: FoldedEfficientNet) -> nn.Conv2d:
-    """The stem conv with its batch norm and the uint8 -> [0, 1] scaling
-    folded in (in float64), so it takes raw byte values."""
-    stem = fold(net.stem, net.stem_bn)
-    with torch.no_grad():
-        stem.weight.copy_(stem.weight.double() / 255)
-    return stem
-
-
 # The network is run as two graphs: the blocks on 112-28 px maps, one patch
 # at a time, then the 14 and 7 px blocks on a whole batch. The early maps
 # are megabytes per patch and stay in cache only one patch at a time; the
@@ -169,14 +163,14 @@ SPLIT_BLOCK = 8
 ACTIVATION_NAME = 'activations'
 
 
-def build_onnx_model(net: FoldedEfficientNet) -> bytes:
+def build_onnx_model(net: FoldedNetwork) -> bytes:
     """Serialized ONNX model: ``patches`` (uint8 [N, 224, 224, 3], as
     cropped, or [N, 224, 224, 4] with a byte it ignores) -> ``features``
     (float32 [N, 1280])."""
     return _build(net, 0, len(net.blocks))
 
 
-def build_split_models(net: FoldedEfficientNet, split: int = SPLIT_BLOCK
+def build_split_models(net: FoldedNetwork, split: int = SPLIT_BLOCK
                        ) -> tuple[bytes, bytes]:
     """The same network as two models: ``patches`` -> ``activations``
     (the input of block ``split``), and ``activations`` -> ``features``.
@@ -187,14 +181,14 @@ def build_split_models(net: FoldedEfficientNet, split: int = SPLIT_BLOCK
     return _build(net, 0, split), _build(net, split, len(net.blocks))
 
 
-def _map_size(net: FoldedEfficientNet, block: int) -> int:
+def _map_size(net: FoldedNetwork, block: int) -> int:
     size = CROP_SIZE // 2
     for b in net.blocks[:block]:
-        size //= b.depthwise.stride[0]
+        size //= b.depthwise.stride
     return size
 
 
-def _build(net: FoldedEfficientNet, first: int, end: int) -> bytes:
+def _build(net: FoldedNetwork, first: int, end: int) -> bytes:
     # Lazy: onnx/onnxruntime load only when the ONNX backend is chosen.
     from onnx import TensorProto
 
@@ -206,7 +200,7 @@ def _build(net: FoldedEfficientNet, first: int, end: int) -> bytes:
         rgb = g.op('Slice', [planes, g.int64s([0]), g.int64s([3]),
                              g.int64s([1])])
         x = g.op('Cast', [rgb], to=TensorProto.FLOAT)
-        x = g.silu(g.conv(x, _scaled_stem(net)))
+        x = g.silu(g.conv(x, scaled_stem(net)))
         graph_input = g.helper.make_tensor_value_info(
             INPUT_NAME, TensorProto.UINT8,
             ['batch', *INPUT_SHAPE[:2], INPUT_CHANNELS])
@@ -220,7 +214,7 @@ def _build(net: FoldedEfficientNet, first: int, end: int) -> bytes:
         if block.expand is not None:
             x = g.silu(g.conv(x, block.expand))
         x = g.silu(g.conv(x, block.depthwise))
-        size //= block.depthwise.stride[0]
+        size //= block.depthwise.stride
         gate = g.mean(x, size)
         gate = g.silu(g.linear_1x1(gate, block.se_reduce))
         gate = g.gate(gate, block.se_expand)
