@@ -31,7 +31,7 @@ class EfficientNetExtractor(FeatureExtractor):
 
     def __call__(self, im: Any, rowcols: Sequence[tuple[int, int]]
                  ) -> tuple[ImageFeatures, ExtractFeaturesReturnMsg]:
-        # The network (torch) loads only when a worker runs the extractor.
+        # The network loads only when a worker runs the extractor.
         from spacer_worker.extractors.runtime.efficientnet import run_efficientnet
         return run_efficientnet(self, im, rowcols)
 
@@ -39,7 +39,7 @@ class EfficientNetExtractor(FeatureExtractor):
     def untrained_model(cls) -> Any:
         """A randomly initialised EfficientNet-b0 (torch module) of the
         shape PySpacer's weight files load into."""
-        # Lazy: torch loads only on the worker side.
+        # Lazy: torch loads only here (the 'gpu' extra installs it).
         from spacer_worker.extractors.runtime.network import EfficientNetB0
         return EfficientNetB0()
 

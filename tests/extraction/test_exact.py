@@ -19,10 +19,9 @@ from PIL import Image
 from spacer_worker.data_classes import DataLocation
 from spacer_worker.exceptions import NonFiniteFeaturesError, WeightsLoadError
 from spacer_worker.extractors import EfficientNetExtractor
-from spacer_worker.extractors.runtime import engine
+from spacer_worker.extractors.runtime import engine, pt_reader, pt_writer
 from spacer_worker.extractors.runtime.calibration import synthetic_texture
 from spacer_worker.extractors.runtime.exact import LARGE_FEATURE, ExactFallback
-from spacer_worker.extractors.runtime import pt_reader, pt_writer
 from spacer_worker.extractors.runtime.folded import conformed_state
 from spacer_worker.extractors.runtime.patches import crop_patch
 from spacer_worker.extractors.runtime.weights import fetch, load_arrays

@@ -25,7 +25,10 @@ from __future__ import annotations
 
 import io
 import pickle
+import pickletools
+import struct
 import zipfile
+import zlib
 from collections import OrderedDict
 from typing import Any
 
@@ -46,6 +49,10 @@ STORAGE_DTYPES = {
     'ShortStorage': np.dtype('i2'), 'CharStorage': np.dtype('i1'),
     'ByteStorage': np.dtype('u1'), 'BoolStorage': np.dtype('?'),
 }
+# What zipfile raises on damaged archives, beside BadZipFile.
+_ZIP_ERRORS = (zipfile.BadZipFile, ValueError, OSError, EOFError,
+               RuntimeError, NotImplementedError, zlib.error, struct.error,
+               OverflowError)
 # numpy scalar types a file may carry beside the state dict (epoch, acc).
 SCALAR_KINDS = 'biuf'
 
@@ -245,7 +252,7 @@ class _Archive:
         try:
             self._zip = zipfile.ZipFile(io.BytesIO(data))
             infos = self._zip.infolist()
-        except (zipfile.BadZipFile, ValueError, OSError) as e:
+        except _ZIP_ERRORS as e:
             raise PtFormatError(
                 'not a zip archive (torch.save writes one since torch 1.6; '
                 'older files must be re-saved)') from e
@@ -273,9 +280,9 @@ class _Archive:
         try:
             with self._zip.open(info) as f:
                 data = f.read(limit + 1)
-        except (zipfile.BadZipFile, NotImplementedError, OSError,
-                EOFError, RuntimeError) as e:
-            raise PtFormatError(f'record {name} cannot be read: {e}') from e
+        except _ZIP_ERRORS as e:
+            raise PtFormatError(
+                f'record {name} cannot be read: {e}'[:200]) from e
         if len(data) != info.file_size:
             raise PtFormatError(f'record {name} is truncated')
         return data
@@ -297,10 +304,45 @@ class _Archive:
         return Storage(array, bfloat16=kind.name == 'BFloat16Storage')
 
 
-def load(data: bytes, pickle_limit: int = 64 << 20) -> Any:
+# The opcodes a state dict's pickle is written with (protocols 2-4), as
+# torch's weights_only unpickler accepts them: no out-of-band buffers,
+# bytearrays, extension registry or old-style instances.
+OPCODES = frozenset({
+    'PROTO', 'FRAME', 'STOP', 'MARK', 'POP', 'POP_MARK', 'DUP',
+    'GLOBAL', 'STACK_GLOBAL', 'REDUCE', 'BUILD', 'NEWOBJ',
+    'BINPERSID', 'PERSID',
+    'EMPTY_TUPLE', 'TUPLE', 'TUPLE1', 'TUPLE2', 'TUPLE3',
+    'EMPTY_LIST', 'APPEND', 'APPENDS', 'LIST',
+    'EMPTY_DICT', 'DICT', 'SETITEM', 'SETITEMS',
+    'PUT', 'BINPUT', 'LONG_BINPUT', 'MEMOIZE', 'GET', 'BINGET', 'LONG_BINGET',
+    'NONE', 'NEWTRUE', 'NEWFALSE', 'INT', 'BININT', 'BININT1', 'BININT2',
+    'LONG', 'LONG1', 'LONG4', 'FLOAT', 'BINFLOAT',
+    'UNICODE', 'SHORT_BINUNICODE', 'BINUNICODE', 'BINUNICODE8',
+    'SHORT_BINBYTES', 'BINBYTES', 'BINBYTES8',
+})
+# data.pkl of EfficientNet-b0 is 30 KB; checking each opcode costs ~1 us.
+PICKLE_LIMIT = 4 << 20
+
+
+def _check_opcodes(pickled: bytes) -> None:
+    try:
+        for opcode, _arg, _pos in pickletools.genops(pickled):
+            if opcode.name not in OPCODES:
+                raise PtFormatError(
+                    f'the pickle uses the {opcode.name} opcode, which '
+                    f'weights_only loading does not allow')
+    except PtFormatError:
+        raise
+    except Exception as e:  # noqa: BLE001 - any parse failure is the same
+        raise PtFormatError(f'the pickle is malformed: {e}'[:200]) from e
+
+
+def load(data: bytes, pickle_limit: int = PICKLE_LIMIT) -> Any:
     """The object tree of a ``.pt`` file, its tensors as numpy arrays."""
     archive = _Archive(data)
-    unpickler = _Unpickler(archive.record('data.pkl', pickle_limit), archive)
+    pickled = archive.record('data.pkl', pickle_limit)
+    _check_opcodes(pickled)
+    unpickler = _Unpickler(pickled, archive)
     try:
         tree = unpickler.load()
     except PtFormatError:
