@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from spacer_worker.exceptions import ConfigError
@@ -14,6 +13,7 @@ from spacer_worker.extractors.runtime.patches import (
     crop_patch,
     iter_patch_batches,
 )
+from tests.extraction.conftest import needs_torch
 
 POINTS = [(0, 0), (99, 149), (40, 70)]
 
@@ -100,16 +100,33 @@ def test_bad_runtime_settings_are_config_errors(weights, monkeypatch, name,
         weights.extractor()(_image(), POINTS)
 
 
-@pytest.mark.skipif(torch.cuda.is_available(), reason='a GPU is present')
+def _has_cuda() -> bool:
+    torch = engine._torch()
+    return torch is not None and torch.cuda.is_available()
+
+
+@pytest.mark.skipif(_has_cuda(), reason='a GPU is present')
 def test_cuda_requested_without_a_gpu_is_a_config_error(weights, monkeypatch):
+    # Without a GPU torch says so; without torch, the error says to
+    # install the gpu extra.
     monkeypatch.setenv('SPACER_TORCH_DEVICE', 'cuda')
-    with pytest.raises(ConfigError, match='sees no CUDA'):
+    said = 'sees no CUDA' if engine._torch() else r"spacer_worker\[gpu\]"
+    with pytest.raises(ConfigError, match=said):
         weights.extractor()(_image(), POINTS)
+
+
+def test_the_torch_backend_without_torch_says_what_to_install(monkeypatch):
+    monkeypatch.setattr(engine, '_torch', lambda: None)
+    monkeypatch.setenv('SPACER_EXTRACT_BACKEND', 'torch')
+    with pytest.raises(ConfigError, match=r"pip install 'spacer_worker\[gpu\]'"):
+        engine.runtime_settings()
+    monkeypatch.setenv('SPACER_EXTRACT_BACKEND', 'auto')
+    assert engine.runtime_settings().backend == 'onnxruntime'
 
 
 def test_device_auto_picks_cpu_without_gpu_and_onnxruntime_there(monkeypatch):
     settings = engine.runtime_settings()
-    expected = 'cuda' if torch.cuda.is_available() else 'cpu'
+    expected = 'cuda' if _has_cuda() else 'cpu'
     assert settings.device == expected
     if expected == 'cpu':
         assert settings.backend == 'onnxruntime'
@@ -118,6 +135,7 @@ def test_device_auto_picks_cpu_without_gpu_and_onnxruntime_there(monkeypatch):
 
 def test_backends_and_batch_sizes_agree(weights, monkeypatch):
     # The same features, within float rounding, whatever runs them.
+    needs_torch()
     image = _image(3)
     results = []
     for backend, batch in (('onnxruntime', 0), ('onnxruntime', 1),

@@ -12,16 +12,20 @@ that under 1e-4 (``benchmarks/extraction.py``). This pins that choice.
 from __future__ import annotations
 
 import numpy as np
-import torch
-import torch.nn.functional as F
+import pytest
 
-from spacer_worker.extractors.runtime.folded import (
+torch = pytest.importorskip(
+    'torch', reason="the PyTorch backend's stem (the 'gpu' extra); this venv "
+                    "runs without torch")
+import torch.nn.functional as F  # noqa: E402
+
+from spacer_worker.extractors.runtime.folded import (  # noqa: E402
     conformed_state,
     fold_network,
 )
-from spacer_worker.extractors.runtime.network import EfficientNetB0
-from spacer_worker.extractors.runtime.torch_folded import FoldedEfficientNet
-from spacer_worker.extractors.runtime.weights import (
+from spacer_worker.extractors.runtime.network import EfficientNetB0  # noqa: E402
+from spacer_worker.extractors.runtime.torch_folded import FoldedEfficientNet  # noqa: E402
+from spacer_worker.extractors.runtime.weights import (  # noqa: E402
     fetch,
     load_arrays,
     load_state_dict,

@@ -19,8 +19,9 @@ from spacer_worker.data_classes import DataLocation
 from spacer_worker.exceptions import ExtractionServerError, WeightsLoadError
 from spacer_worker.extractors import EfficientNetExtractor
 from spacer_worker.extractors.runtime import shared
+from spacer_worker.extractors.runtime.architecture import FEATURE_DIM
 from spacer_worker.extractors.runtime.calibration import synthetic_texture
-from spacer_worker.extractors.runtime.network import FEATURE_DIM
+from tests.extraction.conftest import needs_torch
 from tests.services import wait_for
 
 BATCH = 16          # the server's forward pass; tasks send a quarter
@@ -40,6 +41,7 @@ def _points(seed: int, count: int) -> list[tuple[int, int]]:
 @pytest.fixture
 def torch_cpu(monkeypatch):
     """The server and this process run the same (torch, CPU) network."""
+    needs_torch()  # the shared server is the GPU hosts' (PyTorch) path
     monkeypatch.setenv('SPACER_EXTRACT_BACKEND', 'torch')
     monkeypatch.setenv('SPACER_TORCH_DEVICE', 'cpu')
     monkeypatch.setenv('SPACER_EXTRACT_BATCH_SIZE', str(BATCH))
