@@ -67,7 +67,10 @@ list_gpus() {
     else
         # A throwaway process: CUDA is never initialised in the workers'
         # parents, which fork their pool children.
-        python -c 'import torch
+        python -c 'try:
+    import torch
+except ImportError:  # the CPU image: no GPU to list
+    raise SystemExit(0)
 for i in range(torch.cuda.device_count()):
     print(i)'
     fi
