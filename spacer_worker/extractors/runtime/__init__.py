@@ -1,10 +1,16 @@
-"""The worker side of the extractors: torch, ONNX Runtime, Pillow, numpy.
+"""The worker side of the extractors: numpy, ONNX Runtime, Pillow (torch
+only for the PyTorch backend, from the ``gpu`` extra).
 
-* :mod:`.network`: EfficientNet-b0 with PySpacer's parameter names.
-* :mod:`.folded`: its inference form (batch norm folded into convs).
-* :mod:`.onnx_graph`, :mod:`.backends`: running it (ONNX Runtime / PyTorch).
+* :mod:`.architecture`: EfficientNet-b0's shape and parameter names.
+* :mod:`.pt_reader`, :mod:`.pt_writer`: PyTorch ``.pt`` files without torch.
+* :mod:`.folded`: its inference form (batch norm folded into convs), numpy.
+* :mod:`.onnx_graph`, :mod:`.backends`: running it in ONNX Runtime;
+  :mod:`.torch_backend`, :mod:`.torch_folded`: in PyTorch (CUDA).
+* :mod:`.numpy_net`: PySpacer's network unfolded, in numpy (float64 path,
+  calibration); :mod:`.network`: the same as a torch module.
+* :mod:`.exact`: the float64 path for patches float32 cannot carry.
 * :mod:`.patches`: PySpacer's 224x224 crops, window by window.
-* :mod:`.weights`: fetching, verifying and caching weight files.
+* :mod:`.weights`: fetching, verifying, caching and loading weight files.
 * :mod:`.engine`: the per-process network cache, ``preload``.
 * :mod:`.efficientnet`: ``run_efficientnet``, what the extractor calls.
 * :mod:`.calibration`: weights with realistic feature sizes for tests.
