@@ -106,7 +106,7 @@ def _device(requested: str) -> str:
             else 'cpu'
     if torch is None:
         if not _DEVICE.fullmatch(requested):
-            raise ConfigError(f"TORCH_DEVICE={requested!r} is not a device; "
+            raise ConfigError(f"TORCH_DEVICE={requested!r} is not a torch device; "
                               f"use 'auto', 'cpu', 'cuda' or 'cuda:N'.")
         if requested != 'cpu':
             raise ConfigError(f"TORCH_DEVICE={requested!r}: {NO_TORCH}")
