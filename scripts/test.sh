@@ -35,11 +35,29 @@ bash scripts/reference-venv.sh
 echo "== Python 3.10 client environment (CoralNet's: Django 4.2, redis-py 4.5)"
 bash scripts/client-venv-py310.sh >/dev/null
 
+echo "== CPU worker venv without torch (the worker extra)"
+CPU_VENV=$(bash scripts/cpu-venv.sh)
+
 echo "== ruff"
 python3 -m ruff check .
 
 echo "== import layers (pyproject.toml [tool.importlinter])"
 lint-imports
+
+# A CPU host installs the worker extra, which has no torch: the demo, the
+# extraction (fidelity against PySpacer included), the feature files and a
+# real worker's pipeline run there. Tests that need torch skip, saying so;
+# the full suite below runs them with torch.
+echo "== pytest in the torch-free CPU worker venv"
+started=$SECONDS
+PYTHONPATH="$PWD" "$CPU_VENV/bin/python" -m pytest -q -p no:cacheprovider \
+  tests/extraction/test_without_torch.py tests/extraction/test_pt_files.py \
+  tests/extraction/test_weights.py tests/extraction/test_exact.py \
+  tests/extraction/test_fidelity.py tests/extraction/test_demo_weights.py \
+  tests/storage/test_features.py tests/storage/test_npz.py \
+  tests/distributed/test_end_to_end.py \
+  tests/client/test_cli.py::test_demo_runs_embedded_without_a_broker
+echo "== torch-free stage: $((SECONDS - started)) s"
 
 echo "== pytest"
 set +e

@@ -24,7 +24,9 @@ def predict_proba(clf: Any, x: np.ndarray) -> np.ndarray:
     fast = _calibrated_parts(clf)
     if fast is None or x.ndim != 2 or x.dtype != np.float64 \
             or x.shape[1] != getattr(fast[0], 'n_features_in_', -1) \
-            or not np.isfinite(x).all():
+            or not np.isfinite(np.add.reduce(x, axis=None)):
+        # (A sum is finite where every value is, or overflowed: then
+        # scikit-learn, which checks value by value, takes it.)
         return clf.predict_proba(x)
     estimator, classes, columns, slopes, offsets = fast
     predictions = _predictions(estimator, x)

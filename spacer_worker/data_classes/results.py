@@ -18,13 +18,15 @@ from spacer_worker.data_classes.codec import (
     FLOATS,
     LABEL_ID,
     NUMBER,
+    Invalid,
     ListOf,
     Optional,
     Scalar,
     TupleOf,
     field,
+    relabel,
 )
-from spacer_worker.exceptions import MessageError
+from spacer_worker.exceptions import MessageError, SpacerError
 
 __all__ = ['ClassifyReturnMsg', 'ExtractFeaturesReturnMsg',
            'TrainClassifierReturnMsg', 'ValResults']
@@ -129,6 +131,53 @@ class ClassifyReturnMsg(DataClass):
     scores: list[tuple[int | None, int | None, list[float]]] = field(_Scores())
     classes: list[LabelId] = field(ListOf(LABEL_ID, what='label ids'))
     valid_rowcol: bool = field(BOOL)
+
+    @classmethod
+    def from_arrays(cls, runtime: float, rows: Any, cols: Any, scores: Any,
+                    classes: Any, valid_rowcol: bool) -> ClassifyReturnMsg:
+        """The message for scores a worker computed: ``scores`` a float
+        matrix (a row per point, a column per class), ``rows``/``cols``
+        integer arrays (None where not ``valid_rowcol``). Checked as arrays
+        (finite floats, non-negative integer positions, one per point)
+        rather than value by value: the constructor's guarantees, and
+        finiteness, for a 200 x 20 result in a fraction of the time."""
+        import numpy as np  # lazy: the client side has no numpy
+
+        scores = np.asarray(scores)
+        if scores.ndim != 2 or scores.dtype.kind != 'f' or \
+                not np.isfinite(scores).all():
+            raise MessageError(
+                f'ClassifyReturnMsg.scores: expected a finite float matrix, '
+                f'got {scores.dtype} {scores.shape}.')
+        count = len(scores)
+        if valid_rowcol:
+            rows, cols = np.asarray(rows), np.asarray(cols)
+            if rows.shape != (count,) or cols.shape != (count,) or \
+                    rows.dtype.kind not in 'iu' or cols.dtype.kind not in 'iu' \
+                    or (count and min(rows.min(), cols.min()) < 0):
+                raise MessageError(
+                    f'ClassifyReturnMsg.scores: {count} points need as many '
+                    f'non-negative integer rows and columns.')
+            rows, cols = rows.tolist(), cols.tolist()
+        else:
+            rows = cols = [None] * count
+        message = cls.__new__(cls)
+        values: dict[str, Any] = {}
+        for spec in cls._specs():
+            if spec.name == 'scores':
+                value = list(zip(rows, cols, scores.tolist(), strict=True))
+            else:
+                given = {'runtime': runtime, 'classes': classes,
+                         'valid_rowcol': valid_rowcol}[spec.name]
+                try:
+                    value = spec.codec_for(values).convert(given)
+                except (Invalid, SpacerError, TypeError, ValueError) as e:
+                    raise relabel(e, f'{cls.__name__}.{spec.name}',
+                                  given) from e
+            values[spec.name] = value
+            object.__setattr__(message, spec.name, value)
+        message.validate()
+        return message
 
     def __getitem__(self, rowcol: tuple[int, int]) -> list[float]:
         """The scores at (row, col)."""
