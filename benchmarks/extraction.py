@@ -192,12 +192,11 @@ def crop_all(extractor, image: dict) -> list:
 
 
 def time_forward(extractor, batches: list) -> float:
-    import torch
-
     from spacer_worker.extractors.runtime import engine
     network, _ = engine.get_network(extractor)
     cuda = network.settings.device.startswith('cuda')
-    if cuda:
+    if cuda:  # torch only here: a CPU host may have none
+        import torch
         torch.cuda.synchronize()
     streams = getattr(network.backend, 'streams', 1)
     start = time.perf_counter()
@@ -215,7 +214,6 @@ def network_details(extractor, image: dict, batches: list) -> dict:
     """Settings and, on CUDA, throughput and the fp16/fp32 drift, for the
     first image's patches."""
     import numpy as np
-    import torch
 
     from spacer_worker.extractors.runtime import engine
 
@@ -230,6 +228,8 @@ def network_details(extractor, image: dict, batches: list) -> dict:
               'blocked_gates': getattr(network.backend, 'blocked_gates',
                                        None)}
     if network.settings.device.startswith('cuda'):
+        import torch  # CUDA hosts have it (the gpu extra)
+
         # fp16 drift: the same patches through an fp16 copy of the network.
         mine = np.concatenate([network.run_patches(b) for b in batches])
         precision = network.settings.precision
