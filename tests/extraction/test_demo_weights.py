@@ -21,7 +21,7 @@ extractor = EfficientNetExtractor(
     data_locations={'weights': DataLocation('filesystem', PAYLOAD['weights'])})
 features, _ = extractor(load_image(DataLocation('filesystem', PAYLOAD['image'])),
                         [tuple(rc) for rc in PAYLOAD['rowcols']])
-RESULT = [pf.data for pf in features.point_features]
+RESULT = [[float(v) for v in pf.data] for pf in features.point_features]
 '''
 
 
@@ -37,7 +37,7 @@ def test_the_demos_weights_load_in_pyspacer_with_the_same_features(
     theirs = np.array(run_reference(PYSPACER_FEATURES, {
         'weights': str(out / 'model' / 'efficientnet_b0_calibrated.pt'),
         'image': str(out / 'images' / 'img000.jpg'),
-        'rowcols': [list(rc) for rc in rowcols]}), np.float32)
+        'rowcols': [[int(r), int(c)] for r, c in rowcols]}), np.float32)
     # then its features are the demo's, within the fidelity rule's 1e-4.
     ours = stored.feature_array()[:8]
     assert theirs.shape == ours.shape == (8, 1280)
