@@ -78,6 +78,10 @@ HOSTILE = {
         4, 0, (2 ** 20, 2 ** 20), (0, 0)),
     'code in the pickle': lambda: pt_writer.archive_bytes(
         pickle.dumps({'net': {}, 'x': _Evil()}, protocol=2), {}),
+    # BUILD on a global: it would change the function for later files.
+    'state set on a global': lambda: pt_writer.archive_bytes(
+        b'\x80\x02ctorch._utils\n_rebuild_tensor_v2\n'
+        b'}X\x01\x00\x00\x00xK\x01sb.', {}),
     'not a zip': lambda: b'this is not a torch file' * 10,
     'truncated': _truncated,
 }
@@ -109,6 +113,9 @@ def test_the_numpy_loader_names_what_it_refused(caplog):
         pt_reader.load(data)
     with pytest.raises(pt_reader.PtFormatError, match=r'print, which weights_only'):
         pt_reader.load(HOSTILE['code in the pickle']())
+    with pytest.raises(pt_reader.PtFormatError, match='sets the state'):
+        pt_reader.load(HOSTILE['state set on a global']())
+    assert not hasattr(pt_reader._rebuild_tensor, 'x')
 
 
 def _torch_saved_files() -> dict[str, bytes]:

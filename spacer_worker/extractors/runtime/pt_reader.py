@@ -216,6 +216,20 @@ GLOBALS: dict[tuple[str, str], Any] = {
 }
 
 
+class _Callable(_Sealed):
+    """A global as the pickle sees it: callable, but not itself (a BUILD
+    on a module-level function or class would change it for every later
+    file this process reads)."""
+
+    __slots__ = ('fn',)
+
+    def __init__(self, fn: Any):
+        self.fn = fn
+
+    def __call__(self, *args: Any) -> Any:
+        return self.fn(*args)
+
+
 class _Unpickler(pickle.Unpickler):
     def __init__(self, data: bytes, archive: _Archive):
         super().__init__(io.BytesIO(data))
@@ -228,7 +242,7 @@ class _Unpickler(pickle.Unpickler):
             raise PtFormatError(
                 f'the pickle names {module}.{name}, which weights_only '
                 f'loading does not allow (it could run code)')
-        return found
+        return found if isinstance(found, StorageType) else _Callable(found)
 
     def persistent_load(self, pid: Any) -> Storage:
         if not (isinstance(pid, tuple) and len(pid) == 5
