@@ -75,8 +75,9 @@ def preload_extractor() -> bool:
         # The worker's shared server builds it, once for every pool process.
         shared.remote_network(extractor)
         return True
-    # torch loads here, in the pool child, never in the worker's parent:
-    # a child forked after CUDA init cannot use CUDA.
+    # The network (and torch, on a GPU host) loads here, in the pool child,
+    # never in the worker's parent: a child forked after CUDA init cannot
+    # use CUDA.
     from spacer_worker.extractors.runtime.engine import preload
 
     preload(extractor)

@@ -57,7 +57,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-# EfficientNet-b0's (network.FEATURE_DIM; not imported: that means torch).
+# EfficientNet-b0's (architecture.FEATURE_DIM; not imported: this module
+# stays light for the pool processes).
 FEATURE_DIM = 1280
 PATCH_BYTES = CROP_SIZE * CROP_SIZE * 3
 MAX_HEADER_BYTES = 4096
