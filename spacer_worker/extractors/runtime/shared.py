@@ -47,6 +47,7 @@ import numpy as np
 
 from spacer_worker import config, exceptions
 from spacer_worker.exceptions import ExtractionServerError, SpacerError
+from spacer_worker.extractors.runtime.architecture import FEATURE_DIM
 from spacer_worker.extractors.runtime.patches import CROP_SIZE, iter_patch_batches
 
 if TYPE_CHECKING:
@@ -57,9 +58,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-# EfficientNet-b0's (architecture.FEATURE_DIM; not imported: this module
-# stays light for the pool processes).
-FEATURE_DIM = 1280
 PATCH_BYTES = CROP_SIZE * CROP_SIZE * 3
 MAX_HEADER_BYTES = 4096
 MAX_REQUEST_PATCHES = 1024
