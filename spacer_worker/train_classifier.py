@@ -197,6 +197,18 @@ def trainer_factory(trainer_name: str) -> ClassifierTrainer:
     return ClassifierTrainer.deserialize({'class_path': class_path})
 
 
+def trainer_name_of(trainer: Any) -> str | None:
+    """The built-in name ('minibatch') that makes ``trainer``, if one does:
+    a built-in class with default parameters."""
+    if not isinstance(trainer, ClassifierTrainer):
+        return None
+    described = trainer.serialize()
+    for name, class_path in BUILTIN_TRAINERS.items():
+        if described == {'class_path': class_path}:
+            return name
+    return None
+
+
 # PySpacer's module re-exports these names; resolved on first use.
 from spacer_worker import lazy_exports  # noqa: E402
 

@@ -49,6 +49,7 @@ from typing import TYPE_CHECKING, Any
 from spacer_worker.celery import payloads
 from spacer_worker.celery.queues import parse_spec_queues
 from spacer_worker.client.jobs import Client, JobHandle, JobState, JobStatus
+from spacer_worker.client.pyspacer_objects import as_job_msg, in_callers_classes
 from spacer_worker.exceptions import ConfigError, MessageError, failures
 
 if TYPE_CHECKING:
@@ -161,21 +162,20 @@ class CeleryQueue:
 
     def submit_job(self, job_msg: JobMsg, job_id: Any,
                    spec_level: Any = None) -> JobHandle:
-        """Enqueue a JobMsg for CoralNet job ``job_id``."""
-        from spacer_worker.messages import JobMsg
-
-        if not isinstance(job_msg, JobMsg):
-            raise MessageError(f'submit_job expects a JobMsg, got '
-                               f'{type(job_msg).__name__}.')
+        """Enqueue a JobMsg for CoralNet job ``job_id``: ours, or
+        PySpacer's own (0.13 or 0.14), whose result then comes back in
+        PySpacer's classes (:mod:`spacer_worker.client.pyspacer_objects`)."""
+        job_msg, wire, family = as_job_msg(job_msg)
         queue = self.queue_for(job_msg, spec_level)
         redis = self.redis
         info = {'job_id': job_id, 'spec_level': _spec_value(spec_level),
                 'queue': queue, 'submitted_at': time.time()}
+        if family is not None:
+            info['classes'] = family
         handle_id = self.client.new_task_id()
         # A large job is stored once (PAYLOAD_LOCATION); the broker and the
         # books here hold its location, and collect_jobs re-reads it.
-        payload = payloads.offload(job_msg.serialize(), handle_id,
-                                   owner='caller')
+        payload = payloads.offload(wire, handle_id, owner='caller')
 
         def register(handle: JobHandle) -> None:
             # After the job is claimed, before it is sent: a job is never
@@ -280,8 +280,10 @@ class CeleryQueue:
                 words.append('COLLECTED')
                 continue
             stored = _stored_payload(claimed[task_id])
-            msg, word = self._return_msg(job, status, stored)
-            results.append(msg)
+            original = _original_data(job, stored)
+            msg, word = self._return_msg(job, status, stored, original)
+            results.append(in_callers_classes(msg, original, _family(reg),
+                                              job))
             words.append(word)
         # Phase 1 done: these results reached the caller.
         self._mark_returned(list(claimed))
@@ -346,8 +348,8 @@ class CeleryQueue:
             pipe.zrem(self._key('order'), task_id)
         pipe.execute()
 
-    def _return_msg(self, job: Any, status: JobStatus,
-                    stored_job: Any) -> tuple[JobReturnMsg, str]:
+    def _return_msg(self, job: Any, status: JobStatus, stored_job: Any,
+                    original: dict | None) -> tuple[JobReturnMsg, str]:
         from spacer_worker.messages import JobReturnMsg
 
         # Every reason ends in a line CoralNet classifies (failures.py).
@@ -357,7 +359,7 @@ class CeleryQueue:
                 msg = JobReturnMsg.deserialize(status.result)
                 if payloads.is_reference(stored_job):
                     # The worker answered with a compact original_job.
-                    full = _original_job(job, stored_job)
+                    full = _as_job_msg(original)
                     if full is not None:
                         msg.original_job = full
                 return msg, word
@@ -386,7 +388,7 @@ class CeleryQueue:
                 failures.ensure_last_line(status.traceback,
                                           status.error_class or 'RuntimeError',
                                           message or 'failed')
-        return JobReturnMsg(original_job=_original_job(job, stored_job),
+        return JobReturnMsg(original_job=_as_job_msg(original),
                             ok=False, results=None,
                             error_message=reason), word
 
@@ -477,10 +479,9 @@ def _stored_payload(stored: str | None) -> Any:
     return None if stored is None else json.loads(stored)
 
 
-def _original_job(job: Any, stored: Any) -> JobMsg | None:
-    """The JobMsg as submitted: kept here, or re-read from storage."""
-    from spacer_worker.messages import JobMsg
-
+def _original_data(job: Any, stored: Any) -> dict | None:
+    """The JobMsg's JSON as submitted: kept here, or re-read from
+    storage."""
     if stored is None:
         return None
     if payloads.is_reference(stored):
@@ -491,7 +492,22 @@ def _original_job(job: Any, stored: Any) -> JobMsg | None:
                            '%s); the result keeps the worker\'s compact '
                            'original_job.', job, type(e).__name__, e)
             return None
-    return JobMsg.deserialize(stored)
+    return stored
+
+
+def _as_job_msg(data: dict | None) -> JobMsg | None:
+    from spacer_worker.messages import JobMsg
+
+    return None if data is None else JobMsg.deserialize(data)
+
+
+def _family(info: Any) -> str | None:
+    """The class family a job was submitted in (None: ours)."""
+    try:
+        family = json.loads(info).get('classes')
+    except (TypeError, ValueError, AttributeError):
+        return None
+    return family if isinstance(family, str) else None
 
 
 def _text(value: Any) -> str:
