@@ -158,6 +158,11 @@ class CeleryQueue:
         return queue_for('spacer.process_job', {'task_name': job_msg.task_name},
                          _known_level(spec_level))
 
+    def idempotency_key(self, job_id: Any) -> str:
+        """What makes a resubmission of CoralNet job ``job_id`` the same
+        job while it is pending or running."""
+        return f'{self.prefix}job:{job_id}'
+
     # --- CoralNet's interface -------------------------------------------------
 
     def submit_job(self, job_msg: JobMsg, job_id: Any,
@@ -195,7 +200,7 @@ class CeleryQueue:
             handle = self.client.send(
                 'spacer.process_job', payload, queue=queue,
                 task_id=handle_id, before_send=register,
-                idempotency_key=f'{self.prefix}job:{job_id}',
+                idempotency_key=self.idempotency_key(job_id),
                 spec_level=_known_level(spec_level))
         except Exception:
             self._unregister(registered)
