@@ -55,7 +55,7 @@ rm -rf "$VENV"
 "$VENV/bin/pip" install -q --no-deps "$PYSPACER" "scikit-learn==1.5.2" >&2
 # 2. Our client extra goes in beside it without moving a pin: pip's
 # dry-run report must upgrade or downgrade nothing already installed
-# (tests/compat/test_coralnet_pyspacer013.py reads the report too).
+# (tests/compat/test_coralnet_pyspacer_web.py reads the report too).
 "$VENV/bin/pip" list --format=json > "$VENV/before-client.json" 2>/dev/null
 "$VENV/bin/pip" install -q --dry-run --report "$VENV/client-install-report.json" \
   ".[client]" >&2

@@ -121,6 +121,9 @@ COMPUTED: dict[str, Callable[[], Any]] = {
     'secrets.json',
     'SECRETS': lambda: settings._secrets(),
     'SETTINGS_FROM_DJANGO': lambda: settings._django_settings(),
-    'LOCAL_FIXTURE_DIR': lambda: str(APP_DIR / 'tests' / 'fixtures'),
+    # PySpacer's test fixtures; scripts/pyspacer-conformance.py points it at
+    # the copy of PySpacer's suite it runs here.
+    'LOCAL_FIXTURE_DIR': lambda: os.environ.get(
+        'SPACER_LOCAL_FIXTURE_DIR', str(APP_DIR / 'tests' / 'fixtures')),
     'HAS_CAFFE': lambda: importlib.util.find_spec('caffe') is not None,
 }

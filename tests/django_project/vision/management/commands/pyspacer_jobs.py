@@ -1,8 +1,10 @@
-"""CoralNet's side with PySpacer 0.13.0 in the web process: every message
-is built with ``spacer``'s own classes (not spacer_worker's) and handed to
-the queue that SPACER_QUEUE_CHOICE names, the one setting CoralNet changes.
+"""CoralNet's side with PySpacer (0.13.0 or 0.14.0) in the web process:
+every message is built with ``spacer``'s own classes (not spacer_worker's)
+and handed to the queue that SPACER_QUEUE_CHOICE names, the one setting
+CoralNet changes.
 """
 
+import inspect
 import json
 from pathlib import Path
 
@@ -43,10 +45,14 @@ def _training(data, labels_by_feature, name, stale=False):
         labels[first] = labels[first] + [(999, 999, 1)]
     split = preprocess_labels(ImageLabels(labels), split_ratios=(0.25, 0.25))
 
+    # PySpacer 0.13's constructor takes trainer_name, 0.14's trainer.
+    params = inspect.signature(TrainClassifierMsg.__init__).parameters
+    trainer = ({'trainer_name': 'minibatch'} if 'trainer_name' in params
+               else {'trainer': 'minibatch'})
+
     def build(job_id):
-        # PySpacer 0.13's constructor: trainer_name, not trainer.
         return JobMsg(task_name='train_classifier', tasks=[TrainClassifierMsg(
-            job_token=str(job_id), trainer_name='minibatch', nbr_epochs=3,
+            job_token=str(job_id), **trainer, nbr_epochs=3,
             clf_type='MLP', labels=split, previous_model_locs=[],
             model_loc=_loc(data / f'{name}.model'),
             valresult_loc=_loc(data / f'{name}.valresult.json'))])
@@ -54,7 +60,7 @@ def _training(data, labels_by_feature, name, stale=False):
 
 
 class Command(BaseCommand):
-    help = ('Submit jobs built with PySpacer 0.13 classes; print '
+    help = ('Submit jobs built with PySpacer\'s own classes; print '
             '{name: [job id, task id]}.')
 
     def add_arguments(self, parser):

@@ -1,7 +1,8 @@
-"""CoralNet as it is today: PySpacer 0.13.0 in its web process, and one
-setting changed (SPACER_QUEUE_CHOICE). The Django project builds every
-message with ``spacer``'s own classes, in a venv where ``spacer`` is 0.13.0
-(scripts/pyspacer013-venv.sh), and real workers run them: extraction,
+"""CoralNet as it is today: PySpacer 0.13.0 (or 0.14.0) in its web process,
+and one setting changed (SPACER_QUEUE_CHOICE). The Django project builds
+every message with ``spacer``'s own classes, in a venv where ``spacer`` is
+that release (scripts/pyspacer-web-venv.sh), and real workers run them:
+extraction,
 training with its ValResults, classification, and every failure CoralNet
 sorts by the class path on the last line. Results come back as PySpacer's
 own classes, which CoralNet's code reads.
@@ -34,16 +35,20 @@ FAILURES = {
 }
 
 
-@pytest.fixture(scope='module')
-def pyspacer013_python() -> str:
-    done = subprocess.run(['bash', str(REPO / 'scripts' / 'pyspacer013-venv.sh')],
+@pytest.fixture(scope='module', params=['0.13.0', '0.14.0'])
+def pyspacer_web(request) -> tuple[str, str]:
+    """(PySpacer release, the python of a web-process venv with it)."""
+    done = subprocess.run(['bash', str(REPO / 'scripts' / 'pyspacer-web-venv.sh'),
+                           request.param],
                           capture_output=True, text=True, timeout=1800)
     if done.returncode != 0:
-        message = f'PySpacer 0.13.0 venv not built:\n{done.stderr[-3000:]}'
+        message = (f'PySpacer {request.param} web venv not built:\n'
+                   f'{done.stderr[-3000:]}')
         if os.environ.get('CI'):
             pytest.fail(message)
         pytest.skip(message)
-    return os.path.join(done.stdout.strip().splitlines()[-1], 'bin', 'python')
+    return request.param, os.path.join(done.stdout.strip().splitlines()[-1],
+                                       'bin', 'python')
 
 
 def _collect_until_settled(env, python, names, timeout=120.0):
@@ -61,10 +66,10 @@ def _collect_until_settled(env, python, names, timeout=120.0):
         time.sleep(0.5)
 
 
-def test_coralnet_on_pyspacer013_changes_one_setting(
+def test_coralnet_keeping_pyspacer_changes_one_setting(
         app, broker_url, redis_db, start_worker, tmp_path,
-        pyspacer013_python, http_root):  # noqa: F811
-    python = pyspacer013_python
+        pyspacer_web, http_root):  # noqa: F811
+    release, python = pyspacer_web
     data = tmp_path / 'data'
     data.mkdir()
     start_worker('coralnet', queues='extract,train,classify,extract_high',
@@ -81,12 +86,12 @@ def test_coralnet_on_pyspacer013_changes_one_setting(
         [python, '-c', 'import importlib.metadata as m, spacer.messages; '
          'print(m.version("pyspacer"), spacer.messages.__file__)'],
         env=env, capture_output=True, text=True, check=True).stdout
-    assert version.startswith('0.13.0 ') and str(REPO) not in version
+    assert version.startswith(release + ' ') and str(REPO) not in version
 
     run_django(env, 'migrate', '-v', '0', python=python)
 
     # 1. Extraction: eight images, and each extraction failure.
-    jobs = run_django(env, 'pyspacer013', 'extract', str(data),
+    jobs = run_django(env, 'pyspacer_jobs', 'extract', str(data),
                       '--http-base', http_root, python=python)
     lost_key = app.backend.get_key_for_task(jobs['lost'][1])
     wait_for(lambda: b'SUCCESS' in (redis_db.get(lost_key) or b''), 60,
@@ -101,9 +106,9 @@ def test_coralnet_on_pyspacer013_changes_one_setting(
                 'spacer.messages.JobReturnMsg', 'spacer.messages.JobMsg',
                 'spacer.messages.ExtractFeaturesReturnMsg']
 
-    # 2. Training (0.13's trainer_name), a stale one, and a revoked one.
+    # 2. Training (0.13: trainer_name), a stale one, and a revoked one.
     (data / 'extracted.json').write_text(json.dumps(extracted))
-    trained = run_django(env, 'pyspacer013', 'train', str(data),
+    trained = run_django(env, 'pyspacer_jobs', 'train', str(data),
                          python=python)
     Client(app).cancel(trained['revoked'][1])
     time.sleep(0.5)
@@ -125,7 +130,7 @@ def test_coralnet_on_pyspacer013_changes_one_setting(
     assert int(valresults[1]) == int(valresults[2]) > 0
 
     # 3. Classification with the classifier just trained.
-    scored = run_django(env, 'pyspacer013', 'classify', str(data),
+    scored = run_django(env, 'pyspacer_jobs', 'classify', str(data),
                         python=python)
     by_name, classes = _collect_until_settled(env, python, scored)
     assert by_name['classify']['status'] == 'success', by_name['classify']
