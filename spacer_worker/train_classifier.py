@@ -167,6 +167,14 @@ class MiniBatchTrainer(ClassifierTrainer):
                                feature_loc, clf_type, progress)
 
 
+    def _train(self, train_labels: Any, ref_labels: Any, nbr_epochs: int,
+               clf_type: str) -> tuple[Any, list[float]]:
+        """PySpacer's step before evaluation: the calibrated classifier
+        fitted on ``train_labels`` and the reference accuracy per epoch."""
+        from spacer_worker.training.minibatch import fit_sets
+        return fit_sets(self, train_labels, ref_labels, nbr_epochs, clf_type)
+
+
 def _default_batch_size() -> int:
     return config.get('TRAINING_BATCH_LABEL_COUNT')
 

@@ -72,7 +72,7 @@ def get_config_value(key: str, value_type: type = str,
     def given(value: Any) -> bool:
         return value not in ('', None)
 
-    value = os.environ.get(settings.ENV_PREFIX + key)
+    value = os.getenv(settings.ENV_PREFIX + key)   # PySpacer reads getenv
     if given(value):
         return _cast(key, value, value_type)
     secrets = settings._secrets()

@@ -11,6 +11,7 @@ import hashlib
 import math
 from collections.abc import Generator, Iterable, Sequence
 from pathlib import Path, PurePosixPath
+from pprint import pformat
 from typing import TYPE_CHECKING, Any
 
 from spacer_worker.data_classes.base import (
@@ -65,7 +66,8 @@ class PointFeatures:
     __hash__ = None  # type: ignore[assignment]
 
     def __repr__(self) -> str:
-        return f'PointFeatures(row={self.row}, col={self.col}, dim={len(self.data)})'
+        # PySpacer's repr: the attributes, pretty-printed.
+        return pformat(vars(self))
 
 
 def _allclose(a: Any, b: Any) -> bool:
