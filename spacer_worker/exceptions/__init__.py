@@ -18,6 +18,7 @@ the task layer retries only the second kind::
     │   │   └── InvalidLocationError   DataLocation that cannot be used
     │   │       └── StorageReadOnlyError  write to read-only storage (url)
     │   ├── DataNotFoundError          key/object/URL does not exist (404)
+    │   │   └── MemoryKeyNotFoundError   memory key not held (KeyError)
     │   ├── StorageAccessDeniedError   credentials/permission refused (403)
     │   │   └── LocationNotAllowedError  outside the operator's allowlists
     │   ├── URLUnusableError           URL unusable: bad status, too big
@@ -116,6 +117,12 @@ class StorageReadOnlyError(InvalidLocationError):
 
 class DataNotFoundError(PermanentError, FileNotFoundError):
     wire_class = 'FileNotFoundError'
+
+
+class MemoryKeyNotFoundError(DataNotFoundError, KeyError):
+    """A memory-storage key this process does not hold: PySpacer's memory
+    storage raises KeyError there."""
+    wire_class = 'KeyError'
 
 
 class StorageAccessDeniedError(PermanentError, PermissionError):
