@@ -90,8 +90,12 @@ class ConfigError(PermanentError):
     wire_class = 'spacer.exceptions.ConfigError'
 
 
-class MessageError(PermanentError, ValueError):
-    """A message field has a wrong type or value; names field and value."""
+class MessageError(PermanentError, ValueError, AssertionError):
+    """A message field has a wrong type or value; names field and value.
+
+    Also an AssertionError: PySpacer checks messages with ``assert``, so
+    code written against it catches AssertionError for a bad message.
+    """
 
     wire_class = 'ValueError'
 
