@@ -30,7 +30,12 @@ from importlib import import_module
 from typing import Any, ClassVar, TypeVar
 
 from spacer_worker import config
-from spacer_worker.exceptions import MessageError, SpacerError, UnknownClassError
+from spacer_worker.exceptions import (
+    MessageError,
+    MissingKeyError,
+    SpacerError,
+    UnknownClassError,
+)
 
 T = TypeVar('T')
 
@@ -537,7 +542,7 @@ class Message:
                     f'both given; they mean the same field, give one.')
             if not present:
                 if spec.required:
-                    raise MessageError(
+                    raise MissingKeyError(
                         f'{cls.__name__}: missing key {spec.name!r}.')
                 values[spec.name] = spec.default()
                 continue

@@ -13,6 +13,7 @@ the task layer retries only the second kind::
     │   ├── ConfigError                a setting is missing or malformed
     │   ├── MessageError               a message or payload is malformed
     │   │   ├── UnknownClassError      a class_path outside the allowlist
+    │   │   ├── MissingKeyError        a message's JSON lacks a key (KeyError)
     │   │   ├── PayloadError           a stored-payload reference refused
     │   │   ├── RowColumnInvalidError  point not integer / out of image
     │   │   └── InvalidLocationError   DataLocation that cannot be used
@@ -102,6 +103,14 @@ class MessageError(PermanentError, ValueError, AssertionError):
 
 class UnknownClassError(MessageError):
     """A class_path is not in the extractor/trainer allowlist."""
+
+
+class MissingKeyError(MessageError, KeyError):
+    """A message's JSON lacks a required key: a KeyError too, as PySpacer's
+    ``data['key']`` raises (its message unquoted, unlike KeyError's)."""
+
+    wire_class = 'KeyError'
+    __str__ = Exception.__str__
 
 
 class PayloadError(MessageError):

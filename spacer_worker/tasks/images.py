@@ -72,16 +72,17 @@ def classify_image(msg: ClassifyImageMsg) -> ClassifyReturnMsg:
     classifier at ``classifier_loc``; nothing is stored."""
     check_point_count(msg.rowcols, msg.image_loc.key)
     start = time.time()
-    # The classifier first: a bad one fails before the costly extraction.
-    # From the process's classifier cache, as classify_features does: a
+    # The image (fetched, its header read; pixels decode on demand), then
+    # the classifier, as PySpacer orders them: either fails before the
+    # costly extraction. From the process's classifier cache, as classify_features does: a
     # worker classifies image after image of one source with the same
     # classifier, and unpickling it each time (tens of ms, more for large
     # MLPs) is work thrown away. Entries are keyed by content (or a local
     # file's inode/size/mtime), so an overwritten classifier is never
     # served stale, and CLASSIFIER_CACHE_SIZE bounds the memory they take
     # on an extract worker (0 turns the cache off).
-    clf = load_classifier_cached(msg.classifier_loc)
     image = _open_image(msg.image_loc)
+    clf = load_classifier_cached(msg.classifier_loc)
     features, _ = _extract(msg.extractor, image, msg.rowcols, msg.image_loc)
     del image
     result = score_features(clf, features)
