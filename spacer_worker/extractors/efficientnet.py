@@ -38,18 +38,23 @@ class EfficientNetExtractor(FeatureExtractor):
     @classmethod
     def untrained_model(cls) -> Any:
         """A randomly initialised EfficientNet-b0 (torch module) of the
-        shape PySpacer's weight files load into."""
+        shape PySpacer's weight files load into (``NUM_CLASSES`` outputs)."""
         # Lazy: torch loads only on the worker side.
         from spacer_worker.extractors.runtime.network import EfficientNetB0
-        return EfficientNetB0()
+        return EfficientNetB0(num_classes=cls.NUM_CLASSES)
 
     @classmethod
     def untrained_instance(cls, data_loc_key: str = 'weights'
                            ) -> EfficientNetExtractor:
         """An instance over untrained weights kept in memory storage (for
         trying message formats, not for real features), as PySpacer's."""
-        from spacer_worker.extractors.torch_extractors import TorchExtractor
-        return TorchExtractor.untrained_instance.__func__(cls, data_loc_key)
+        from spacer_worker.data_classes import DataLocation
+        from spacer_worker.extractors.runtime.network import (
+            store_untrained_weights,
+        )
+        store_untrained_weights(cls.untrained_model(), data_loc_key)
+        return cls(data_locations={
+            'weights': DataLocation('memory', data_loc_key)})
 
 
 # PySpacer's module re-exports these names; resolved on first use.

@@ -102,12 +102,9 @@ class TorchExtractor(FeatureExtractor, abc.ABC):
                            ) -> TorchExtractor:
         """An instance over untrained weights kept in memory storage (for
         trying message formats, not for real features)."""
-        import torch
-
-        from spacer_worker.storage import storage_factory
-
-        stream = io.BytesIO()
-        torch.save({'net': cls.untrained_model().state_dict()}, stream)
-        storage_factory('memory').store(data_loc_key, stream.getvalue())
+        from spacer_worker.extractors.runtime.network import (
+            store_untrained_weights,
+        )
+        store_untrained_weights(cls.untrained_model(), data_loc_key)
         return cls(data_locations={
             'weights': DataLocation('memory', data_loc_key)})
