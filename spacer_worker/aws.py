@@ -70,14 +70,13 @@ def create_aws_resource(service_name: str, region: str | None = None) -> Any:
 
 def get_s3_resource() -> Any:
     """This thread's S3 resource, made on first use and then reused."""
-    resource = getattr(THREAD_LOCAL, 's3_resource', None)
-    if resource is None:
+    if not hasattr(THREAD_LOCAL, 's3_resource'):
         resource = create_aws_resource('s3')
         THREAD_LOCAL.s3_resource = resource
         # PySpacer's words (its tests look for them), then the thread.
         logger.info('Called boto3.Session.resource() in get_s3_resource() '
                     '(thread %s)', threading.get_ident())
-    return resource
+    return THREAD_LOCAL.s3_resource
 
 
 def aws_check() -> None:

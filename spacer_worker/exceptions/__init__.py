@@ -124,7 +124,8 @@ class InvalidLocationError(MessageError):
     wire_class = 'ValueError'
 
 
-class StorageReadOnlyError(InvalidLocationError):
+class StorageReadOnlyError(InvalidLocationError, TypeError):
+    # Also a TypeError: PySpacer's URL storage raises that for a write.
     wire_class = 'TypeError'
 
 
