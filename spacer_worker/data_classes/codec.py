@@ -24,6 +24,7 @@ import dataclasses
 import json
 import operator
 import reprlib
+import sys
 import threading
 from collections.abc import Callable, Mapping
 from importlib import import_module
@@ -31,8 +32,11 @@ from typing import Any, ClassVar, TypeVar
 
 from spacer_worker import config
 from spacer_worker.exceptions import (
+    ClassNotFoundError,
+    ClassNotImportableError,
     MessageError,
     MissingKeyError,
+    NotASubclassError,
     SpacerError,
     UnknownClassError,
 )
@@ -611,7 +615,7 @@ def resolve_class(class_path: Any, *, kind: str, builtins: Mapping[str, type],
              if p.strip()]
     if class_path not in extra:
         names = sorted({cls.__name__ for cls in builtins.values()})
-        raise UnknownClassError(
+        raise _refusal_type(class_path, base)(
             f'{kind} class_path {class_path!r} is not allowed. Built-in: '
             f'{", ".join(names)} (under spacer.* or spacer_worker.* module '
             f'paths). To allow your own class, '
@@ -628,6 +632,25 @@ def resolve_class(class_path: Any, *, kind: str, builtins: Mapping[str, type],
             f'{kind} class_path {class_path!r} names {show(cls)}, which is '
             f'not a {base.__name__} subclass.')
     return cls
+
+
+def _refusal_type(class_path: str, base: type) -> type[UnknownClassError]:
+    """The refusal's class, under what PySpacer (which imports any path)
+    would have raised. Only our own modules already loaded are looked
+    into: nothing is imported, so a message runs no code of its choosing
+    (not even a module of ours that acts on import)."""
+    module_path, _, name = class_path.rpartition('.')
+    top, _, rest = module_path.partition('.')
+    module = sys.modules.get(f'spacer_worker.{rest}') \
+        if top in ('spacer', 'spacer_worker') and rest else None
+    if module is None:
+        return ClassNotImportableError
+    found = getattr(module, name, None)
+    if found is None:
+        return ClassNotFoundError
+    if not (isinstance(found, type) and issubclass(found, base)):
+        return NotASubclassError
+    return UnknownClassError
 
 
 class Description:

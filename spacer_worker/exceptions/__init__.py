@@ -13,6 +13,9 @@ the task layer retries only the second kind::
     │   ├── ConfigError                a setting is missing or malformed
     │   ├── MessageError               a message or payload is malformed
     │   │   ├── UnknownClassError      a class_path outside the allowlist
+    │   │   │   ├── ClassNotImportableError  not ours, not allowed (ImportError)
+    │   │   │   ├── ClassNotFoundError     no such class of ours (AttributeError)
+    │   │   │   └── NotASubclassError      ours, but the wrong kind (TypeError)
     │   │   ├── MissingKeyError        a message's JSON lacks a key (KeyError)
     │   │   ├── PayloadError           a stored-payload reference refused
     │   │   ├── RowColumnInvalidError  point not integer / out of image
@@ -103,6 +106,20 @@ class MessageError(PermanentError, ValueError, AssertionError):
 
 class UnknownClassError(MessageError):
     """A class_path is not in the extractor/trainer allowlist."""
+
+
+# What PySpacer raises when it imports a bad class_path, so code written
+# against it still catches the refusal (nothing is imported to tell).
+class ClassNotImportableError(UnknownClassError, ImportError):
+    """The class_path's module is not ours and not allowed: not imported."""
+
+
+class ClassNotFoundError(UnknownClassError, AttributeError):
+    """The class_path names no class in its (our own) module."""
+
+
+class NotASubclassError(UnknownClassError, TypeError):
+    """The class_path names something that is not the kind asked for."""
 
 
 class MissingKeyError(MessageError, KeyError):
