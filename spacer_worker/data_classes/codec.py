@@ -502,8 +502,11 @@ class Message:
         # Assigning a field after construction (when the dataclass __init__
         # has set them all) is checked like the constructor's value; a
         # rejected value leaves the message as it was.
+        if name not in self.__dict__:   # the constructor setting it
+            object.__setattr__(self, name, value)
+            return
         self._specs()
-        if name not in self.__dict__ or name not in self._names_cache:
+        if name not in self._names_cache:
             object.__setattr__(self, name, value)
             return
         old = self.__dict__[name]
