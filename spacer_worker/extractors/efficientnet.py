@@ -43,6 +43,20 @@ class EfficientNetExtractor(FeatureExtractor):
         from spacer_worker.extractors.runtime.network import EfficientNetB0
         return EfficientNetB0(num_classes=cls.NUM_CLASSES)
 
+    # PySpacer's PyTorch extractor methods, for code written against it
+    # (eager PyTorch; workers extract through runtime.engine).
+
+    def patches_to_features(self, patch_list: list[Any]) -> tuple[list, bool]:
+        from spacer_worker.extractors.runtime.torch_api import (
+            patches_to_features,
+        )
+        return patches_to_features(self, patch_list)
+
+    @classmethod
+    def load_weights(cls, weights_datastream: Any) -> Any:
+        from spacer_worker.extractors.runtime.torch_api import load_weights
+        return load_weights(cls, weights_datastream)
+
     @classmethod
     def untrained_instance(cls, data_loc_key: str = 'weights'
                            ) -> EfficientNetExtractor:

@@ -167,6 +167,10 @@ class EfficientNetB0(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self._fc(self.features(x))
 
+    def extract_features(self, x: torch.Tensor) -> torch.Tensor:
+        """PySpacer's name for :meth:`features`."""
+        return self.features(x)
+
     # PySpacer's EfficientNet class methods, for code written against it.
 
     @classmethod
