@@ -9,20 +9,32 @@ up to 100 from a periodic task. Setting
 
 swaps AWS Batch for the Celery workers.
 
-Bookkeeping lives in the result backend's Redis, beside the results:
+Bookkeeping lives in the result backend's Redis, beside the results
+(sizes and batch bounds in docs/internals.md, "CoralNet queue books"):
 
 * ``<prefix>order``: sorted set of outstanding task ids, scored by a
   counter, so jobs are listed in submission order;
 * ``<prefix>info``: hash task id -> small JSON (CoralNet job id, spec
   level, queue, submit time);
-* ``<prefix>msgs``: hash task id -> the JobMsg, to build an ``ok=False``
-  JobReturnMsg when the job fails without one; for a job over
-  ``PAYLOAD_OFFLOAD_BYTES``, only the location of its stored copy
-  (:mod:`spacer_worker.celery.payloads`), from which collect_jobs rebuilds the
-  full ``original_job`` before deleting it.
-
+* ``<prefix>msgs``: hash task id -> the JobMsg, compressed, kept once: the
+  broker message only refers to it (:mod:`spacer_worker.celery.books`); for
+  a job over ``PAYLOAD_OFFLOAD_BYTES``, only the location of its stored
+  copy (:mod:`spacer_worker.celery.payloads`), from which collect_jobs
+  rebuilds the full ``original_job`` before deleting it;
+* ``<prefix>done``: sorted set of finished task ids, written by the
+  workers as they store a final state, popped oldest first;
 * ``<prefix>handed``: hash task id -> the collect call that handed its
-  result back, and whether that call returned.
+  result back, and whether that call returned; ``<prefix>handed_at``
+  (sorted set, by time) finds hand-outs whose call never returned,
+  ``<prefix>returned`` (set) the results awaiting confirmation;
+* ``<prefix>sweep``: where the sweep of ``order`` stopped.
+
+A cycle costs what finished, not what waits: ``get_collectable_jobs``
+lists up to ``collect_batch`` finished jobs from ``done``, hand-outs that
+timed out, and a window of ``sweep_batch`` outstanding jobs taken in turn
+from ``order`` (their statuses, and whatever no worker could mark: a lost
+result, a job revoked before a worker saw it). Every Redis command and
+script handles at most ``BATCH`` ids.
 
 ``collect_jobs`` is two-phase, so a result is delivered to the caller at
 least once and never silently dropped: a call hands finished results back
@@ -46,7 +58,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from spacer_worker.celery import payloads
+from spacer_worker.celery import books, payloads
 from spacer_worker.celery.queues import parse_spec_queues
 from spacer_worker.client.jobs import Client, JobHandle, JobState, JobStatus
 from spacer_worker.exceptions import ConfigError, MessageError, failures
@@ -59,6 +71,15 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 DEFAULT_PREFIX = 'spacer:coralnet:'
+# Ids per Redis command or Lua script: each stays in the low milliseconds
+# whatever the backlog (benchmarks/scale.py).
+BATCH = 500
+# Finished jobs one get_collectable_jobs call lists at most; the rest wait
+# for the next cycle (a listed job is ~0.5 KB in the web process).
+DEFAULT_COLLECT_BATCH = 10_000
+# Outstanding jobs one call also looks at, in turn (a full sweep of N
+# waiting jobs takes N / sweep_batch cycles).
+DEFAULT_SWEEP_BATCH = 500
 
 _STATUS_WORDS = {
     JobState.PENDING: 'PENDING',
@@ -116,8 +137,19 @@ class CeleryQueue:
     def __init__(self, app: Celery | None = None,
                  prefix: str = DEFAULT_PREFIX,
                  handoff_timeout: float = 120.0,
-                 confirm_on_next_call: bool = True) -> None:
+                 confirm_on_next_call: bool = True,
+                 collect_batch: int = DEFAULT_COLLECT_BATCH,
+                 sweep_batch: int = DEFAULT_SWEEP_BATCH) -> None:
+        for name, value in (('collect_batch', collect_batch),
+                            ('sweep_batch', sweep_batch)):
+            if isinstance(value, bool) or not isinstance(value, int) or \
+                    value < 1:
+                raise ConfigError(f'CeleryQueue {name} must be a positive '
+                                  f'integer, got {value!r}.')
         self.client = Client(app)
+        # Finished jobs listed per cycle, and waiting ones swept per cycle.
+        self.collect_batch = collect_batch
+        self.sweep_batch = sweep_batch
         self.prefix = prefix
         # A result handed to a call that never returned (the collector
         # crashed) is handed back again after this many seconds.
@@ -182,21 +214,19 @@ class CeleryQueue:
             # running without being collectable. A resubmission of CoralNet
             # job ``job_id`` while it is pending or running returns the
             # earlier handle before this runs, so it is on the books once.
-            seq = redis.incr(self._key('seq'))
-            pipe = redis.pipeline(transaction=True)
-            pipe.hset(self._key('info'), handle.id, json.dumps(info))
-            pipe.hset(self._key('msgs'), handle.id, json.dumps(payload))
-            pipe.zadd(self._key('order'), {handle.id: seq})
-            pipe.execute()
+            self._register(redis, handle.id, info, payload)
             registered.append(handle.id)
 
         registered: list[str] = []
         try:
+            # The job is kept once, in the books; the broker carries a
+            # reference, and the header lets the worker mark it finished.
             handle = self.client.send(
-                'spacer.process_job', payload, queue=queue,
-                task_id=handle_id, before_send=register,
+                'spacer.process_job', books.reference(self.prefix, payload),
+                queue=queue, task_id=handle_id, before_send=register,
                 idempotency_key=f'{self.prefix}job:{job_id}',
-                spec_level=_known_level(spec_level))
+                spec_level=_known_level(spec_level),
+                headers={books.HEADER: self.prefix})
         except Exception:
             self._unregister(registered)
             payloads.discard(payload)
@@ -206,59 +236,123 @@ class CeleryQueue:
         return handle
 
     def get_collectable_jobs(self) -> list[CeleryJob]:
-        """Every job not yet handed back, oldest first. A result handed to
-        a call is not listed for ``handoff_timeout`` seconds, nor at all
-        once that call returned (it awaits confirmation), unless only
-        ack_jobs confirms."""
+        """The jobs to collect now, oldest first: up to ``collect_batch``
+        finished ones (marked by the workers), hand-outs whose call never
+        returned within ``handoff_timeout`` (unless only ack_jobs
+        confirms, a returned result awaiting the next call is not listed
+        again), and a window of ``sweep_batch`` outstanding jobs taken in
+        turn, which reports the waiting ones and finds what no worker
+        marked. Three round trips, whatever the backlog."""
         redis = self.redis
-        ids = [_text(i) for i in redis.zrange(self._key('order'), 0, -1)]
+        pipe = redis.pipeline(transaction=False)
+        pipe.time()
+        pipe.zrange(self._key('done'), 0, self.collect_batch - 1)
+        pipe.get(self._key('sweep'))
+        (seconds, micros), finished, cursor = pipe.execute()
+        now = seconds + micros / 1e6
+        ids = _unique([_text(i) for i in finished])
+        ids += self._expired_and_window(now, cursor, set(ids))
         if not ids:
             return []
         pipe = redis.pipeline(transaction=False)
-        pipe.hmget(self._key('info'), ids)
-        pipe.hmget(self._key('handed'), ids)
-        pipe.time()
-        infos, handed, (seconds, micros) = pipe.execute()
-        now = seconds + micros / 1e6
-        jobs = []
-        for task_id, raw, held in zip(ids, infos, handed, strict=True):
+        for chunk in _chunks(ids):
+            pipe.hmget(self._key('info'), chunk)
+            pipe.hmget(self._key('handed'), chunk)
+            pipe.zmscore(self._key('order'), chunk)
+        replies = pipe.execute()
+        infos = [x for i in range(0, len(replies), 3) for x in replies[i]]
+        handed = [x for i in range(1, len(replies), 3) for x in replies[i]]
+        seqs = [x for i in range(2, len(replies), 3) for x in replies[i]]
+        listed, gone = [], []
+        for task_id, raw, held, seq in zip(ids, infos, handed, seqs,
+                                           strict=True):
             if raw is None:
-                continue  # collected between the two reads
+                gone.append(task_id)    # collected since it was marked
+                continue
             if held is not None:
-                hand = json.loads(held)
+                hand = _json_object(held)
                 if hand.get('returned') and self.confirm_on_next_call:
                     continue  # the caller has it
-                if now - hand['at'] < self.handoff_timeout:
+                if now - _number(hand.get('at')) < self.handoff_timeout:
                     continue  # handed to a call moments ago
-            info = json.loads(raw)
-            jobs.append(CeleryJob(task_id=task_id, job_id=info['job_id'],
-                                  spec_level=info['spec_level'],
-                                  queue=info['queue'],
-                                  submitted_at=info['submitted_at']))
-        return jobs
+            job = _celery_job(task_id, raw)
+            if job is not None:
+                listed.append((float('inf') if seq is None else seq, job))
+        if gone:
+            for chunk in _chunks(gone):
+                redis.zrem(self._key('done'), *chunk)
+        listed.sort(key=lambda pair: pair[0])
+        return [job for _, job in listed]
+
+    def _expired_and_window(self, now: float, cursor: Any,
+                            seen: set[str]) -> list[str]:
+        """Hand-outs that timed out, then the sweep's next window of
+        ``order`` (wrapping round), moving the sweep's cursor on."""
+        try:
+            after = float(cursor) if cursor is not None else float('-inf')
+        except ValueError:
+            after = float('-inf')   # a forged cursor starts a fresh sweep
+        redis = self.redis
+        pipe = redis.pipeline(transaction=False)
+        pipe.zrangebyscore(self._key('handed_at'), '-inf',
+                           now - self.handoff_timeout, start=0,
+                           num=self.collect_batch)
+        pipe.zrangebyscore(self._key('order'), f'({after}', '+inf', start=0,
+                           num=self.sweep_batch, withscores=True)
+        pipe.zrangebyscore(self._key('order'), '-inf', f'{after}', start=0,
+                           num=self.sweep_batch, withscores=True)
+        expired, tail, head = pipe.execute()
+        window = (tail + head)[:self.sweep_batch]
+        if window:
+            redis.set(self._key('sweep'), repr(float(window[-1][1])))
+        out = []
+        for task_id in [_text(i) for i in expired] + \
+                [_text(i) for i, _ in window]:
+            if task_id not in seen:
+                seen.add(task_id)
+                out.append(task_id)
+        return out
 
     def collect_jobs(self, jobs: list[CeleryJob]
                      ) -> tuple[list[JobReturnMsg], list[str]]:
         """Results of the finished jobs among ``jobs`` (in their order), and
-        one status per job. Three round trips per call, whatever its size:
-        confirm and read, hand out, mark returned."""
+        one status per job. Per ``BATCH`` jobs three round trips: confirm
+        and read, hand out, mark returned."""
         jobs = list(jobs)
+        first = True
+        results: list[JobReturnMsg] = []
+        words: list[str] = []
+        for start in range(0, max(len(jobs), 1), BATCH):
+            chunk_results, chunk_words = self._collect_chunk(
+                jobs[start:start + BATCH], confirm=first and
+                self.confirm_on_next_call)
+            first = False
+            results += chunk_results
+            words += chunk_words
+        return results, words
+
+    def _collect_chunk(self, jobs: list[Any], confirm: bool
+                       ) -> tuple[list[JobReturnMsg], list[str]]:
         if not jobs:
-            if self.confirm_on_next_call:
-                self._confirm(returned_only=True)
+            if confirm:
+                self._confirm_returned()
             return [], []
         ids = [_job_task_id(j) for j in jobs]
         backend = self.client.app.backend
         # Every state, and whether each job is still on the books, after
         # phase 2 of the earlier calls (what they returned, the caller has).
         pipe = self.redis.pipeline(transaction=False)
-        if self.confirm_on_next_call:
-            self._confirm(returned_only=True, pipe=pipe)
+        if confirm:
+            self._queue_confirm(pipe)
         pipe.mget([backend.get_key_for_task(i) for i in ids])
         pipe.hmget(self._key('info'), ids)
         *confirmed, raw_metas, registered = pipe.execute()
-        self._discard_payloads(confirmed[0] if confirmed else [])
+        if confirm:
+            more = self._confirmed(confirmed[0])
+            if more:
+                self._confirm_returned()
         statuses = [self.client.decode_status(raw) for raw in raw_metas]
+        del raw_metas
 
         finished = [i for i, (s, r) in enumerate(zip(statuses, registered,
                                                       strict=True))
@@ -279,7 +373,7 @@ class CeleryQueue:
             if task_id not in claimed:
                 words.append('COLLECTED')
                 continue
-            stored = _stored_payload(claimed[task_id])
+            stored = _stored_payload(claimed[task_id], job)
             msg, word = self._return_msg(job, status, stored)
             results.append(msg)
             words.append(word)
@@ -290,53 +384,85 @@ class CeleryQueue:
     def ack_jobs(self, jobs: list[Any]) -> None:
         """Confirm that the caller stored the results of ``jobs``: they
         leave Redis now (without waiting for the next collect call)."""
-        self._confirm(ids=[_job_task_id(j) for j in jobs])
+        ids = [_job_task_id(j) for j in jobs]
+        for chunk in _chunks(ids):
+            self._confirmed(self.redis.eval(
+                _CONFIRM, len(self._book_keys()), *self._book_keys(),
+                self._result_prefix(), 'ids', '0', *chunk))
 
     # --- helpers ------------------------------------------------------------------
 
-    def _claim(self, ids: list[str]) -> dict[str, str | None]:
+    def _register(self, redis: Any, task_id: str, info: dict,
+                  payload: Any) -> None:
+        """Put a job on the books (before its message is sent)."""
+        seq = redis.incr(self._key('seq'))
+        pipe = redis.pipeline(transaction=True)
+        pipe.hset(self._key('info'), task_id, json.dumps(info))
+        pipe.hset(self._key('msgs'), task_id, books.encode_job(payload))
+        pipe.zadd(self._key('order'), {task_id: seq})
+        pipe.execute()
+
+    def _claim(self, ids: list[str]) -> dict[str, bytes | None]:
         """Mark finished jobs handed to this call; return those it won
-        (task id -> stored JobMsg JSON). A job another call holds is not
-        won, unless that call never returned within handoff_timeout."""
-        if not ids:
-            return {}
+        (task id -> stored JobMsg). A job another call holds is not won,
+        unless that call never returned within handoff_timeout."""
+        won: dict[str, bytes | None] = {}
         call = f'{time.time():.6f}:{id(self):x}:{next(_calls)}'
-        replies = self.redis.eval(
-            _HAND_OUT, 2, self._key('handed'), self._key('msgs'), call,
-            str(self.handoff_timeout),
-            '1' if self.confirm_on_next_call else '0', *ids)
-        won = {}
-        for task_id, (took, stored) in zip(ids, _pairs(replies), strict=True):
-            if took:
-                won[task_id] = None if stored is None else _text(stored)
+        for chunk in _chunks(ids):
+            replies = self.redis.eval(
+                _HAND_OUT, 4, self._key('handed'), self._key('msgs'),
+                self._key('handed_at'), self._key('done'), call,
+                str(self.handoff_timeout),
+                '1' if self.confirm_on_next_call else '0', *chunk)
+            for task_id, (took, stored) in zip(chunk, _pairs(replies),
+                                               strict=True):
+                if took:
+                    won[task_id] = stored or None
         return won
 
     def _mark_returned(self, ids: list[str]) -> None:
-        if ids:
-            self.redis.eval(_RETURNED, 1, self._key('handed'), *ids)
+        for chunk in _chunks(ids):
+            self.redis.eval(_RETURNED, 3, self._key('handed'),
+                            self._key('handed_at'), self._key('returned'),
+                            '1' if self.confirm_on_next_call else '0',
+                            *chunk)
 
-    def _confirm(self, ids: list[str] | None = None,
-                 returned_only: bool = False, pipe: Any = None) -> None:
-        """Phase 2: drop confirmed jobs from the books and their results
-        (queued on ``pipe`` when given)."""
-        backend = self.client.app.backend
+    def _book_keys(self) -> list[str]:
+        return [self._key(name) for name in (
+            'handed', 'info', 'msgs', 'order', 'handed_at', 'done',
+            'returned')]
+
+    def _result_prefix(self) -> str:
         # The result keys' prefix (celery-task-meta-, with any prefix).
-        sample = _text(backend.get_key_for_task('x'))
-        prefix = sample[:-1]
-        stored = (pipe or self.redis).eval(
-            _CONFIRM, 4, self._key('handed'), self._key('info'),
-            self._key('msgs'), self._key('order'), prefix,
-            '1' if returned_only else '0', *(ids or []))
-        if pipe is None:
-            self._discard_payloads(stored)
+        sample = _text(self.client.app.backend.get_key_for_task('x'))
+        return sample[:-1]
 
-    @staticmethod
-    def _discard_payloads(stored: list | None) -> None:
-        for raw in stored or []:
-            if raw:
-                # Handed back with its full original_job: the stored copy
-                # of an offloaded job is no longer needed.
-                payloads.discard(_stored_payload(_text(raw)))
+    def _queue_confirm(self, pipe: Any) -> None:
+        """Phase 2, queued on ``pipe``: drop up to BATCH results that
+        earlier calls returned, from the books and the result backend."""
+        pipe.eval(_CONFIRM, len(self._book_keys()), *self._book_keys(),
+                  self._result_prefix(), 'pop', str(BATCH))
+
+    def _confirm_returned(self) -> None:
+        """Phase 2 for every returned result, BATCH at a time."""
+        while self._confirmed(self.redis.eval(
+                _CONFIRM, len(self._book_keys()), *self._book_keys(),
+                self._result_prefix(), 'pop', str(BATCH))):
+            pass
+
+    def _confirmed(self, reply: list) -> int:
+        """Discard the stored payloads a confirm dropped; how many returned
+        results are left to confirm."""
+        left, *stored = reply or [0]
+        for raw in stored:
+            # An offloaded job's reference (kept as JSON text): handed back
+            # with its full original_job, its stored copy is not needed.
+            if raw and raw[:1] in (b'{', '{'):
+                try:
+                    payloads.discard(json.loads(raw))
+                except ValueError:
+                    continue
+        return int(left)
 
     def _unregister(self, ids: list[str]) -> None:
         pipe = self.redis.pipeline(transaction=True)
@@ -393,7 +519,8 @@ class CeleryQueue:
 
 _calls = itertools.count()
 
-# KEYS: handed, msgs; ARGV: call, handoff timeout, confirm-on-next, ids...
+# KEYS: handed, msgs, handed_at, done; ARGV: call, handoff timeout,
+# confirm-on-next, ids (at most BATCH)...
 # -> flat list of (won 0/1, stored msg or false) per id.
 _HAND_OUT = """
 local now = redis.call('time')
@@ -404,16 +531,19 @@ for i = 4, #ARGV do
     local take = true
     local held = redis.call('hget', KEYS[1], id)
     if held then
-        local h = cjson.decode(held)
+        local ok, h = pcall(cjson.decode, held)
+        if not ok or type(h) ~= 'table' then h = {} end
         if h['returned'] and ARGV[3] == '1' then
             take = false    -- confirmed by this very call's sweep
-        elseif t - h['at'] < tonumber(ARGV[2]) then
+        elseif t - (tonumber(h['at']) or 0) < tonumber(ARGV[2]) then
             take = false    -- another call has it
         end
     end
     if take then
         redis.call('hset', KEYS[1], id, cjson.encode(
             {call = ARGV[1], at = t, returned = false}))
+        redis.call('zadd', KEYS[3], t, id)
+        redis.call('zrem', KEYS[4], id)
         table.insert(out, 1)
         table.insert(out, redis.call('hget', KEYS[2], id))
     else
@@ -424,48 +554,56 @@ end
 return out
 """
 
-# KEYS: handed; ARGV: ids. The call returned these to its caller.
+# KEYS: handed, handed_at, returned; ARGV: confirm-on-next, ids (at most
+# BATCH). The call returned these to its caller: with confirm-on-next they
+# await the next call (returned), else they come back after the timeout.
 _RETURNED = """
 local now = redis.call('time')
 local t = tonumber(now[1]) + tonumber(now[2]) / 1e6
-for i = 1, #ARGV do
+for i = 2, #ARGV do
     local held = redis.call('hget', KEYS[1], ARGV[i])
     if held then
-        local h = cjson.decode(held)
+        local ok, h = pcall(cjson.decode, held)
+        if not ok or type(h) ~= 'table' then h = {} end
         h['returned'] = true
         h['at'] = t
         redis.call('hset', KEYS[1], ARGV[i], cjson.encode(h))
+        if ARGV[1] == '1' then
+            redis.call('zrem', KEYS[2], ARGV[i])
+            redis.call('sadd', KEYS[3], ARGV[i])
+        else
+            redis.call('zadd', KEYS[2], t, ARGV[i])
+        end
     end
 end
-return #ARGV
+return #ARGV - 1
 """
 
-# KEYS: handed, info, msgs, order; ARGV: result key prefix, returned-only,
-# ids (none: every handed job). -> the stored msgs of the jobs dropped.
+# KEYS: handed, info, msgs, order, handed_at, done, returned; ARGV: result
+# key prefix, 'pop' (up to ARGV[3] returned jobs) or 'ids' (ARGV[4...]).
+# -> {returned jobs left, stored msg of each job dropped...}
 _CONFIRM = """
-local ids = {}
-if #ARGV > 2 then
-    for i = 3, #ARGV do table.insert(ids, ARGV[i]) end
+local ids
+if ARGV[2] == 'pop' then
+    ids = redis.call('spop', KEYS[7], tonumber(ARGV[3]))
 else
-    ids = redis.call('hkeys', KEYS[1])
+    ids = {}
+    for i = 4, #ARGV do table.insert(ids, ARGV[i]) end
 end
-local dropped = {}
+local out = {0}
 for _, id in ipairs(ids) do
-    local go = true
-    if ARGV[2] == '1' then
-        local held = redis.call('hget', KEYS[1], id)
-        go = held and cjson.decode(held)['returned']
-    end
-    if go then
-        table.insert(dropped, redis.call('hget', KEYS[3], id) or '')
-        redis.call('hdel', KEYS[1], id)
-        redis.call('hdel', KEYS[2], id)
-        redis.call('hdel', KEYS[3], id)
-        redis.call('zrem', KEYS[4], id)
-        redis.call('del', ARGV[1] .. id)
-    end
+    table.insert(out, redis.call('hget', KEYS[3], id) or '')
+    redis.call('hdel', KEYS[1], id)
+    redis.call('hdel', KEYS[2], id)
+    redis.call('hdel', KEYS[3], id)
+    redis.call('zrem', KEYS[4], id)
+    redis.call('zrem', KEYS[5], id)
+    redis.call('zrem', KEYS[6], id)
+    redis.call('srem', KEYS[7], id)
+    redis.call('del', ARGV[1] .. id)
 end
-return dropped
+out[1] = redis.call('scard', KEYS[7])
+return out
 """
 
 
@@ -473,8 +611,56 @@ def _pairs(flat: list) -> list[tuple[int, Any]]:
     return [(int(flat[i]), flat[i + 1]) for i in range(0, len(flat), 2)]
 
 
-def _stored_payload(stored: str | None) -> Any:
-    return None if stored is None else json.loads(stored)
+def _chunks(ids: list[str]) -> list[list[str]]:
+    return [ids[i:i + BATCH] for i in range(0, len(ids), BATCH)]
+
+
+def _unique(ids: list[str]) -> list[str]:
+    return list(dict.fromkeys(ids))
+
+
+def _json_object(raw: Any) -> dict:
+    """A small JSON record of the books, {} when it is not an object
+    (records read back from Redis are untrusted)."""
+    try:
+        value = json.loads(raw)
+    except (ValueError, TypeError, RecursionError):
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _number(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return 0.0
+    return float(value)
+
+
+def _celery_job(task_id: str, raw: Any) -> CeleryJob | None:
+    """A listed job from its info record; None (logged) when the record
+    is malformed."""
+    info = _json_object(raw)
+    try:
+        return CeleryJob(task_id=task_id, job_id=info['job_id'],
+                         spec_level=info.get('spec_level'),
+                         queue=str(info['queue']),
+                         submitted_at=_number(info.get('submitted_at')))
+    except KeyError as e:
+        logger.warning('Job %s: its books record lacks %s; not listed.',
+                       task_id, e)
+        return None
+
+
+def _stored_payload(stored: bytes | str | None, job: Any) -> Any:
+    """The stored job's JSON; None (logged) when it cannot be read, so one
+    bad record fails only its own job (without its original_job)."""
+    if stored is None:
+        return None
+    try:
+        return books.decode_job(stored, books.read_limit())
+    except Exception as e:
+        logger.warning('%s: its stored job could not be read (%s: %s).',
+                       job, type(e).__name__, e)
+        return None
 
 
 def _original_job(job: Any, stored: Any) -> JobMsg | None:

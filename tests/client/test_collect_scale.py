@@ -1,0 +1,218 @@
+"""CeleryQueue at CoralNet's scale (issue 30), against real Redis and real
+workers: a cycle costs what finished, not what waits; batches lose and
+repeat nothing; a queued job is kept once."""
+
+from __future__ import annotations
+
+import json
+import math
+import uuid
+
+import pytest
+
+from spacer_worker.celery import books
+from spacer_worker.client import coralnet
+from spacer_worker.client.coralnet import CeleryQueue
+from spacer_worker.client.jobs import Client, JobState
+from spacer_worker.exceptions import PayloadError
+from spacer_worker.messages import JobMsg
+from tests.client.helpers import extract_job, extract_msg, write_image
+from tests.client.test_coralnet_queue import _RoundTrips
+from tests.services import wait_for
+
+NOBODY = 'medium=nobody-listens'
+
+
+def _queue(app, **options) -> CeleryQueue:
+    return CeleryQueue(app, prefix=f'test:{uuid.uuid4().hex[:8]}:', **options)
+
+
+@pytest.fixture
+def image(tmp_path):
+    return write_image(tmp_path / 'img.png')
+
+
+def _submit(queue, image, tmp_path, job_ids, spec='medium'):
+    return [queue.submit_job(extract_job([image], tmp_path, token=str(j)), j,
+                             spec)
+            for j in job_ids]
+
+
+def _wait_finished(queue, handles):
+    wait_for(lambda: all(s.finished for s in queue.client.statuses(handles)),
+             90, what='jobs finished')
+
+
+def _cycle(queue):
+    """One of CoralNet's collect cycles: list, then collect by 100."""
+    jobs = queue.get_collectable_jobs()
+    results, words = [], []
+    for start in range(0, len(jobs), 100):
+        chunk_results, chunk_words = queue.collect_jobs(
+            jobs[start:start + 100])
+        results += chunk_results
+        words += chunk_words
+    return jobs, results, words
+
+
+def test_workers_mark_finished_jobs_where_the_collector_finds_them(
+        app, image, tmp_path, celery_worker):
+    # Given a sweep that looks at one waiting job per cycle
+    queue = _queue(app, sweep_batch=1)
+    handles = _submit(queue, image, tmp_path, range(1, 5))
+    _wait_finished(queue, handles)
+
+    # The workers marked all four as they stored their results
+    done = queue.redis.zrange(queue._key('done'), 0, -1)
+    assert sorted(i.decode() for i in done) == sorted(h.id for h in handles)
+    # So one cycle lists and collects all four, in submission order
+    jobs, results, words = _cycle(queue)
+    assert [j.job_id for j in jobs] == [1, 2, 3, 4]
+    assert words == ['SUCCEEDED'] * 4 and all(r.ok for r in results)
+    assert queue.redis.zcard(queue._key('done')) == 0
+
+
+def test_a_cycle_with_none_finished_costs_the_same_at_any_backlog(
+        app, image, tmp_path, monkeypatch):
+    monkeypatch.setenv('SPACER_CORALNET_SPEC_QUEUES', NOBODY)
+    queue = _queue(app, sweep_batch=50)
+
+    def cost():
+        with monkeypatch.context() as m:
+            trips = _RoundTrips(m)
+            jobs, results, words = _cycle(queue)
+        return trips.count, len(jobs), results, set(words)
+
+    _submit(queue, image, tmp_path, range(60))
+    small = cost()
+    _submit(queue, image, tmp_path, range(60, 600))
+    large = cost()
+
+    # Ten times the backlog: the same round trips, the same jobs looked at
+    assert small[0] == large[0], (small[0], large[0])
+    assert small[1] == large[1] == 50
+    assert small[2] == large[2] == [] and large[3] == {'PENDING'}
+
+
+def test_the_sweep_finds_a_lost_job_no_worker_marked(app, image, tmp_path,
+                                                     monkeypatch):
+    monkeypatch.setenv('SPACER_CORALNET_SPEC_QUEUES', NOBODY)
+    queue = _queue(app, sweep_batch=2)
+    handles = _submit(queue, image, tmp_path, range(1, 8))
+    # The result backend loses job 6's record: nothing marks it finished
+    app.backend.client.delete(app.backend.get_key_for_task(handles[5].id))
+
+    found, cycles = [], 0
+    while not found:
+        cycles += 1
+        assert cycles <= math.ceil(7 / 2) + 1, 'the sweep never got there'
+        jobs, results, words = _cycle(queue)
+        assert len(jobs) <= 2
+        found = [(j.job_id, w, r) for j, w, r in
+                 zip(jobs, words, results or [None] * len(jobs), strict=True)
+                 if w == 'DROPPED']
+    [(job_id, _, result)] = found
+    assert job_id == 6 and not result.ok
+    assert result.original_job.tasks[0].job_token == '6'
+    # The others still wait; job 6 is never listed again
+    queue.collect_jobs([])
+    later = [j.job_id for _ in range(4) for j in queue.get_collectable_jobs()]
+    assert 6 not in later and set(later) == {1, 2, 3, 4, 5, 7}
+
+
+def test_batched_collection_hands_every_job_back_exactly_once(
+        app, image, tmp_path, celery_worker, monkeypatch):
+    # Batches far smaller than the work: 3 finished jobs listed per cycle,
+    # 4 ids per Redis command or script, 1 waiting job swept
+    monkeypatch.setattr(coralnet, 'BATCH', 4)
+    queue = _queue(app, collect_batch=3, sweep_batch=1)
+    handles = _submit(queue, image, tmp_path, range(1, 12))
+    _wait_finished(queue, handles)
+
+    tokens, cycles = [], 0
+    while True:
+        jobs, results, words = _cycle(queue)
+        if not jobs:
+            break
+        cycles += 1
+        assert len(jobs) <= 3 + 1 and cycles < 20
+        assert set(words) <= {'SUCCEEDED', 'COLLECTED'}
+        tokens += [r.original_job.tasks[0].job_token for r in results]
+    assert sorted(tokens, key=int) == [str(i) for i in range(1, 12)]
+    assert cycles >= 4
+    # The last call confirmed everything, in batches: nothing left behind
+    queue.collect_jobs([])
+    for name in ('info', 'msgs', 'order', 'handed', 'handed_at', 'done',
+                 'returned'):
+        assert not queue.redis.exists(queue._key(name)), name
+    assert not any(queue.redis.exists(app.backend.get_key_for_task(h.id))
+                   for h in handles)
+
+
+def test_one_call_over_many_batches_keeps_order_and_confirms_all(
+        app, image, tmp_path, celery_worker, monkeypatch):
+    monkeypatch.setattr(coralnet, 'BATCH', 4)
+    queue = _queue(app)
+    handles = _submit(queue, image, tmp_path, range(1, 11))
+    _wait_finished(queue, handles)
+
+    results, words = queue.collect_jobs(queue.get_collectable_jobs())
+    assert words == ['SUCCEEDED'] * 10
+    assert [r.original_job.tasks[0].job_token for r in results] == \
+        [str(i) for i in range(1, 11)]
+    assert queue.redis.scard(queue._key('returned')) == 10
+    # The next call confirms all ten, four at a time
+    assert queue.collect_jobs([]) == ([], [])
+    assert queue.redis.scard(queue._key('returned')) == 0
+    assert queue.redis.hlen(queue._key('info')) == 0
+
+
+def test_a_queued_200_point_job_takes_at_most_5_kb_of_redis(
+        app, image, tmp_path, monkeypatch, redis_server):
+    monkeypatch.setenv('SPACER_CORALNET_SPEC_QUEUES', NOBODY)
+    queue = _queue(app)
+    rowcols = [(r, c) for r in range(10, 1000, 50) for c in range(10, 500, 50)]
+    assert len(rowcols) == 200
+
+    def job(n: int) -> JobMsg:
+        return JobMsg(task_name='extract_features', tasks=[extract_msg(
+            image, tmp_path / f'site/image-{n:08d}.featurevector',
+            token=str(n), rowcols=rowcols)])
+    assert len(json.dumps(job(0).serialize())) > 3000   # issue 30: 3.2 KB
+    server = redis_server.client(0)
+    before = server.info('memory')['used_memory']
+    for n in range(400):
+        queue.submit_job(job(n), n)
+    per_job = (server.info('memory')['used_memory'] - before) / 400
+    assert per_job <= 5000, f'{per_job:.0f} bytes of Redis per queued job'
+
+
+def test_a_reference_reads_only_its_own_tasks_entry(app, image, tmp_path,
+                                                    celery_worker):
+    # A message that points at the books but whose task is not on them
+    queue = _queue(app)
+    queue.submit_job(extract_job([image], tmp_path, token='1'), 1,
+                     'medium')
+    forged = books.reference(queue.prefix, {'task_name': 'extract_features'})
+    handle = Client(app).send('spacer.process_job', forged, queue='extract')
+    wait_for(lambda: Client(app).status(handle).finished, 60,
+             what='the forged job to end')
+    status = Client(app).status(handle)
+    assert status.state is JobState.FAILURE
+    assert status.error_type == 'PayloadError'
+    assert 'not in the books' in status.error
+
+
+def test_a_stored_job_is_inflated_only_up_to_the_limit():
+    record = books.encode_job({'tasks': ['x' * 100_000]})
+    assert len(record) < 1000
+    assert books.decode_job(record, 200_000) == {'tasks': ['x' * 100_000]}
+    with pytest.raises(PayloadError, match='inflates past'):
+        books.decode_job(record, 50_000)
+    with pytest.raises(PayloadError, match='zlib'):
+        books.decode_job(b'z1:' + b'\x00' * 20, 1000)
+    with pytest.raises(PayloadError, match='truncated'):
+        books.decode_job(record[:len(record) // 2], 200_000)
+    # The earlier format, JSON text, still reads
+    assert books.decode_job(b'{"a": 1}', 100) == {'a': 1}
+
