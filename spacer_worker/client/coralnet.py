@@ -55,11 +55,13 @@ import itertools
 import json
 import logging
 import time
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from spacer_worker.celery import books, payloads
+from spacer_worker.celery import books, payloads, send_options
 from spacer_worker.celery.queues import parse_spec_queues
+from spacer_worker.client import bulk
 from spacer_worker.client.jobs import Client, JobHandle, JobState, JobStatus
 from spacer_worker.exceptions import ConfigError, MessageError, failures
 
@@ -235,6 +237,67 @@ class CeleryQueue:
             payloads.discard(payload)   # the earlier job has its own copy
         return handle
 
+    def submit_jobs(self, jobs: Iterable[Sequence[Any]]) -> list[JobHandle]:
+        """``submit_job`` for many jobs, ``[(job_msg, job_id[, spec_level]),
+        ...]``: one handle each, in order, with the same guarantees (a job
+        id already pending or running, or named twice here, gets the
+        earlier handle; jobs are listed in this order), in a few round
+        trips per ``bulk.CHUNK`` jobs (:mod:`spacer_worker.client.bulk`)."""
+        from spacer_worker.messages import JobMsg
+
+        outgoing: list[bulk.Outgoing] = []
+        infos: dict[str, dict] = {}
+        stored: dict[str, Any] = {}
+        encoded: dict[str, bytes] = {}     # JSON, encoded once
+        try:
+            for item in jobs:
+                job_msg, job_id, spec_level = _job_item(item)
+                if not isinstance(job_msg, JobMsg):
+                    raise MessageError(f'submit_jobs expects JobMsgs, got '
+                                       f'{type(job_msg).__name__}.')
+                queue = self.queue_for(job_msg, spec_level)
+                task_id = self.client.new_task_id()
+                full = job_msg.serialize()
+                data = payloads.encode(full)
+                payload = payloads.offload(full, task_id, owner='caller',
+                                           encoded=data)
+                stored[task_id] = payload
+                if payload is full:
+                    encoded[task_id] = data
+                sent = books.reference(self.prefix, payload)
+                options = send_options('spacer.process_job', sent,
+                                       _known_level(spec_level))
+                options['queue'] = queue
+                infos[task_id] = {'job_id': job_id,
+                                  'spec_level': _spec_value(spec_level),
+                                  'queue': queue, 'submitted_at': time.time()}
+                outgoing.append(bulk.Outgoing(
+                    task='spacer.process_job', payload=sent, task_id=task_id,
+                    options=options,
+                    idempotency_key=f'{self.prefix}job:{job_id}',
+                    headers={books.HEADER: self.prefix}))
+            claims = bulk.claim_all(self.client, outgoing)
+        except BaseException:
+            for payload in stored.values():
+                payloads.discard(payload)
+            raise
+        for job, claim in zip(outgoing, claims, strict=True):
+            if not claim.fresh:     # the earlier job has its own copy
+                payloads.discard(stored.pop(job.task_id))
+
+        def register(chunk: list[bulk.Outgoing]) -> None:
+            self._register_many([(j.task_id, infos[j.task_id],
+                                  books.encode_job(stored[j.task_id],
+                                                   encoded.get(j.task_id)))
+                                 for j in chunk])
+
+        def undo(chunk: list[bulk.Outgoing]) -> None:
+            self._unregister([j.task_id for j in chunk])
+            for j in chunk:
+                payloads.discard(stored[j.task_id])
+
+        return bulk.send_all(self.client, outgoing, claims, register, undo)
+
     def get_collectable_jobs(self) -> list[CeleryJob]:
         """The jobs to collect now, oldest first: up to ``collect_batch``
         finished ones (marked by the workers), hand-outs whose call never
@@ -400,6 +463,24 @@ class CeleryQueue:
         pipe.hset(self._key('info'), task_id, json.dumps(info))
         pipe.hset(self._key('msgs'), task_id, books.encode_job(payload))
         pipe.zadd(self._key('order'), {task_id: seq})
+        pipe.execute()
+
+    def _register_many(self, entries: list[tuple[str, dict, bytes]]
+                       ) -> None:
+        """Put jobs (id, info, stored job) on the books in one
+        transaction, numbered in order."""
+        if not entries:
+            return
+        redis = self.redis
+        last = redis.incrby(self._key('seq'), len(entries))
+        first = last - len(entries) + 1
+        pipe = redis.pipeline(transaction=True)
+        pipe.hset(self._key('info'), mapping={
+            task_id: json.dumps(info) for task_id, info, _ in entries})
+        pipe.hset(self._key('msgs'), mapping={
+            task_id: stored for task_id, _, stored in entries})
+        pipe.zadd(self._key('order'), {
+            task_id: first + n for n, (task_id, _, _) in enumerate(entries)})
         pipe.execute()
 
     def _claim(self, ids: list[str]) -> dict[str, bytes | None]:
@@ -605,6 +686,14 @@ end
 out[1] = redis.call('scard', KEYS[7])
 return out
 """
+
+
+def _job_item(item: Any) -> tuple[Any, Any, Any]:
+    """(job_msg, job_id, spec_level) of one submit_jobs entry."""
+    if isinstance(item, (tuple, list)) and len(item) in (2, 3):
+        return item[0], item[1], item[2] if len(item) == 3 else None
+    raise MessageError(f'submit_jobs takes (job_msg, job_id) or (job_msg, '
+                       f'job_id, spec_level) entries, got {item!r:.200}.')
 
 
 def _pairs(flat: list) -> list[tuple[int, Any]]:

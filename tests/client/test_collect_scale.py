@@ -12,7 +12,7 @@ import uuid
 import pytest
 
 from spacer_worker.celery import books
-from spacer_worker.client import coralnet
+from spacer_worker.client import coralnet, submission
 from spacer_worker.client.coralnet import CeleryQueue
 from spacer_worker.client.jobs import Client, JobState
 from spacer_worker.exceptions import PayloadError
@@ -21,7 +21,14 @@ from tests.client.helpers import extract_job, extract_msg, write_image
 from tests.client.test_coralnet_queue import _RoundTrips
 from tests.services import wait_for
 
-NOBODY = 'medium=nobody-listens'
+
+@pytest.fixture
+def nobody(monkeypatch) -> str:
+    """A queue of this test's own that no worker consumes, where
+    CoralNet's medium spec level sends its jobs."""
+    name = f'nobody-{uuid.uuid4().hex[:8]}'
+    monkeypatch.setenv('SPACER_CORALNET_SPEC_QUEUES', f'medium={name}')
+    return name
 
 
 def _queue(app, **options) -> CeleryQueue:
@@ -74,8 +81,7 @@ def test_workers_mark_finished_jobs_where_the_collector_finds_them(
 
 
 def test_a_cycle_with_none_finished_costs_the_same_at_any_backlog(
-        app, image, tmp_path, monkeypatch):
-    monkeypatch.setenv('SPACER_CORALNET_SPEC_QUEUES', NOBODY)
+        app, image, tmp_path, monkeypatch, nobody):
     queue = _queue(app, sweep_batch=50)
 
     def cost():
@@ -96,8 +102,7 @@ def test_a_cycle_with_none_finished_costs_the_same_at_any_backlog(
 
 
 def test_the_sweep_finds_a_lost_job_no_worker_marked(app, image, tmp_path,
-                                                     monkeypatch):
-    monkeypatch.setenv('SPACER_CORALNET_SPEC_QUEUES', NOBODY)
+                                                     nobody):
     queue = _queue(app, sweep_batch=2)
     handles = _submit(queue, image, tmp_path, range(1, 8))
     # The result backend loses job 6's record: nothing marks it finished
@@ -169,8 +174,7 @@ def test_one_call_over_many_batches_keeps_order_and_confirms_all(
 
 
 def test_a_queued_200_point_job_takes_at_most_5_kb_of_redis(
-        app, image, tmp_path, monkeypatch, redis_server):
-    monkeypatch.setenv('SPACER_CORALNET_SPEC_QUEUES', NOBODY)
+        app, image, tmp_path, nobody):
     queue = _queue(app)
     # CoralNet's random points on a 4000 x 3000 image (incompressible)
     rng = random.Random(30)
@@ -182,12 +186,22 @@ def test_a_queued_200_point_job_takes_at_most_5_kb_of_redis(
             image, tmp_path / f'site/image-{n:08d}.featurevector',
             token=str(n), rowcols=rowcols)])
     assert len(json.dumps(job(0).serialize())) > 3000   # issue 30: 3.2 KB
-    server = redis_server.client(0)
-    before = server.info('memory')['used_memory']
-    for n in range(400):
-        queue.submit_job(job(n), n)
-    per_job = (server.info('memory')['used_memory'] - before) / 400
-    assert per_job <= 5000, f'{per_job:.0f} bytes of Redis per queued job'
+    handles = [queue.submit_job(job(n), n, 'medium') for n in range(200)]
+    handles += queue.submit_jobs([(job(n), n, 'medium')
+                                  for n in range(200, 400)])
+
+    # Every key a queued job adds: the books, its PENDING record, its
+    # dedupe key and its broker message
+    redis = queue.redis
+    keys = [queue._key(name) for name in ('info', 'msgs', 'order', 'seq')]
+    keys += [app.backend.get_key_for_task(h.id) for h in handles]
+    keys += [submission.dedupe_key('spacer.process_job', None,
+                                   f'{queue.prefix}job:{n}')
+             for n in range(400)]
+    keys += [k for k in redis.scan_iter(f'{nobody}*')]
+    assert all(redis.exists(k) for k in keys)
+    total = sum(redis.memory_usage(k, samples=0) for k in keys)
+    assert total / 400 <= 5000, f'{total / 400:.0f} bytes per queued job'
 
 
 def test_a_reference_reads_only_its_own_tasks_entry(app, image, tmp_path,
@@ -219,3 +233,73 @@ def test_a_stored_job_is_inflated_only_up_to_the_limit():
     # The earlier format, JSON text, still reads
     assert books.decode_job(b'{"a": 1}', 100) == {'a': 1}
 
+
+
+def _queued(redis, queue: str) -> int:
+    """Messages waiting on a broker queue, over its priority lists."""
+    return sum(redis.llen(key) for key in redis.scan_iter(f'{queue}*')
+               if redis.type(key) == b'list')
+
+
+def test_submit_jobs_keeps_order_and_idempotency_in_bulk(
+        app, image, tmp_path, nobody):
+    queue = _queue(app)
+
+    def job(n):
+        return extract_job([image], tmp_path, token=str(n))
+    first = queue.submit_jobs([(job(1), 1, 'medium'), (job(2), 2, 'medium'),
+                               (job(1), 1, 'medium'), (job(3), 3, 'medium')])
+    # A job id named twice in one call is one job
+    assert first[2] == first[0] and len({h.id for h in first}) == 3
+    # A job id still pending gets its earlier handle in a later call too
+    second = queue.submit_jobs([(job(2), 2, 'medium'), (job(4), 4, 'medium')])
+    assert second[0] == first[1]
+    assert queue.submit_job(job(3), 3, 'medium') == first[3]
+    assert [j.job_id for j in queue.get_collectable_jobs()] == [1, 2, 3, 4]
+    assert _queued(queue.redis, nobody) == 4
+
+
+def test_submitted_in_bulk_runs_and_is_collected(app, image, tmp_path,
+                                                  celery_worker):
+    queue = _queue(app)
+    handles = queue.submit_jobs(
+        [(extract_job([image], tmp_path, token=str(n)), n) for n in range(6)])
+    _wait_finished(queue, handles)
+    jobs, results, words = _cycle(queue)
+    assert [j.job_id for j in jobs] == list(range(6))
+    assert words == ['SUCCEEDED'] * 6
+    assert [r.original_job.tasks[0].job_token for r in results] == \
+        [str(n) for n in range(6)]
+
+
+def test_a_failed_bulk_send_keeps_what_went_and_takes_back_the_rest(
+        app, image, tmp_path, monkeypatch, nobody):
+    from kombu.exceptions import OperationalError
+
+    from spacer_worker.client import bulk
+    monkeypatch.setattr(bulk, 'CHUNK', 2)
+    queue = _queue(app)
+    jobs = [(extract_job([image], tmp_path, token=str(n)), n, 'medium')
+            for n in range(5)]
+    # The broker refuses the third message (a fault a live Redis cannot be
+    # made to produce on demand): patch the publish itself.
+    publish = app.amqp.send_task_message
+    sent = []
+
+    def refuse_third(*args, **kwargs):
+        if len(sent) == 2:
+            raise OperationalError('broker unavailable')
+        sent.append(args)
+        return publish(*args, **kwargs)
+    with monkeypatch.context() as m:
+        m.setattr(app.amqp, 'send_task_message', refuse_third)
+        with pytest.raises(OperationalError):
+            queue.submit_jobs(jobs)
+    # The first chunk stands; the rest left no books entry and no claim
+    assert [j.job_id for j in queue.get_collectable_jobs()] == [0, 1]
+    assert queue.redis.hlen(queue._key('msgs')) == 2
+    # So the same call again sends the rest, once
+    again = queue.submit_jobs(jobs)
+    assert [j.job_id for j in queue.get_collectable_jobs()] == [0, 1, 2, 3, 4]
+    assert len({h.id for h in again}) == 5
+    assert _queued(queue.redis, nobody) == 5
