@@ -436,7 +436,7 @@ class CeleryQueue:
             if task_id not in claimed:
                 words.append('COLLECTED')
                 continue
-            stored = _stored_payload(claimed[task_id], job)
+            stored = _StoredJob(claimed[task_id], job)
             msg, word = self._return_msg(job, status, stored)
             results.append(msg)
             words.append(word)
@@ -554,7 +554,7 @@ class CeleryQueue:
         pipe.execute()
 
     def _return_msg(self, job: Any, status: JobStatus,
-                    stored_job: Any) -> tuple[JobReturnMsg, str]:
+                    stored_job: _StoredJob) -> tuple[JobReturnMsg, str]:
         from spacer_worker.messages import JobReturnMsg
 
         # Every reason ends in a line CoralNet classifies (failures.py).
@@ -562,9 +562,9 @@ class CeleryQueue:
         if status.state is JobState.SUCCESS:
             try:
                 msg = JobReturnMsg.deserialize(status.result)
-                if payloads.is_reference(stored_job):
+                if stored_job.offloaded():
                     # The worker answered with a compact original_job.
-                    full = _original_job(job, stored_job)
+                    full = _original_job(job, stored_job.value())
                     if full is not None:
                         msg.original_job = full
                 return msg, word
@@ -593,7 +593,8 @@ class CeleryQueue:
                 failures.ensure_last_line(status.traceback,
                                           status.error_class or 'RuntimeError',
                                           message or 'failed')
-        return JobReturnMsg(original_job=_original_job(job, stored_job),
+        return JobReturnMsg(original_job=_original_job(job,
+                                                      stored_job.value()),
                             ok=False, results=None,
                             error_message=reason), word
 
@@ -739,17 +740,30 @@ def _celery_job(task_id: str, raw: Any) -> CeleryJob | None:
         return None
 
 
-def _stored_payload(stored: bytes | str | None, job: Any) -> Any:
-    """The stored job's JSON; None (logged) when it cannot be read, so one
-    bad record fails only its own job (without its original_job)."""
-    if stored is None:
-        return None
-    try:
-        return books.decode_job(stored, books.read_limit())
-    except Exception as e:
-        logger.warning('%s: its stored job could not be read (%s: %s).',
-                       job, type(e).__name__, e)
-        return None
+class _StoredJob:
+    """A job's books record, decoded only when needed: a success carries
+    its original_job in its result, unless the job was offloaded."""
+
+    def __init__(self, raw: bytes | str | None, job: Any) -> None:
+        self.raw = raw.encode() if isinstance(raw, str) else raw
+        self.job = job
+
+    def offloaded(self) -> bool:
+        # An offload reference is kept as JSON text (books.encode_job).
+        return bool(self.raw) and self.raw[:1] == b'{' and \
+            payloads.is_reference(self.value())
+
+    def value(self) -> Any:
+        """The stored job's JSON; None (logged) when it cannot be read, so
+        one bad record fails only its own job (without its original_job)."""
+        if not self.raw:
+            return None
+        try:
+            return books.decode_job(self.raw, books.read_limit())
+        except Exception as e:
+            logger.warning('%s: its stored job could not be read (%s: %s).',
+                           self.job, type(e).__name__, e)
+            return None
 
 
 def _original_job(job: Any, stored: Any) -> JobMsg | None:
