@@ -258,10 +258,10 @@ def _command(entry: dict | None) -> str:
     if words and words[0].upper() in ('EVALSHA', 'EVAL'):
         # Name our scripts by a line of theirs.
         p = PREFIX
-        for name, mark in (('_CONFIRM', f'{p}info {p}msgs'),
-                           ('_HAND_OUT', f'{p}handed {p}msgs'),
-                           ('_RETURNED', f'{p}handed_at {p}returned'),
-                           ('_CLAIM', 'spacer:submit:'),
+        for name, mark in (('CONFIRM', f'{p}info {p}msgs'),
+                           ('HAND_OUT', f'{p}handed {p}msgs'),
+                           ('RETURNED', f'{p}handed_at {p}returned'),
+                           ('submission CLAIM', 'spacer:submit:'),
                            ('books mark', f'{p}info {p}done')):
             if mark in text:
                 return f'{words[0]} {name}'

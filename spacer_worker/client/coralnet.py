@@ -7,7 +7,8 @@ up to 100 from a periodic task. Setting
 
     SPACER_QUEUE_CHOICE = 'spacer_worker.contrib.coralnet.CeleryQueue'
 
-swaps AWS Batch for the Celery workers.
+swaps AWS Batch for the Celery workers. ``submit_jobs`` enqueues many jobs
+in a few round trips (a source's backlog: :mod:`spacer_worker.client.bulk`).
 
 Bookkeeping lives in the result backend's Redis, beside the results
 (sizes and batch bounds in docs/internals.md, "CoralNet queue books"):
@@ -61,7 +62,7 @@ from typing import TYPE_CHECKING, Any
 
 from spacer_worker.celery import books, payloads, send_options
 from spacer_worker.celery.queues import parse_spec_queues
-from spacer_worker.client import bulk
+from spacer_worker.client import bulk, scripts
 from spacer_worker.client.jobs import Client, JobHandle, JobState, JobStatus
 from spacer_worker.exceptions import ConfigError, MessageError, failures
 
@@ -450,7 +451,7 @@ class CeleryQueue:
         ids = [_job_task_id(j) for j in jobs]
         for chunk in _chunks(ids):
             self._confirmed(self.redis.eval(
-                _CONFIRM, len(self._book_keys()), *self._book_keys(),
+                scripts.CONFIRM, len(self._book_keys()), *self._book_keys(),
                 self._result_prefix(), 'ids', '0', *chunk))
 
     # --- helpers ------------------------------------------------------------------
@@ -491,7 +492,7 @@ class CeleryQueue:
         call = f'{time.time():.6f}:{id(self):x}:{next(_calls)}'
         for chunk in _chunks(ids):
             replies = self.redis.eval(
-                _HAND_OUT, 4, self._key('handed'), self._key('msgs'),
+                scripts.HAND_OUT, 4, self._key('handed'), self._key('msgs'),
                 self._key('handed_at'), self._key('done'), call,
                 str(self.handoff_timeout),
                 '1' if self.confirm_on_next_call else '0', *chunk)
@@ -503,7 +504,7 @@ class CeleryQueue:
 
     def _mark_returned(self, ids: list[str]) -> None:
         for chunk in _chunks(ids):
-            self.redis.eval(_RETURNED, 3, self._key('handed'),
+            self.redis.eval(scripts.RETURNED, 3, self._key('handed'),
                             self._key('handed_at'), self._key('returned'),
                             '1' if self.confirm_on_next_call else '0',
                             *chunk)
@@ -521,13 +522,13 @@ class CeleryQueue:
     def _queue_confirm(self, pipe: Any) -> None:
         """Phase 2, queued on ``pipe``: drop up to BATCH results that
         earlier calls returned, from the books and the result backend."""
-        pipe.eval(_CONFIRM, len(self._book_keys()), *self._book_keys(),
+        pipe.eval(scripts.CONFIRM, len(self._book_keys()), *self._book_keys(),
                   self._result_prefix(), 'pop', str(BATCH))
 
     def _confirm_returned(self) -> None:
         """Phase 2 for every returned result, BATCH at a time."""
         while self._confirmed(self.redis.eval(
-                _CONFIRM, len(self._book_keys()), *self._book_keys(),
+                scripts.CONFIRM, len(self._book_keys()), *self._book_keys(),
                 self._result_prefix(), 'pop', str(BATCH))):
             pass
 
@@ -600,94 +601,6 @@ class CeleryQueue:
 
 
 _calls = itertools.count()
-
-# KEYS: handed, msgs, handed_at, done; ARGV: call, handoff timeout,
-# confirm-on-next, ids (at most BATCH)...
-# -> flat list of (won 0/1, stored msg or false) per id.
-_HAND_OUT = """
-local now = redis.call('time')
-local t = tonumber(now[1]) + tonumber(now[2]) / 1e6
-local out = {}
-for i = 4, #ARGV do
-    local id = ARGV[i]
-    local take = true
-    local held = redis.call('hget', KEYS[1], id)
-    if held then
-        local ok, h = pcall(cjson.decode, held)
-        if not ok or type(h) ~= 'table' then h = {} end
-        if h['returned'] and ARGV[3] == '1' then
-            take = false    -- confirmed by this very call's sweep
-        elseif t - (tonumber(h['at']) or 0) < tonumber(ARGV[2]) then
-            take = false    -- another call has it
-        end
-    end
-    if take then
-        redis.call('hset', KEYS[1], id, cjson.encode(
-            {call = ARGV[1], at = t, returned = false}))
-        redis.call('zadd', KEYS[3], t, id)
-        redis.call('zrem', KEYS[4], id)
-        table.insert(out, 1)
-        table.insert(out, redis.call('hget', KEYS[2], id))
-    else
-        table.insert(out, 0)
-        table.insert(out, false)
-    end
-end
-return out
-"""
-
-# KEYS: handed, handed_at, returned; ARGV: confirm-on-next, ids (at most
-# BATCH). The call returned these to its caller: with confirm-on-next they
-# await the next call (returned), else they come back after the timeout.
-_RETURNED = """
-local now = redis.call('time')
-local t = tonumber(now[1]) + tonumber(now[2]) / 1e6
-for i = 2, #ARGV do
-    local held = redis.call('hget', KEYS[1], ARGV[i])
-    if held then
-        local ok, h = pcall(cjson.decode, held)
-        if not ok or type(h) ~= 'table' then h = {} end
-        h['returned'] = true
-        h['at'] = t
-        redis.call('hset', KEYS[1], ARGV[i], cjson.encode(h))
-        if ARGV[1] == '1' then
-            redis.call('zrem', KEYS[2], ARGV[i])
-            redis.call('sadd', KEYS[3], ARGV[i])
-        else
-            redis.call('zadd', KEYS[2], t, ARGV[i])
-        end
-    end
-end
-return #ARGV - 1
-"""
-
-# KEYS: handed, info, msgs, order, handed_at, done, returned; ARGV: result
-# key prefix, 'pop' (up to ARGV[3] returned jobs) or 'ids' (ARGV[4...]).
-# -> {returned jobs left, stored msg of each job dropped...}
-_CONFIRM = """
-local ids
-if ARGV[2] == 'pop' then
-    ids = redis.call('spop', KEYS[7], tonumber(ARGV[3]))
-else
-    ids = {}
-    for i = 4, #ARGV do table.insert(ids, ARGV[i]) end
-end
-local out = {0}
-for _, id in ipairs(ids) do
-    table.insert(out, redis.call('hget', KEYS[3], id) or '')
-    redis.call('hdel', KEYS[1], id)
-    redis.call('hdel', KEYS[2], id)
-    redis.call('hdel', KEYS[3], id)
-    redis.call('zrem', KEYS[4], id)
-    redis.call('zrem', KEYS[5], id)
-    redis.call('zrem', KEYS[6], id)
-    redis.call('srem', KEYS[7], id)
-    redis.call('del', ARGV[1] .. id)
-end
-out[1] = redis.call('scard', KEYS[7])
-return out
-"""
-
 
 def _job_item(item: Any) -> tuple[Any, Any, Any]:
     """(job_msg, job_id, spec_level) of one submit_jobs entry."""
