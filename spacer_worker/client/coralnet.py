@@ -250,13 +250,19 @@ class CeleryQueue:
         infos: dict[str, dict] = {}
         stored: dict[str, Any] = {}
         encoded: dict[str, bytes] = {}     # JSON, encoded once
+        routes: dict[tuple, str] = {}
+        sends: dict[tuple, dict] = {}
         try:
             for item in jobs:
                 job_msg, job_id, spec_level = _job_item(item)
                 if not isinstance(job_msg, JobMsg):
                     raise MessageError(f'submit_jobs expects JobMsgs, got '
                                        f'{type(job_msg).__name__}.')
-                queue = self.queue_for(job_msg, spec_level)
+                # Queue and send options per (task name, spec level).
+                kind = (str(job_msg.task_name), _spec_value(spec_level))
+                if kind not in routes:
+                    routes[kind] = self.queue_for(job_msg, spec_level)
+                queue = routes[kind]
                 task_id = self.client.new_task_id()
                 full = job_msg.serialize()
                 data = payloads.encode(full)
@@ -266,9 +272,10 @@ class CeleryQueue:
                 if payload is full:
                     encoded[task_id] = data
                 sent = books.reference(self.prefix, payload)
-                options = send_options('spacer.process_job', sent,
-                                       _known_level(spec_level))
-                options['queue'] = queue
+                if kind not in sends:
+                    sends[kind] = send_options('spacer.process_job', sent,
+                                               _known_level(spec_level))
+                options = {**sends[kind], 'queue': queue}
                 infos[task_id] = {'job_id': job_id,
                                   'spec_level': _spec_value(spec_level),
                                   'queue': queue, 'submitted_at': time.time()}
@@ -327,7 +334,7 @@ class CeleryQueue:
         infos = [x for i in range(0, len(replies), 3) for x in replies[i]]
         handed = [x for i in range(1, len(replies), 3) for x in replies[i]]
         seqs = [x for i in range(2, len(replies), 3) for x in replies[i]]
-        listed, gone = [], []
+        listed, gone, returned = [], [], []
         for task_id, raw, held, seq in zip(ids, infos, handed, seqs,
                                            strict=True):
             if raw is None:
@@ -336,7 +343,10 @@ class CeleryQueue:
             if held is not None:
                 hand = _json_object(held)
                 if hand.get('returned') and self.confirm_on_next_call:
-                    continue  # the caller has it
+                    # The caller has it; the next call confirms it (books
+                    # of an earlier version did not list it in returned).
+                    returned.append(task_id)
+                    continue
                 if now - _number(hand.get('at')) < self.handoff_timeout:
                     continue  # handed to a call moments ago
             job = _celery_job(task_id, raw)
@@ -345,6 +355,9 @@ class CeleryQueue:
         if gone:
             for chunk in _chunks(gone):
                 redis.zrem(self._key('done'), *chunk)
+        if returned:
+            for chunk in _chunks(returned):
+                redis.sadd(self._key('returned'), *chunk)
         listed.sort(key=lambda pair: pair[0])
         return [job for _, job in listed]
 

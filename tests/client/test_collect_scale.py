@@ -303,3 +303,22 @@ def test_a_failed_bulk_send_keeps_what_went_and_takes_back_the_rest(
     assert [j.job_id for j in queue.get_collectable_jobs()] == [0, 1, 2, 3, 4]
     assert len({h.id for h in again}) == 5
     assert _queued(queue.redis, nobody) == 5
+
+
+def test_results_returned_under_the_earlier_books_are_still_confirmed(
+        app, image, tmp_path, celery_worker):
+    # Books of the earlier version: a returned result is known by its
+    # handed record only (no returned set, no handed_at)
+    queue = _queue(app)
+    handles = _submit(queue, image, tmp_path, range(1, 4))
+    _wait_finished(queue, handles)
+    results, _ = queue.collect_jobs(queue.get_collectable_jobs())
+    assert len(results) == 3
+    queue.redis.delete(queue._key('returned'), queue._key('handed_at'))
+
+    # The sweep finds them, lists none again, and the next call confirms
+    assert queue.get_collectable_jobs() == []
+    assert queue.collect_jobs([]) == ([], [])
+    assert queue.redis.hlen(queue._key('info')) == 0
+    assert not any(queue.redis.exists(app.backend.get_key_for_task(h.id))
+                   for h in handles)
