@@ -56,7 +56,7 @@ import itertools
 import json
 import logging
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -64,6 +64,7 @@ from spacer_worker.celery import books, payloads, send_options
 from spacer_worker.celery.queues import parse_spec_queues
 from spacer_worker.client import bulk, scripts
 from spacer_worker.client.jobs import Client, JobHandle, JobState, JobStatus
+from spacer_worker.client.pyspacer_objects import as_job_msg, in_callers_classes
 from spacer_worker.exceptions import ConfigError, MessageError, failures
 
 if TYPE_CHECKING:
@@ -192,25 +193,29 @@ class CeleryQueue:
         return queue_for('spacer.process_job', {'task_name': job_msg.task_name},
                          _known_level(spec_level))
 
+    def idempotency_key(self, job_id: Any) -> str:
+        """What makes a resubmission of CoralNet job ``job_id`` the same
+        job while it is pending or running."""
+        return f'{self.prefix}job:{job_id}'
+
     # --- CoralNet's interface -------------------------------------------------
 
     def submit_job(self, job_msg: JobMsg, job_id: Any,
                    spec_level: Any = None) -> JobHandle:
-        """Enqueue a JobMsg for CoralNet job ``job_id``."""
-        from spacer_worker.messages import JobMsg
-
-        if not isinstance(job_msg, JobMsg):
-            raise MessageError(f'submit_job expects a JobMsg, got '
-                               f'{type(job_msg).__name__}.')
+        """Enqueue a JobMsg for CoralNet job ``job_id``: ours, or
+        PySpacer's own (0.13 or 0.14), whose result then comes back in
+        PySpacer's classes (:mod:`spacer_worker.client.pyspacer_objects`)."""
+        job_msg, wire, family = as_job_msg(job_msg)
         queue = self.queue_for(job_msg, spec_level)
         redis = self.redis
         info = {'job_id': job_id, 'spec_level': _spec_value(spec_level),
                 'queue': queue, 'submitted_at': time.time()}
+        if family is not None:
+            info['classes'] = family
         handle_id = self.client.new_task_id()
         # A large job is stored once (PAYLOAD_LOCATION); the broker and the
         # books here hold its location, and collect_jobs re-reads it.
-        payload = payloads.offload(job_msg.serialize(), handle_id,
-                                   owner='caller')
+        payload = payloads.offload(wire, handle_id, owner='caller')
 
         def register(handle: JobHandle) -> None:
             # After the job is claimed, before it is sent: a job is never
@@ -227,7 +232,7 @@ class CeleryQueue:
             handle = self.client.send(
                 'spacer.process_job', books.reference(self.prefix, payload),
                 queue=queue, task_id=handle_id, before_send=register,
-                idempotency_key=f'{self.prefix}job:{job_id}',
+                idempotency_key=self.idempotency_key(job_id),
                 spec_level=_known_level(spec_level),
                 headers={books.HEADER: self.prefix})
         except Exception:
@@ -244,8 +249,6 @@ class CeleryQueue:
         id already pending or running, or named twice here, gets the
         earlier handle; jobs are listed in this order), in a few round
         trips per ``bulk.CHUNK`` jobs (:mod:`spacer_worker.client.bulk`)."""
-        from spacer_worker.messages import JobMsg
-
         outgoing: list[bulk.Outgoing] = []
         infos: dict[str, dict] = {}
         stored: dict[str, Any] = {}
@@ -255,16 +258,15 @@ class CeleryQueue:
         try:
             for item in jobs:
                 job_msg, job_id, spec_level = _job_item(item)
-                if not isinstance(job_msg, JobMsg):
-                    raise MessageError(f'submit_jobs expects JobMsgs, got '
-                                       f'{type(job_msg).__name__}.')
+                # Ours or PySpacer's own, as submit_job takes them.
+                job_msg, wire, family = as_job_msg(job_msg)
                 # Queue and send options per (task name, spec level).
                 kind = (str(job_msg.task_name), _spec_value(spec_level))
                 if kind not in routes:
                     routes[kind] = self.queue_for(job_msg, spec_level)
                 queue = routes[kind]
                 task_id = self.client.new_task_id()
-                full = job_msg.serialize()
+                full = wire
                 data = payloads.encode(full)
                 payload = payloads.offload(full, task_id, owner='caller',
                                            encoded=data)
@@ -279,10 +281,12 @@ class CeleryQueue:
                 infos[task_id] = {'job_id': job_id,
                                   'spec_level': _spec_value(spec_level),
                                   'queue': queue, 'submitted_at': time.time()}
+                if family is not None:
+                    infos[task_id]['classes'] = family
                 outgoing.append(bulk.Outgoing(
                     task='spacer.process_job', payload=sent, task_id=task_id,
                     options=options,
-                    idempotency_key=f'{self.prefix}job:{job_id}',
+                    idempotency_key=self.idempotency_key(job_id),
                     headers={books.HEADER: self.prefix}))
             claims = bulk.claim_all(self.client, outgoing)
         except BaseException:
@@ -323,8 +327,31 @@ class CeleryQueue:
         now = seconds + micros / 1e6
         ids = _unique([_text(i) for i in finished])
         ids += self._expired_and_window(now, cursor, set(ids))
+        return self._listable(ids, now)
+
+    def iter_jobs(self) -> Iterator[CeleryJob]:
+        """Every job on the books not yet handed back (what
+        get_collectable_jobs listed before issue 30), oldest first, read
+        BATCH at a time. O(N): for tools and test helpers
+        (client.testing), never for the collect cycle."""
+        redis = self.redis
+        after = '-inf'
+        while True:
+            page = redis.zrangebyscore(self._key('order'), after, '+inf',
+                                       start=0, num=BATCH, withscores=True)
+            if not page:
+                return
+            seconds, micros = redis.time()
+            yield from self._listable([_text(i) for i, _ in page],
+                                      seconds + micros / 1e6)
+            after = f'({page[-1][1]!r}'
+
+    def _listable(self, ids: list[str], now: float) -> list[CeleryJob]:
+        """The jobs among ``ids`` a collect call may take now, in
+        submission order; ids no longer on the books leave ``done``."""
         if not ids:
             return []
+        redis = self.redis
         pipe = redis.pipeline(transaction=False)
         for chunk in _chunks(ids):
             pipe.hmget(self._key('info'), chunk)
@@ -451,8 +478,12 @@ class CeleryQueue:
                 words.append('COLLECTED')
                 continue
             stored = _StoredJob(claimed[task_id], job)
+            family = _family(reg)
             msg, word = self._return_msg(job, status, stored)
-            results.append(msg)
+            # PySpacer's classes are rebuilt from the JSON submitted.
+            results.append(in_callers_classes(
+                msg, stored.original() if family is not None else None,
+                family, job))
             words.append(word)
         # Phase 1 done: these results reached the caller.
         self._mark_returned(list(claimed))
@@ -578,7 +609,7 @@ class CeleryQueue:
                 msg = JobReturnMsg.deserialize(status.result)
                 if stored_job.offloaded():
                     # The worker answered with a compact original_job.
-                    full = _original_job(job, stored_job.value())
+                    full = _as_job_msg(stored_job.original())
                     if full is not None:
                         msg.original_job = full
                 return msg, word
@@ -607,13 +638,13 @@ class CeleryQueue:
                 failures.ensure_last_line(status.traceback,
                                           status.error_class or 'RuntimeError',
                                           message or 'failed')
-        return JobReturnMsg(original_job=_original_job(job,
-                                                      stored_job.value()),
+        return JobReturnMsg(original_job=_as_job_msg(stored_job.original()),
                             ok=False, results=None,
                             error_message=reason), word
 
 
 _calls = itertools.count()
+
 
 def _job_item(item: Any) -> tuple[Any, Any, Any]:
     """(job_msg, job_id, spec_level) of one submit_jobs entry."""
@@ -679,6 +710,13 @@ class _StoredJob:
         return bool(self.raw) and self.raw[:1] == b'{' and \
             payloads.is_reference(self.value())
 
+    def original(self) -> dict | None:
+        """The JobMsg's JSON as submitted (an offloaded one re-read from
+        storage), decoded once."""
+        if not hasattr(self, '_original'):
+            self._original = _original_data(self.job, self.value())
+        return self._original
+
     def value(self) -> Any:
         """The stored job's JSON; None (logged) when it cannot be read, so
         one bad record fails only its own job (without its original_job)."""
@@ -692,10 +730,9 @@ class _StoredJob:
             return None
 
 
-def _original_job(job: Any, stored: Any) -> JobMsg | None:
-    """The JobMsg as submitted: kept here, or re-read from storage."""
-    from spacer_worker.messages import JobMsg
-
+def _original_data(job: Any, stored: Any) -> dict | None:
+    """The JobMsg's JSON as submitted: kept here, or re-read from
+    storage."""
     if stored is None:
         return None
     if payloads.is_reference(stored):
@@ -706,7 +743,22 @@ def _original_job(job: Any, stored: Any) -> JobMsg | None:
                            '%s); the result keeps the worker\'s compact '
                            'original_job.', job, type(e).__name__, e)
             return None
-    return JobMsg.deserialize(stored)
+    return stored
+
+
+def _as_job_msg(data: dict | None) -> JobMsg | None:
+    from spacer_worker.messages import JobMsg
+
+    return None if data is None else JobMsg.deserialize(data)
+
+
+def _family(info: Any) -> str | None:
+    """The class family a job was submitted in (None: ours)."""
+    try:
+        family = json.loads(info).get('classes')
+    except (TypeError, ValueError, AttributeError):
+        return None
+    return family if isinstance(family, str) else None
 
 
 def _text(value: Any) -> str:

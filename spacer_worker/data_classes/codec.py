@@ -24,6 +24,7 @@ import dataclasses
 import json
 import operator
 import reprlib
+import threading
 from collections.abc import Callable, Mapping
 from importlib import import_module
 from typing import Any, ClassVar, TypeVar
@@ -440,6 +441,11 @@ class _Spec:
                 and self.field.default_factory is dataclasses.MISSING)
 
 
+# Set by Message.deserialize around its constructor call, consumed by the
+# first __post_init__ it reaches (per thread: workers decode concurrently).
+_decoded = threading.local()
+
+
 class Message:
     """Base of every dataclass message: validation at construction, one
     encode path (``serialize``), one decode path (``deserialize``).
@@ -463,6 +469,12 @@ class Message:
         return cached
 
     def __post_init__(self) -> None:
+        if getattr(_decoded, 'pending', False):
+            # Built by deserialize from values its codecs already checked:
+            # only the checks across fields remain.
+            _decoded.pending = False
+            self.validate()
+            return
         values: dict[str, Any] = {}
         for spec in self._specs():
             value = getattr(self, spec.name)
@@ -536,12 +548,14 @@ class Message:
             except (Invalid, SpacerError, TypeError, ValueError, KeyError,
                     AttributeError, RecursionError) as e:
                 raise relabel(e, f'{cls.__name__}.{key}', raw) from e
-        # Decoded values are already checked: skip the constructor's pass.
-        obj = cls.__new__(cls)
-        for name, value in values.items():
-            object.__setattr__(obj, name, value)
-        obj.validate()
-        return obj
+        # Through the constructor, as PySpacer does, so a subclass's or a
+        # patched __init__ runs; the values are already checked, so the
+        # constructor's own pass is skipped (see __post_init__).
+        _decoded.pending = True
+        try:
+            return cls(**values)
+        finally:
+            _decoded.pending = False
 
 
 class Encoded:

@@ -153,7 +153,7 @@ class ImageLabels(Encoded):
         features_buf: list = []
         labels_buf: list = []
         for loc in keys:
-            features = ImageFeatures.load(loc, self.filesystem_cache)
+            features = ImageFeatures.read(loc, self.filesystem_cache)
             try:
                 pairs = list(features.match_with_annotations(self._data[loc]))
             except RowColumnMissingError as e:

@@ -43,6 +43,14 @@ class EfficientNetExtractor(FeatureExtractor):
         from spacer_worker.extractors.runtime.network import EfficientNetB0
         return EfficientNetB0()
 
+    @classmethod
+    def untrained_instance(cls, data_loc_key: str = 'weights'
+                           ) -> EfficientNetExtractor:
+        """An instance over untrained weights kept in memory storage (for
+        trying message formats, not for real features), as PySpacer's."""
+        from spacer_worker.extractors.torch_extractors import TorchExtractor
+        return TorchExtractor.untrained_instance.__func__(cls, data_loc_key)
+
 
 # PySpacer's module re-exports these names; resolved on first use.
 from spacer_worker import lazy_exports  # noqa: E402

@@ -155,7 +155,7 @@ def match_rows(rows: Any, cols: Any, annotations: Sequence[Any],
 
 
 def _read_one(loc: Any) -> tuple[np.ndarray, Any, Any]:
-    features = ImageFeatures.load(loc)
+    features = ImageFeatures.read(loc)
     if not features.valid_rowcol:
         raise RowColumnMissingError(
             f"{_where(loc)}: features without row/column positions (legacy "
