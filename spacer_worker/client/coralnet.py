@@ -32,10 +32,11 @@ Bookkeeping lives in the result backend's Redis, beside the results
 
 A cycle costs what finished, not what waits: ``get_collectable_jobs``
 lists up to ``collect_batch`` finished jobs from ``done``, hand-outs that
-timed out, and a window of ``sweep_batch`` outstanding jobs taken in turn
-from ``order`` (their statuses, and whatever no worker could mark: a lost
-result, a job revoked before a worker saw it). Every Redis command and
-script handles at most ``BATCH`` ids.
+timed out, and from a window of ``sweep_batch`` outstanding jobs taken in
+turn from ``order`` the first ``waiting_batch`` (for their statuses) and
+whatever is finished or lost though no worker marked it (a lost result, a
+job revoked before a worker saw it), found by a script in Redis. Every
+Redis command and script handles at most ``BATCH`` ids.
 
 ``collect_jobs`` is two-phase, so a result is delivered to the caller at
 least once and never silently dropped: a call hands finished results back
@@ -81,9 +82,12 @@ BATCH = 500
 # Finished jobs one get_collectable_jobs call lists at most; the rest wait
 # for the next cycle (a listed job is ~0.5 KB in the web process).
 DEFAULT_COLLECT_BATCH = 10_000
-# Outstanding jobs one call also looks at, in turn (a full sweep of N
-# waiting jobs takes N / sweep_batch cycles).
-DEFAULT_SWEEP_BATCH = 500
+# Outstanding jobs one call checks in Redis, in turn, for a final or
+# missing result no worker marked (a full sweep of N waiting jobs takes
+# N / sweep_batch cycles); the first DEFAULT_WAITING_BATCH of them are
+# listed whatever their state (CoralNet counts PENDING and RUNNING).
+DEFAULT_SWEEP_BATCH = 1000
+DEFAULT_WAITING_BATCH = 100
 
 _STATUS_WORDS = {
     JobState.PENDING: 'PENDING',
@@ -143,9 +147,11 @@ class CeleryQueue:
                  handoff_timeout: float = 120.0,
                  confirm_on_next_call: bool = True,
                  collect_batch: int = DEFAULT_COLLECT_BATCH,
-                 sweep_batch: int = DEFAULT_SWEEP_BATCH) -> None:
+                 sweep_batch: int = DEFAULT_SWEEP_BATCH,
+                 waiting_batch: int = DEFAULT_WAITING_BATCH) -> None:
         for name, value in (('collect_batch', collect_batch),
-                            ('sweep_batch', sweep_batch)):
+                            ('sweep_batch', sweep_batch),
+                            ('waiting_batch', waiting_batch)):
             if isinstance(value, bool) or not isinstance(value, int) or \
                     value < 1:
                 raise ConfigError(f'CeleryQueue {name} must be a positive '
@@ -154,6 +160,7 @@ class CeleryQueue:
         # Finished jobs listed per cycle, and waiting ones swept per cycle.
         self.collect_batch = collect_batch
         self.sweep_batch = sweep_batch
+        self.waiting_batch = waiting_batch
         self.prefix = prefix
         # A result handed to a call that never returned (the collector
         # crashed) is handed back again after this many seconds.
@@ -315,9 +322,10 @@ class CeleryQueue:
         finished ones (marked by the workers), hand-outs whose call never
         returned within ``handoff_timeout`` (unless only ack_jobs
         confirms, a returned result awaiting the next call is not listed
-        again), and a window of ``sweep_batch`` outstanding jobs taken in
-        turn, which reports the waiting ones and finds what no worker
-        marked. Three round trips, whatever the backlog."""
+        again), and from a window of ``sweep_batch`` outstanding jobs
+        taken in turn the first ``waiting_batch`` (reporting the waiting
+        ones) and those finished or lost that no worker marked. Four round
+        trips, whatever the backlog."""
         redis = self.redis
         pipe = redis.pipeline(transaction=False)
         pipe.time()
@@ -390,8 +398,9 @@ class CeleryQueue:
 
     def _expired_and_window(self, now: float, cursor: Any,
                             seen: set[str]) -> list[str]:
-        """Hand-outs that timed out, then the sweep's next window of
-        ``order`` (wrapping round), moving the sweep's cursor on."""
+        """Hand-outs that timed out, then from the sweep's next window of
+        ``order`` (wrapping round) the first ``waiting_batch`` jobs and
+        every finished or lost one, moving the sweep's cursor on."""
         try:
             after = float(cursor) if cursor is not None else float('-inf')
         except ValueError:
@@ -407,11 +416,20 @@ class CeleryQueue:
                            num=self.sweep_batch, withscores=True)
         expired, tail, head = pipe.execute()
         window = (tail + head)[:self.sweep_batch]
+        found: list[str] = []
         if window:
-            redis.set(self._key('sweep'), repr(float(window[-1][1])))
+            # In Redis: which of the window's jobs have a final or no
+            # result record (what no worker marked); the first
+            # waiting_batch are listed anyway, for their statuses.
+            pipe = redis.pipeline(transaction=False)
+            pipe.set(self._key('sweep'), repr(float(window[-1][1])))
+            for chunk in _chunks([_text(i) for i, _ in window]):
+                pipe.eval(scripts.SWEEP, 0, self._result_prefix(), *chunk)
+            _, *replies = pipe.execute()
+            found = [_text(i) for reply in replies for i in reply]
         out = []
         for task_id in [_text(i) for i in expired] + \
-                [_text(i) for i, _ in window]:
+                [_text(i) for i, _ in window[:self.waiting_batch]] + found:
             if task_id not in seen:
                 seen.add(task_id)
                 out.append(task_id)

@@ -96,3 +96,21 @@ end
 out[1] = redis.call('scard', KEYS[7])
 return out
 """
+
+# ARGV: result key prefix, ids (at most BATCH). -> the ids whose result
+# record is missing (LOST) or final: the sweep's find, for what no worker
+# marked. Celery's record opens with its status ('{"status": "SUCCESS"'),
+# so 40 bytes of it are read, whatever the result's size; a record that
+# only looks final is still read in full by collect_jobs.
+SWEEP = """
+local out = {}
+for i = 2, #ARGV do
+    local head = redis.call('getrange', ARGV[1] .. ARGV[i], 0, 40)
+    if head == '' or string.find(head, '"SUCCESS"', 1, true)
+            or string.find(head, '"FAILURE"', 1, true)
+            or string.find(head, '"REVOKED"', 1, true) then
+        table.insert(out, ARGV[i])
+    end
+end
+return out
+"""
