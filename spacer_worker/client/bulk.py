@@ -132,13 +132,12 @@ def _publish(app: Any, producer: Any, job: Outgoing,
     options = amqp.router.route(options, job.task, [job.payload], None, None)
     # Celery's saferepr of the arguments costs more than the rest of the
     # message; the payload here is a small reference, so repr() is safe.
-    options.setdefault('argsrepr', repr([job.payload])[:1024])
-    options.setdefault('kwargsrepr', '{}')
     message = amqp.create_task_message(
         job.task_id, job.task, [job.payload], None, None, None, None, None,
         None, 0, None, None, None, app.thread_oid, time_limit,
         soft_time_limit, app.conf.task_send_sent_event, None, None, None,
-        None, **options)
+        None, ignore_result=None, argsrepr=repr([job.payload])[:1024],
+        kwargsrepr='{}', **options)
     for stamp in options.pop('stamped_headers', None) or []:
         options.pop(stamp, None)
     queue = job.options['queue']
