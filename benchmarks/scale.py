@@ -285,6 +285,7 @@ def _command(entry: dict | None) -> str:
                            ('HAND_OUT', f'{p}handed {p}msgs'),
                            ('RETURNED', f'{p}handed_at {p}returned'),
                            ('submission CLAIM', 'spacer:submit:'),
+                           ('SWEEP', ' 0 celery-task-meta-'),
                            ('books mark', f'{p}info {p}done')):
             if mark in text:
                 return f'{words[0]} {name}'
