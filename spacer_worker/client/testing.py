@@ -24,10 +24,11 @@ prefix or Redis database when suites run in parallel.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from spacer_worker.client.coralnet import CeleryQueue
+    from spacer_worker.client.coralnet import CeleryJob, CeleryQueue
 
 
 def wait_for_jobs(queue: CeleryQueue, timeout: float = 60.0,
@@ -37,11 +38,13 @@ def wait_for_jobs(queue: CeleryQueue, timeout: float = 60.0,
     TimeoutError naming the jobs still waiting or running."""
     deadline = time.monotonic() + timeout
     while True:
-        jobs = queue.get_collectable_jobs()
-        statuses = queue.client.statuses([job.task_id for job in jobs])
-        waiting = [f'{job} ({status.state})'
-                   for job, status in zip(jobs, statuses, strict=True)
-                   if not status.finished]
+        # Every job on the books (a collect cycle lists a window only).
+        waiting = []
+        for jobs in _pages(queue.iter_jobs()):
+            statuses = queue.client.statuses([job.task_id for job in jobs])
+            waiting += [f'{job} ({status.state})'
+                        for job, status in zip(jobs, statuses, strict=True)
+                        if not status.finished]
         if not waiting:
             return
         if time.monotonic() >= deadline:
@@ -62,7 +65,7 @@ def clear_books(queue: CeleryQueue) -> int:
 
     redis = queue.redis
     backend = queue.client.app.backend
-    jobs = queue.get_collectable_jobs()
+    jobs = list(queue.iter_jobs())
     keys = list(redis.scan_iter(match=_escaped(queue.prefix) + '*',
                                 count=1000))
     for job in jobs:
@@ -73,6 +76,18 @@ def clear_books(queue: CeleryQueue) -> int:
     for start in range(0, len(keys), 500):
         redis.delete(*keys[start:start + 500])
     return len(jobs)
+
+
+def _pages(jobs: Iterator[CeleryJob], size: int = 500
+           ) -> Iterator[list[CeleryJob]]:
+    page: list[CeleryJob] = []
+    for job in jobs:
+        page.append(job)
+        if len(page) == size:
+            yield page
+            page = []
+    if page:
+        yield page
 
 
 def _escaped(prefix: str) -> str:
