@@ -33,7 +33,6 @@ from typing import Any, ClassVar, TypeVar
 from spacer_worker import config
 from spacer_worker.exceptions import (
     ClassNotFoundError,
-    ClassNotImportableError,
     MessageError,
     MissingKeyError,
     NotASubclassError,
@@ -647,7 +646,7 @@ def _refusal_type(class_path: str, base: type) -> type[UnknownClassError]:
     module = sys.modules.get(f'spacer_worker.{rest}') \
         if top in ('spacer', 'spacer_worker') and rest else None
     if module is None:
-        return ClassNotImportableError
+        return UnknownClassError
     found = getattr(module, name, None)
     if found is None:
         return ClassNotFoundError

@@ -12,9 +12,8 @@ the task layer retries only the second kind::
     ├── PermanentError                 bad input or state: never retried
     │   ├── ConfigError                a setting is missing or malformed
     │   ├── MessageError               a message or payload is malformed
-    │   │   ├── UnknownClassError      a class_path outside the allowlist
-    │   │   │   ├── ClassNotImportableError  not ours, not allowed (ImportError)
-    │   │   │   ├── ClassNotFoundError     no such class of ours (AttributeError)
+    │   │   ├── UnknownClassError      a class_path outside the allowlist (ImportError)
+    │   │   │   ├── ClassNotFoundError     no such class of ours
     │   │   │   └── NotASubclassError      ours, but the wrong kind (TypeError)
     │   │   ├── MissingKeyError        a message's JSON lacks a key (KeyError)
     │   │   ├── PayloadError           a stored-payload reference refused
@@ -104,18 +103,17 @@ class MessageError(PermanentError, ValueError, AssertionError):
     wire_class = 'ValueError'
 
 
-class UnknownClassError(MessageError):
-    """A class_path is not in the extractor/trainer allowlist."""
+class UnknownClassError(MessageError, ImportError):
+    """A class_path is not in the extractor/trainer allowlist. Also an
+    ImportError: PySpacer imports any class path, so code written against
+    it expects that for a module it cannot have."""
 
 
-# What PySpacer raises when it imports a bad class_path, so code written
-# against it still catches the refusal (nothing is imported to tell).
-class ClassNotImportableError(UnknownClassError, ImportError):
-    """The class_path's module is not ours and not allowed: not imported."""
-
-
-class ClassNotFoundError(UnknownClassError, AttributeError):
-    """The class_path names no class in its (our own) module."""
+# Where PySpacer's import would have failed otherwise (told from our own
+# modules already loaded; nothing is imported to tell).
+class ClassNotFoundError(UnknownClassError):
+    """The class_path names no class in its (our own) module (PySpacer:
+    AttributeError, which cannot share a base with ImportError)."""
 
 
 class NotASubclassError(UnknownClassError, TypeError):

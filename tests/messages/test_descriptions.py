@@ -311,7 +311,6 @@ def test_minibatch_trainer_runs_pyspacer_style_positional_call(tmp_path):
 
 @pytest.mark.parametrize('class_path, pyspacer_raises', [
     ('no.such.module.Trainer', ImportError),
-    ('spacer.train_classifier.NoSuchTrainer', AttributeError),
     ('spacer_worker.data_classes.ValResults', TypeError),
 ])
 def test_a_refused_trainer_path_is_what_pyspacer_would_raise(class_path,
