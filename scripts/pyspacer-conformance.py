@@ -16,6 +16,11 @@ the tests still failing and why.
 
     python3 scripts/pyspacer-conformance.py /path/to/pyspacer
     python3 scripts/pyspacer-conformance.py --git /path/to/pyspacer.git --rev 0.14.0
+
+PySpacer's extractor tests import torchvision, which does not install
+beside our torch pin: --conformance-venv runs ours in a venv with our
+worker extra and the reference venv's torch and torchvision (built once,
+cached); --python names another interpreter.
 """
 
 from __future__ import annotations
@@ -36,6 +41,36 @@ REFERENCE = Path(os.environ.get(
     'SPACER_REFERENCE_VENV',
     Path.home() / '.cache' / 'spacer_worker' / 'pyspacer-0.14.0'))
 PACKAGE = 'pyspacer_tests'      # where the rewritten suite lives
+CONFORMANCE_VENV = Path.home() / '.cache' / 'spacer_worker' / 'conformance'
+
+
+def conformance_python() -> str:
+    """A venv with our worker extra whose torch and torchvision (and the
+    rest of PySpacer's stack) come from the reference venv, through a
+    .pth line after the venv's own site-packages."""
+    python = CONFORMANCE_VENV / 'bin' / 'python'
+    if (CONFORMANCE_VENV / '.complete').exists():
+        return str(python)
+    shutil.rmtree(CONFORMANCE_VENV, ignore_errors=True)
+    subprocess.run([sys.executable, '-m', 'venv', str(CONFORMANCE_VENV)],
+                   check=True)
+
+    def site(py: Path) -> str:
+        return subprocess.run(
+            [str(py), '-c', 'import sysconfig; '
+             'print(sysconfig.get_paths()["purelib"])'],
+            check=True, capture_output=True, text=True).stdout.strip()
+
+    Path(site(python), 'zz_pyspacer_stack.pth').write_text(
+        site(REFERENCE / 'bin' / 'python') + '\n')
+    subprocess.run([str(python), '-m', 'pip', 'install', '-q',
+                    f'{REPO}[worker]', 'pytest', 'pytest-timeout'],
+                   check=True)
+    # The checkout is imported through PYTHONPATH, not this copy.
+    subprocess.run([str(python), '-m', 'pip', 'uninstall', '-q', '-y',
+                    'spacer_worker'], check=True)
+    (CONFORMANCE_VENV / '.complete').touch()
+    return str(python)
 
 
 def checkout(args: argparse.Namespace, into: Path) -> Path:
@@ -100,6 +135,10 @@ def main() -> int:
     parser.add_argument('--git', help='a PySpacer git directory instead')
     parser.add_argument('--rev', default='HEAD', help='with --git')
     parser.add_argument('--json', help='write the outcomes here')
+    parser.add_argument('--python', default=sys.executable,
+                        help='the interpreter that runs ours')
+    parser.add_argument('--conformance-venv', action='store_true',
+                        help='run ours in a venv that has torchvision')
     args = parser.parse_args()
     if not (args.source or args.git):
         parser.error('give a PySpacer checkout or --git')
@@ -124,7 +163,9 @@ def main() -> int:
                      {**env, 'PYTHONPATH': str(source)})
         ours_dir = rewritten_suite(source, work / 'ours')
         print('PySpacer suite on spacer_worker...', flush=True)
-        ours = run(sys.executable, ours_dir, PACKAGE, work / 'ours.xml',
+        python = conformance_python() if args.conformance_venv \
+            else args.python
+        ours = run(python, ours_dir, PACKAGE, work / 'ours.xml',
                    {**env, 'PYTHONPATH': f'{ours_dir}{os.pathsep}{REPO}',
                     'SPACER_LOCAL_FIXTURE_DIR': str(ours_dir / PACKAGE / 'fixtures')})
 
