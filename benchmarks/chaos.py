@@ -6,7 +6,8 @@ lease-less worker (LEASE_TTL=0, as an older version or another app on the
 same Redis). Submits ``--jobs`` mixed CoralNet jobs through
 ``CeleryQueue.submit_job`` (extraction of small images, small trainings,
 classification of stored features), collects them with ``collect_jobs``
-like CoralNet's periodic task, and meanwhile:
+like CoralNet's periodic task, in small batches (``--collect-batch``
+finished jobs and ``--sweep-batch`` waiting ones a cycle), and meanwhile:
 
 * kills (-9) the whole process group of a random leased worker every
   ``--kill-every`` seconds, and starts a fresh one;
@@ -207,6 +208,12 @@ def main() -> int:
                              'collected by')
     parser.add_argument('--timeout', type=float, default=400.0)
     parser.add_argument('--seed', type=int, default=1)
+    # Small on purpose: collection runs in many batches under the faults
+    # (CeleryQueue's defaults are 10,000 and 500).
+    parser.add_argument('--collect-batch', type=int, default=25,
+                        help='finished jobs listed per collect cycle')
+    parser.add_argument('--sweep-batch', type=int, default=25,
+                        help='waiting jobs swept per collect cycle')
     parser.add_argument('--quick', action='store_true',
                         help='faults early and close together (test suite)')
     parser.add_argument('--keep', action='store_true',
@@ -254,7 +261,9 @@ def main() -> int:
         from spacer_worker.client.coralnet import CeleryQueue
         app = create_app(set_as_current=False, broker_url=broker_url,
                          result_backend=backend_url)
-        queue = CeleryQueue(app, handoff_timeout=2 * ttl)
+        queue = CeleryQueue(app, handoff_timeout=2 * ttl,
+                            collect_batch=args.collect_batch,
+                            sweep_batch=args.sweep_batch)
 
         submitted: dict[int, float] = {}
         task_of: dict[int, str] = {}

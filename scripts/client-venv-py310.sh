@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Build the Python 3.10 client virtualenv: CoralNet's web-process
 # environment (Python 3.10, Django 4.2, redis-py 4.5.x, numpy 2.2,
-# scikit-learn 1.5.2) plus spacer_worker's client extra, installed from this
-# checkout. tests/compat/test_python310_client.py runs the client tests in
+# scikit-learn 1.5.2, PySpacer 0.13.0) plus spacer_worker's client extra,
+# installed from this checkout after a dry run proves it moves no pin. tests/compat/test_python310_client.py runs the client tests in
 # it against 3.11 workers. Cached in ~/.cache/spacer_worker/, keyed by the
 # requirements, so it is built once per change of them.
 set -euo pipefail
@@ -27,22 +27,55 @@ if [ -z "$PY" ]; then
   PY=$(command -v python3.10)
 fi
 
-REQS=("django>=4.2,<4.3" "redis>=4.5.4,<4.6" "numpy>=2.2,<2.3"
-      "scikit-learn==1.5.2" "Pillow" "pytest>=8" "pytest-timeout>=2.3")
-KEY=$( { printf '%s\n' "${REQS[@]}"; sed -n '/^client = \[/,/^\]/p' pyproject.toml; \
+# CoralNet's pins that touch what our client installs or what its web
+# process imports (coralnet/coralnet requirements/base.txt, release 1.31;
+# its git-URL requirements cannot be fetched here and pin nothing we use).
+CORALNET_PINS=("Django>=4.2.16,<5.0" "redis>=4.5.4,<4.6" "numpy==2.2.6"
+               "Pillow==12.1.1" "boto3>=1.34.162,<1.35" "tqdm==4.66.5"
+               "matplotlib==3.10.0" "huey>=2.4.5,<2.5" "scikit-learn==1.5.2")
+# PySpacer 0.13.0, as CoralNet pins it, for its messages in the web process.
+# Its torch/torchvision pins are left out (--no-deps): spacer.messages and
+# spacer.data_classes import without them, and no CUDA build is fetched.
+PYSPACER=pyspacer==0.13.0
+TEST_REQS=("pytest>=8" "pytest-timeout>=2.3")
+KEY=$( { printf '%s\n' "${CORALNET_PINS[@]}" "$PYSPACER" "${TEST_REQS[@]}"; \
+         sed -n '/^client = \[/,/^\]/p' pyproject.toml; \
          grep '^requires-python' pyproject.toml; } | sha256sum | cut -c1-12)
 VENV="${SPACER_CLIENT_VENV:-$HOME/.cache/spacer_worker/client-py310-$KEY}"
 if [ -x "$VENV/bin/python" ] && [ -f "$VENV/.complete" ]; then
   echo "$VENV"
   exit 0
 fi
-echo "== building the Python 3.10 client venv in $VENV" >&2
+echo "== building the Python 3.10 CoralNet venv in $VENV" >&2
 rm -rf "$VENV"
 "$PY" -m venv "$VENV"
 "$VENV/bin/pip" install -q --upgrade pip >&2
-# The client extra from this checkout beside CoralNet's pins: pip must find
-# them compatible (requires-python, the redis bound).
-"$VENV/bin/pip" install -q ".[client]" "${REQS[@]}" >&2
+# 1. CoralNet's environment as it is today.
+"$VENV/bin/pip" install -q "${CORALNET_PINS[@]}" "${TEST_REQS[@]}" >&2
+"$VENV/bin/pip" install -q --no-deps "$PYSPACER" "scikit-learn==1.5.2" >&2
+# 2. Our client extra goes in beside it without moving a pin: pip's
+# dry-run report must upgrade or downgrade nothing already installed
+# (tests/compat/test_coralnet_pyspacer_web.py reads the report too).
+"$VENV/bin/pip" list --format=json > "$VENV/before-client.json" 2>/dev/null
+"$VENV/bin/pip" install -q --dry-run --report "$VENV/client-install-report.json" \
+  ".[client]" >&2
+"$VENV/bin/python" - "$VENV" <<'PYEOF' >&2
+import json, sys
+venv = sys.argv[1]
+before = {p['name'].lower().replace('_', '-'): p['version']
+          for p in json.load(open(f'{venv}/before-client.json'))}
+report = json.load(open(f'{venv}/client-install-report.json'))
+moved = [f"{i['metadata']['name']} {before[n]} -> {i['metadata']['version']}"
+         for i in report['install']
+         if (n := i['metadata']['name'].lower().replace('_', '-')) in before
+         and before[n] != i['metadata']['version']]
+if moved:
+    sys.exit('installing spacer_worker[client] would move CoralNet\'s '
+             'packages: ' + ', '.join(moved))
+print('spacer_worker[client] moves none of CoralNet\'s', len(before),
+      'installed packages')
+PYEOF
+"$VENV/bin/pip" install -q ".[client]" >&2
 # Tests import the checkout (PYTHONPATH), not this copy.
 "$VENV/bin/pip" uninstall -q -y spacer_worker >&2
 touch "$VENV/.complete"

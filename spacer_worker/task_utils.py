@@ -9,6 +9,7 @@ split modes need scikit-learn.
 
 from __future__ import annotations
 
+import logging
 import random
 from typing import Any
 
@@ -17,6 +18,8 @@ from spacer_worker.constants import StrEnum
 from spacer_worker.data_classes import ImageLabels, LabelId, TrainingTaskLabels
 from spacer_worker.exceptions import MessageError, TrainingLabelsError
 from spacer_worker.extractors.checks import check_extract_inputs
+
+logger = logging.getLogger(__name__)
 
 __all__ = ['SplitMode', 'split_labels', 'preprocess_labels',
            'check_extract_inputs']
@@ -40,6 +43,7 @@ class SplitMode(StrEnum):
     VECTORS = 'vectors'
     POINTS = 'points'
     POINTS_STRATIFIED = 'points_stratified'
+
 
 
 def _check_split_ratios(split_ratios: Any) -> tuple[float, float]:
@@ -84,19 +88,18 @@ def split_labels(labels_in: ImageLabels,
     val_goal = round(total * val_ratio)
     train_goal = total - ref_goal - val_goal
 
+    # PySpacer's words (CoralNet shows them to users).
     if split_mode == SplitMode.POINTS_STRATIFIED:
         minimum = len(counts)
-        why = (f"with stratification each set needs at least as many "
-               f"annotations as there are classes ({minimum})")
+        why = (f"Each set's size must not be less than the number of classes"
+               f" ({minimum}) to work with train_test_split().")
     else:
         minimum = 1
-        why = "each set needs at least one annotation"
+        why = "Each set must be non-empty."
     if min(train_goal, ref_goal, val_goal) < minimum:
         raise TrainingLabelsError(
-            f"Not enough annotations to split into train/ref/val: "
-            f"{total} annotations give {train_goal}/{ref_goal}/{val_goal}, "
-            f"and {why}. Add annotations or raise split_ratios "
-            f"{tuple(split_ratios)!r}.")
+            f"Not enough annotations to populate train/ref/val sets. Split "
+            f"was calculated as {train_goal}/{ref_goal}/{val_goal}. {why}")
 
     if split_mode == SplitMode.VECTORS:
         return _split_vectors(labels_in, train_goal, ref_goal, val_goal)
@@ -209,22 +212,25 @@ def preprocess_labels(
     classes = {name: s.classes_set for name, s in sets.items()}
     usable = classes['train'] & classes['ref']
     if len(usable) <= 1:
+        # PySpacer's words; what a user can change is in the log.
+        logger.info("Classes after preprocessing: train %s, ref %s, val %s.%s",
+                    _describe(classes['train']), _describe(classes['ref']),
+                    _describe(classes['val']), _filter_hint(accepted_classes))
         raise TrainingLabelsError(
-            f"Training needs at least 2 classes present in both the train "
-            f"and ref sets; after preprocessing there are {len(usable)} "
-            f"{_describe(usable)}. Train has {_describe(classes['train'])}, "
-            f"ref has {_describe(classes['ref'])}."
-            + _filter_hint(accepted_classes))
+            f"Need multiple classes to do training. After preprocessing "
+            f"training data, there are {len(usable)} class(es) left.")
 
     for name in SET_NAMES:
         if not classes[name] <= usable:
             sets[name] = sets[name].filter_classes(usable)
         if sets[name].label_count == 0:
+            logger.info("The '%s' set's classes %s are not among the "
+                        "classes found in both train and ref %s.%s", name,
+                        _describe(classes[name]), _describe(usable),
+                        _filter_hint(accepted_classes))
             raise TrainingLabelsError(
-                f"After preprocessing, the '{name}' set is empty: its "
-                f"classes {_describe(classes[name])} are not among the "
-                f"classes found in both train and ref "
-                f"{_describe(usable)}." + _filter_hint(accepted_classes))
+                f"After preprocessing training data, '{name}' set is "
+                f"empty.")
 
     return TrainingTaskLabels(train=sets['train'], ref=sets['ref'],
                               val=sets['val'])

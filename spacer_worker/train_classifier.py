@@ -167,6 +167,14 @@ class MiniBatchTrainer(ClassifierTrainer):
                                feature_loc, clf_type, progress)
 
 
+    def _train(self, train_labels: Any, ref_labels: Any, nbr_epochs: int,
+               clf_type: str) -> tuple[Any, list[float]]:
+        """PySpacer's step before evaluation: the calibrated classifier
+        fitted on ``train_labels`` and the reference accuracy per epoch."""
+        from spacer_worker.training.minibatch import fit_sets
+        return fit_sets(self, train_labels, ref_labels, nbr_epochs, clf_type)
+
+
 def _default_batch_size() -> int:
     return config.get('TRAINING_BATCH_LABEL_COUNT')
 
@@ -195,6 +203,18 @@ def trainer_factory(trainer_name: str) -> ClassifierTrainer:
             f'Unknown trainer name {trainer_name!r}; built-in names: '
             f'{", ".join(BUILTIN_TRAINERS)} (or give an allowed class path).')
     return ClassifierTrainer.deserialize({'class_path': class_path})
+
+
+def trainer_name_of(trainer: Any) -> str | None:
+    """The built-in name ('minibatch') that makes ``trainer``, if one does:
+    a built-in class with default parameters."""
+    if not isinstance(trainer, ClassifierTrainer):
+        return None
+    described = trainer.serialize()
+    for name, class_path in BUILTIN_TRAINERS.items():
+        if described == {'class_path': class_path}:
+            return name
+    return None
 
 
 # PySpacer's module re-exports these names; resolved on first use.

@@ -222,11 +222,12 @@ def use_s3_endpoint(monkeypatch, endpoint: str) -> None:
     monkeypatch.setenv('SPACER_URL_TIMEOUT', '5')
 
 
-def run_django(env: dict[str, str], *args: str) -> dict | list:
+def run_django(env: dict[str, str], *args: str,
+               python: str = sys.executable) -> dict | list:
     """``python -m django ARGS`` in the test Django project; the JSON its
     command printed last (the project's commands answer in JSON)."""
     done = subprocess.run(
-        [sys.executable, '-m', 'django', *args,
+        [python, '-m', 'django', *args,
          '--settings', 'tests.django_project.settings'],
         cwd=str(REPO), env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-3000:]

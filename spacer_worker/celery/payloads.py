@@ -83,9 +83,11 @@ def encode(payload: Any) -> bytes:
 
 
 def offload(payload: dict, task_id: str, owner: str = 'worker',
-            threshold: int | None = None) -> dict:
+            threshold: int | None = None,
+            encoded: bytes | None = None) -> dict:
     """``payload`` itself when it is small (or offloading is off), else the
     reference to a copy stored under PAYLOAD_LOCATION as ``<task_id>.json``.
+    ``encoded``: :func:`encode` of ``payload``, when the caller has it.
     """
     if is_reference(payload) or not isinstance(payload, dict):
         return payload
@@ -95,7 +97,7 @@ def offload(payload: dict, task_id: str, owner: str = 'worker',
         else threshold
     if limit <= 0:
         return payload
-    data = encode(payload)
+    data = encode(payload) if encoded is None else encoded
     if len(data) <= limit:
         return payload
     root = configured_root()

@@ -7,22 +7,36 @@ up to 100 from a periodic task. Setting
 
     SPACER_QUEUE_CHOICE = 'spacer_worker.contrib.coralnet.CeleryQueue'
 
-swaps AWS Batch for the Celery workers.
+swaps AWS Batch for the Celery workers. ``submit_jobs`` enqueues many jobs
+in a few round trips (a source's backlog: :mod:`spacer_worker.client.bulk`).
 
-Bookkeeping lives in the result backend's Redis, beside the results:
+Bookkeeping lives in the result backend's Redis, beside the results
+(sizes and batch bounds in docs/internals.md, "CoralNet queue books"):
 
 * ``<prefix>order``: sorted set of outstanding task ids, scored by a
   counter, so jobs are listed in submission order;
 * ``<prefix>info``: hash task id -> small JSON (CoralNet job id, spec
   level, queue, submit time);
-* ``<prefix>msgs``: hash task id -> the JobMsg, to build an ``ok=False``
-  JobReturnMsg when the job fails without one; for a job over
-  ``PAYLOAD_OFFLOAD_BYTES``, only the location of its stored copy
-  (:mod:`spacer_worker.celery.payloads`), from which collect_jobs rebuilds the
-  full ``original_job`` before deleting it.
-
+* ``<prefix>msgs``: hash task id -> the JobMsg, compressed, kept once: the
+  broker message only refers to it (:mod:`spacer_worker.celery.books`); for
+  a job over ``PAYLOAD_OFFLOAD_BYTES``, only the location of its stored
+  copy (:mod:`spacer_worker.celery.payloads`), from which collect_jobs
+  rebuilds the full ``original_job`` before deleting it;
+* ``<prefix>done``: sorted set of finished task ids, written by the
+  workers as they store a final state, popped oldest first;
 * ``<prefix>handed``: hash task id -> the collect call that handed its
-  result back, and whether that call returned.
+  result back, and whether that call returned; ``<prefix>handed_at``
+  (sorted set, by time) finds hand-outs whose call never returned,
+  ``<prefix>returned`` (set) the results awaiting confirmation;
+* ``<prefix>sweep``: where the sweep of ``order`` stopped.
+
+A cycle costs what finished, not what waits: ``get_collectable_jobs``
+lists up to ``collect_batch`` finished jobs from ``done``, hand-outs that
+timed out, and from a window of ``sweep_batch`` outstanding jobs taken in
+turn from ``order`` the first ``waiting_batch`` (for their statuses) and
+whatever is finished or lost though no worker marked it (a lost result, a
+job revoked before a worker saw it), found by a script in Redis. Every
+Redis command and script handles at most ``BATCH`` ids.
 
 ``collect_jobs`` is two-phase, so a result is delivered to the caller at
 least once and never silently dropped: a call hands finished results back
@@ -43,12 +57,15 @@ import itertools
 import json
 import logging
 import time
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from spacer_worker.celery import payloads
+from spacer_worker.celery import books, payloads, send_options
 from spacer_worker.celery.queues import parse_spec_queues
+from spacer_worker.client import bulk, scripts
 from spacer_worker.client.jobs import Client, JobHandle, JobState, JobStatus
+from spacer_worker.client.pyspacer_objects import as_job_msg, in_callers_classes
 from spacer_worker.exceptions import ConfigError, MessageError, failures
 
 if TYPE_CHECKING:
@@ -59,6 +76,18 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 DEFAULT_PREFIX = 'spacer:coralnet:'
+# Ids per Redis command or Lua script: each stays in the low milliseconds
+# whatever the backlog (benchmarks/scale.py).
+BATCH = 500
+# Finished jobs one get_collectable_jobs call lists at most; the rest wait
+# for the next cycle (a listed job is ~0.5 KB in the web process).
+DEFAULT_COLLECT_BATCH = 10_000
+# Outstanding jobs one call checks in Redis, in turn, for a final or
+# missing result no worker marked (a full sweep of N waiting jobs takes
+# N / sweep_batch cycles); the first DEFAULT_WAITING_BATCH of them are
+# listed whatever their state (CoralNet counts PENDING and RUNNING).
+DEFAULT_SWEEP_BATCH = 1000
+DEFAULT_WAITING_BATCH = 100
 
 _STATUS_WORDS = {
     JobState.PENDING: 'PENDING',
@@ -116,8 +145,22 @@ class CeleryQueue:
     def __init__(self, app: Celery | None = None,
                  prefix: str = DEFAULT_PREFIX,
                  handoff_timeout: float = 120.0,
-                 confirm_on_next_call: bool = True) -> None:
+                 confirm_on_next_call: bool = True,
+                 collect_batch: int = DEFAULT_COLLECT_BATCH,
+                 sweep_batch: int = DEFAULT_SWEEP_BATCH,
+                 waiting_batch: int = DEFAULT_WAITING_BATCH) -> None:
+        for name, value in (('collect_batch', collect_batch),
+                            ('sweep_batch', sweep_batch),
+                            ('waiting_batch', waiting_batch)):
+            if isinstance(value, bool) or not isinstance(value, int) or \
+                    value < 1:
+                raise ConfigError(f'CeleryQueue {name} must be a positive '
+                                  f'integer, got {value!r}.')
         self.client = Client(app)
+        # Finished jobs listed per cycle, and waiting ones swept per cycle.
+        self.collect_batch = collect_batch
+        self.sweep_batch = sweep_batch
+        self.waiting_batch = waiting_batch
         self.prefix = prefix
         # A result handed to a call that never returned (the collector
         # crashed) is handed back again after this many seconds.
@@ -157,46 +200,48 @@ class CeleryQueue:
         return queue_for('spacer.process_job', {'task_name': job_msg.task_name},
                          _known_level(spec_level))
 
+    def idempotency_key(self, job_id: Any) -> str:
+        """What makes a resubmission of CoralNet job ``job_id`` the same
+        job while it is pending or running."""
+        return f'{self.prefix}job:{job_id}'
+
     # --- CoralNet's interface -------------------------------------------------
 
     def submit_job(self, job_msg: JobMsg, job_id: Any,
                    spec_level: Any = None) -> JobHandle:
-        """Enqueue a JobMsg for CoralNet job ``job_id``."""
-        from spacer_worker.messages import JobMsg
-
-        if not isinstance(job_msg, JobMsg):
-            raise MessageError(f'submit_job expects a JobMsg, got '
-                               f'{type(job_msg).__name__}.')
+        """Enqueue a JobMsg for CoralNet job ``job_id``: ours, or
+        PySpacer's own (0.13 or 0.14), whose result then comes back in
+        PySpacer's classes (:mod:`spacer_worker.client.pyspacer_objects`)."""
+        job_msg, wire, family = as_job_msg(job_msg)
         queue = self.queue_for(job_msg, spec_level)
         redis = self.redis
         info = {'job_id': job_id, 'spec_level': _spec_value(spec_level),
                 'queue': queue, 'submitted_at': time.time()}
+        if family is not None:
+            info['classes'] = family
         handle_id = self.client.new_task_id()
         # A large job is stored once (PAYLOAD_LOCATION); the broker and the
         # books here hold its location, and collect_jobs re-reads it.
-        payload = payloads.offload(job_msg.serialize(), handle_id,
-                                   owner='caller')
+        payload = payloads.offload(wire, handle_id, owner='caller')
 
         def register(handle: JobHandle) -> None:
             # After the job is claimed, before it is sent: a job is never
             # running without being collectable. A resubmission of CoralNet
             # job ``job_id`` while it is pending or running returns the
             # earlier handle before this runs, so it is on the books once.
-            seq = redis.incr(self._key('seq'))
-            pipe = redis.pipeline(transaction=True)
-            pipe.hset(self._key('info'), handle.id, json.dumps(info))
-            pipe.hset(self._key('msgs'), handle.id, json.dumps(payload))
-            pipe.zadd(self._key('order'), {handle.id: seq})
-            pipe.execute()
+            self._register(redis, handle.id, info, payload)
             registered.append(handle.id)
 
         registered: list[str] = []
         try:
+            # The job is kept once, in the books; the broker carries a
+            # reference, and the header lets the worker mark it finished.
             handle = self.client.send(
-                'spacer.process_job', payload, queue=queue,
-                task_id=handle_id, before_send=register,
-                idempotency_key=f'{self.prefix}job:{job_id}',
-                spec_level=_known_level(spec_level))
+                'spacer.process_job', books.reference(self.prefix, payload),
+                queue=queue, task_id=handle_id, before_send=register,
+                idempotency_key=self.idempotency_key(job_id),
+                spec_level=_known_level(spec_level),
+                headers={books.HEADER: self.prefix})
         except Exception:
             self._unregister(registered)
             payloads.discard(payload)
@@ -205,60 +250,231 @@ class CeleryQueue:
             payloads.discard(payload)   # the earlier job has its own copy
         return handle
 
+    def submit_jobs(self, jobs: Iterable[Sequence[Any]]) -> list[JobHandle]:
+        """``submit_job`` for many jobs, ``[(job_msg, job_id[, spec_level]),
+        ...]``: one handle each, in order, with the same guarantees (a job
+        id already pending or running, or named twice here, gets the
+        earlier handle; jobs are listed in this order), in a few round
+        trips per ``bulk.CHUNK`` jobs (:mod:`spacer_worker.client.bulk`)."""
+        outgoing: list[bulk.Outgoing] = []
+        infos: dict[str, dict] = {}
+        stored: dict[str, Any] = {}
+        encoded: dict[str, bytes] = {}     # JSON, encoded once
+        routes: dict[tuple, str] = {}
+        sends: dict[tuple, dict] = {}
+        try:
+            for item in jobs:
+                job_msg, job_id, spec_level = _job_item(item)
+                # Ours or PySpacer's own, as submit_job takes them.
+                job_msg, wire, family = as_job_msg(job_msg)
+                # Queue and send options per (task name, spec level).
+                kind = (str(job_msg.task_name), _spec_value(spec_level))
+                if kind not in routes:
+                    routes[kind] = self.queue_for(job_msg, spec_level)
+                queue = routes[kind]
+                task_id = self.client.new_task_id()
+                full = wire
+                data = payloads.encode(full)
+                payload = payloads.offload(full, task_id, owner='caller',
+                                           encoded=data)
+                stored[task_id] = payload
+                if payload is full:
+                    encoded[task_id] = data
+                sent = books.reference(self.prefix, payload)
+                if kind not in sends:
+                    sends[kind] = send_options('spacer.process_job', sent,
+                                               _known_level(spec_level))
+                options = {**sends[kind], 'queue': queue}
+                infos[task_id] = {'job_id': job_id,
+                                  'spec_level': _spec_value(spec_level),
+                                  'queue': queue, 'submitted_at': time.time()}
+                if family is not None:
+                    infos[task_id]['classes'] = family
+                outgoing.append(bulk.Outgoing(
+                    task='spacer.process_job', payload=sent, task_id=task_id,
+                    options=options,
+                    idempotency_key=self.idempotency_key(job_id),
+                    headers={books.HEADER: self.prefix}))
+            claims = bulk.claim_all(self.client, outgoing)
+        except BaseException:
+            for payload in stored.values():
+                payloads.discard(payload)
+            raise
+        for job, claim in zip(outgoing, claims, strict=True):
+            if not claim.fresh:     # the earlier job has its own copy
+                payloads.discard(stored.pop(job.task_id))
+
+        def register(chunk: list[bulk.Outgoing]) -> None:
+            self._register_many([(j.task_id, infos[j.task_id],
+                                  books.encode_job(stored[j.task_id],
+                                                   encoded.get(j.task_id)))
+                                 for j in chunk])
+
+        def undo(chunk: list[bulk.Outgoing]) -> None:
+            self._unregister([j.task_id for j in chunk])
+            for j in chunk:
+                payloads.discard(stored[j.task_id])
+
+        return bulk.send_all(self.client, outgoing, claims, register, undo)
+
     def get_collectable_jobs(self) -> list[CeleryJob]:
-        """Every job not yet handed back, oldest first. A result handed to
-        a call is not listed for ``handoff_timeout`` seconds, nor at all
-        once that call returned (it awaits confirmation), unless only
-        ack_jobs confirms."""
+        """The jobs to collect now, oldest first: up to ``collect_batch``
+        finished ones (marked by the workers), hand-outs whose call never
+        returned within ``handoff_timeout`` (unless only ack_jobs
+        confirms, a returned result awaiting the next call is not listed
+        again), and from a window of ``sweep_batch`` outstanding jobs
+        taken in turn the first ``waiting_batch`` (reporting the waiting
+        ones) and those finished or lost that no worker marked. Four round
+        trips, whatever the backlog."""
         redis = self.redis
-        ids = [_text(i) for i in redis.zrange(self._key('order'), 0, -1)]
+        pipe = redis.pipeline(transaction=False)
+        pipe.time()
+        pipe.zrange(self._key('done'), 0, self.collect_batch - 1)
+        pipe.get(self._key('sweep'))
+        (seconds, micros), finished, cursor = pipe.execute()
+        now = seconds + micros / 1e6
+        ids = _unique([_text(i) for i in finished])
+        ids += self._expired_and_window(now, cursor, set(ids))
+        return self._listable(ids, now)
+
+    def iter_jobs(self) -> Iterator[CeleryJob]:
+        """Every job on the books not yet handed back (what
+        get_collectable_jobs listed before issue 30), oldest first, read
+        BATCH at a time. O(N): for tools and test helpers
+        (client.testing), never for the collect cycle."""
+        redis = self.redis
+        after = '-inf'
+        while True:
+            page = redis.zrangebyscore(self._key('order'), after, '+inf',
+                                       start=0, num=BATCH, withscores=True)
+            if not page:
+                return
+            seconds, micros = redis.time()
+            yield from self._listable([_text(i) for i, _ in page],
+                                      seconds + micros / 1e6)
+            after = f'({page[-1][1]!r}'
+
+    def _listable(self, ids: list[str], now: float) -> list[CeleryJob]:
+        """The jobs among ``ids`` a collect call may take now, in
+        submission order; ids no longer on the books leave ``done``."""
         if not ids:
             return []
+        redis = self.redis
         pipe = redis.pipeline(transaction=False)
-        pipe.hmget(self._key('info'), ids)
-        pipe.hmget(self._key('handed'), ids)
-        pipe.time()
-        infos, handed, (seconds, micros) = pipe.execute()
-        now = seconds + micros / 1e6
-        jobs = []
-        for task_id, raw, held in zip(ids, infos, handed, strict=True):
+        for chunk in _chunks(ids):
+            pipe.hmget(self._key('info'), chunk)
+            pipe.hmget(self._key('handed'), chunk)
+            pipe.zmscore(self._key('order'), chunk)
+        replies = pipe.execute()
+        infos = [x for i in range(0, len(replies), 3) for x in replies[i]]
+        handed = [x for i in range(1, len(replies), 3) for x in replies[i]]
+        seqs = [x for i in range(2, len(replies), 3) for x in replies[i]]
+        listed, gone, returned = [], [], []
+        for task_id, raw, held, seq in zip(ids, infos, handed, seqs,
+                                           strict=True):
             if raw is None:
-                continue  # collected between the two reads
+                gone.append(task_id)    # collected since it was marked
+                continue
             if held is not None:
-                hand = json.loads(held)
+                hand = _json_object(held)
                 if hand.get('returned') and self.confirm_on_next_call:
-                    continue  # the caller has it
-                if now - hand['at'] < self.handoff_timeout:
+                    # The caller has it; the next call confirms it (books
+                    # of an earlier version did not list it in returned).
+                    returned.append(task_id)
+                    continue
+                if now - _number(hand.get('at')) < self.handoff_timeout:
                     continue  # handed to a call moments ago
-            info = json.loads(raw)
-            jobs.append(CeleryJob(task_id=task_id, job_id=info['job_id'],
-                                  spec_level=info['spec_level'],
-                                  queue=info['queue'],
-                                  submitted_at=info['submitted_at']))
-        return jobs
+            job = _celery_job(task_id, raw)
+            if job is not None:
+                listed.append((float('inf') if seq is None else seq, job))
+        if gone:
+            for chunk in _chunks(gone):
+                redis.zrem(self._key('done'), *chunk)
+        if returned:
+            for chunk in _chunks(returned):
+                redis.sadd(self._key('returned'), *chunk)
+        listed.sort(key=lambda pair: pair[0])
+        return [job for _, job in listed]
+
+    def _expired_and_window(self, now: float, cursor: Any,
+                            seen: set[str]) -> list[str]:
+        """Hand-outs that timed out, then from the sweep's next window of
+        ``order`` (wrapping round) the first ``waiting_batch`` jobs and
+        every finished or lost one, moving the sweep's cursor on."""
+        try:
+            after = float(cursor) if cursor is not None else float('-inf')
+        except ValueError:
+            after = float('-inf')   # a forged cursor starts a fresh sweep
+        redis = self.redis
+        pipe = redis.pipeline(transaction=False)
+        pipe.zrangebyscore(self._key('handed_at'), '-inf',
+                           now - self.handoff_timeout, start=0,
+                           num=self.collect_batch)
+        pipe.zrangebyscore(self._key('order'), f'({after}', '+inf', start=0,
+                           num=self.sweep_batch, withscores=True)
+        pipe.zrangebyscore(self._key('order'), '-inf', f'{after}', start=0,
+                           num=self.sweep_batch, withscores=True)
+        expired, tail, head = pipe.execute()
+        window = (tail + head)[:self.sweep_batch]
+        found: list[str] = []
+        if window:
+            # In Redis: which of the window's jobs have a final or no
+            # result record (what no worker marked); the first
+            # waiting_batch are listed anyway, for their statuses.
+            pipe = redis.pipeline(transaction=False)
+            pipe.set(self._key('sweep'), repr(float(window[-1][1])))
+            for chunk in _chunks([_text(i) for i, _ in window]):
+                pipe.eval(scripts.SWEEP, 0, self._result_prefix(), *chunk)
+            _, *replies = pipe.execute()
+            found = [_text(i) for reply in replies for i in reply]
+        out = []
+        for task_id in [_text(i) for i in expired] + \
+                [_text(i) for i, _ in window[:self.waiting_batch]] + found:
+            if task_id not in seen:
+                seen.add(task_id)
+                out.append(task_id)
+        return out
 
     def collect_jobs(self, jobs: list[CeleryJob]
                      ) -> tuple[list[JobReturnMsg], list[str]]:
         """Results of the finished jobs among ``jobs`` (in their order), and
-        one status per job. Three round trips per call, whatever its size:
-        confirm and read, hand out, mark returned."""
+        one status per job. Per ``BATCH`` jobs three round trips: confirm
+        and read, hand out, mark returned."""
         jobs = list(jobs)
+        first = True
+        results: list[JobReturnMsg] = []
+        words: list[str] = []
+        for start in range(0, max(len(jobs), 1), BATCH):
+            chunk_results, chunk_words = self._collect_chunk(
+                jobs[start:start + BATCH], confirm=first and
+                self.confirm_on_next_call)
+            first = False
+            results += chunk_results
+            words += chunk_words
+        return results, words
+
+    def _collect_chunk(self, jobs: list[Any], confirm: bool
+                       ) -> tuple[list[JobReturnMsg], list[str]]:
         if not jobs:
-            if self.confirm_on_next_call:
-                self._confirm(returned_only=True)
+            if confirm:
+                self._confirm_returned()
             return [], []
         ids = [_job_task_id(j) for j in jobs]
         backend = self.client.app.backend
         # Every state, and whether each job is still on the books, after
         # phase 2 of the earlier calls (what they returned, the caller has).
         pipe = self.redis.pipeline(transaction=False)
-        if self.confirm_on_next_call:
-            self._confirm(returned_only=True, pipe=pipe)
+        if confirm:
+            self._queue_confirm(pipe)
         pipe.mget([backend.get_key_for_task(i) for i in ids])
         pipe.hmget(self._key('info'), ids)
         *confirmed, raw_metas, registered = pipe.execute()
-        self._discard_payloads(confirmed[0] if confirmed else [])
+        if confirm:
+            more = self._confirmed(confirmed[0])
+            if more:
+                self._confirm_returned()
         statuses = [self.client.decode_status(raw) for raw in raw_metas]
+        del raw_metas
 
         finished = [i for i, (s, r) in enumerate(zip(statuses, registered,
                                                       strict=True))
@@ -279,9 +495,13 @@ class CeleryQueue:
             if task_id not in claimed:
                 words.append('COLLECTED')
                 continue
-            stored = _stored_payload(claimed[task_id])
+            stored = _StoredJob(claimed[task_id], job)
+            family = _family(reg)
             msg, word = self._return_msg(job, status, stored)
-            results.append(msg)
+            # PySpacer's classes are rebuilt from the JSON submitted.
+            results.append(in_callers_classes(
+                msg, stored.original() if family is not None else None,
+                family, job))
             words.append(word)
         # Phase 1 done: these results reached the caller.
         self._mark_returned(list(claimed))
@@ -290,53 +510,103 @@ class CeleryQueue:
     def ack_jobs(self, jobs: list[Any]) -> None:
         """Confirm that the caller stored the results of ``jobs``: they
         leave Redis now (without waiting for the next collect call)."""
-        self._confirm(ids=[_job_task_id(j) for j in jobs])
+        ids = [_job_task_id(j) for j in jobs]
+        for chunk in _chunks(ids):
+            self._confirmed(self.redis.eval(
+                scripts.CONFIRM, len(self._book_keys()), *self._book_keys(),
+                self._result_prefix(), 'ids', '0', *chunk))
 
     # --- helpers ------------------------------------------------------------------
 
-    def _claim(self, ids: list[str]) -> dict[str, str | None]:
+    def _register(self, redis: Any, task_id: str, info: dict,
+                  payload: Any) -> None:
+        """Put a job on the books (before its message is sent)."""
+        seq = redis.incr(self._key('seq'))
+        pipe = redis.pipeline(transaction=True)
+        pipe.hset(self._key('info'), task_id, json.dumps(info))
+        pipe.hset(self._key('msgs'), task_id, books.encode_job(payload))
+        pipe.zadd(self._key('order'), {task_id: seq})
+        pipe.execute()
+
+    def _register_many(self, entries: list[tuple[str, dict, bytes]]
+                       ) -> None:
+        """Put jobs (id, info, stored job) on the books in one
+        transaction, numbered in order."""
+        if not entries:
+            return
+        redis = self.redis
+        last = redis.incrby(self._key('seq'), len(entries))
+        first = last - len(entries) + 1
+        pipe = redis.pipeline(transaction=True)
+        pipe.hset(self._key('info'), mapping={
+            task_id: json.dumps(info) for task_id, info, _ in entries})
+        pipe.hset(self._key('msgs'), mapping={
+            task_id: stored for task_id, _, stored in entries})
+        pipe.zadd(self._key('order'), {
+            task_id: first + n for n, (task_id, _, _) in enumerate(entries)})
+        pipe.execute()
+
+    def _claim(self, ids: list[str]) -> dict[str, bytes | None]:
         """Mark finished jobs handed to this call; return those it won
-        (task id -> stored JobMsg JSON). A job another call holds is not
-        won, unless that call never returned within handoff_timeout."""
-        if not ids:
-            return {}
+        (task id -> stored JobMsg). A job another call holds is not won,
+        unless that call never returned within handoff_timeout."""
+        won: dict[str, bytes | None] = {}
         call = f'{time.time():.6f}:{id(self):x}:{next(_calls)}'
-        replies = self.redis.eval(
-            _HAND_OUT, 2, self._key('handed'), self._key('msgs'), call,
-            str(self.handoff_timeout),
-            '1' if self.confirm_on_next_call else '0', *ids)
-        won = {}
-        for task_id, (took, stored) in zip(ids, _pairs(replies), strict=True):
-            if took:
-                won[task_id] = None if stored is None else _text(stored)
+        for chunk in _chunks(ids):
+            replies = self.redis.eval(
+                scripts.HAND_OUT, 4, self._key('handed'), self._key('msgs'),
+                self._key('handed_at'), self._key('done'), call,
+                str(self.handoff_timeout),
+                '1' if self.confirm_on_next_call else '0', *chunk)
+            for task_id, (took, stored) in zip(chunk, _pairs(replies),
+                                               strict=True):
+                if took:
+                    won[task_id] = stored or None
         return won
 
     def _mark_returned(self, ids: list[str]) -> None:
-        if ids:
-            self.redis.eval(_RETURNED, 1, self._key('handed'), *ids)
+        for chunk in _chunks(ids):
+            self.redis.eval(scripts.RETURNED, 3, self._key('handed'),
+                            self._key('handed_at'), self._key('returned'),
+                            '1' if self.confirm_on_next_call else '0',
+                            *chunk)
 
-    def _confirm(self, ids: list[str] | None = None,
-                 returned_only: bool = False, pipe: Any = None) -> None:
-        """Phase 2: drop confirmed jobs from the books and their results
-        (queued on ``pipe`` when given)."""
-        backend = self.client.app.backend
+    def _book_keys(self) -> list[str]:
+        return [self._key(name) for name in (
+            'handed', 'info', 'msgs', 'order', 'handed_at', 'done',
+            'returned')]
+
+    def _result_prefix(self) -> str:
         # The result keys' prefix (celery-task-meta-, with any prefix).
-        sample = _text(backend.get_key_for_task('x'))
-        prefix = sample[:-1]
-        stored = (pipe or self.redis).eval(
-            _CONFIRM, 4, self._key('handed'), self._key('info'),
-            self._key('msgs'), self._key('order'), prefix,
-            '1' if returned_only else '0', *(ids or []))
-        if pipe is None:
-            self._discard_payloads(stored)
+        sample = _text(self.client.app.backend.get_key_for_task('x'))
+        return sample[:-1]
 
-    @staticmethod
-    def _discard_payloads(stored: list | None) -> None:
-        for raw in stored or []:
-            if raw:
-                # Handed back with its full original_job: the stored copy
-                # of an offloaded job is no longer needed.
-                payloads.discard(_stored_payload(_text(raw)))
+    def _queue_confirm(self, pipe: Any) -> None:
+        """Phase 2, queued on ``pipe``: drop up to BATCH results that
+        earlier calls returned, from the books and the result backend."""
+        pipe.eval(scripts.CONFIRM, len(self._book_keys()), *self._book_keys(),
+                  self._result_prefix(), 'pop', str(BATCH))
+
+    def _confirm_returned(self) -> None:
+        """Phase 2 for every returned result, BATCH at a time."""
+        while self._confirmed(self.redis.eval(
+                scripts.CONFIRM, len(self._book_keys()), *self._book_keys(),
+                self._result_prefix(), 'pop', str(BATCH))):
+            pass
+
+    def _confirmed(self, reply: list) -> int:
+        """Discard the stored payloads a confirm dropped; how many returned
+        results are left to confirm."""
+        left, *stored = reply or [0]
+        for raw in stored:
+            # An offloaded job's reference (kept as JSON text): handed back
+            # with its full original_job, its stored copy is not needed.
+            if raw and raw[:1] in (b'{', '{'):
+                try:
+                    payloads.discard(json.loads(raw))
+                except ValueError:
+                    continue
+        return int(left)
 
     def _unregister(self, ids: list[str]) -> None:
         pipe = self.redis.pipeline(transaction=True)
@@ -347,7 +617,7 @@ class CeleryQueue:
         pipe.execute()
 
     def _return_msg(self, job: Any, status: JobStatus,
-                    stored_job: Any) -> tuple[JobReturnMsg, str]:
+                    stored_job: _StoredJob) -> tuple[JobReturnMsg, str]:
         from spacer_worker.messages import JobReturnMsg
 
         # Every reason ends in a line CoralNet classifies (failures.py).
@@ -355,9 +625,9 @@ class CeleryQueue:
         if status.state is JobState.SUCCESS:
             try:
                 msg = JobReturnMsg.deserialize(status.result)
-                if payloads.is_reference(stored_job):
+                if stored_job.offloaded():
                     # The worker answered with a compact original_job.
-                    full = _original_job(job, stored_job)
+                    full = _as_job_msg(stored_job.original())
                     if full is not None:
                         msg.original_job = full
                 return msg, word
@@ -386,101 +656,101 @@ class CeleryQueue:
                 failures.ensure_last_line(status.traceback,
                                           status.error_class or 'RuntimeError',
                                           message or 'failed')
-        return JobReturnMsg(original_job=_original_job(job, stored_job),
+        return JobReturnMsg(original_job=_as_job_msg(stored_job.original()),
                             ok=False, results=None,
                             error_message=reason), word
 
 
 _calls = itertools.count()
 
-# KEYS: handed, msgs; ARGV: call, handoff timeout, confirm-on-next, ids...
-# -> flat list of (won 0/1, stored msg or false) per id.
-_HAND_OUT = """
-local now = redis.call('time')
-local t = tonumber(now[1]) + tonumber(now[2]) / 1e6
-local out = {}
-for i = 4, #ARGV do
-    local id = ARGV[i]
-    local take = true
-    local held = redis.call('hget', KEYS[1], id)
-    if held then
-        local h = cjson.decode(held)
-        if h['returned'] and ARGV[3] == '1' then
-            take = false    -- confirmed by this very call's sweep
-        elseif t - h['at'] < tonumber(ARGV[2]) then
-            take = false    -- another call has it
-        end
-    end
-    if take then
-        redis.call('hset', KEYS[1], id, cjson.encode(
-            {call = ARGV[1], at = t, returned = false}))
-        table.insert(out, 1)
-        table.insert(out, redis.call('hget', KEYS[2], id))
-    else
-        table.insert(out, 0)
-        table.insert(out, false)
-    end
-end
-return out
-"""
 
-# KEYS: handed; ARGV: ids. The call returned these to its caller.
-_RETURNED = """
-local now = redis.call('time')
-local t = tonumber(now[1]) + tonumber(now[2]) / 1e6
-for i = 1, #ARGV do
-    local held = redis.call('hget', KEYS[1], ARGV[i])
-    if held then
-        local h = cjson.decode(held)
-        h['returned'] = true
-        h['at'] = t
-        redis.call('hset', KEYS[1], ARGV[i], cjson.encode(h))
-    end
-end
-return #ARGV
-"""
-
-# KEYS: handed, info, msgs, order; ARGV: result key prefix, returned-only,
-# ids (none: every handed job). -> the stored msgs of the jobs dropped.
-_CONFIRM = """
-local ids = {}
-if #ARGV > 2 then
-    for i = 3, #ARGV do table.insert(ids, ARGV[i]) end
-else
-    ids = redis.call('hkeys', KEYS[1])
-end
-local dropped = {}
-for _, id in ipairs(ids) do
-    local go = true
-    if ARGV[2] == '1' then
-        local held = redis.call('hget', KEYS[1], id)
-        go = held and cjson.decode(held)['returned']
-    end
-    if go then
-        table.insert(dropped, redis.call('hget', KEYS[3], id) or '')
-        redis.call('hdel', KEYS[1], id)
-        redis.call('hdel', KEYS[2], id)
-        redis.call('hdel', KEYS[3], id)
-        redis.call('zrem', KEYS[4], id)
-        redis.call('del', ARGV[1] .. id)
-    end
-end
-return dropped
-"""
+def _job_item(item: Any) -> tuple[Any, Any, Any]:
+    """(job_msg, job_id, spec_level) of one submit_jobs entry."""
+    if isinstance(item, (tuple, list)) and len(item) in (2, 3):
+        return item[0], item[1], item[2] if len(item) == 3 else None
+    raise MessageError(f'submit_jobs takes (job_msg, job_id) or (job_msg, '
+                       f'job_id, spec_level) entries, got {item!r:.200}.')
 
 
 def _pairs(flat: list) -> list[tuple[int, Any]]:
     return [(int(flat[i]), flat[i + 1]) for i in range(0, len(flat), 2)]
 
 
-def _stored_payload(stored: str | None) -> Any:
-    return None if stored is None else json.loads(stored)
+def _chunks(ids: list[str]) -> list[list[str]]:
+    return [ids[i:i + BATCH] for i in range(0, len(ids), BATCH)]
 
 
-def _original_job(job: Any, stored: Any) -> JobMsg | None:
-    """The JobMsg as submitted: kept here, or re-read from storage."""
-    from spacer_worker.messages import JobMsg
+def _unique(ids: list[str]) -> list[str]:
+    return list(dict.fromkeys(ids))
 
+
+def _json_object(raw: Any) -> dict:
+    """A small JSON record of the books, {} when it is not an object
+    (records read back from Redis are untrusted)."""
+    try:
+        value = json.loads(raw)
+    except (ValueError, TypeError, RecursionError):
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _number(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return 0.0
+    return float(value)
+
+
+def _celery_job(task_id: str, raw: Any) -> CeleryJob | None:
+    """A listed job from its info record; None (logged) when the record
+    is malformed."""
+    info = _json_object(raw)
+    try:
+        return CeleryJob(task_id=task_id, job_id=info['job_id'],
+                         spec_level=info.get('spec_level'),
+                         queue=str(info['queue']),
+                         submitted_at=_number(info.get('submitted_at')))
+    except KeyError as e:
+        logger.warning('Job %s: its books record lacks %s; not listed.',
+                       task_id, e)
+        return None
+
+
+class _StoredJob:
+    """A job's books record, decoded only when needed: a success carries
+    its original_job in its result, unless the job was offloaded."""
+
+    def __init__(self, raw: bytes | str | None, job: Any) -> None:
+        self.raw = raw.encode() if isinstance(raw, str) else raw
+        self.job = job
+
+    def offloaded(self) -> bool:
+        # An offload reference is kept as JSON text (books.encode_job).
+        return bool(self.raw) and self.raw[:1] == b'{' and \
+            payloads.is_reference(self.value())
+
+    def original(self) -> dict | None:
+        """The JobMsg's JSON as submitted (an offloaded one re-read from
+        storage), decoded once."""
+        if not hasattr(self, '_original'):
+            self._original = _original_data(self.job, self.value())
+        return self._original
+
+    def value(self) -> Any:
+        """The stored job's JSON; None (logged) when it cannot be read, so
+        one bad record fails only its own job (without its original_job)."""
+        if not self.raw:
+            return None
+        try:
+            return books.decode_job(self.raw, books.read_limit())
+        except Exception as e:
+            logger.warning('%s: its stored job could not be read (%s: %s).',
+                           self.job, type(e).__name__, e)
+            return None
+
+
+def _original_data(job: Any, stored: Any) -> dict | None:
+    """The JobMsg's JSON as submitted: kept here, or re-read from
+    storage."""
     if stored is None:
         return None
     if payloads.is_reference(stored):
@@ -491,7 +761,22 @@ def _original_job(job: Any, stored: Any) -> JobMsg | None:
                            '%s); the result keeps the worker\'s compact '
                            'original_job.', job, type(e).__name__, e)
             return None
-    return JobMsg.deserialize(stored)
+    return stored
+
+
+def _as_job_msg(data: dict | None) -> JobMsg | None:
+    from spacer_worker.messages import JobMsg
+
+    return None if data is None else JobMsg.deserialize(data)
+
+
+def _family(info: Any) -> str | None:
+    """The class family a job was submitted in (None: ours)."""
+    try:
+        family = json.loads(info).get('classes')
+    except (TypeError, ValueError, AttributeError):
+        return None
+    return family if isinstance(family, str) else None
 
 
 def _text(value: Any) -> str:

@@ -275,6 +275,7 @@ class Client:
              idempotency_key: str | None = None,
              before_send: Callable[[JobHandle], None] | None = None,
              spec_level: Any = None,
+             headers: dict[str, Any] | None = None,
              ) -> JobHandle:
         """Send an already serialized payload by contract task name.
 
@@ -285,7 +286,8 @@ class Client:
 
         ``before_send(handle)`` runs once the job is claimed and before its
         message goes out (only for a new job); if it raises, nothing is
-        sent and the claim is undone.
+        sent and the claim is undone. ``headers`` go into the message's
+        headers (the worker sees them on its request).
         """
         # Queue, time limits of the task's kind and default priority
         # (MessageError for an unknown task).
@@ -315,6 +317,7 @@ class Client:
             sent = payloads.offload(payload, claimed.id)
             # When it was sent, for the queue view's "oldest waiting job".
             options['headers'] = {**(options.get('headers') or {}),
+                                  **(headers or {}),
                                   'spacer_sent_at': time.time()}
             self.app.send_task(task, args=[sent], task_id=claimed.id,
                                **options)

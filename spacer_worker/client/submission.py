@@ -138,22 +138,47 @@ def redis_of(backend: Any) -> Any | None:
     return None
 
 
+CLAIM_SCRIPT = _CLAIM
+
+
+def _claim_args(backend: Any, key: str, task_id: str, queue: str,
+                record: str | bytes, mode: DedupeMode, window: int,
+                record_ttl: int) -> tuple[list, list]:
+    record_key = backend.get_key_for_task(task_id)
+    # The record keys' prefix (celery-task-meta-, with any global prefix).
+    prefix = record_key[:len(record_key) - len(task_id)]
+    value = json.dumps({'id': task_id, 'queue': queue})
+    return [key, record_key], [value, str(window), str(mode), record, prefix,
+                               str(record_ttl)]
+
+
+def claimed(earlier: Any, key: str, task_id: str, queue: str) -> Claim:
+    """The Claim a reply of the claim script stands for."""
+    if earlier is None:
+        return Claim(id=task_id, queue=queue, fresh=True, key=key)
+    held = json.loads(earlier)
+    return Claim(id=held['id'], queue=held['queue'], fresh=False, key=key)
+
+
 def claim(backend: Any, key: str, task_id: str, queue: str,
           record: str | bytes, mode: DedupeMode, window: int,
           record_ttl: int = 0) -> Claim:
     """Claim ``key`` for ``task_id`` (and write its PENDING ``record``), or
     return the job that holds it."""
-    redis = redis_of(backend)
-    record_key = backend.get_key_for_task(task_id)
-    # The record keys' prefix (celery-task-meta-, with any global prefix).
-    prefix = record_key[:len(record_key) - len(task_id)]
-    value = json.dumps({'id': task_id, 'queue': queue})
-    earlier = redis.eval(_CLAIM, 2, key, record_key, value, str(window),
-                         str(mode), record, prefix, str(record_ttl))
-    if earlier is None:
-        return Claim(id=task_id, queue=queue, fresh=True, key=key)
-    held = json.loads(earlier)
-    return Claim(id=held['id'], queue=held['queue'], fresh=False, key=key)
+    keys, args = _claim_args(backend, key, task_id, queue, record, mode,
+                             window, record_ttl)
+    earlier = redis_of(backend).eval(_CLAIM, 2, *keys, *args)
+    return claimed(earlier, key, task_id, queue)
+
+
+def queue_claim(script: Any, pipe: Any, backend: Any, key: str,
+                task_id: str, queue: str, record: str | bytes,
+                mode: DedupeMode, window: int, record_ttl: int = 0) -> None:
+    """:func:`claim`, queued on a pipeline (``script``: the registered
+    CLAIM_SCRIPT); read its reply with :func:`claimed`."""
+    keys, args = _claim_args(backend, key, task_id, queue, record, mode,
+                             window, record_ttl)
+    script(keys=keys, args=args, client=pipe)
 
 
 def release(backend: Any, claimed: Claim) -> None:

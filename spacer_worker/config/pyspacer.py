@@ -72,7 +72,7 @@ def get_config_value(key: str, value_type: type = str,
     def given(value: Any) -> bool:
         return value not in ('', None)
 
-    value = os.environ.get(settings.ENV_PREFIX + key)
+    value = os.getenv(settings.ENV_PREFIX + key)   # PySpacer reads getenv
     if given(value):
         return _cast(key, value, value_type)
     secrets = settings._secrets()
@@ -121,6 +121,9 @@ COMPUTED: dict[str, Callable[[], Any]] = {
     'secrets.json',
     'SECRETS': lambda: settings._secrets(),
     'SETTINGS_FROM_DJANGO': lambda: settings._django_settings(),
-    'LOCAL_FIXTURE_DIR': lambda: str(APP_DIR / 'tests' / 'fixtures'),
+    # PySpacer's test fixtures; scripts/pyspacer-conformance.py points it at
+    # the copy of PySpacer's suite it runs here.
+    'LOCAL_FIXTURE_DIR': lambda: os.environ.get(
+        'SPACER_LOCAL_FIXTURE_DIR', str(APP_DIR / 'tests' / 'fixtures')),
     'HAS_CAFFE': lambda: importlib.util.find_spec('caffe') is not None,
 }

@@ -24,12 +24,21 @@ import dataclasses
 import json
 import operator
 import reprlib
+import sys
+import threading
 from collections.abc import Callable, Mapping
 from importlib import import_module
 from typing import Any, ClassVar, TypeVar
 
 from spacer_worker import config
-from spacer_worker.exceptions import MessageError, SpacerError, UnknownClassError
+from spacer_worker.exceptions import (
+    ClassNotFoundError,
+    MessageError,
+    MissingKeyError,
+    NotASubclassError,
+    SpacerError,
+    UnknownClassError,
+)
 
 T = TypeVar('T')
 
@@ -440,6 +449,11 @@ class _Spec:
                 and self.field.default_factory is dataclasses.MISSING)
 
 
+# Set by Message.deserialize around its constructor call, consumed by the
+# first __post_init__ it reaches (per thread: workers decode concurrently).
+_decoded = threading.local()
+
+
 class Message:
     """Base of every dataclass message: validation at construction, one
     encode path (``serialize``), one decode path (``deserialize``).
@@ -463,6 +477,12 @@ class Message:
         return cached
 
     def __post_init__(self) -> None:
+        if getattr(_decoded, 'pending', False):
+            # Built by deserialize from values its codecs already checked:
+            # only the checks across fields remain.
+            _decoded.pending = False
+            self.validate()
+            return
         values: dict[str, Any] = {}
         for spec in self._specs():
             value = getattr(self, spec.name)
@@ -481,8 +501,11 @@ class Message:
         # Assigning a field after construction (when the dataclass __init__
         # has set them all) is checked like the constructor's value; a
         # rejected value leaves the message as it was.
+        if name not in self.__dict__:   # the constructor setting it
+            object.__setattr__(self, name, value)
+            return
         self._specs()
-        if name not in self.__dict__ or name not in self._names_cache:
+        if name not in self._names_cache:
             object.__setattr__(self, name, value)
             return
         old = self.__dict__[name]
@@ -525,7 +548,7 @@ class Message:
                     f'both given; they mean the same field, give one.')
             if not present:
                 if spec.required:
-                    raise MessageError(
+                    raise MissingKeyError(
                         f'{cls.__name__}: missing key {spec.name!r}.')
                 values[spec.name] = spec.default()
                 continue
@@ -536,12 +559,14 @@ class Message:
             except (Invalid, SpacerError, TypeError, ValueError, KeyError,
                     AttributeError, RecursionError) as e:
                 raise relabel(e, f'{cls.__name__}.{key}', raw) from e
-        # Decoded values are already checked: skip the constructor's pass.
-        obj = cls.__new__(cls)
-        for name, value in values.items():
-            object.__setattr__(obj, name, value)
-        obj.validate()
-        return obj
+        # Through the constructor, as PySpacer does, so a subclass's or a
+        # patched __init__ runs; the values are already checked, so the
+        # constructor's own pass is skipped (see __post_init__).
+        _decoded.pending = True
+        try:
+            return cls(**values)
+        finally:
+            _decoded.pending = False
 
 
 class Encoded:
@@ -592,7 +617,7 @@ def resolve_class(class_path: Any, *, kind: str, builtins: Mapping[str, type],
              if p.strip()]
     if class_path not in extra:
         names = sorted({cls.__name__ for cls in builtins.values()})
-        raise UnknownClassError(
+        raise _refusal_type(class_path, base)(
             f'{kind} class_path {class_path!r} is not allowed. Built-in: '
             f'{", ".join(names)} (under spacer.* or spacer_worker.* module '
             f'paths). To allow your own class, '
@@ -609,6 +634,25 @@ def resolve_class(class_path: Any, *, kind: str, builtins: Mapping[str, type],
             f'{kind} class_path {class_path!r} names {show(cls)}, which is '
             f'not a {base.__name__} subclass.')
     return cls
+
+
+def _refusal_type(class_path: str, base: type) -> type[UnknownClassError]:
+    """The refusal's class, under what PySpacer (which imports any path)
+    would have raised. Only our own modules already loaded are looked
+    into: nothing is imported, so a message runs no code of its choosing
+    (not even a module of ours that acts on import)."""
+    module_path, _, name = class_path.rpartition('.')
+    top, _, rest = module_path.partition('.')
+    module = sys.modules.get(f'spacer_worker.{rest}') \
+        if top in ('spacer', 'spacer_worker') and rest else None
+    if module is None:
+        return UnknownClassError
+    found = getattr(module, name, None)
+    if found is None:
+        return ClassNotFoundError
+    if not (isinstance(found, type) and issubclass(found, base)):
+        return NotASubclassError
+    return UnknownClassError
 
 
 class Description:

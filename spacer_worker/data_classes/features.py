@@ -11,6 +11,7 @@ import hashlib
 import math
 from collections.abc import Generator, Iterable, Sequence
 from pathlib import Path, PurePosixPath
+from pprint import pformat
 from typing import TYPE_CHECKING, Any
 
 from spacer_worker.data_classes.base import (
@@ -65,7 +66,8 @@ class PointFeatures:
     __hash__ = None  # type: ignore[assignment]
 
     def __repr__(self) -> str:
-        return f'PointFeatures(row={self.row}, col={self.col}, dim={len(self.data)})'
+        # PySpacer's repr: the attributes, pretty-printed.
+        return pformat(vars(self))
 
 
 def _allclose(a: Any, b: Any) -> bool:
@@ -309,8 +311,25 @@ class ImageFeatures:
     @classmethod
     def load(cls, loc: DataLocation,
              filesystem_cache: str | None = None) -> ImageFeatures:
-        """Read a feature file (npz, or legacy JSON). With
-        ``filesystem_cache`` (a directory), a remote file is kept there
+        """Read a feature file (npz, or legacy JSON), raising what PySpacer
+        raises: FileNotFoundError for a missing file, AssertionError for one
+        that fails a check, each with our detail. Web processes catch those
+        two (CoralNet's feature inspection does) and store ``repr(err)``.
+        Workers call :meth:`read`, whose typed errors go on the wire."""
+        from spacer_worker.exceptions import DataNotFoundError, FeatureFileError
+
+        try:
+            return cls.read(loc, filesystem_cache)
+        except DataNotFoundError as e:
+            raise FileNotFoundError(str(e)) from e
+        except FeatureFileError as e:
+            raise AssertionError(str(e)) from e
+
+    @classmethod
+    def read(cls, loc: DataLocation,
+             filesystem_cache: str | None = None) -> ImageFeatures:
+        """Read a feature file (npz, or legacy JSON), with typed errors.
+        With ``filesystem_cache`` (a directory), a remote file is kept there
         under its key and read from there next time, as in PySpacer."""
         from spacer_worker.storage.blobs import describe, load_bytes, store_bytes
 

@@ -153,13 +153,13 @@ class ImageLabels(Encoded):
         features_buf: list = []
         labels_buf: list = []
         for loc in keys:
-            features = ImageFeatures.load(loc, self.filesystem_cache)
+            features = ImageFeatures.read(loc, self.filesystem_cache)
             try:
                 pairs = list(features.match_with_annotations(self._data[loc]))
             except RowColumnMissingError as e:
                 raise RowColumnMissingError(
-                    f'{loc.key}: features without row/column positions '
-                    f'(legacy format) cannot be used for training.') from e
+                    f'{loc.key}: Features without rowcols are no longer '
+                    f'supported for training.') from e
             except RowColumnMismatchError as e:
                 raise RowColumnMismatchError(f'{loc.key}: {e}') from e
             for vector, label in pairs:

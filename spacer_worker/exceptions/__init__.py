@@ -12,12 +12,16 @@ the task layer retries only the second kind::
     ├── PermanentError                 bad input or state: never retried
     │   ├── ConfigError                a setting is missing or malformed
     │   ├── MessageError               a message or payload is malformed
-    │   │   ├── UnknownClassError      a class_path outside the allowlist
+    │   │   ├── UnknownClassError      a class_path outside the allowlist (ImportError)
+    │   │   │   ├── ClassNotFoundError     no such class of ours
+    │   │   │   └── NotASubclassError      ours, but the wrong kind (TypeError)
+    │   │   ├── MissingKeyError        a message's JSON lacks a key (KeyError)
     │   │   ├── PayloadError           a stored-payload reference refused
     │   │   ├── RowColumnInvalidError  point not integer / out of image
     │   │   └── InvalidLocationError   DataLocation that cannot be used
     │   │       └── StorageReadOnlyError  write to read-only storage (url)
     │   ├── DataNotFoundError          key/object/URL does not exist (404)
+    │   │   └── MemoryKeyNotFoundError   memory key not held (KeyError)
     │   ├── StorageAccessDeniedError   credentials/permission refused (403)
     │   │   └── LocationNotAllowedError  outside the operator's allowlists
     │   ├── URLUnusableError           URL unusable: bad status, too big
@@ -89,14 +93,39 @@ class ConfigError(PermanentError):
     wire_class = 'spacer.exceptions.ConfigError'
 
 
-class MessageError(PermanentError, ValueError):
-    """A message field has a wrong type or value; names field and value."""
+class MessageError(PermanentError, ValueError, AssertionError):
+    """A message field has a wrong type or value; names field and value.
+
+    Also an AssertionError: PySpacer checks messages with ``assert``, so
+    code written against it catches AssertionError for a bad message.
+    """
 
     wire_class = 'ValueError'
 
 
-class UnknownClassError(MessageError):
-    """A class_path is not in the extractor/trainer allowlist."""
+class UnknownClassError(MessageError, ImportError):
+    """A class_path is not in the extractor/trainer allowlist. Also an
+    ImportError: PySpacer imports any class path, so code written against
+    it expects that for a module it cannot have."""
+
+
+# Where PySpacer's import would have failed otherwise (told from our own
+# modules already loaded; nothing is imported to tell).
+class ClassNotFoundError(UnknownClassError):
+    """The class_path names no class in its (our own) module (PySpacer:
+    AttributeError, which cannot share a base with ImportError)."""
+
+
+class NotASubclassError(UnknownClassError, TypeError):
+    """The class_path names something that is not the kind asked for."""
+
+
+class MissingKeyError(MessageError, KeyError):
+    """A message's JSON lacks a required key: a KeyError too, as PySpacer's
+    ``data['key']`` raises (its message unquoted, unlike KeyError's)."""
+
+    wire_class = 'KeyError'
+    __str__ = Exception.__str__
 
 
 class PayloadError(MessageError):
@@ -110,12 +139,19 @@ class InvalidLocationError(MessageError):
     wire_class = 'ValueError'
 
 
-class StorageReadOnlyError(InvalidLocationError):
+class StorageReadOnlyError(InvalidLocationError, TypeError):
+    # Also a TypeError: PySpacer's URL storage raises that for a write.
     wire_class = 'TypeError'
 
 
 class DataNotFoundError(PermanentError, FileNotFoundError):
     wire_class = 'FileNotFoundError'
+
+
+class MemoryKeyNotFoundError(DataNotFoundError, KeyError):
+    """A memory-storage key this process does not hold: PySpacer's memory
+    storage raises KeyError there."""
+    wire_class = 'KeyError'
 
 
 class StorageAccessDeniedError(PermanentError, PermissionError):

@@ -136,6 +136,22 @@ class WireError(Exception):
         return rebuild_wire_error, (printed_class(type(self)), message)
 
 
+def as_pyspacer_raises(exc: BaseException) -> BaseException:
+    """``exc`` as PySpacer's in-process API raises it: under the builtin or
+    importable class its wire name is (FileNotFoundError, ValueError,
+    PIL's), with our message and ``exc`` as its cause; else ``exc``
+    itself (our class already carries PySpacer's class name)."""
+    cls = wire_type(wire_class_of(exc))
+    if issubclass(cls, WireError) or type(exc) is cls:
+        return exc
+    try:
+        converted = cls(str(exc))
+    except Exception:  # a class with another constructor
+        return exc
+    converted.__cause__ = exc
+    return converted
+
+
 def to_wire(exc: BaseException) -> BaseException:
     """``exc`` under its PySpacer class, with ``exc`` as its cause; ``exc``
     itself when it already prints as that class."""

@@ -41,7 +41,7 @@ def check_point_count(rowcols: Sequence[Any], im_key: str = 'image') -> None:
         raise DataLimitError(
             f"{len(rowcols)} point locations were specified for image "
             f"{im_key}, and that's larger than the max allowed of "
-            f"{max_points} (MAX_POINTS_PER_IMAGE).")
+            f"{max_points}.")
 
 
 def check_extract_inputs(image: Any, rowcols: Sequence[Any],
@@ -102,5 +102,4 @@ def _check_image_and_points(image: Any, rowcols: Sequence[Any],
             if value >= limit:
                 raise RowColumnInvalidError(
                     f"{im_key}: {name} value {value} falls outside this "
-                    f"image's valid range of 0-{limit - 1} "
-                    f"(rowcols[{index}]).")
+                    f"image's valid range of 0-{limit - 1}.")

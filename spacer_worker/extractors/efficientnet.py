@@ -38,10 +38,37 @@ class EfficientNetExtractor(FeatureExtractor):
     @classmethod
     def untrained_model(cls) -> Any:
         """A randomly initialised EfficientNet-b0 (torch module) of the
-        shape PySpacer's weight files load into."""
+        shape PySpacer's weight files load into (``NUM_CLASSES`` outputs)."""
         # Lazy: torch loads only here (the 'gpu' extra installs it).
         from spacer_worker.extractors.runtime.network import EfficientNetB0
-        return EfficientNetB0()
+        return EfficientNetB0(num_classes=cls.NUM_CLASSES)
+
+    # PySpacer's PyTorch extractor methods, for code written against it
+    # (eager PyTorch; workers extract through runtime.engine).
+
+    def patches_to_features(self, patch_list: list[Any]) -> tuple[list, bool]:
+        from spacer_worker.extractors.runtime.torch_api import (
+            patches_to_features,
+        )
+        return patches_to_features(self, patch_list)
+
+    @classmethod
+    def load_weights(cls, weights_datastream: Any) -> Any:
+        from spacer_worker.extractors.runtime.torch_api import load_weights
+        return load_weights(cls, weights_datastream)
+
+    @classmethod
+    def untrained_instance(cls, data_loc_key: str = 'weights'
+                           ) -> EfficientNetExtractor:
+        """An instance over untrained weights kept in memory storage (for
+        trying message formats, not for real features), as PySpacer's."""
+        from spacer_worker.data_classes import DataLocation
+        from spacer_worker.extractors.runtime.network import (
+            store_untrained_weights,
+        )
+        store_untrained_weights(cls.untrained_model(), data_loc_key)
+        return cls(data_locations={
+            'weights': DataLocation('memory', data_loc_key)})
 
 
 # PySpacer's module re-exports these names; resolved on first use.

@@ -18,7 +18,6 @@ import io
 from collections.abc import Callable
 from typing import Any, ClassVar
 
-from spacer_worker import config
 from spacer_worker.data_classes import DataLocation
 from spacer_worker.extractors.base import FeatureExtractor
 from spacer_worker.storage.factory import storage_factory
@@ -27,16 +26,10 @@ __all__ = ['TorchExtractor', 'storage_factory', 'transformation']
 
 
 def transformation() -> Callable[[Any], Any]:
-    """HxWx3 uint8 patch -> 3xHxW float32 tensor in [0, 1] (what
-    torchvision's ToTensor does, without needing torchvision)."""
-    import numpy as np
-    import torch
-
-    def to_tensor(patch: Any) -> Any:
-        array = np.asarray(patch, dtype=np.uint8)
-        return torch.from_numpy(
-            np.ascontiguousarray(array.transpose(2, 0, 1))).float().div(255)
-    return to_tensor
+    """A PIL image or HxWxC array -> CxHxW float tensor, as torchvision's
+    ToTensor does (8-bit values scaled to [0, 1])."""
+    from spacer_worker.extractors.runtime.torch_api import to_tensor_transform
+    return to_tensor_transform()
 
 
 class TorchExtractor(FeatureExtractor, abc.ABC):
@@ -56,20 +49,10 @@ class TorchExtractor(FeatureExtractor, abc.ABC):
         return io.BytesIO(weights.data), weights.loaded_remotely
 
     def patches_to_features(self, patch_list: list[Any]) -> tuple[list, bool]:
-        import torch
-
-        stream, loaded_remotely = self.load_datastream('weights')
-        net = self.load_weights(stream)
-        net.eval()
-        to_tensor = transformation()
-        features: list = []
-        with config.log_entry_and_exit('forward pass through net'):
-            for start in range(0, len(patch_list), self.BATCH_SIZE):
-                batch = torch.stack([to_tensor(p) for p in
-                                     patch_list[start:start + self.BATCH_SIZE]])
-                with torch.no_grad():
-                    features.extend(net.extract_features(batch).tolist())
-        return features, loaded_remotely
+        from spacer_worker.extractors.runtime.torch_api import (
+            patches_to_features,
+        )
+        return patches_to_features(self, patch_list)
 
     @staticmethod
     def untrained_model() -> Any:
@@ -81,33 +64,17 @@ class TorchExtractor(FeatureExtractor, abc.ABC):
         """``untrained_model()`` with the file's ``net`` state dict (loaded
         with ``weights_only=True``; DataParallel ``module.`` prefixes
         dropped), frozen."""
-        from spacer_worker.extractors.runtime.weights import (
-            Weights,
-            load_state_dict,
-            sha256_of,
-        )
-
-        data = weights_datastream.getvalue()
-        state = load_state_dict(Weights(data, sha256_of(data), False),
-                                f'{cls.__name__} weights')
-        model = cls.untrained_model()
-        with config.log_entry_and_exit('model initialization'):
-            model.load_state_dict(state)
-        for parameter in model.parameters():
-            parameter.requires_grad = False
-        return model
+        from spacer_worker.extractors.runtime.torch_api import load_weights
+        return load_weights(cls, weights_datastream)
 
     @classmethod
     def untrained_instance(cls, data_loc_key: str = 'weights'
                            ) -> TorchExtractor:
         """An instance over untrained weights kept in memory storage (for
         trying message formats, not for real features)."""
-        import torch
-
-        from spacer_worker.storage import storage_factory
-
-        stream = io.BytesIO()
-        torch.save({'net': cls.untrained_model().state_dict()}, stream)
-        storage_factory('memory').store(data_loc_key, stream.getvalue())
+        from spacer_worker.extractors.runtime.network import (
+            store_untrained_weights,
+        )
+        store_untrained_weights(cls.untrained_model(), data_loc_key)
         return cls(data_locations={
             'weights': DataLocation('memory', data_loc_key)})

@@ -37,7 +37,11 @@ from spacer_worker.data_classes.codec import (
 )
 from spacer_worker.exceptions import MessageError, StorageReadOnlyError
 from spacer_worker.extractors import EfficientNetExtractor, FeatureExtractor
-from spacer_worker.train_classifier import ClassifierTrainer, trainer_factory
+from spacer_worker.train_classifier import (
+    ClassifierTrainer,
+    trainer_factory,
+    trainer_name_of,
+)
 
 __all__ = [
     'ClassifyFeaturesMsg', 'ClassifyImageMsg', 'ExtractFeaturesMsg',
@@ -170,6 +174,42 @@ class TrainClassifierMsg(DataClass):
                 f'needs at least 1 epoch.')
         _writable(self, 'model_loc', 'valresult_loc')
 
+    # PySpacer 0.13 names the trainer by ``trainer_name`` (constructor
+    # argument, attribute and JSON key); a message that came that way
+    # serializes that way, so a 0.13 reader can read its original_job.
+    _trainer_name: str | None = dataclasses.field(
+        default=None, init=False, repr=False, compare=False)
+
+    @property
+    def trainer_name(self) -> str | None:
+        """PySpacer 0.13's name of the trainer ('minibatch'), when it is a
+        built-in trainer with default parameters."""
+        if self._trainer_name is not None:
+            return self._trainer_name
+        return trainer_name_of(self.trainer)
+
+    @trainer_name.setter
+    def trainer_name(self, name: str) -> None:
+        self.trainer = name
+        object.__setattr__(self, '_trainer_name', name)
+
+    def serialize(self) -> dict:
+        data = super().serialize()
+        name = self._trainer_name
+        if name is None or trainer_name_of(self.trainer) != name:
+            return data
+        # The legacy key in the same place as 'trainer'.
+        return {('trainer_name' if k == 'trainer' else k):
+                (name if k == 'trainer' else v) for k, v in data.items()}
+
+    @classmethod
+    def deserialize(cls, data: Any) -> TrainClassifierMsg:
+        msg = super().deserialize(data)
+        if isinstance(data, Mapping) and isinstance(data.get('trainer_name'),
+                                                    str):
+            object.__setattr__(msg, '_trainer_name', data['trainer_name'])
+        return msg
+
     @classmethod
     def example(cls) -> TrainClassifierMsg:
         return cls(
@@ -179,6 +219,31 @@ class TrainClassifierMsg(DataClass):
                                  DataLocation('memory', 'previous_model2.pkl')],
             model_loc=DataLocation('memory', 'my_new_model.pkl'),
             valresult_loc=DataLocation('memory', 'my_valresult.json'))
+
+
+def _accepts_trainer_name(init: Any) -> Any:
+    """PySpacer 0.13's constructor took ``trainer_name='minibatch'``
+    where 0.14 takes ``trainer``: accept either, not both."""
+
+    def __init__(self: TrainClassifierMsg, *args: Any,
+                 trainer_name: Any = None, **kwargs: Any) -> None:
+        if trainer_name is not None:
+            if 'trainer' in kwargs or len(args) > 1:
+                raise MessageError(
+                    'TrainClassifierMsg: trainer and trainer_name both '
+                    'given; they mean the same field, give one.')
+            kwargs['trainer'] = trainer_name
+        init(self, *args, **kwargs)
+        if isinstance(trainer_name, str):
+            object.__setattr__(self, '_trainer_name', trainer_name)
+
+    __init__.__doc__ = init.__doc__
+    __init__.__wrapped__ = init  # type: ignore[attr-defined]
+    return __init__
+
+
+TrainClassifierMsg.__init__ = _accepts_trainer_name(  # type: ignore[method-assign]
+    TrainClassifierMsg.__init__)
 
 
 # --- classify ----------------------------------------------------------------

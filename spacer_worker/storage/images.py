@@ -33,7 +33,8 @@ _RGB_ONLY = {'JPEG': {'RGB', 'L', 'CMYK'}}
 
 
 def decode_image(data: bytes, where: str = 'image',
-                 rows_on_demand: bool = False) -> Image:
+                 rows_on_demand: bool = False, name: str | None = None
+                 ) -> Image:
     """Decode ``data`` fully, after checking its size against the limit.
 
     With ``rows_on_demand``, an RGB JPEG is left to a RowDecoder instead
@@ -65,9 +66,11 @@ def decode_image(data: bytes, where: str = 'image',
     width, height = image.size
     if width * height > limit:
         image.close()
+        # PySpacer's words; ``name`` is the image's key, as there.
         raise DataLimitError(
-            f"{where} is {width} x {height} = {width * height} pixels, over "
-            f"the MAX_IMAGE_PIXELS limit of {limit}; it was not decoded.")
+            f"Image {name or where} has {width} x {height} = "
+            f"{width * height} total pixels, which is larger than the max "
+            f"allowed of {limit}.")
     described = f"{where} ({image.format} {width} x {height})"
 
     def corrupt(e: Exception) -> Exception:
@@ -97,7 +100,8 @@ def open_image(loc: Any, rows_on_demand: bool = False) -> Image:
     not a complete image. ``rows_on_demand``: see :func:`decode_image`.
     """
     data = load_bytes(loc)
-    return decode_image(data, describe(loc), rows_on_demand)
+    return decode_image(data, describe(loc), rows_on_demand,
+                        name=getattr(loc, 'key', None))
 
 
 def load_image(loc: Any) -> Image:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from spacer_worker.exceptions import DataNotFoundError
+from spacer_worker.exceptions import MemoryKeyNotFoundError
 from spacer_worker.storage.base import Storage, as_bytes
 
 
@@ -29,7 +29,7 @@ class MemoryStorage(Storage):
             try:
                 return self._blobs[key]
             except KeyError:
-                raise DataNotFoundError(
+                raise MemoryKeyNotFoundError(
                     f"No {self.describe(key)} in this process's memory "
                     f"storage (memory storage is not shared between "
                     f"processes).") from None

@@ -100,6 +100,8 @@ class URLStorage(RemoteStorage):
         return b''.join(chunks)
 
     def exists(self, url: str) -> bool:
+        if not _is_http(url):
+            return False    # PySpacer's answer for what it cannot open
         try:
             with self._open(url, 'HEAD'):
                 return True
@@ -125,8 +127,12 @@ class URLStorage(RemoteStorage):
             f"Cannot delete {url!r}: url storage is read-only.")
 
     def _open(self, url: str, method: str) -> http.client.HTTPResponse:
-        parts = urlsplit(url)
-        if parts.scheme not in ('http', 'https') or not parts.netloc:
+        if not urlsplit(url).scheme:
+            # What PySpacer (urllib) says of a key that is no URL at all.
+            raise URLUnusableError(
+                f"Failed to download from the URL '{url}'. / Details - "
+                f"ValueError: unknown url type: '{url}'")
+        if not _is_http(url):
             raise URLUnusableError(
                 f"Cannot download {url!r}: only http:// and https:// URLs "
                 f"are supported.")
@@ -161,6 +167,11 @@ class _HTTPOnlyRedirects(urllib.request.HTTPRedirectHandler):
                 f"Download from {req.full_url!r} redirected to {newurl!r}; "
                 f"only http:// and https:// are followed.")
         return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
+def _is_http(url: str) -> bool:
+    parts = urlsplit(url)
+    return parts.scheme in ('http', 'https') and bool(parts.netloc)
 
 
 def _opener(guard: HostGuard | None = None) -> urllib.request.OpenerDirector:

@@ -16,12 +16,14 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from spacer_worker.exceptions import MessageError
-from spacer_worker.exceptions.failures import failure_text, time_limit_behind
+from spacer_worker.exceptions import MessageError, SpacerError
+from spacer_worker.exceptions.failures import (
+    as_pyspacer_raises,
+    failure_text,
+    time_limit_behind,
+)
 from spacer_worker.messages.table import TASKS, JobMsg, JobReturnMsg
-from spacer_worker.tasks.classification import classify_features
-from spacer_worker.tasks.images import classify_image, extract_features
-from spacer_worker.tasks.training import train_classifier
+from spacer_worker.tasks import classification, images, training
 
 __all__ = [
     'TASK_FUNCTIONS', 'classify_features', 'classify_image', 'extract_features',
@@ -36,6 +38,31 @@ ProgressCallback = Callable[..., None]
 def _body(path: str) -> Callable[..., Any]:
     module, _, name = path.partition(':')
     return getattr(importlib.import_module(module), name)
+
+
+def _raises_as_pyspacer(func: Callable[..., Any]) -> Callable[..., Any]:
+    """The in-process API: a task called from a web process raises what
+    PySpacer raises (FileNotFoundError, not DataNotFoundError), so its
+    ``except`` clauses and stored ``repr``s behave the same. Workers run
+    the bodies the task table names, whose typed errors go on the wire."""
+
+    @functools.wraps(func)
+    def in_process(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except SpacerError as e:
+            converted = as_pyspacer_raises(e)
+            if converted is e:
+                raise
+            raise converted from e
+
+    return in_process
+
+
+extract_features = _raises_as_pyspacer(images.extract_features)
+classify_image = _raises_as_pyspacer(images.classify_image)
+train_classifier = _raises_as_pyspacer(training.train_classifier)
+classify_features = _raises_as_pyspacer(classification.classify_features)
 
 
 # The body of each contract task, as its row names it

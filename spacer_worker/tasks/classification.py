@@ -34,7 +34,7 @@ def classify_features(msg: ClassifyFeaturesMsg) -> ClassifyReturnMsg:
     """Score every point of a stored feature file with a stored classifier
     (kept unpickled between calls while its bytes are unchanged)."""
     t0 = time.time()
-    features = ImageFeatures.load(msg.feature_loc)
+    features = ImageFeatures.read(msg.feature_loc)
     clf = load_classifier_cached(msg.classifier_loc)
     return _score(clf, features, t0)
 

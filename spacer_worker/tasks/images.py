@@ -23,7 +23,6 @@ from spacer_worker.data_classes.results import (
 from spacer_worker.extractors.checks import check_point_count, checked_inputs
 from spacer_worker.messages.task_messages import ClassifyImageMsg, ExtractFeaturesMsg
 from spacer_worker.storage import open_image
-from spacer_worker.storage.blobs import describe
 from spacer_worker.storage.pixel_arrays import row_decoder
 from spacer_worker.tasks.classification import score_features
 
@@ -45,7 +44,7 @@ def _extract(extractor: FeatureExtractor, image: Image, rowcols: list,
              ) -> tuple[ImageFeatures, ExtractFeaturesReturnMsg]:
     # The one check of the image and its points (the extractor skips its
     # own), naming the image's location.
-    with checked_inputs(image, rowcols, describe(image_loc)):
+    with checked_inputs(image, rowcols, image_loc.key):
         features, return_msg = extractor(image, rowcols)
     # Rows no patch needed (or an extractor that never read the pixels)
     # are decoded too: a corrupt or truncated image fails as it always
@@ -59,7 +58,7 @@ def _extract(extractor: FeatureExtractor, image: Image, rowcols: list,
 def extract_features(msg: ExtractFeaturesMsg) -> ExtractFeaturesReturnMsg:
     """Extract features at ``msg.rowcols`` and store them at feature_loc."""
     # Counting points costs nothing; fetching the image may cost a lot.
-    check_point_count(msg.rowcols, describe(msg.image_loc))
+    check_point_count(msg.rowcols, msg.image_loc.key)
     image = _open_image(msg.image_loc)
     features, return_msg = _extract(msg.extractor, image, msg.rowcols,
                                     msg.image_loc)
@@ -71,18 +70,19 @@ def extract_features(msg: ExtractFeaturesMsg) -> ExtractFeaturesReturnMsg:
 def classify_image(msg: ClassifyImageMsg) -> ClassifyReturnMsg:
     """Extract features at ``msg.rowcols`` and score them with the
     classifier at ``classifier_loc``; nothing is stored."""
-    check_point_count(msg.rowcols, describe(msg.image_loc))
+    check_point_count(msg.rowcols, msg.image_loc.key)
     start = time.time()
-    # The classifier first: a bad one fails before the costly extraction.
-    # From the process's classifier cache, as classify_features does: a
+    # The image (fetched, its header read; pixels decode on demand), then
+    # the classifier, as PySpacer orders them: either fails before the
+    # costly extraction. From the process's classifier cache, as classify_features does: a
     # worker classifies image after image of one source with the same
     # classifier, and unpickling it each time (tens of ms, more for large
     # MLPs) is work thrown away. Entries are keyed by content (or a local
     # file's inode/size/mtime), so an overwritten classifier is never
     # served stale, and CLASSIFIER_CACHE_SIZE bounds the memory they take
     # on an extract worker (0 turns the cache off).
-    clf = load_classifier_cached(msg.classifier_loc)
     image = _open_image(msg.image_loc)
+    clf = load_classifier_cached(msg.classifier_loc)
     features, _ = _extract(msg.extractor, image, msg.rowcols, msg.image_loc)
     del image
     result = score_features(clf, features)

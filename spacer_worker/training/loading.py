@@ -155,12 +155,11 @@ def match_rows(rows: Any, cols: Any, annotations: Sequence[Any],
 
 
 def _read_one(loc: Any) -> tuple[np.ndarray, Any, Any]:
-    features = ImageFeatures.load(loc)
+    features = ImageFeatures.read(loc)
     if not features.valid_rowcol:
         raise RowColumnMissingError(
-            f"{_where(loc)}: features without row/column positions (legacy "
-            f"format) cannot be used for training; re-extract this image's "
-            f"features.")
+            f"{loc.key}: Features without rowcols are no longer supported "
+            f"for training.")
     return features.feature_array(), features.rows, features.cols
 
 

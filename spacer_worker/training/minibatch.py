@@ -26,6 +26,7 @@ from sklearn.linear_model import SGDClassifier
 from sklearn.neural_network import MLPClassifier
 
 from spacer_worker import config
+from spacer_worker.constants import FeatureCache
 from spacer_worker.data_classes import ValResults
 from spacer_worker.data_classes.results import TrainClassifierReturnMsg
 from spacer_worker.exceptions import MessageError
@@ -262,6 +263,23 @@ def _ref_float64(ref_x: np.ndarray) -> np.ndarray:
     for i in range(0, len(ref_x), CHUNK_ROWS):
         out[i:i + CHUNK_ROWS] = ref_x[i:i + CHUNK_ROWS]
     return out
+
+
+def fit_sets(trainer: Any, train_labels: Any, ref_labels: Any,
+             nbr_epochs: int, clf_type: str, feature_loc: Any = None,
+             ) -> tuple[Any, list[float]]:
+    """Fit on ``train_labels`` and calibrate on ``ref_labels`` (ImageLabels):
+    (CalibratedClassifierCV, reference accuracy after each epoch), as
+    PySpacer's ``MiniBatchTrainer._train`` returns them."""
+    clf_type, nbr_epochs = check_inputs(clf_type, nbr_epochs)
+    seed = int(getattr(trainer, 'random_seed', None) or 0)
+    with blas_threads(), open_training_data(
+            {'train': train_labels, 'ref': ref_labels},
+            feature_cache=feature_loc if feature_loc is not None
+            else FeatureCache.AUTO,
+            names=('train', 'ref')) as data:
+        return fit(trainer, data.train, data.ref, nbr_epochs, clf_type,
+                   seed=seed, precision=training_precision())
 
 
 def train_minibatch(trainer: Any, labels: Any, nbr_epochs: int,

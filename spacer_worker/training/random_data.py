@@ -24,17 +24,14 @@ def make_random_data(im_count: int,
 
     Each point's features are ``hash(label)`` plus standard normal noise,
     drawn from numpy's global generator (seed it for repeatable data);
-    every image has each class at least once. Keys are random unless
+    every image has each class at least once (so an image has at least
+    ``len(class_list)`` points, whatever ``points_per_image``). Keys are random unless
     ``feature_loc_keys`` (at least ``im_count`` of them) are given.
     """
     if feature_loc_keys is not None and len(feature_loc_keys) < im_count:
         raise MessageError(
             f"make_random_data: feature_loc_keys has {len(feature_loc_keys)} "
             f"keys for im_count={im_count} images.")
-    if points_per_image < len(class_list):
-        raise MessageError(
-            f"make_random_data: points_per_image={points_per_image} cannot "
-            f"hold each of the {len(class_list)} classes.")
     labels = ImageLabels()
     for i in range(im_count):
         point_labels = np.random.choice(class_list, points_per_image).tolist()

@@ -45,7 +45,7 @@ from celery.exceptions import SoftTimeLimitExceeded
 from kombu.exceptions import SerializationError
 
 from spacer_worker import tasks
-from spacer_worker.celery import payloads
+from spacer_worker.celery import books, payloads
 from spacer_worker.data_classes.codec import show
 from spacer_worker.exceptions import MessageError, SpacerError, TransientError
 from spacer_worker.exceptions.failures import failure_text, time_limit_behind, to_wire
@@ -248,10 +248,27 @@ ADAPTERS: dict[str, SpacerTask] = {name: _adapter(row)
                                    for name, row in TASKS.items()}
 
 
+def read_books(task: SpacerTask, ref: dict) -> Any:
+    """The job a CoralNet queue keeps in its books for this task; a Redis
+    that cannot be reached now is transient (the task is retried)."""
+    from redis.exceptions import ConnectionError as RedisConnectionError
+    from redis.exceptions import TimeoutError as RedisTimeoutError
+
+    try:
+        return books.fetch(task.backend.client, ref, task.request.id,
+                           books.read_limit())
+    except (RedisConnectionError, RedisTimeoutError) as e:
+        raise TransientError(f'Task {task.request.id}: its job could not be '
+                             f'read from the books in Redis: {e}') from e
+
+
 @shared_task(name=PROCESS_JOB.celery_name, bind=True, base=SpacerTask)
 def process_job(self: SpacerTask, payload: Any) -> dict:
     """JobMsg -> JobReturnMsg; a failing task gives ok=False, not FAILURE."""
     self.begin_delivery()
+    if books.is_reference(payload):
+        # A CoralNet queue's job, kept once in its books (celery.books).
+        payload = read_books(self, payload)
     job = decode_payload(self.name, PROCESS_JOB.message, payload)
     self.declare_outputs(job)
     # An offloaded job is not repeated in full in its result (Redis).

@@ -346,7 +346,8 @@ _fenced: dict[int, Any] = {}
 
 
 def fenced_backend(app: Any) -> Any:
-    """This app's result backend with fenced writes (Redis backends only)."""
+    """This app's result backend with fenced writes and finished marks
+    (worker.finished; Redis backends only)."""
     from celery.backends.redis import RedisBackend
 
     base = app.backend
@@ -355,8 +356,10 @@ def fenced_backend(app: Any) -> Any:
     backend = _fenced.get(id(app))
     if backend is None:
         from celery.app import backends
+
+        from spacer_worker.worker.finished import FinishedMarkMixin
         cls = type(f'Fenced{type(base).__name__}',
-                   (FencedBackendMixin, type(base)), {})
+                   (FinishedMarkMixin, FencedBackendMixin, type(base)), {})
         _, url = backends.by_url(app.conf.result_backend, app.loader)
         backend = cls(app=app, url=url)
         _fenced[id(app)] = backend

@@ -21,6 +21,7 @@ CLIENT_TESTS = [
     'tests/compat/test_coralnet_loop.py',
     'tests/client/test_client.py',
     'tests/client/test_coralnet_queue.py',
+    'tests/client/test_collect_scale.py',
     'tests/client/test_django_project.py',
     'tests/messages/test_data_classes.py',
 ]

@@ -596,7 +596,7 @@ def test_points_are_counted_before_the_image_is_fetched(
     text = fails_with(app, 'spacer.extract_features', _extract(
         DataLocation('url', f'http://127.0.0.3:{port}/image.png'),
         fs(dirs['outputs'] / 'p.fv'), rowcols), 'DataLimitError')
-    assert 'MAX_POINTS_PER_IMAGE' in text
+    assert "that's larger than the max allowed of 50" in text
     assert len(http_server.hits) == hits
 
 

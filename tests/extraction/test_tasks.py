@@ -64,8 +64,9 @@ def test_bad_images_end_in_typed_errors(weights, tmp_path, name, content,
     path = tmp_path / name
     path.write_bytes(content())
     msg = _extract_msg(weights, path, [(10, 10)], tmp_path)
+    # The worker's body: our typed class (in process, PySpacer's).
     with pytest.raises(error, match=name):
-        tasks.extract_features(msg)
+        tasks.images.extract_features(msg)
     assert not (tmp_path / 'out.feats').exists()
 
 
@@ -89,7 +90,8 @@ def test_too_many_points_is_a_data_limit_error(weights, image_cases, tmp_path,
     monkeypatch.setenv('SPACER_MAX_POINTS_PER_IMAGE', '3')
     case = image_cases[0]
     msg = _extract_msg(weights, case.path, [(1, 1)] * 4, tmp_path)
-    with pytest.raises(DataLimitError, match='MAX_POINTS_PER_IMAGE'):
+    with pytest.raises(DataLimitError,
+                       match="that's larger than the max allowed of 3"):
         tasks.extract_features(msg)
 
 
@@ -98,7 +100,8 @@ def test_image_over_the_pixel_limit_is_refused(weights, image_cases, tmp_path,
     monkeypatch.setenv('SPACER_MAX_IMAGE_PIXELS', '10000')
     case = image_cases[0]
     msg = _extract_msg(weights, case.path, [(1, 1)], tmp_path)
-    with pytest.raises(DataLimitError, match='MAX_IMAGE_PIXELS'):
+    with pytest.raises(DataLimitError, match='total pixels, which is larger '
+                                             'than the max allowed of 10000'):
         tasks.extract_features(msg)
 
 

@@ -307,3 +307,33 @@ def test_minibatch_trainer_runs_pyspacer_style_positional_call(tmp_path):
     assert isinstance(val, ValResults)
     assert isinstance(ret, TrainClassifierReturnMsg)
     assert len(ret.ref_accs) == 2 and len(epochs) == 2
+
+
+@pytest.mark.parametrize('class_path, pyspacer_raises', [
+    ('no.such.module.Trainer', ImportError),
+    ('spacer_worker.data_classes.ValResults', TypeError),
+])
+def test_a_refused_trainer_path_is_what_pyspacer_would_raise(class_path,
+                                                             pyspacer_raises):
+    """PySpacer imports any class path and fails as the import does; we
+    refuse what is not allowed, under that same class."""
+    from spacer_worker.exceptions import UnknownClassError
+    from spacer_worker.train_classifier import trainer_factory
+
+    with pytest.raises(pyspacer_raises, match='is not allowed') as raised:
+        trainer_factory(class_path)
+    assert isinstance(raised.value, UnknownClassError)
+
+
+def test_a_refused_path_imports_nothing():
+    """Telling the refusal's class reads only modules already loaded: a
+    module of ours that acts on import (the CLI's __main__) is not run."""
+    import sys
+
+    from spacer_worker.exceptions import UnknownClassError
+    from spacer_worker.train_classifier import trainer_factory
+
+    sys.modules.pop('spacer_worker.cli.__main__', None)
+    with pytest.raises(UnknownClassError):
+        trainer_factory('spacer.cli.__main__.Trainer')
+    assert 'spacer_worker.cli.__main__' not in sys.modules

@@ -152,7 +152,23 @@ def test_error_names_the_location(tmp_path):
     path = tmp_path / 'bad.npz'
     path.write_bytes(b'nonsense')
     with pytest.raises(FeatureFileError, match='bad.npz'):
-        ImageFeatures.load(DataLocation('filesystem', str(path)))
+        ImageFeatures.read(DataLocation('filesystem', str(path)))
+
+
+def test_load_raises_what_pyspacer_raises_with_our_detail(tmp_path):
+    """CoralNet's feature inspection catches exactly AssertionError and
+    FileNotFoundError from ImageFeatures.load, and stores repr(err)."""
+    bad = tmp_path / 'bad.npz'
+    bad.write_bytes(b'nonsense')
+    with pytest.raises(AssertionError, match='bad.npz') as damaged:
+        ImageFeatures.load(DataLocation('filesystem', str(bad)))
+    assert type(damaged.value) is AssertionError
+    assert repr(damaged.value).startswith('AssertionError(')
+
+    with pytest.raises(FileNotFoundError, match='gone.npz') as missing:
+        ImageFeatures.load(DataLocation('filesystem', str(tmp_path / 'gone.npz')))
+    assert type(missing.value) is FileNotFoundError
+    assert repr(missing.value).startswith('FileNotFoundError(')
 
 
 def test_written_zip_members_have_fixed_timestamps():

@@ -109,10 +109,20 @@ def test_truncated_body_is_transient(base_url):
 
 
 @pytest.mark.parametrize('url', ['file:///etc/passwd', 'ftp://host/x',
-                                 'not a url', 'http://'])
+                                 'http://'])
 def test_only_http_urls_are_accepted(url):
     with pytest.raises(URLUnusableError, match='only http'):
         URLStorage().load(url)
+    assert URLStorage().exists(url) is False
+
+
+def test_a_key_that_is_no_url_fails_in_pyspacers_words():
+    with pytest.raises(URLUnusableError) as raised:
+        URLStorage().load('not a url')
+    assert str(raised.value) == (
+        "Failed to download from the URL 'not a url'. / Details - "
+        "ValueError: unknown url type: 'not a url'")
+    assert URLStorage().exists('not a url') is False
 
 
 def test_url_storage_is_read_only(base_url):

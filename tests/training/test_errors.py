@@ -23,37 +23,49 @@ from .test_splits import make_labels
 
 
 def test_too_few_annotations_says_how_they_would_split():
+    # PySpacer's words, which CoralNet shows its users.
     labels = make_labels(2, 2, [1, 2])
-    with pytest.raises(TrainingLabelsError, match=r'4 annotations give 4/0/0'):
+    with pytest.raises(TrainingLabelsError,
+                       match=r'Split was calculated as 4/0/0\. Each set must '
+                             r'be non-empty\.$'):
         preprocess_labels(labels, split_ratios=(0.1, 0.1))
-    with pytest.raises(TrainingLabelsError, match=r'at least as many'
-                       r' annotations as there are classes \(3\)'):
+    with pytest.raises(TrainingLabelsError,
+                       match=r'must not be less than the number of classes '
+                             r'\(3\)'):
         preprocess_labels(make_labels(3, 4, [1, 2, 3]),
                           split_mode=SplitMode.POINTS_STRATIFIED)
 
 
-def test_a_single_class_is_refused_naming_it():
+def test_a_single_class_is_refused_and_the_log_names_it(caplog):
+    caplog.set_level('INFO', logger='spacer_worker.task_utils')
     with pytest.raises(TrainingLabelsError,
-                       match=r"at least 2 classes.*there are 1 \('coral'\)"):
+                       match=r"^Need multiple classes to do training\. After "
+                             r"preprocessing training data, there are 1 "
+                             r"class\(es\) left\.$"):
         preprocess_labels(make_labels(10, 10, ['coral']))
+    assert "train ('coral')" in caplog.text
 
 
-def test_accepted_classes_that_leave_one_class_are_named():
-    with pytest.raises(TrainingLabelsError,
-                       match=r'accepted_classes kept only \(1\)'):
+def test_accepted_classes_that_leave_one_class_are_named(caplog):
+    caplog.set_level('INFO', logger='spacer_worker.task_utils')
+    with pytest.raises(TrainingLabelsError, match='Need multiple classes'):
         preprocess_labels(make_labels(10, 10, [1, 2, 3]),
                           accepted_classes={1})
+    assert 'accepted_classes kept only (1)' in caplog.text
 
 
-def test_an_emptied_set_is_named():
+def test_an_emptied_set_is_named(caplog):
+    caplog.set_level('INFO', logger='spacer_worker.task_utils')
     loc = DataLocation('filesystem', '/f/a.npz')
     given = TrainingTaskLabels(
         train=ImageLabels({loc: [(0, 0, 1), (1, 0, 2)]}),
         ref=ImageLabels({loc: [(3, 0, 1), (4, 0, 2)]}),
         val=ImageLabels({loc: [(6, 0, 3)]}))
     with pytest.raises(TrainingLabelsError,
-                       match=r"'val' set is empty: its classes \(3\)"):
+                       match=r"^After preprocessing training data, 'val' set "
+                             r"is empty\.$"):
         preprocess_labels(given)
+    assert "'val' set's classes (3) are not among" in caplog.text
 
 
 @pytest.mark.parametrize('ratios', [(0.5, 0.5), (0, 0.1), ('x', 0.1), (0.1,)])

@@ -27,7 +27,7 @@ def test_s3_features_are_fetched_concurrently_and_train_the_same(
                                    for name in ('train', 'ref', 'val')})
     state = {'now': 0, 'most': 0}
     lock = threading.Lock()
-    real = ImageFeatures.load
+    real = ImageFeatures.read
 
     def watching(loc):
         with lock:
@@ -39,7 +39,7 @@ def test_s3_features_are_fetched_concurrently_and_train_the_same(
             with lock:
                 state['now'] -= 1
 
-    monkeypatch.setattr(ImageFeatures, 'load', staticmethod(watching))
+    monkeypatch.setattr(ImageFeatures, 'read', staticmethod(watching))
     from_s3 = MiniBatchTrainer()(remote, 2, [], 'LR')
     assert state['most'] > 1, 'remote files are fetched in parallel'
     assert from_s3[2].ref_accs == local[2].ref_accs

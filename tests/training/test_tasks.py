@@ -88,12 +88,16 @@ def test_classifying_features_holding_nan_names_the_file(split, tmp_path):
     loc = DataLocation('filesystem', str(tmp_path / 'broken.featurevector'))
     store_non_finite(next(iter(split.val.keys())), 2, 5, loc, np.inf)
     # then scoring it fails naming the file and the vector (scikit-learn
-    # says only "Input X contains infinity").
-    with pytest.raises(FeatureFileError,
-                       match=r"broken\.featurevector': 1 of \d+ .*vector 2\)"):
+    # says only "Input X contains infinity"), under PySpacer's class in
+    # process (ValueError), with our typed error as its cause.
+    with pytest.raises(ValueError,
+                       match=r"broken\.featurevector': 1 of \d+ .*vector 2\)"
+                       ) as raised:
         classify_features(ClassifyFeaturesMsg(
             job_token='c', feature_loc=loc, classifier_loc=DataLocation(
                 'filesystem', str(tmp_path / 'model.pkl'))))
+    assert type(raised.value) is ValueError
+    assert isinstance(raised.value.__cause__, FeatureFileError)
 
 
 def test_score_features_of_legacy_features_has_no_positions(split, tmp_path):
@@ -149,3 +153,21 @@ def test_the_model_cache_follows_content_in_memory_storage(split):
     assert load_classifier_cached(loc) is first
     store_classifier(loc, two)
     assert load_classifier_cached(loc).classes_.tolist() == [1, 2]
+
+
+def test_in_process_tasks_raise_what_pyspacer_raises(split, tmp_path):
+    """A web process calling classify_features (CoralNet does) catches and
+    stores what PySpacer raises; the worker path keeps our typed class."""
+    from spacer_worker.exceptions import DataNotFoundError
+    from spacer_worker.tasks import classification
+
+    train_classifier(train_msg(split, tmp_path, clf_type='LR'))
+    msg = ClassifyFeaturesMsg(
+        job_token='c',
+        feature_loc=DataLocation('filesystem', str(tmp_path / 'gone.fv')),
+        classifier_loc=DataLocation('filesystem', str(tmp_path / 'model.pkl')))
+    with pytest.raises(FileNotFoundError, match='gone.fv') as raised:
+        classify_features(msg)
+    assert repr(raised.value).startswith('FileNotFoundError(')
+    with pytest.raises(DataNotFoundError, match='gone.fv'):
+        classification.classify_features(msg)

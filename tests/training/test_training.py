@@ -54,13 +54,13 @@ def test_progress_is_reported_after_each_epoch(split):
 
 def test_each_feature_file_is_read_once_per_training(split, monkeypatch):
     reads = []
-    real = ImageFeatures.load
+    real = ImageFeatures.read
 
     def counting(loc):
         reads.append(loc.key)
         return real(loc)
 
-    monkeypatch.setattr(ImageFeatures, 'load', staticmethod(counting))
+    monkeypatch.setattr(ImageFeatures, 'read', staticmethod(counting))
     train(split, epochs=5)
     everything = set(split.train.keys()) | set(split.ref.keys()) \
         | set(split.val.keys())

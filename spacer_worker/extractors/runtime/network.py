@@ -105,3 +105,32 @@ class EfficientNetB0(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self._fc(self.features(x))
+
+    def extract_features(self, x: torch.Tensor) -> torch.Tensor:
+        """PySpacer's name for :meth:`features`."""
+        return self.features(x)
+
+    # PySpacer's EfficientNet class methods, for code written against it.
+
+    @classmethod
+    def _check_model_name_is_valid(cls, model_name: str) -> None:
+        if model_name != 'efficientnet-b0':
+            raise ValueError(f'{model_name!r}: this network is '
+                             f'efficientnet-b0 only.')
+
+    @classmethod
+    def get_image_size(cls, model_name: str) -> int:
+        cls._check_model_name_is_valid(model_name)
+        return 224
+
+
+def store_untrained_weights(model: nn.Module, key: str) -> None:
+    """``model``'s weights, in PySpacer's layout, at memory-storage
+    ``key``: what ``untrained_instance`` extractors read."""
+    import io
+
+    from spacer_worker.storage import storage_factory
+
+    stream = io.BytesIO()
+    torch.save({'net': model.state_dict()}, stream)
+    storage_factory('memory').store(key, stream.getvalue())

@@ -43,10 +43,21 @@ def collect_spacer_jobs() -> dict:
     collectable = list(queue.get_collectable_jobs())
     statuses: Counter = Counter()
     handled = []
+    classes = {}
     for start in range(0, len(collectable), 100):
         results, chunk_statuses = queue.collect_jobs(
             collectable[start:start + 100])
         statuses.update(chunk_statuses)
         for result in results:
-            handled.append(handle(result).pk)
-    return {'statuses': dict(statuses), 'handled': handled}
+            pk = handle(result).pk
+            handled.append(pk)
+            # Whose classes the result came back in (PySpacer's or ours).
+            classes[pk] = [_class_path(result),
+                           _class_path(result.original_job),
+                           *[_class_path(r) for r in result.results or []]]
+    return {'statuses': dict(statuses), 'handled': handled,
+            'classes': classes}
+
+
+def _class_path(obj) -> str:
+    return f'{type(obj).__module__}.{type(obj).__qualname__}'
