@@ -63,7 +63,9 @@ def _extract(tmp_path) -> ExtractFeaturesMsg:
 CASES = [
     (_classify, 'spacer_worker.storage.classifiers:restricted_loads',
      'ClassifierLoadError'),
-    (_extract, 'torch:load', 'WeightsLoadError'),
+    # Weights are read by pt_reader on a CPU worker (torch.load with torch).
+    (_extract, 'spacer_worker.extractors.runtime.pt_reader:load',
+     'WeightsLoadError'),
 ]
 
 

@@ -96,7 +96,10 @@ def test_legacy_features_without_positions_are_refused(split, tmp_path):
     feats = np.ones((50, 32), dtype=np.float32)
     ImageFeatures.from_arrays([], [], feats,
                                                   valid_rowcol=False).store(loc)
-    with pytest.raises(RowColumnMissingError, match='legacy format'):
+    # PySpacer's words.
+    with pytest.raises(RowColumnMissingError,
+                       match='Features without rowcols are no longer '
+                             'supported for training'):
         _train(split)
 
 
