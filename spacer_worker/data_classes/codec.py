@@ -647,7 +647,9 @@ def _refusal_type(class_path: str, base: type) -> type[UnknownClassError]:
         if top in ('spacer', 'spacer_worker') and rest else None
     if module is None:
         return UnknownClassError
-    found = getattr(module, name, None)
+    # The module's own dict: a lazy export (module __getattr__) would
+    # import on lookup.
+    found = vars(module).get(name)
     if found is None:
         return ClassNotFoundError
     if not (isinstance(found, type) and issubclass(found, base)):

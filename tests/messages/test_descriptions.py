@@ -337,3 +337,23 @@ def test_a_refused_path_imports_nothing():
     with pytest.raises(UnknownClassError):
         trainer_factory('spacer.cli.__main__.Trainer')
     assert 'spacer_worker.cli.__main__' not in sys.modules
+
+
+def test_a_refused_path_does_not_resolve_lazy_exports():
+    """A name our module exports lazily (resolved by importing another
+    module on first lookup) is not looked up by a refusal."""
+    import sys
+
+    import spacer_worker.extractors.efficientnet  # noqa: F401
+    from spacer_worker.exceptions import UnknownClassError
+    from spacer_worker.train_classifier import trainer_factory
+
+    name = 'spacer_worker.extractors.torch_extractors'
+    kept = sys.modules.pop(name, None)
+    try:
+        with pytest.raises(UnknownClassError):
+            trainer_factory('spacer.extractors.efficientnet.TorchExtractor')
+        assert name not in sys.modules
+    finally:
+        if kept is not None:
+            sys.modules[name] = kept
