@@ -610,6 +610,28 @@ def test_a_message_over_the_size_limit_is_refused(app, place, unharmed):
     assert 'MESSAGE_MAX_BYTES' in text
 
 
+@pytest.mark.parametrize('class_path, ours', [
+    # A module of ours that acts on import (it runs the CLI): not loaded,
+    # so not looked into.
+    ('spacer.cli.__main__.Extractor', 'UnknownClassError'),
+    # A name our loaded module exports lazily (its lookup would import
+    # torch_extractors): read from the module's own dict, so not found.
+    ('spacer.extractors.efficientnet.TorchExtractor', 'ClassNotFoundError'),
+])
+def test_a_refused_class_path_is_classified_without_importing(
+        app, place, unharmed, class_path, ours):
+    """Telling which of PySpacer's errors a refusal stands for reads only
+    modules the worker already loaded: the message runs nothing, and the
+    pool process that refused it serves the next job (``unharmed``)."""
+    _base, dirs, _ = place
+    payload = _extract(fs(dirs['inputs'] / 'image.png'),
+                       fs(dirs['outputs'] / 'refused.fv'))
+    payload['extractor'] = {'class_path': class_path}
+    text = fails_with(app, 'spacer.extract_features', payload, ours)
+    assert 'is not allowed' in text
+    assert not (dirs['outputs'] / 'refused.fv').exists()
+
+
 @pytest.mark.parametrize('change, setting', [
     ({'nbr_epochs': 21}, 'MAX_EPOCHS'),
     ({'trainer': {'class_path': 'spacer.train_classifier.MiniBatchTrainer',
