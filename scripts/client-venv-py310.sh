@@ -7,6 +7,7 @@
 # requirements, so it is built once per change of them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/venv-lib.sh
 
 find_python310() {
   if [ -n "${SPACER_PYTHON310:-}" ]; then echo "$SPACER_PYTHON310"; return; fi
@@ -42,14 +43,8 @@ KEY=$( { printf '%s\n' "${CORALNET_PINS[@]}" "$PYSPACER" "${TEST_REQS[@]}"; \
          sed -n '/^client = \[/,/^\]/p' pyproject.toml; \
          grep '^requires-python' pyproject.toml; } | sha256sum | cut -c1-12)
 VENV="${SPACER_CLIENT_VENV:-$HOME/.cache/spacer_worker/client-py310-$KEY}"
-if [ -x "$VENV/bin/python" ] && [ -f "$VENV/.complete" ]; then
-  echo "$VENV"
-  exit 0
-fi
-echo "== building the Python 3.10 CoralNet venv in $VENV" >&2
-rm -rf "$VENV"
-"$PY" -m venv "$VENV"
-"$VENV/bin/pip" install -q --upgrade pip >&2
+venv_reuse "$VENV"
+venv_new "$PY" "$VENV" "the Python 3.10 CoralNet venv"
 # 1. CoralNet's environment as it is today.
 "$VENV/bin/pip" install -q "${CORALNET_PINS[@]}" "${TEST_REQS[@]}" >&2
 "$VENV/bin/pip" install -q --no-deps "$PYSPACER" "scikit-learn==1.5.2" >&2
@@ -76,7 +71,4 @@ print('spacer_worker[client] moves none of CoralNet\'s', len(before),
       'installed packages')
 PYEOF
 "$VENV/bin/pip" install -q ".[client]" >&2
-# Tests import the checkout (PYTHONPATH), not this copy.
-"$VENV/bin/pip" uninstall -q -y spacer_worker >&2
-touch "$VENV/.complete"
-echo "$VENV"
+venv_finish "$VENV"

@@ -7,26 +7,18 @@
 # requirements; prints the venv's path.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/venv-lib.sh
 
 REQS=("pytest>=8" "pytest-timeout>=2.3" "hypothesis>=6.100" "moto[server]>=5"
       "requests>=2.31")
 KEY=$( { printf '%s\n' "${REQS[@]}"; sed -n '/^worker = \[/,/^\]/p;/^client = \[/,/^\]/p' pyproject.toml; } \
        | sha256sum | cut -c1-12)
 VENV="${SPACER_CPU_VENV:-$HOME/.cache/spacer_worker/cpu-worker-$KEY}"
-if [ -x "$VENV/bin/python" ] && [ -f "$VENV/.complete" ]; then
-  echo "$VENV"
-  exit 0
-fi
-echo "== building the torch-free CPU worker venv in $VENV" >&2
-rm -rf "$VENV"
-python3 -m venv "$VENV"
-"$VENV/bin/pip" install -q --upgrade pip >&2
+venv_reuse "$VENV"
+venv_new python3 "$VENV" "the torch-free CPU worker venv"
 "$VENV/bin/pip" install -q ".[worker]" "${REQS[@]}" >&2
 if "$VENV/bin/python" -c 'import torch' 2>/dev/null; then
   echo "torch was installed into the CPU venv: the worker extra must not pull it" >&2
   exit 1
 fi
-# Tests import the checkout (PYTHONPATH), not this copy.
-"$VENV/bin/pip" uninstall -q -y spacer_worker >&2
-touch "$VENV/.complete"
-echo "$VENV"
+venv_finish "$VENV"

@@ -14,6 +14,7 @@
 # CoralNet's own Python 3.10 pins is checked by scripts/client-venv-py310.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/venv-lib.sh
 
 VERSION=${1:-0.13.0}
 case "$VERSION" in 0.13.0|0.14.0) ;; *) echo "PySpacer 0.13.0 or 0.14.0, not $VERSION" >&2; exit 2;; esac
@@ -22,24 +23,15 @@ REQS=("Django>=4.2.16,<5.0" "redis>=4.5.4,<4.6")
 KEY=$( { printf '%s\n' "${REQS[@]}" "$REF" "$VERSION"; \
          sed -n '/^client = \[/,/^\]/p' pyproject.toml; } | sha256sum | cut -c1-12)
 VENV="$HOME/.cache/spacer_worker/web-pyspacer-$VERSION-$KEY"
-if [ -x "$VENV/bin/python" ] && [ -f "$VENV/.complete" ]; then
-  echo "$VENV"
-  exit 0
-fi
-echo "== building the PySpacer $VERSION web-process venv in $VENV" >&2
-rm -rf "$VENV"
-python3 -m venv "$VENV"
+venv_reuse "$VENV"
+venv_new python3 "$VENV" "the PySpacer $VERSION web-process venv"
 "$VENV/bin/pip" install -q "${REQS[@]}" ".[client]" >&2
-"$VENV/bin/pip" uninstall -q -y spacer_worker >&2
 if [ "$VERSION" != 0.14.0 ]; then
   "$VENV/bin/pip" install -q --no-deps "pyspacer==$VERSION" >&2
 fi
-SITE=$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
-REF_SITE=$("$REF/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
-echo "$REF_SITE" > "$SITE/zz_pyspacer_stack.pth"
+venv_borrow "$VENV" "$REF"
 "$VENV/bin/python" -c '
 import importlib.metadata as m, spacer.extractors, spacer.messages, torch
 import sys
 assert m.version("pyspacer") == sys.argv[1], m.version("pyspacer")' "$VERSION" >&2
-touch "$VENV/.complete"
-echo "$VENV"
+venv_finish "$VENV"

@@ -222,6 +222,18 @@ def use_s3_endpoint(monkeypatch, endpoint: str) -> None:
     monkeypatch.setenv('SPACER_URL_TIMEOUT', '5')
 
 
+def django_env(broker_url: str, folder: Path) -> dict[str, str]:
+    """The environment of the test Django project configured as CoralNet
+    is: the broker in settings.SPACER, not SPACER_* variables; its
+    database and mail in ``folder``."""
+    env = base_env(broker_url)
+    del env['SPACER_BROKER_URL']
+    env.update(TEST_REDIS_URL=broker_url,
+               TEST_DJANGO_DB=str(folder / 'db.sqlite3'),
+               TEST_DJANGO_MAIL_DIR=str(folder / 'mail'))
+    return env
+
+
 def run_django(env: dict[str, str], *args: str,
                python: str = sys.executable) -> dict | list:
     """``python -m django ARGS`` in the test Django project; the JSON its

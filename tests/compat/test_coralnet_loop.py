@@ -10,7 +10,7 @@ import time
 
 from spacer_worker.client.jobs import Client
 from tests.compat.test_failure_classes import http_root  # noqa: F401
-from tests.services import base_env, run_django, wait_for
+from tests.services import django_env, run_django, wait_for
 
 EXPECTED = {
     # scenario: (class path on the last line, how CoralNet sorts it)
@@ -35,11 +35,7 @@ def test_coralnet_sorts_every_failure_by_its_class(
                'SPACER_URL_ALLOWED_HOSTS': '127.0.0.1'}
     start_worker('coralnet', queues='extract,train,classify,extract_high',
                  concurrency=2, env=sandbox)
-    env = base_env(broker_url)
-    del env['SPACER_BROKER_URL']            # settings.SPACER, as CoralNet
-    env.update(TEST_REDIS_URL=broker_url,
-               TEST_DJANGO_DB=str(tmp_path / 'db.sqlite3'),
-               TEST_DJANGO_MAIL_DIR=str(tmp_path / 'mail'))
+    env = django_env(broker_url, tmp_path)   # settings.SPACER, as CoralNet
     run_django(env, 'migrate', '-v', '0')
     jobs = run_django(env, 'submit_scenarios', str(data), http_root)
 

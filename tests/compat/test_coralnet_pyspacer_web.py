@@ -19,20 +19,13 @@ from pathlib import Path
 import pytest
 
 from spacer_worker.client.jobs import Client
+from tests.compat.test_coralnet_loop import EXPECTED
 from tests.compat.test_failure_classes import http_root  # noqa: F401
-from tests.services import REPO, base_env, run_django, wait_for
+from tests.services import REPO, django_env, run_django, wait_for
 
-FAILURES = {
-    # scenario: (class path on the last line, how CoralNet sorts it)
-    'bad_url': ('spacer.exceptions.URLDownloadError', 'user'),
-    'not_an_image': ('PIL.UnidentifiedImageError', 'user'),
-    'too_many_points': ('spacer.exceptions.DataLimitError', 'user'),
-    'bad_row_column': ('spacer.exceptions.RowColumnInvalidError', 'user'),
-    'stale_features': ('spacer.exceptions.RowColumnMismatchError',
-                       'reset features'),
-    'lost': ('spacer_worker.exceptions.ResultLostError', 'admin'),
-    'revoked': ('celery.exceptions.TaskRevokedError', 'admin'),
-}
+# Each failure with the class path CoralNet sorts it by, as for our own
+# messages.
+FAILURES = EXPECTED
 
 
 @pytest.fixture(scope='module', params=['0.13.0', '0.14.0'])
@@ -77,11 +70,7 @@ def test_coralnet_keeping_pyspacer_changes_one_setting(
                      'SPACER_FILESYSTEM_READ_ROOTS': str(tmp_path),
                      'SPACER_FILESYSTEM_WRITE_ROOTS': str(tmp_path),
                      'SPACER_URL_ALLOWED_HOSTS': '127.0.0.1'})
-    env = base_env(broker_url)
-    del env['SPACER_BROKER_URL']            # settings.SPACER, as CoralNet
-    env.update(TEST_REDIS_URL=broker_url,
-               TEST_DJANGO_DB=str(tmp_path / 'db.sqlite3'),
-               TEST_DJANGO_MAIL_DIR=str(tmp_path / 'mail'))
+    env = django_env(broker_url, tmp_path)   # settings.SPACER, as CoralNet
     version = subprocess.run(
         [python, '-c', 'import importlib.metadata as m, spacer.messages; '
          'print(m.version("pyspacer"), spacer.messages.__file__)'],

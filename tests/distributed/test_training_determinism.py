@@ -21,8 +21,11 @@ from spacer_worker.tasks import train_classifier
 from spacer_worker.train_classifier import MiniBatchTrainer
 from spacer_worker.train_utils import make_random_data
 from tests.builders import fs
-from tests.distributed.trainings import epoch, probabilities, resumed_after
-from tests.services import wait_for
+from tests.distributed.trainings import (
+    kill_after_epoch,
+    probabilities,
+    resumed_after,
+)
 
 DIM = 1280           # EfficientNet-b0's features
 POINTS = 200         # per image, as CoralNet annotates
@@ -81,10 +84,7 @@ def test_trainings_of_one_message_agree_across_workers_and_a_kill(
                           env=_worker_env('onnxruntime'))
     resumed = _message(labels, tmp_path / 'resumed')
     handle = client.submit(resumed)
-    wait_for(lambda: epoch(client, handle) >= 3, 300, interval=0.05,
-             what='epoch 3 of the training to be killed')
-    killed.kill()
-    assert epoch(client, handle) < EPOCHS, 'training ended before the kill'
+    kill_after_epoch(client, handle, killed, at=3, epochs=EPOCHS)
     rescuer = start_worker('rescuer', queues='train',
                            env=_worker_env('numpy'))
     client.result(handle, timeout=300)
@@ -107,10 +107,7 @@ def test_a_resumed_training_keeps_the_engine_its_checkpoint_names(
         'SPACER_TRAINING_MATMUL': 'onnxruntime'})
     resumed = _message(labels, tmp_path / 'resumed')
     handle = client.submit(resumed)
-    wait_for(lambda: epoch(client, handle) >= 3, 300, interval=0.05,
-             what='epoch 3 of the training to be killed')
-    killed.kill()
-    assert epoch(client, handle) < EPOCHS, 'training ended before the kill'
+    kill_after_epoch(client, handle, killed, at=3, epochs=EPOCHS)
 
     # when a worker set to NumPy's products resumes it,
     rescuer = start_worker('numpy', queues='train', env={

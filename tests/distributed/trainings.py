@@ -26,6 +26,17 @@ def epoch(client, handle) -> int:
     return (status.progress or {}).get('epoch') or 0
 
 
+def kill_after_epoch(client, handle, worker, at: int, epochs: int) -> None:
+    """Kill ``worker`` whole once the training ``handle`` has finished
+    epoch ``at`` of ``epochs``; it must not have ended by then."""
+    from tests.services import wait_for
+
+    wait_for(lambda: epoch(client, handle) >= at, 300, interval=0.05,
+             what=f'epoch {at} of the training to be killed')
+    worker.kill()
+    assert epoch(client, handle) < epochs, 'training ended before the kill'
+
+
 def checkpoint_files(out) -> list:
     return [p for p in out.iterdir() if '.checkpoint-' in p.name]
 
