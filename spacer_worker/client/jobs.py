@@ -264,6 +264,9 @@ class Client:
         earlier job is pending or running returns the earlier handle and
         enqueues nothing (``SUBMIT_DEDUPE``, ``SUBMIT_DEDUPE_WINDOW``).
         """
+        check = getattr(msg, 'check', None)
+        if callable(check):
+            check()   # a field assigned a bad value fails here, not remotely
         return self.send(message_task(msg), msg.serialize(), queue=queue,
                          priority=priority, task_id=task_id,
                          idempotency_key=idempotency_key,

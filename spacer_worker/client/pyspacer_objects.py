@@ -43,6 +43,7 @@ def as_job_msg(job_msg: Any) -> tuple[JobMsg, dict, str | None]:
     from spacer_worker.messages import JobMsg
 
     if isinstance(job_msg, JobMsg):
+        job_msg.check()
         return job_msg, job_msg.serialize(), None
     if not _pyspacer_class(job_msg, 'JobMsg'):
         raise MessageError(

@@ -483,6 +483,9 @@ class Message:
             _decoded.pending = False
             self.validate()
             return
+        self._convert_fields()
+
+    def _convert_fields(self) -> None:
         values: dict[str, Any] = {}
         for spec in self._specs():
             value = getattr(self, spec.name)
@@ -498,32 +501,75 @@ class Message:
         self.validate()
 
     def __setattr__(self, name: str, value: Any) -> None:
-        # Assigning a field after construction (when the dataclass __init__
-        # has set them all) is checked like the constructor's value; a
-        # rejected value leaves the message as it was.
+        # As in PySpacer, assigning a field after construction is not an
+        # error in itself: a value that does not pass is kept as given and
+        # refused where the message is used (check(): submit, process_job;
+        # deserialize on the worker), so a caller may set fields in any
+        # order. A value that passes is stored converted, as the
+        # constructor stores it.
         if name not in self.__dict__:   # the constructor setting it
             object.__setattr__(self, name, value)
             return
         self._specs()
-        if name not in self._names_cache:
-            object.__setattr__(self, name, value)
-            return
-        old = self.__dict__[name]
         object.__setattr__(self, name, value)
+        if name not in self._names_cache:
+            return
         try:
-            self.__post_init__()
-        except BaseException:
-            object.__setattr__(self, name, old)
-            raise
+            self._convert_fields()
+        except (SpacerError, AssertionError):
+            self.__dict__['_unchecked'] = True
+        else:
+            self.__dict__.pop('_unchecked', None)
+
+    def check(self) -> None:
+        """Raise the typed error for a field assigned a value that does not
+        pass; nothing for a message built or assigned valid values."""
+        if self.__dict__.get('_unchecked'):
+            self._convert_fields()
+            self.__dict__.pop('_unchecked', None)
+        for spec in self._specs():
+            value = self.__dict__[spec.name]
+            if isinstance(value, Message):
+                value.check()
+            elif isinstance(value, (list, tuple)):
+                for item in value:
+                    if isinstance(item, Message):
+                        item.check()
+
+    def __eq__(self, other: object) -> bool:
+        # PySpacer compares every public attribute, fields and any other
+        # a caller set; ours are the same plus nothing private.
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        return _public_state(self) == _public_state(other)
+
+    __hash__ = None  # type: ignore[assignment]
 
     def validate(self) -> None:
         """Checks across fields; override where needed."""
 
     def serialize(self) -> dict:
-        """PySpacer's JSON-native dict for this message."""
+        """PySpacer's JSON-native dict for this message. A field assigned a
+        value that does not pass is written as given (PySpacer writes
+        what it holds too); ``deserialize`` refuses it."""
         values = self.__dict__
+        if values.get('_unchecked'):
+            return self._serialize_as_given()
         return {spec.name: spec.codec_for(values).encode(values[spec.name])
                 for spec in self._specs()}
+
+    def _serialize_as_given(self) -> dict:
+        values = self.__dict__
+        out = {}
+        for spec in self._specs():
+            value = values[spec.name]
+            try:
+                out[spec.name] = spec.codec_for(values).encode(
+                    spec.codec_for(values).convert(value))
+            except (Invalid, SpacerError, AssertionError, TypeError,
+                    ValueError, KeyError, AttributeError):
+                out[spec.name] = _as_json(value)
+        return out
 
     @classmethod
     def deserialize(cls: type[T], data: Any) -> T:
@@ -567,6 +613,25 @@ class Message:
             return cls(**values)
         finally:
             _decoded.pending = False
+
+
+def _public_state(message: Message) -> dict:
+    return {k: v for k, v in vars(message).items() if not k.startswith('_')}
+
+
+def _as_json(value: Any) -> Any:
+    """A value's plain JSON shape, for a field holding what its codec
+    refuses (so the receiver, not serialize, names the fault)."""
+    if isinstance(value, Mapping):
+        return {str(k): _as_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_as_json(v) for v in value]
+    serialize = getattr(value, 'serialize', None)
+    if callable(serialize):
+        return serialize()
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    return repr(value)
 
 
 class Encoded:

@@ -44,6 +44,17 @@ def _float_vector(data: Any) -> Any:
     return np.array(data, dtype=float)
 
 
+def _float_matrix(feat: Any) -> np.ndarray:
+    """float32 vectors stay float32 (half the bytes, all the network
+    computes); anything else becomes float64, as PySpacer holds it."""
+    import numpy as np
+
+    dtype = getattr(feat, 'dtype', None)
+    if dtype is not None and dtype == np.float32:
+        return np.asarray(feat)
+    return np.asarray(feat, dtype=np.float64)
+
+
 class PointFeatures:
     """One point's feature vector (``row``/``col`` are None for legacy
     features that did not store positions)."""
@@ -98,8 +109,13 @@ class ImageFeatures:
     """Feature vectors of one image's points, held as arrays.
 
     Build with :meth:`from_arrays` (``feat`` is ``[npoints, feature_dim]``,
-    a float32 array or, without numpy, a list of lists) or with PySpacer's
+    a float array or, without numpy, a list of lists) or with PySpacer's
     constructor from a list of :class:`PointFeatures`.
+
+    Vectors keep the precision they were given (float32 from our
+    extractors, float64 from PySpacer's point features and files), so a
+    stored and reloaded vector equals the one stored; ``feature_array()``
+    gives float32 for training and scoring either way.
     """
 
     def __init__(self, point_features: Sequence[PointFeatures],
@@ -116,8 +132,8 @@ class ImageFeatures:
         except ImportError:
             pass
         else:
-            feat = (np.asarray(feat, dtype=np.float32) if feat
-                    else np.zeros((0, feature_dim), dtype=np.float32))
+            feat = (_float_matrix(feat) if feat
+                    else np.zeros((0, feature_dim), dtype=np.float64))
         self._init(rows, cols, feat, bool(valid_rowcol), npoints, feature_dim)
         self._point_features = points
 
@@ -135,7 +151,7 @@ class ImageFeatures:
             feat = [list(map(float, v)) for v in feat]
             dim = len(feat[0]) if feat else 0
         else:
-            feat = np.asarray(feat, dtype=np.float32)
+            feat = _float_matrix(np.asarray(feat))
             if feat.ndim != 2:
                 raise MessageError(
                     f'ImageFeatures.feat: expected a 2-d [npoints, '
@@ -189,6 +205,12 @@ class ImageFeatures:
         """All vectors as one float32 ``[npoints, feature_dim]`` array."""
         import numpy as np
         return np.asarray(self._feat, dtype=np.float32)
+
+    def stored_array(self) -> np.ndarray:
+        """All vectors at the precision they were given (float32 or
+        float64): what a feature file holds."""
+        import numpy as np
+        return np.asarray(self._feat)
 
     def _row_lists(self) -> tuple[list[int], list[int]]:
         rows = self._rows.tolist() if hasattr(self._rows, 'tolist') else self._rows
@@ -303,7 +325,7 @@ class ImageFeatures:
             raise FeatureFileError(f"{where}: {e}") from e
 
     def to_bytes(self) -> bytes:
-        """PySpacer's npz layout (float32), byte-for-byte reproducible."""
+        """PySpacer's npz layout, byte-for-byte reproducible."""
         from spacer_worker.storage.features import encode_features
 
         return encode_features(self)

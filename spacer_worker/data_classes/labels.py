@@ -204,7 +204,7 @@ LABELS = Nested(ImageLabels)
 _SETS = ('train', 'ref', 'val')
 
 
-@dataclasses.dataclass(eq=True)
+@dataclasses.dataclass(eq=False)
 class TrainingTaskLabels(DataClass):
     """Training (train), reference (ref: per-epoch accuracy, calibration)
     and validation (val) annotations; see task_utils.preprocess_labels."""
@@ -221,7 +221,7 @@ class TrainingTaskLabels(DataClass):
     def __setitem__(self, item: str, value: ImageLabels) -> None:
         if item not in _SETS:
             raise KeyError(item)
-        setattr(self, item, value)  # checked by Message.__setattr__
+        setattr(self, item, value)  # a bad value fails at check()
 
     @property
     def label_count(self) -> int:

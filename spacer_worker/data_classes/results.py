@@ -34,7 +34,7 @@ __all__ = ['ClassifyReturnMsg', 'ExtractFeaturesReturnMsg',
 INDEX = Scalar(int, name='an integer')
 
 
-@dataclasses.dataclass(eq=True)
+@dataclasses.dataclass(eq=False)
 class ValResults(DataClass):
     """Validation results; ``gt``/``est`` index into ``classes``."""
 
@@ -99,7 +99,7 @@ class _Scores(ListOf):
         return self.convert(data)
 
 
-@dataclasses.dataclass(eq=True)
+@dataclasses.dataclass(eq=False)
 class ExtractFeaturesReturnMsg(DataClass):
     extractor_loaded_remotely: bool = field(BOOL)
     runtime: float = field(NUMBER)
@@ -109,7 +109,7 @@ class ExtractFeaturesReturnMsg(DataClass):
         return cls(extractor_loaded_remotely=True, runtime=2.1)
 
 
-@dataclasses.dataclass(eq=True)
+@dataclasses.dataclass(eq=False)
 class TrainClassifierReturnMsg(DataClass):
     acc: float = field(NUMBER)
     pc_accs: list[float] = field(FLOATS)
@@ -122,7 +122,7 @@ class TrainClassifierReturnMsg(DataClass):
                    ref_accs=[0.55, 0.65, 0.64, 0.67, 0.70], runtime=123.4)
 
 
-@dataclasses.dataclass(eq=True)
+@dataclasses.dataclass(eq=False)
 class ClassifyReturnMsg(DataClass):
     """Scores per point: ``(row, col, [score per class])``, where score
     ``i`` is for ``classes[i]``."""

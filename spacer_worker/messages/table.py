@@ -122,7 +122,7 @@ def _results_codec(values: Mapping[str, Any]) -> Codec:
     return ListOf(Nested(TASKS[task_name].returns), what='return messages')
 
 
-@dataclasses.dataclass(eq=True)
+@dataclasses.dataclass(eq=False)
 class JobMsg(DataClass):
     """Several tasks of one kind, run in order by process_job."""
 
@@ -134,7 +134,7 @@ class JobMsg(DataClass):
         return cls(task_name='classify_image', tasks=[ClassifyImageMsg.example()])
 
 
-@dataclasses.dataclass(eq=True)
+@dataclasses.dataclass(eq=False)
 class JobReturnMsg(DataClass):
     """process_job's answer: ``results`` (one per task) when ``ok``, else
     ``error_message`` (the traceback text)."""

@@ -120,7 +120,7 @@ def _writable(msg: DataClass, *names: str) -> None:
 
 # --- extract_features ------------------------------------------------------
 
-@dataclasses.dataclass(eq=True)
+@dataclasses.dataclass(eq=False)
 class ExtractFeaturesMsg(DataClass):
     """Extract features of ``image_loc`` at ``rowcols`` into ``feature_loc``."""
 
@@ -146,7 +146,7 @@ class ExtractFeaturesMsg(DataClass):
 
 # --- train_classifier ------------------------------------------------------
 
-@dataclasses.dataclass(eq=True)
+@dataclasses.dataclass(eq=False)
 class TrainClassifierMsg(DataClass):
     """Train a ``clf_type`` classifier on ``labels`` for ``nbr_epochs``,
     store it at ``model_loc`` and its validation results at
@@ -251,7 +251,7 @@ TrainClassifierMsg.__init__ = _accepts_trainer_name(  # type: ignore[method-assi
 _EXAMPLE_URL = 'https://my-bucket.s3-my-region.amazonaws.com/'
 
 
-@dataclasses.dataclass(eq=True)
+@dataclasses.dataclass(eq=False)
 class ClassifyFeaturesMsg(DataClass):
     job_token: str = field(STR)
     feature_loc: DataLocation = field(LOCATION)
@@ -266,7 +266,7 @@ class ClassifyFeaturesMsg(DataClass):
             classifier_loc=DataLocation('url', _EXAMPLE_URL + 'my_model_id.model'))
 
 
-@dataclasses.dataclass(eq=True)
+@dataclasses.dataclass(eq=False)
 class ClassifyImageMsg(DataClass):
     job_token: str = field(STR)
     extractor: FeatureExtractor = field(EXTRACTOR)

@@ -11,11 +11,8 @@ from spacer_worker.aws import get_s3_resource
 from spacer_worker.exceptions import URLDownloadError
 from spacer_worker.storage.base import Storage
 from spacer_worker.storage.blobs import load_bytes, store_bytes
-from spacer_worker.storage.classifiers import (
-    ClassifierUnpickler,
-    load_classifier,
-    store_classifier,
-)
+from spacer_worker.storage.classifier_cache import load_classifier
+from spacer_worker.storage.classifiers import ClassifierUnpickler, store_classifier
 from spacer_worker.storage.factory import STORAGE_TYPES, storage_factory, storage_for
 from spacer_worker.storage.filesystem import FileSystemStorage
 from spacer_worker.storage.images import load_image, open_image, store_image

@@ -6,9 +6,11 @@ arrays:
 * ``meta``: int64 ``[valid_rowcol, npoints, feature_dim]``
 * ``rows``, ``cols``: the point positions (uint16 as PySpacer, a wider int
   when a position does not fit); empty float arrays for legacy features
-* ``feat``: ``[npoints, feature_dim]`` vectors. PySpacer writes float64; we
-  write float32, what the network produces, so nothing is lost and files
-  are about half the size. PySpacer reads either.
+* ``feat``: ``[npoints, feature_dim]`` vectors. PySpacer writes float64. We
+  write the precision the vectors were given: float32 from our extractors
+  (what the network computes, so nothing is lost and files are half the
+  size), float64 from PySpacer-style point features, which then reload
+  equal to what was stored. PySpacer reads either.
 
 Our files are byte-for-byte reproducible (fixed zip timestamps), so equal
 features give equal bytes and equal hashes.
@@ -38,8 +40,8 @@ _KEYS = ('meta', 'rows', 'cols', 'feat')
 
 
 class FeatureArrays(NamedTuple):
-    """A decoded feature file: ``feat`` is a finite float32
-    ``[npoints, feature_dim]`` array; ``rows``/``cols`` int64 positions, or
+    """A decoded feature file: ``feat`` is a finite float
+    ``[npoints, feature_dim]`` array (as the file holds it); ``rows``/``cols`` int64 positions, or
     None when the file has none (legacy features)."""
 
     rows: Any
@@ -62,7 +64,7 @@ class FeaturesLike(Protocol):
     @property
     def cols(self) -> Any: ...
 
-    def feature_array(self) -> Any: ...
+    def stored_array(self) -> Any: ...
 
 
 def encode_features(features: FeaturesLike) -> bytes:
@@ -72,7 +74,9 @@ def encode_features(features: FeaturesLike) -> bytes:
 
     from spacer_worker.storage.npz import write_archive
 
-    feat = np.ascontiguousarray(features.feature_array(), dtype=np.float32)
+    feat = np.asarray(features.stored_array())
+    feat = np.ascontiguousarray(
+        feat, dtype=np.float32 if feat.dtype == np.float32 else np.float64)
     if features.valid_rowcol:
         rows = _position_array(features.rows)
         cols = _position_array(features.cols)
@@ -324,8 +328,9 @@ def _check_finite(feat: Any, where: str) -> None:
     # Lazy: numpy stays off the client, which imports storage.
     import numpy as np
 
-    # A row's float64 sum is finite exactly when its values are (float32
-    # values cannot overflow it): one pass, no boolean matrix.
+    # One pass, no boolean matrix: a row whose float64 sum is finite holds
+    # only finite values (a float64 row that overflows the sum gets the
+    # exact check below).
     if np.isfinite(np.add.reduce(feat, axis=1, dtype=np.float64)).all():
         return
     finite = np.isfinite(feat).all(axis=1)
@@ -350,7 +355,7 @@ def _vectors(vectors: list, where: str) -> Any:
     if not vectors:
         raise FeatureFileError(f"{where} holds no feature vectors.")
     try:
-        feat = np.array(vectors, dtype=np.float32)
+        feat = np.array(vectors, dtype=np.float64)
     except (TypeError, ValueError) as e:
         raise FeatureFileError(
             f"{where}: feature vectors must be equal-length lists of "

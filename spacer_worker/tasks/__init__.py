@@ -108,6 +108,7 @@ def process_job(job_msg: JobMsg,
     if not isinstance(job_msg, JobMsg):
         raise MessageError(
             f"process_job expects a JobMsg, got {type(job_msg).__name__}.")
+    job_msg.check()   # a field assigned a bad value (PySpacer asserts here)
     if admit is not None:
         try:
             admit()

@@ -13,13 +13,13 @@ from typing import Any
 
 import numpy as np
 
-from spacer_worker.classification.model_cache import load_classifier_cached
 from spacer_worker.classification.scoring import predict_proba
 from spacer_worker.data_classes import ImageFeatures
 from spacer_worker.data_classes.results import (
     ClassifyReturnMsg,
 )
 from spacer_worker.messages.task_messages import ClassifyFeaturesMsg
+from spacer_worker.storage.classifier_cache import load_classifier_cached
 from spacer_worker.training.threads import blas_threads
 
 logger = logging.getLogger(__name__)

@@ -14,7 +14,6 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING
 
-from spacer_worker.classification.model_cache import load_classifier_cached
 from spacer_worker.data_classes import DataLocation
 from spacer_worker.data_classes.results import (
     ClassifyReturnMsg,
@@ -23,6 +22,7 @@ from spacer_worker.data_classes.results import (
 from spacer_worker.extractors.checks import check_point_count, checked_inputs
 from spacer_worker.messages.task_messages import ClassifyImageMsg, ExtractFeaturesMsg
 from spacer_worker.storage import open_image
+from spacer_worker.storage.classifier_cache import load_classifier_cached
 from spacer_worker.storage.pixel_arrays import row_decoder
 from spacer_worker.tasks.classification import score_features
 

@@ -16,7 +16,8 @@ from spacer_worker.data_classes.results import (
 from spacer_worker.exceptions import PermanentError
 from spacer_worker.exceptions.failures import time_limit_behind
 from spacer_worker.messages.task_messages import TrainClassifierMsg
-from spacer_worker.storage import blobs, load_classifier, store_classifier
+from spacer_worker.storage import blobs, store_classifier
+from spacer_worker.storage.classifiers import load_classifier
 from spacer_worker.task_utils import preprocess_labels
 from spacer_worker.training import checkpoint
 from spacer_worker.training.threads import thread_count as blas_thread_count

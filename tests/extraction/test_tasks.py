@@ -165,7 +165,7 @@ def test_classify_image_scores_the_extracted_features(weights, image_cases,
 
 def test_classify_image_keeps_its_classifier_but_never_a_stale_one(
         weights, image_cases, tmp_path, monkeypatch):
-    from spacer_worker.classification import model_cache
+    from spacer_worker.storage import classifier_cache as model_cache
 
     model_cache.clear()
     parsed = []

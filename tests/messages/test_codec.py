@@ -82,12 +82,19 @@ def test_constructor_errors_name_class_field_and_value():
         sample(points=[Point(0, 0)] * 4)
 
 
-def test_an_assignment_is_checked_and_a_bad_one_changes_nothing():
+def test_a_bad_assignment_is_refused_where_the_message_is_used():
+    # PySpacer's semantics: assigning is not an error in itself; check()
+    # (submit, process_job) and deserialize (the worker) name the field.
     msg = sample()
+    msg.name = 5
+    assert msg.name == 5
     with pytest.raises(MessageError, match=r'Sample\.name'):
-        msg.name = 5
-    assert msg.name == 's'
+        msg.check()
+    assert msg.serialize()['name'] == 5
+    with pytest.raises(MessageError, match=r'Sample\.name'):
+        Sample.deserialize(msg.serialize())
     msg.name = 't'
+    msg.check()
     assert msg.serialize()['name'] == 't'
 
 

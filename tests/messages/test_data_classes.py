@@ -171,8 +171,9 @@ def test_training_task_labels_item_access():
     assert labels.val.label_count == 1
     with pytest.raises(KeyError):
         labels['test']
-    with pytest.raises(MessageError):
-        labels['val'] = {}
+    labels['val'] = {}    # kept as given, as PySpacer keeps it
+    with pytest.raises(MessageError, match='val'):
+        labels.check()
 
 
 def test_data_location_properties():

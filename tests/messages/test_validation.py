@@ -250,18 +250,36 @@ def test_job_return_ok_needs_results_of_the_task_kind():
                      error_message=None)
 
 
-def test_rejected_assignment_leaves_message_unchanged():
+def test_a_bad_assignment_fails_at_check_and_deserialize_not_before():
     msg = extract(rowcols=[(1, 2), (3, 4)])
 
+    msg.rowcols = []
     with pytest.raises(MessageError, match='rowcols'):
-        msg.rowcols = []
-    with pytest.raises(StorageReadOnlyError):
-        msg.feature_loc = DataLocation('url', 'https://x.org/f')
+        msg.check()
+    with pytest.raises(MessageError, match='rowcols'):
+        ExtractFeaturesMsg.deserialize(msg.serialize())
 
-    assert msg.rowcols == [(1, 2), (3, 4)]
-    assert msg.feature_loc == MEM
-    msg.rowcols = [[5, 6]]
+    msg.rowcols = [[5, 6]]   # a good value is stored converted
     assert msg.rowcols == [(5, 6)]
+    msg.check()
+
+    msg.feature_loc = DataLocation('url', 'https://x.org/f')
+    with pytest.raises(StorageReadOnlyError):
+        msg.check()
+    with pytest.raises(StorageReadOnlyError):
+        ExtractFeaturesMsg.deserialize(msg.serialize())
+
+
+def test_a_job_with_a_bad_task_is_refused_by_process_job_and_submit():
+    from spacer_worker.client.pyspacer_objects import as_job_msg
+    from spacer_worker.tasks import process_job
+
+    job = JobMsg.example()
+    job.task_name = 'invalid'
+    with pytest.raises(MessageError, match='task_name'):
+        process_job(job)
+    with pytest.raises(MessageError, match='task_name'):
+        as_job_msg(job)
 
 
 def test_data_location_is_immutable_and_hashable():

@@ -1,4 +1,4 @@
-"""Feature files: PySpacer's npz layout, float32 values, legacy JSON."""
+"""Feature files: PySpacer's npz layout, the precision given, legacy JSON."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import zipfile
 import numpy as np
 import pytest
 
-from spacer_worker.data_classes import DataLocation, ImageFeatures
+from spacer_worker.data_classes import DataLocation, ImageFeatures, PointFeatures
 from spacer_worker.exceptions import FeatureFileError
 from spacer_worker.storage.features import encode_features
 
@@ -174,3 +174,26 @@ def test_load_raises_what_pyspacer_raises_with_our_detail(tmp_path):
 def test_written_zip_members_have_fixed_timestamps():
     with zipfile.ZipFile(io.BytesIO(encode_features(example()))) as zf:
         assert {i.date_time for i in zf.infolist()} == {(1980, 1, 1, 0, 0, 0)}
+
+
+def test_pyspacer_style_vectors_reload_exactly_as_float64(tmp_path):
+    # PySpacer's callers build point features from Python floats and
+    # compare what loads back with ==: a float32 file would change 1.1.
+    features = ImageFeatures(
+        point_features=[PointFeatures(100, 100, [1.1, 1.2, 1.3]),
+                        PointFeatures(200, 200, [2.1, 2.2, 2.3])],
+        valid_rowcol=True, feature_dim=3, npoints=2)
+    loc = DataLocation('filesystem', str(tmp_path / 'img.featurevector'))
+    features.store(loc)
+    with np.load(loc.key) as npz:
+        assert npz['feat'].dtype == np.float64
+    loaded = ImageFeatures.load(loc)
+    assert loaded.point_features[0].data.tolist() == [1.1, 1.2, 1.3]
+    assert loaded[(200, 200)].tolist() == [2.1, 2.2, 2.3]
+    # Training and scoring still get one float32 matrix.
+    assert loaded.feature_array().dtype == np.float32
+
+
+def test_legacy_json_vectors_keep_their_precision():
+    loaded = ImageFeatures.from_bytes(json.dumps([[1.1, 2.2]]).encode())
+    assert loaded.point_features[0].data.tolist() == [1.1, 2.2]

@@ -141,8 +141,8 @@ def preprocess_labels_for(split, classes):
 
 
 def test_the_model_cache_follows_content_in_memory_storage(split):
-    from spacer_worker.classification.model_cache import load_classifier_cached
     from spacer_worker.storage import store_classifier
+    from spacer_worker.storage.classifier_cache import load_classifier_cached
     from spacer_worker.train_classifier import MiniBatchTrainer
     loc = DataLocation('memory', 'models/cache-test.pkl')
     four = MiniBatchTrainer()(split, 1, [], 'LR')[0]

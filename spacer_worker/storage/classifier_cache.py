@@ -1,4 +1,4 @@
-"""Classifiers kept per worker process, keyed by the file's identity.
+"""Classifiers kept per process, keyed by the file's identity.
 
 A classify worker scores image after image with the same source
 classifier; unpickling it each time costs more than scoring 200 points.
@@ -82,3 +82,15 @@ def load_classifier_cached(loc: Any) -> Any:
 def clear() -> None:
     with _lock:
         _entries.clear()
+
+
+def load_classifier(loc: Any) -> Any:
+    """PySpacer's ``storage.load_classifier``: the classifier at ``loc``,
+    reused from this process's cache while the file is unchanged. PySpacer
+    caches by location (``lru_cache``), which serves a stale classifier
+    after an overwrite; this cache cannot. ``load_classifier.cache_clear()``
+    empties it, as PySpacer's does."""
+    return load_classifier_cached(loc)
+
+
+load_classifier.cache_clear = clear  # type: ignore[attr-defined]
