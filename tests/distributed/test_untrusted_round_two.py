@@ -250,8 +250,14 @@ def _park(app, r, name: str, payload: dict) -> tuple:
     """Send a task to a queue nobody consumes; return its AsyncResult,
     its raw message and its delivery tag (what an attacker on the broker
     sees too)."""
+    from kombu import Exchange, Queue
+    with app.connection_for_write() as connection:
+        Queue('parking', Exchange('parking'), 'parking')(
+            connection.default_channel).declare()
     result = send(app, name, payload, queue='parking')
-    raw = r.rpop('parking')
+    lists = [k for k in r.keys('parking*') if r.type(k) == b'list']
+    assert len(lists) == 1, r.keys('*')
+    raw = r.rpop(lists[0])
     assert raw is not None
     tag = json.loads(raw)['properties']['delivery_tag']
     return result, raw, tag
