@@ -129,6 +129,10 @@ class Move:
         data = self.storage.load_bytes(self.key)
         return hashlib.sha256(data).hexdigest() == self.sha256
 
+    def stage(self, data: bytes) -> None:
+        """Write the staged copy (at its checked, resolved key)."""
+        self.storage.store(self.staged, data)
+
     def run(self) -> None:
         self.storage.move(self.staged, self.key)
 

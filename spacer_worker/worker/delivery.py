@@ -154,17 +154,16 @@ class Delivery:
     def stage(self, loc: Any, data: bytes) -> bool:
         """Store an output under its staged name; False when ``loc`` is not
         an output of this message (the caller writes it directly)."""
-        from spacer_worker.storage.factory import storage_for
-
         self.check(force=True)
         if _loc_id(loc) not in self.outputs:
             return False
-        key = staged_key(loc.key, self.token)
-        storage_for(loc).store(key, data)
-        self.staged.append({'type': str(_value(loc.storage_type)),
-                            'bucket': getattr(loc, 'bucket_name', None),
-                            'staged': key, 'key': loc.key,
-                            'sha256': hashlib.sha256(data).hexdigest()})
+        item = {'type': str(_value(loc.storage_type)),
+                'bucket': getattr(loc, 'bucket_name', None),
+                'staged': staged_key(loc.key, self.token), 'key': loc.key,
+                'sha256': hashlib.sha256(data).hexdigest()}
+        # Checked where it is written, as its commit checks it again.
+        checked_move(item).stage(data)
+        self.staged.append(item)
         return True
 
     def discard(self) -> None:
