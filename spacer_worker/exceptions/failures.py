@@ -28,6 +28,7 @@ from __future__ import annotations
 import builtins
 import traceback
 from functools import cache
+from typing import TypeVar
 
 from spacer_worker.exceptions import SpacerError
 
@@ -56,6 +57,7 @@ INFRASTRUCTURE = {
 }
 
 _BUILTIN = 'builtins'
+E = TypeVar('E', bound=BaseException)
 
 #: Every character some reader (``str.splitlines``, Unicode line breaking,
 #: a terminal) ends a line at.
@@ -210,6 +212,26 @@ def failure_text(exc: BaseException) -> str:
     # Whatever the chain held (a note after the message, a message that
     # still broke a line), the last line is ours.
     return ensure_last_line(text, wire_class_of(exc), str(wire))
+
+
+def fold_chain(exc: E) -> E:
+    """``exc``, with the message of every exception in its chain put on
+    one line in place (their ``args``), for texts formatted elsewhere (the
+    traceback Celery stores with a FAILURE). A class whose ``__str__``
+    does not come from its args keeps its text: :func:`ensure_last_line`
+    still guards the last line of what a client composes."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        message = _message_of(current)
+        if has_break(message):
+            try:
+                current.args = (one_line(message),)
+            except (AttributeError, TypeError):
+                pass
+        current = current.__cause__ or current.__context__
+    return exc
 
 
 def _message_of(exc: BaseException) -> str:

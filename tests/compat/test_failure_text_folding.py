@@ -66,3 +66,26 @@ def test_ensure_last_line_holds_whatever_the_stored_text(body, message):
                             message)
     assert error_class(text) == 'spacer.exceptions.URLDownloadError'
     assert _no_other_breaks(text)
+
+
+@settings(max_examples=200, deadline=None)
+@given(ours=OURS, message=TEXTS, cause=TEXTS)
+def test_a_folded_chain_formats_without_foreign_line_breaks(
+        ours, message, cause):
+    # What Celery stores with a FAILURE is its own traceback.format_exception
+    # of what the task raised: fold_chain leaves it nothing to split on.
+    import traceback
+
+    from spacer_worker.exceptions.failures import fold_chain
+
+    try:
+        try:
+            raise RuntimeError(cause)
+        except RuntimeError as e:
+            raise ours(message) from e
+    except Exception as e:
+        folded = fold_chain(e)
+    text = ''.join(traceback.format_exception(folded))
+    assert _no_other_breaks(text)
+    last = text.rstrip('\n').split('\n')[-1]
+    assert text.splitlines()[-1] == last

@@ -376,6 +376,12 @@ def test_no_line_break_in_a_message_can_choose_the_failure_class(
                           'LocationNotAllowedError')
         last = text.strip().splitlines()[-1]
         assert last.startswith('PermissionError: '), (repr(mark), last)
+        # Not only the last line: the whole stored traceback has no line
+        # break but those of its frames.
+        assert not any(c in text for c in LINE_BREAKS if c != '\n'), \
+            repr(mark)
+        assert SPOOF.split(':')[0] not in [
+            line.split(':')[0] for line in text.splitlines()]
         job = JobMsg(task_name='extract_features',
                      tasks=[ExtractFeaturesMsg.deserialize(msg)]).serialize()
         returned = JobReturnMsg.deserialize(send(
