@@ -79,8 +79,8 @@ def open_record(raw: Any, tag: str, task_id: str, result_key: str) -> dict:
     above; RecordRefused says which one failed."""
     try:
         record = json.loads(raw)
-    except (ValueError, TypeError) as e:
-        raise RecordRefused(f'not JSON ({e})') from None
+    except (ValueError, TypeError, RecursionError) as e:
+        raise RecordRefused(f'not JSON ({type(e).__name__})') from None
     if not isinstance(record, dict):
         raise RecordRefused(f'a JSON {type(record).__name__}, not an object')
     if not isinstance(record.get('key'), str) or \

@@ -289,12 +289,13 @@ def _records(dirs: dict, task_id: str, other_id: str) -> dict:
         'another-tasks-result': {'key': f'celery-task-meta-{other_id}',
                                  'staged': []},
         'not-an-object': ['key', own],
+        'nested-too-deep': '[' * 100_000 + ']' * 100_000,
     }
 
 
 @pytest.mark.parametrize('kind', [
     'from-outside-the-roots', 'into-outside-the-roots', 'not-a-staged-name',
-    'another-tasks-result', 'not-an-object'])
+    'another-tasks-result', 'not-an-object', 'nested-too-deep'])
 def test_a_planted_commit_record_is_not_trusted(app, place, r, unharmed,
                                                 kind):
     from spacer_worker.worker.leases import COMMIT_KEY
@@ -308,7 +309,8 @@ def test_a_planted_commit_record_is_not_trusted(app, place, r, unharmed,
         record.update(value=_forged_value(result.id), expires=3600)
     # Given a commit record planted under the message's own delivery tag
     # ("committed by an earlier delivery: finish that commit"),
-    r.set(COMMIT_KEY.format(tag), json.dumps(record))
+    r.set(COMMIT_KEY.format(tag),
+          record if isinstance(record, str) else json.dumps(record))
     r.lpush('extract', raw)
     # then the worker does not trust it: the task runs, its real result
     # and output are there,
