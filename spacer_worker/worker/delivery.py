@@ -303,7 +303,12 @@ def failed_value(backend: Any, value: Any, gone: list[str]) -> str:
         f'them into place): {", ".join(gone)[:500]}. The job failed as a '
         f'whole; run it again.')
     logger.error('%s', error)
-    meta = backend.decode(value)
+    try:
+        meta = backend.decode(value)
+    except Exception:  # a record's value we cannot read: a bare failure
+        meta = None
+    if not isinstance(meta, dict):
+        meta = {'children': [], 'date_done': None}
     meta['status'] = states.FAILURE
     meta['result'] = backend.prepare_exception(to_wire(error))
     meta['traceback'] = failure_text(error)
