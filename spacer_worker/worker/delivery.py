@@ -205,6 +205,7 @@ class Delivery:
         self.committed = True
         if not publish(backend, json.loads(record)):
             state = states.FAILURE
+            self.discard()          # nothing of a failed commit stays
         if state == states.SUCCESS:
             self._clean_up()
         self.after_commit = []    # a failed run keeps what it left
