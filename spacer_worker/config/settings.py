@@ -291,6 +291,14 @@ SETTINGS: dict[str, Setting] = {s.name: s for s in [
             'after submission, and the job then reads LOST (a message the '
             'broker lost is not PENDING forever). Keep it above your '
             'longest backlog.'),
+    # --- hostile input, round two (issue 28): records read back ---------------
+    Setting('WORKER_SECRET', str, None,
+            'Workers seal the commit records they keep in Redis with an '
+            'HMAC under this secret and finish only sealed ones; the same '
+            'on every worker of a broker. Unset: records are still bound '
+            'to their message and every move they ask for is re-checked '
+            'against the write roots, but a broker user can make a message '
+            'skip its run.', True),
 ]}
 
 

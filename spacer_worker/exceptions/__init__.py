@@ -40,6 +40,8 @@ the task layer retries only the second kind::
     │   ├── NonFiniteFeaturesError     NaN/inf features, even in float64
     │   ├── RowColumnMismatchError     labels/features point sets differ
     │   ├── RowColumnMissingError      a labelled point has no feature
+    │   ├── OutputNotPublishedError    a staged output was gone at commit:
+    │   │                              the job fails, nothing says success
     │   ├── TrainingLabelsError        too few labels/classes to train
     │   └── ExtractorNotSupportedError extractor cannot run here (Caffe)
     └── TransientError                 may succeed later: retried
@@ -261,6 +263,15 @@ class TrainingLabelsError(PermanentError, ValueError):
 
 class ExtractorNotSupportedError(PermanentError):
     wire_class = 'spacer.exceptions.ConfigError'
+
+
+class OutputNotPublishedError(PermanentError):
+    """A run's staged output was gone when its commit moved the outputs
+    into place: the job fails as a whole (commit is all or nothing) and no
+    result says it succeeded. PySpacer's write would have raised
+    FileNotFoundError; an admin error for CoralNet."""
+
+    wire_class = 'FileNotFoundError'
 
 
 class StorageUnavailableError(TransientError):

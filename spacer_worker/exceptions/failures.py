@@ -13,6 +13,13 @@ Failures that happen around a task rather than in it (the job was lost,
 revoked, ran out of time, its worker died) end in the class paths of
 :data:`INFRASTRUCTURE`, which CoralNet files as admin errors.
 
+One rule for every text made here: a line ends only where we end it. Any
+character some reader breaks a line at (:data:`LINE_BREAKS`: ``str.
+splitlines`` honours ten of them, not only ``\\n``) is folded to a space in
+every message of the text, and the other ones also in the frames around
+them, so a location or file name in a message can never end a line and put
+a class of its choosing on the last line.
+
 Client-side module: no torch, numpy or scikit-learn.
 """
 
@@ -21,6 +28,7 @@ from __future__ import annotations
 import builtins
 import traceback
 from functools import cache
+from typing import TypeVar
 
 from spacer_worker.exceptions import SpacerError
 
@@ -49,6 +57,29 @@ INFRASTRUCTURE = {
 }
 
 _BUILTIN = 'builtins'
+E = TypeVar('E', bound=BaseException)
+
+#: Every character some reader (``str.splitlines``, Unicode line breaking,
+#: a terminal) ends a line at.
+LINE_BREAKS = '\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029'
+_BUT_NEWLINE = str.maketrans({c: ' ' for c in LINE_BREAKS if c != '\n'})
+
+
+def has_break(text: str) -> bool:
+    """Whether ``text`` holds any character a reader may end a line at."""
+    return any(c in text for c in LINE_BREAKS)
+
+
+def one_line(text: object) -> str:
+    """``text`` on one line: every run of whitespace (line breaks of every
+    kind included) becomes one space."""
+    return ' '.join(str(text).split())
+
+
+def fold_breaks(text: str) -> str:
+    """``text`` whose only line break is ``\\n``: every other one becomes a
+    space (for texts whose lines are ours, as a traceback's frames)."""
+    return text.translate(_BUT_NEWLINE)
 
 
 def printed_class(cls: type) -> str:
@@ -156,11 +187,12 @@ def to_wire(exc: BaseException) -> BaseException:
     """``exc`` under its PySpacer class, with ``exc`` as its cause; ``exc``
     itself when it already prints as that class."""
     path = wire_class_of(exc)
-    if printed_class(type(exc)) == path:
+    message = _message_of(exc)
+    broken = has_break(message)
+    if broken:  # the class must stay on the last line
+        message = one_line(message)
+    if printed_class(type(exc)) == path and not broken:
         return exc
-    message = str(exc)
-    if '\n' in message:  # the class must stay on the last line
-        message = ' '.join(message.split())
     try:
         wire = wire_type(path)(message)
     except Exception:  # a class with another constructor: a stand-in
@@ -173,8 +205,63 @@ def failure_text(exc: BaseException) -> str:
     """The traceback of ``exc`` (and its causes), ending in the line
     ``<PySpacer class path>: <message>``: PySpacer's error_message."""
     wire = to_wire(exc)
-    return ''.join(traceback.format_exception(type(wire), wire,
-                                              wire.__traceback__))
+    formatted = traceback.TracebackException(
+        type(wire), wire, wire.__traceback__)
+    _fold_messages(formatted)
+    text = fold_breaks(''.join(formatted.format()))
+    # Whatever the chain held (a note after the message, a message that
+    # still broke a line), the last line is ours.
+    return ensure_last_line(text, wire_class_of(exc), str(wire))
+
+
+def fold_chain(exc: E) -> E:
+    """``exc``, with the message of every exception in its chain put on
+    one line in place (their ``args``), for texts formatted elsewhere (the
+    traceback Celery stores with a FAILURE). A class whose ``__str__``
+    does not come from its args keeps its text: :func:`ensure_last_line`
+    still guards the last line of what a client composes."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        message = _message_of(current)
+        if has_break(message):
+            try:
+                current.args = (one_line(message),)
+            except (AttributeError, TypeError):
+                pass
+        current = current.__cause__ or current.__context__
+    return exc
+
+
+def _message_of(exc: BaseException) -> str:
+    try:
+        return str(exc)
+    except Exception:  # an exception whose __str__ fails
+        return f'<{type(exc).__name__} without a printable message>'
+
+
+def _fold_messages(formatted: traceback.TracebackException) -> None:
+    """Fold the message (and notes) of every exception of a formatted
+    chain onto one line: the causes' messages are as untrusted as the
+    last one's."""
+    seen: set[int] = set()
+    pending = [formatted]
+    while pending:
+        current = pending.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        text = getattr(current, '_str', None)
+        if isinstance(text, str) and has_break(text):
+            current._str = one_line(text)
+        notes = getattr(current, '__notes__', None)
+        if isinstance(notes, list):
+            current.__notes__ = [one_line(n) for n in notes]
+        for link in (current.__cause__, current.__context__,
+                     *(getattr(current, 'exceptions', None) or ())):
+            if link is not None:
+                pending.append(link)
 
 
 def last_line(text: str | None) -> str:
@@ -193,14 +280,16 @@ def is_user_error(text: str | None) -> bool:
 
 
 def line(path: str, message: str) -> str:
-    """One classifiable line: ``path: message`` (no newline in message)."""
-    return f"{path}: {' '.join(str(message).split())}"
+    """One classifiable line: ``path: message`` (no line break of any
+    kind in either)."""
+    return f"{one_line(path)}: {one_line(message)}"
 
 
 def ensure_last_line(text: str | None, path: str, message: str) -> str:
-    """``text`` ending in ``path: message`` (appended unless already so)."""
+    """``text`` ending in ``path: message`` (appended unless already so),
+    with no line break but ``\\n`` anywhere (:data:`LINE_BREAKS`)."""
     final = line(path, message)
-    body = (text or '').rstrip()
-    if error_class(body) == path:
+    body = fold_breaks(text or '').rstrip()
+    if error_class(body) == one_line(path):
         return body
     return f'{body}\n{final}' if body else final

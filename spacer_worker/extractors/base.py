@@ -143,6 +143,10 @@ class FeatureExtractor(Description, abc.ABC):
 
         loc = self.data_locations[key]
         if loc.storage_type == 'filesystem':
+            # The caller opens this path itself: the sandbox must see it.
+            from spacer_worker.storage.blobs import check_readable
+
+            check_readable(loc)
             return loc.key, False
         fetched = weights.fetch(self, key)
         path = weights.cache_path(loc, fetched.sha256)

@@ -11,7 +11,7 @@ from contextvars import ContextVar
 from typing import Any
 
 from spacer_worker.storage.factory import storage_for
-from spacer_worker.storage.sandbox import READ, WRITE, current
+from spacer_worker.storage.sandbox import READ, WRITE, current, untrusted
 
 
 def load_bytes(loc: Any) -> bytes:
@@ -50,8 +50,21 @@ def when_committed(cleanup: Callable[[], None]) -> None:
     (a run that never commits never runs it). What a redelivered run
     would need until then (a training's checkpoint) is removed this way."""
     hook = commit_hook.get()
-    if hook is None or not hook(cleanup):
+    if hook is None or not hook(_under(current(), cleanup)):
         cleanup()
+
+
+def _under(sandbox: Any, cleanup: Callable[[], None]) -> Callable[[], None]:
+    """``cleanup`` checked by the sandbox it was asked under: the commit
+    runs it after the task body, outside that sandbox, and what it
+    removes came from the message."""
+    if sandbox is None:
+        return cleanup
+
+    def run() -> None:
+        with untrusted(sandbox):
+            cleanup()
+    return run
 
 
 def store_bytes(loc: Any, data: bytes) -> None:

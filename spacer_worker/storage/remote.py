@@ -5,11 +5,22 @@ from there next time."""
 from __future__ import annotations
 
 import abc
+import hashlib
 from io import BytesIO
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from spacer_worker.storage.base import Storage
 from spacer_worker.storage.filesystem import FileSystemStorage
+
+
+def cache_file(directory: str, key: str) -> str:
+    """Where ``key`` is cached under ``directory``: at its key, as PySpacer
+    does, but never outside ``directory`` (an absolute key or one with
+    '..' segments is cached under its sha256 instead)."""
+    parts = PurePosixPath(key.lstrip('/')).parts
+    if not parts or '..' in parts or key.startswith('/'):
+        parts = (hashlib.sha256(key.encode('utf-8')).hexdigest(),)
+    return str(Path(directory, *parts))
 
 
 class RemoteStorage(Storage):
@@ -31,7 +42,7 @@ class RemoteStorage(Storage):
             return self._load_remote(key)
 
         local = FileSystemStorage()
-        cached = str(Path(filesystem_cache, key))
+        cached = cache_file(filesystem_cache, key)
         if local.exists(cached):
             return local.load_bytes(cached)
         data = self._load_remote(key)

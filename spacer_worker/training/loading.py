@@ -185,6 +185,8 @@ def _matrix_home(feature_cache: Any, nbytes: int) -> Iterator[Path | None]:
         yield None
         return
     base = None if setting == AUTO else setting
+    if base is not None:
+        base = _checked_home(base)
     if base is not None and not Path(base).is_dir():
         raise MessageError(
             f"feature_cache_dir {base!r} is not an existing directory; "
@@ -192,6 +194,19 @@ def _matrix_home(feature_cache: Any, nbytes: int) -> Iterator[Path | None]:
     with tempfile.TemporaryDirectory(dir=base,
                                      prefix='spacer-features-') as home:
         yield Path(home)
+
+
+def _checked_home(base: str) -> str:
+    """``base`` as the real path the sandbox allows, checked now, where the
+    folder is made (a broker message's directory was checked at admission;
+    a link swapped in since then would lead elsewhere)."""
+    from spacer_worker.storage.sandbox import current
+
+    sandbox = current()
+    if sandbox is None:
+        return base
+    sandbox.feature_cache_dir(base)
+    return os.path.realpath(base)
 
 
 def _cache_setting(feature_loc: Any) -> Any:

@@ -41,14 +41,19 @@ from collections.abc import Callable
 from typing import Any
 
 from celery import Task, shared_task
-from celery.exceptions import SoftTimeLimitExceeded
+from celery.exceptions import SoftTimeLimitExceeded, TaskPredicate
 from kombu.exceptions import SerializationError
 
 from spacer_worker import tasks
 from spacer_worker.celery import books, payloads
 from spacer_worker.data_classes.codec import show
 from spacer_worker.exceptions import MessageError, SpacerError, TransientError
-from spacer_worker.exceptions.failures import failure_text, time_limit_behind, to_wire
+from spacer_worker.exceptions.failures import (
+    failure_text,
+    fold_chain,
+    time_limit_behind,
+    to_wire,
+)
 from spacer_worker.messages.table import PROCESS_JOB, TASKS, JobReturnMsg
 from spacer_worker.messages.table import Task as ContractTask
 from spacer_worker.metrics import recording
@@ -148,8 +153,14 @@ class SpacerTask(Task):
         try:
             return super().__call__(*args, **kwargs)
         except SpacerError as e:
-            # Without the causes below ours: see sandbox.hide_causes.
-            raise to_wire(hide_causes(e, broker=True)) from e
+            # Without the causes below ours: see sandbox.hide_causes. On
+            # one line each: Celery formats the traceback it stores.
+            raise to_wire(fold_chain(hide_causes(e, broker=True))) from e
+        except TaskPredicate:
+            raise       # Celery's own signals (retry, ignore, reject)
+        except Exception as e:
+            fold_chain(e)
+            raise
 
     def after_return(self, status: str, retval: Any, task_id: str,
                      args: Any, kwargs: Any, einfo: Any) -> None:

@@ -19,7 +19,14 @@ commit of the same message. So, inside a leased worker's task:
 * **A commit is rolled forward, not redone.** If the worker dies after the
   commit but before the ack, the next delivery of the same message finds
   the commit record, finishes its moves and result write, and acks without
-  running the task again. The record is deleted with the ack.
+  running the task again. The record is deleted with the ack. A record is
+  trusted no more than a message (:mod:`.commit_records`: bound to the
+  message, sealed under WORKER_SECRET when set, every move re-checked
+  against the write roots); a refused one is dropped and the task runs.
+* **A commit is all or nothing.** A success whose staged outputs are not
+  all there when they are moved into place is published as a failure
+  (:class:`OutputNotPublishedError`, ``FileNotFoundError`` on the last
+  line), never as the success it was.
 * **A lost delivery stops early.** Progress updates and storage writes
   check the fence (at most once a second); once the tag is owned by
   nobody or another lease, the task raises :class:`DeliveryLostError`,
@@ -34,6 +41,7 @@ Final results and outputs are covered.
 from __future__ import annotations
 
 import contextvars
+import hashlib
 import json
 import logging
 import time
@@ -43,8 +51,16 @@ from typing import Any
 
 from celery.signals import task_prerun
 
+from spacer_worker.exceptions import OutputNotPublishedError, SpacerError
 from spacer_worker.storage import blobs
 from spacer_worker.worker import leases
+from spacer_worker.worker.commit_records import (
+    RecordRefused,
+    checked_move,
+    open_record,
+    seal,
+    staged_key,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -60,14 +76,24 @@ return 1
 """
 
 # KEYS: owner, unacked, commit, audit; ARGV: tag, lease, record, ttl, task
+# 1 committed, 0 the fence failed, -1 a record is there already
 _COMMIT = """
 if redis.call('hget', KEYS[1], ARGV[1]) ~= ARGV[2] then return 0 end
 if redis.call('hexists', KEYS[2], ARGV[1]) == 0 then return 0 end
 if redis.call('set', KEYS[3], ARGV[3], 'nx', 'ex', ARGV[4]) == false then
-    return 0
+    return -1
 end
 if KEYS[4] ~= '' then redis.call('hincrby', KEYS[4], ARGV[5], 1) end
 return 1
+"""
+
+# KEYS: commit; ARGV: the record as read. Drops a refused record unless it
+# changed meanwhile.
+_DROP = """
+if redis.call('get', KEYS[1]) == ARGV[1] then
+    return redis.call('del', KEYS[1])
+end
+return 0
 """
 
 
@@ -128,16 +154,16 @@ class Delivery:
     def stage(self, loc: Any, data: bytes) -> bool:
         """Store an output under its staged name; False when ``loc`` is not
         an output of this message (the caller writes it directly)."""
-        from spacer_worker.storage.factory import storage_for
-
         self.check(force=True)
         if _loc_id(loc) not in self.outputs:
             return False
-        key = staged_key(loc.key, self.token)
-        storage_for(loc).store(key, data)
-        self.staged.append({'type': str(_value(loc.storage_type)),
-                            'bucket': getattr(loc, 'bucket_name', None),
-                            'staged': key, 'key': loc.key})
+        item = {'type': str(_value(loc.storage_type)),
+                'bucket': getattr(loc, 'bucket_name', None),
+                'staged': staged_key(loc.key, self.token), 'key': loc.key,
+                'sha256': hashlib.sha256(data).hexdigest()}
+        # Checked where it is written, as its commit checks it again.
+        checked_move(item).stage(data)
+        self.staged.append(item)
         return True
 
     def discard(self) -> None:
@@ -157,27 +183,66 @@ class Delivery:
         """Record the final result under the fence, then publish it."""
         from celery import states
 
+        if state == states.SUCCESS:
+            gone = self._missing_outputs()
+            if gone:
+                value = failed_value(backend, value, gone)
+                state = states.FAILURE
+                expires = getattr(backend, 'failure_expires', expires)
         if state != states.SUCCESS:
             self.discard()          # a failed task publishes no output
-        record = json.dumps({
+        record = json.dumps(seal({
             'key': _text(key), 'value': _text(value), 'expires': expires,
-            'staged': self.staged})
-        audit = AUDIT_KEY or ''
-        won = self.broker.eval(
-            _COMMIT, 4, leases.OWNER_KEY, self.unacked_key,
-            leases.COMMIT_KEY.format(self.tag), audit, self.tag, self.lease,
-            record, COMMIT_TTL, self.task_id)
-        if not won:
+            'staged': self.staged}, self.tag, self.task_id))
+        won = self._record(record)
+        if won == -1 and self._drop_foreign_record(_text(key)):
+            won = self._record(record)
+        if won != 1:
             self.lost = True
             self.discard()
             logger.warning('%s Its result was not stored.', self._lost_text())
             return False
         self.committed = True
-        publish(backend, json.loads(record))
+        if not publish(backend, json.loads(record)):
+            state = states.FAILURE
+            self.discard()          # nothing of a failed commit stays
         if state == states.SUCCESS:
             self._clean_up()
         self.after_commit = []    # a failed run keeps what it left
         return True
+
+    def _record(self, record: str) -> int:
+        return int(self.broker.eval(
+            _COMMIT, 4, leases.OWNER_KEY, self.unacked_key,
+            leases.COMMIT_KEY.format(self.tag), AUDIT_KEY or '', self.tag,
+            self.lease, record, COMMIT_TTL, self.task_id))
+
+    def _drop_foreign_record(self, result_key: str) -> bool:
+        """A record under this run's tag that this run did not write:
+        dropped when it is not a valid record of this message (planted
+        in Redis); True when it was."""
+        name = leases.COMMIT_KEY.format(self.tag)
+        raw = self.broker.get(name)
+        if raw is None:
+            return True
+        try:
+            open_record(raw, self.tag, self.task_id, result_key)
+        except RecordRefused as e:
+            logger.warning('Task %s (message %s): dropping a commit record '
+                           'it did not write: %s.', self.task_id, self.tag, e)
+            return bool(self.broker.eval(_DROP, 1, name, raw))
+        return False
+
+    def _missing_outputs(self) -> list[str]:
+        """The staged outputs that are gone (checked before the commit)."""
+        gone = []
+        for item in self.staged:
+            try:
+                if not checked_move(item).pending():
+                    gone.append(item['key'])
+            except SpacerError as e:
+                gone.append(f'{item.get("key")} ({e})')
+        return gone
 
     def defer(self, cleanup: Any) -> bool:
         """Keep ``cleanup`` until this run's outputs are committed (it
@@ -196,21 +261,59 @@ class Delivery:
                                type(e).__name__, e)
 
 
-def publish(backend: Any, record: dict) -> None:
+def publish(backend: Any, record: dict) -> bool:
     """Move a commit's staged outputs into place, then write its result (a
     client that sees the result finds the outputs); repeating it is
-    harmless (a missing staged file was moved already)."""
-    for item in record['staged']:
+    harmless (an output an earlier publish moved is recognised by its
+    sha256). Every move is checked against the write roots here. All or
+    nothing: when an output is neither staged nor in place, the result
+    written is an OutputNotPublishedError failure (returns False)."""
+    gone: list[str] = []
+    try:
+        moves = [checked_move(item) for item in record['staged']]
+    except SpacerError as e:
+        moves, gone = [], [str(e)]
+    if not gone:
+        gone = [m.key for m in moves if not m.pending() and not m.done()]
+    for move in [] if gone else moves:
         try:
-            _storage(item).move(item['staged'], item['key'])
+            move.run()
         except FileNotFoundError:
-            continue                # moved by an earlier publish
+            if not move.done():     # else: moved by an earlier publish
+                gone.append(move.key)
+    if gone:
+        backend.set(record['key'], failed_value(backend, record['value'],
+                                                gone),
+                    expires=getattr(backend, 'failure_expires', None) or
+                    record['expires'])
+        return False
     backend.set(record['key'], record['value'], expires=record['expires'])
+    return True
 
 
-def staged_key(key: str, token: str) -> str:
-    head, sep, name = key.rpartition('/')
-    return f'{head}{sep}.{name}.spacer-{token}.staged'
+def failed_value(backend: Any, value: Any, gone: list[str]) -> str:
+    """The stored result ``value`` of a success turned into the failure
+    of a commit whose outputs ``gone`` were not all published."""
+    from celery import states
+
+    from spacer_worker.exceptions.failures import failure_text, to_wire
+
+    error = OutputNotPublishedError(
+        f'The job finished, but {len(gone)} of its outputs could not be '
+        f'published (their staged copies were gone when the commit moved '
+        f'them into place): {", ".join(gone)[:500]}. The job failed as a '
+        f'whole; run it again.')
+    logger.error('%s', error)
+    try:
+        meta = backend.decode(value)
+    except Exception:  # a record's value we cannot read: a bare failure
+        meta = None
+    if not isinstance(meta, dict):
+        meta = {'children': [], 'date_done': None}
+    meta['status'] = states.FAILURE
+    meta['result'] = backend.prepare_exception(to_wire(error))
+    meta['traceback'] = failure_text(error)
+    return backend.encode(meta)
 
 
 def _storage(item: dict) -> Any:
@@ -279,14 +382,25 @@ def begin(task: Any) -> Delivery | None:
     broker = _broker(task.app)
     delivery = Delivery(tag=str(tag), lease=lease, task_id=request.id,
                         broker=broker)
-    record = broker.get(leases.COMMIT_KEY.format(tag))
-    if record is not None:
+    name = leases.COMMIT_KEY.format(tag)
+    raw = broker.get(name)
+    if raw is not None:
         from celery.exceptions import Ignore
-        logger.warning('Task %s (message %s) was committed by an earlier '
-                       'delivery; finishing that commit instead of running '
-                       'it again.', request.id, tag)
-        publish(task.backend, json.loads(record))
-        raise Ignore()
+        try:
+            record = open_record(raw, str(tag), request.id,
+                                 _text(task.backend.get_key_for_task(
+                                     request.id)))
+        except RecordRefused as e:
+            logger.warning('Task %s (message %s): ignoring the commit record '
+                           'found under its delivery tag (%s); the task runs '
+                           'again.', request.id, tag, e)
+            broker.eval(_DROP, 1, name, raw)
+        else:
+            logger.warning('Task %s (message %s) was committed by an earlier '
+                           'delivery; finishing that commit instead of '
+                           'running it again.', request.id, tag)
+            publish(task.backend, record)
+            raise Ignore()
     _set(delivery)
     delivery.check(force=True)      # woke up after losing it: stop now
     return delivery

@@ -274,6 +274,11 @@ def _restore_args(channel: Any, raw: str, leftmost: bool) -> list[str]:
     return args
 
 
+# What decoding an unacked entry that kombu did not write raises (Redis
+# errors are none of these: a lost connection still stops the pass).
+_MALFORMED = (ValueError, TypeError, KeyError, AttributeError, IndexError)
+
+
 def restore_tag(channel: Any, tag: str, lease_id: str, beat: str,
                 leftmost: bool = False, client: Any = None) -> int:
     """Put one message back in its queue if ``lease_id`` still owns it (and,
@@ -306,7 +311,22 @@ def reap_once(channel: Any, observer: LeaseObserver, now: float,
             client.eval(_FORGET, 2, BEATS_KEY, held, lease_id, beat)
             continue
         for tag in tags:
-            if restore_tag(channel, tag, lease_id, beat) == 1:
+            try:
+                outcome = restore_tag(channel, tag, lease_id, beat)
+            except _MALFORMED as e:
+                # Redis is open to more than kombu: one entry that is not
+                # kombu's must not stop every restore after it.
+                logger.warning(
+                    'Unacked entry %s of lease %s is not a kombu message '
+                    '(%s: %s); its claim is dropped and the entry left to '
+                    'the visibility timeout.', tag, lease_id,
+                    type(e).__name__, e)
+                pipe = client.pipeline(transaction=True)
+                pipe.hdel(OWNER_KEY, tag)
+                pipe.srem(held, tag)
+                pipe.execute()
+                continue
+            if outcome == 1:
                 restored.append(tag)
                 logger.warning(
                     'Requeued message %s: worker lease %s stopped beating '

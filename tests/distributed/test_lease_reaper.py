@@ -277,3 +277,31 @@ def test_a_reaper_that_lost_redis_observes_afresh(broker, redis_db):
     observer.reset()        # what the keeper does on a connection error
     assert reap_once(channel, observer, 10 * TTL, TIMINGS) == []
     assert len(unacked(redis_db)) == 1
+
+
+@pytest.mark.parametrize('entry', [b'not json', b'[1, 2]', b'{"a": 1}'])
+def test_a_malformed_unacked_entry_does_not_stop_the_reaper(
+        broker, redis_db, entry):
+    # Given a dead lease holding a real message, and a record planted in
+    # Redis (another dead "lease" owning an unacked entry that is not
+    # kombu's),
+    publish(broker)
+    leased = Consumer(broker, 'w-real')
+    mine = leased.take()
+    leased.beat([mine.delivery_tag])
+    redis_db.hset('unacked', 'planted', entry)
+    redis_db.hset(leases.OWNER_KEY, 'planted', 'w-planted')
+    redis_db.sadd(leases.HELD_KEY.format('w-planted'), 'planted')
+    redis_db.hset(leases.BEATS_KEY, 'w-planted', '1')
+    channel, observer = reaper(broker), LeaseObserver()
+    # when both stop beating,
+    assert reap_once(channel, observer, 0.0, TIMINGS) == []
+    restored = reap_once(channel, observer, TTL + 1, TIMINGS)
+    # then the real message is requeued all the same, and the planted
+    # entry is left where it was (kombu's visibility timeout has it).
+    assert restored == [mine.delivery_tag]
+    assert queued(redis_db) == 1
+    assert unacked(redis_db) == {'planted'}
+    # Its claim is dropped, so later passes do not trip on it again.
+    assert redis_db.hget(leases.OWNER_KEY, 'planted') is None
+    assert reap_once(channel, observer, 3 * TTL, TIMINGS) == []

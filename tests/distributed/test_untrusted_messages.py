@@ -238,7 +238,8 @@ def _snapshot(directory: Path) -> dict:
 
 
 def _pool_pids(redis_server) -> set[int]:
-    return {r['pid'] for r in runs(redis_server.client(0))}
+    return {r['pid'] for r in runs(redis_server.client(0))
+            if r['worker'] == 'sandboxed'}
 
 
 @pytest.fixture
@@ -744,3 +745,47 @@ def test_legitimate_training_and_classification_round_trip(
     ).get(timeout=TIMEOUT)
     assert len(result['scores']) == 10
     assert set(result['classes']) == {1, 2, 3}
+
+
+# --- done when: the attacked worker still works as a fresh one ----------------------
+
+def test_the_attacked_worker_extracts_and_classifies_as_a_fresh_one(
+        app, place, worker, http_server, redis_server, tmp_path_factory,
+        unharmed):
+    # Last in this module: the worker has run every attack above. It must
+    # still give the very bytes and scores a worker that never saw one
+    # gives, on the same settings.
+    import hashlib
+
+    base, dirs, _ = place
+    _served_weights(http_server, tmp_path_factory, 'same')
+    sha256 = hashlib.sha256(
+        http_server.files['/same/efficientnet_b0_ver1.pt']).hexdigest()
+    port = http_server.server_address[1]
+    model = dirs['outputs'] / 'model.pkl'
+    if not model.is_file():
+        TrainClassifierReturnMsg.deserialize(send(
+            app, 'spacer.train_classifier',
+            train_msg(dirs['outputs']).serialize()).get(timeout=TIMEOUT))
+    feature = dirs['outputs'] / 'val0.featurevector'
+
+    def work(tag: str, queue: str | None) -> tuple[bytes, list]:
+        msg = _url_weights_extraction(port, dirs, 'same', f'same-{tag}.fv')
+        msg['extractor']['data_hashes'] = {'weights': sha256}
+        ExtractFeaturesReturnMsg.deserialize(send(
+            app, 'spacer.extract_features', msg, queue).get(timeout=180))
+        scores = send(app, 'spacer.classify_features', classify_msg(
+            feature, model).serialize(), queue).get(timeout=TIMEOUT)
+        return (dirs['outputs'] / f'same-{tag}.fv').read_bytes(), \
+            scores['scores']
+
+    attacked = work('attacked', None)
+    env = {k: v for k, v in worker.env.items() if k.startswith('SPACER_')}
+    env['SPACER_EXTRACTORS_CACHE_DIR'] = str(tmp_path_factory.mktemp('fresh'))
+    fresh = Worker('fresh', redis_server.url(0), base, queues='fresh',
+                   env=env).start()
+    try:
+        again = work('fresh', 'fresh')
+    finally:
+        fresh.stop()
+    assert again == attacked

@@ -143,3 +143,19 @@ def test_the_s3_sandbox_reads_allowed_prefixes_through_the_endpoint(
         with pytest.raises(LocationNotAllowedError):
             store_bytes(other, b'overwritten')
     assert load_bytes(other) == b'model bytes'
+
+
+@pytest.mark.parametrize('key', ['../escaped.bin', '<tmp>/outside.bin',
+                                 'a/../../escaped.bin'])
+def test_a_filesystem_cache_keeps_every_key_inside_it(s3_bucket, tmp_path,
+                                                      key):
+    # PySpacer's RemoteStorage.load(key, filesystem_cache) joins the key to
+    # the folder: '..' or a leading '/' would write outside it.
+    key = key.replace('<tmp>', str(tmp_path))
+    s3_module.s3_client().put_object(Bucket=s3_bucket, Key=key, Body=b'x')
+    cache = tmp_path / 'cache'
+    storage = S3Storage(s3_bucket)
+    assert storage.load(key, filesystem_cache=str(cache)).read() == b'x'
+    written = [p for p in tmp_path.rglob('*') if p.is_file()]
+    assert written and all(cache in p.parents for p in written), written
+    assert storage.load(key, filesystem_cache=str(cache)).read() == b'x'

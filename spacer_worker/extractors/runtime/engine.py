@@ -317,7 +317,7 @@ def get_network(extractor: ExtractorFiles) -> tuple[Network, bool]:
     ``shared.remote_network`` instead.)
     """
     settings = runtime_settings()
-    expected = extractor.data_hashes.get('weights')
+    expected = weights_mod.expected_hash(extractor, 'weights')
     with _lock:
         if expected is not None:
             network = _cached(_key(expected, settings))

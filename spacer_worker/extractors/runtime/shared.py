@@ -280,7 +280,7 @@ def remote_network(extractor: ExtractorFiles) -> tuple[RemoteNetwork, bool]:
     from spacer_worker.extractors.runtime import weights as weights_mod
 
     server = _connection()
-    sha256 = extractor.data_hashes.get('weights')
+    sha256 = weights_mod.expected_hash(extractor, 'weights')
     weights = None
     if sha256 is None:
         weights = weights_mod.fetch(extractor, 'weights')

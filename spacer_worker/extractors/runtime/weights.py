@@ -16,6 +16,13 @@ checked against it, cached copies included (PySpacer skips that on a cache
 hit): a cached copy that does not match is evicted and downloaded again;
 freshly fetched bytes that do not match raise HashMismatchError and are
 never cached.
+
+Nothing a message says becomes a path here unchecked: a hash is used only
+when it is 64 lowercase hex digits (else HashMismatchError, before any
+file is touched), the folder's readable part keeps only ``[A-Za-z0-9._-]``
+of the file name, and every removal (a damaged copy, an older one, an
+eviction) is of a regular file directly inside its location's folder under
+EXTRACTORS_CACHE_DIR, never through a symbolic link.
 """
 
 from __future__ import annotations
@@ -25,6 +32,8 @@ import hashlib
 import io
 import json
 import logging
+import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,6 +71,9 @@ class ExtractorFiles(Protocol):
     data_hashes: Mapping[str, str]
 
 CACHE_LOCK_TIMEOUT = 900.0  # seconds to wait for another process's download
+_SHA256 = re.compile(r'[0-9a-f]{64}')
+_UNSAFE = re.compile(r'[^A-Za-z0-9._-]')
+_NAME_CHARS = 64   # of the readable part of a folder name
 
 
 @dataclass(frozen=True)
@@ -88,15 +100,47 @@ def location_dir(loc: DataLocation) -> Path:
         raise ConfigError(
             f"Cannot cache extractor data from {loc.key!r}: its location has "
             f"no file name to cache it under.")
+    # For people only: the digest makes the folder the location's own.
+    readable = _UNSAFE.sub('_', name)[:_NAME_CHARS].lstrip('.') or 'data'
     kind = str(getattr(loc.storage_type, 'value', loc.storage_type))
     identity = json.dumps([kind, loc.bucket_name or '', loc.key])
     digest = hashlib.sha256(identity.encode('utf-8')).hexdigest()[:32]
-    return Path(directory) / f'{name}.{digest}'
+    return Path(directory) / f'{readable}.{digest}'
+
+
+def is_sha256(value: object) -> bool:
+    """Whether ``value`` is a sha256 as hexdigest() spells it."""
+    return isinstance(value, str) and _SHA256.fullmatch(value) is not None
 
 
 def cache_path(loc: DataLocation, sha256: str) -> Path:
     """Where the copy of ``loc`` with content ``sha256`` is cached."""
+    if not is_sha256(sha256):
+        raise HashMismatchError(
+            f"{sha256!r:.80} is not a sha256 (64 lowercase hex digits): it "
+            f"names no cached copy of {loc.key!r}.")
     return location_dir(loc) / sha256
+
+
+def _entries(folder: Path) -> list[Path]:
+    """The cached copies in ``folder``: regular files (never links) named
+    as a sha256."""
+    found = []
+    for path in folder.iterdir():
+        if is_sha256(path.name) and not path.is_symlink() and path.is_file():
+            found.append(path)
+    return found
+
+
+def _remove(folder: Path, path: Path) -> None:
+    """Remove one cached copy: only a file (or link) directly inside
+    ``folder``, itself a folder of the cache (never a message's path)."""
+    root = os.path.realpath(str(config.get('EXTRACTORS_CACHE_DIR') or ''))
+    if os.path.dirname(os.path.realpath(folder)) != root or \
+            path.parent != folder or not is_sha256(path.name):
+        raise ConfigError(f"Refusing to remove {path}: not a cached copy "
+                          f"under EXTRACTORS_CACHE_DIR ({root}).")
+    path.unlink(missing_ok=True)
 
 
 def _cached_copy(folder: Path, expected: str | None) -> Weights | None:
@@ -105,11 +149,10 @@ def _cached_copy(folder: Path, expected: str | None) -> Weights | None:
     if expected is not None:
         candidates = [folder / expected]
     else:
-        candidates = sorted(
-            (p for p in folder.iterdir() if not p.name.startswith('.')),
-            key=lambda p: p.stat().st_mtime_ns, reverse=True)
+        candidates = sorted(_entries(folder),
+                            key=lambda p: p.stat().st_mtime_ns, reverse=True)
     for path in candidates:
-        if not path.is_file():
+        if path.is_symlink() or not path.is_file():
             continue
         data = path.read_bytes()
         actual = sha256_of(data)
@@ -117,7 +160,7 @@ def _cached_copy(folder: Path, expected: str | None) -> Weights | None:
             return Weights(data, actual, loaded_remotely=False)
         logger.warning("Cached %s has sha256 %s, not its name: evicting it.",
                        path, actual)
-        path.unlink()
+        _remove(folder, path)
     return None
 
 
@@ -130,10 +173,23 @@ def _mismatch(extractor: ExtractorFiles, key: str, actual: str,
         f"the file or the hash in the message.")
 
 
+def expected_hash(extractor: ExtractorFiles, key: str) -> str | None:
+    """The sha256 ``data_hashes`` gives for ``key``, or None; a value that
+    is not a sha256 is refused before it can name any file."""
+    expected = extractor.data_hashes.get(key)
+    if expected is None or is_sha256(expected):
+        return expected
+    raise HashMismatchError(
+        f"{type(extractor).__name__}: data_hashes[{key!r}] = "
+        f"{expected!r:.80} is not a sha256 (64 lowercase hex digits, as "
+        f"hashlib's hexdigest() writes it), so no data can match it: fix "
+        f"the hash in the message.")
+
+
 def fetch(extractor: ExtractorFiles, key: str = 'weights') -> Weights:
     """The verified bytes of ``extractor.data_locations[key]``."""
     loc = extractor.data_locations[key]
-    expected = extractor.data_hashes.get(key)
+    expected = expected_hash(extractor, key)
     if not loc.is_remote:
         data = load_bytes(loc)
         actual = sha256_of(data)
@@ -159,9 +215,9 @@ def _fetch_remote(extractor: ExtractorFiles, key: str, loc: DataLocation,
                 raise _mismatch(extractor, key, actual, expected)
             # The cache writes are the worker's own, not the message's.
             storage_factory('filesystem').store(str(folder / actual), data)
-            for older in folder.iterdir():
-                if older.name != actual and not older.name.startswith('.'):
-                    older.unlink(missing_ok=True)
+            for older in _entries(folder):
+                if older.name != actual:
+                    _remove(folder, older)
             return Weights(data, actual, loaded_remotely=True)
     except Timeout as e:
         raise StorageUnavailableError(
@@ -175,9 +231,9 @@ def evict(extractor: ExtractorFiles, key: str = 'weights') -> None:
     loc = extractor.data_locations[key]
     if loc.is_remote:
         folder = location_dir(loc)
-        if folder.is_dir():
-            for path in folder.iterdir():
-                path.unlink(missing_ok=True)
+        if folder.is_dir() and not folder.is_symlink():
+            for path in _entries(folder):
+                _remove(folder, path)
 
 
 def _safe_globals() -> list[Any]:
