@@ -225,6 +225,10 @@ SETTINGS: dict[str, Setting] = {s.name: s for s in [
     Setting('FEATURE_JSON_MAX_BYTES', int, 256 * 1024 ** 2,
             'Largest legacy JSON feature file parsed, in bytes; the arrays '
             'built from it obey FEATURE_ARRAY_MAX_BYTES as npz ones do.'),
+    Setting('FEATURE_MAX_POINTS', int, 10_000,
+            'Most points a stored feature file may hold, for every task '
+            'reading one (training, classification); checked from its '
+            'header before its vectors are inflated.'),
     Setting('RESULT_MAX_BYTES', int, 64 * 1024 ** 2,
             'Largest task result (its JSON) a worker writes to the result '
             'backend; a larger one fails the task with a typed error.'),
