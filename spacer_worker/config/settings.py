@@ -215,9 +215,11 @@ SETTINGS: dict[str, Setting] = {s.name: s for s in [
             'Most memory (bytes) an image may decode to: width x height x '
             'bands x bytes per sample, every frame counted, and its largest '
             'tile or strip; checked from the header before decoding.'),
-    Setting('WEIGHTS_MAX_TENSOR_BYTES', int, 512 * 1024 ** 2,
-            'Largest tensor storage a weights file may declare, in bytes; '
-            'a storage must also fit in the file itself.'),
+    Setting('WEIGHTS_MAX_TENSOR_BYTES', int, 1024 ** 3,
+            'Most bytes the storages of one weights file may declare, and '
+            'the tensors built from them may take (each on its own; '
+            'VGG16 needs 553 MB); storages must be stored uncompressed, so '
+            'none declares more than the file holds.'),
     Setting('PICKLE_ARRAY_MAX_BYTES', int, 256 * 1024 ** 2,
             'Largest numpy array a classifier pickle may rebuild, in bytes '
             '(an element counts at least one byte, so zero-size dtypes are '
