@@ -16,9 +16,15 @@ import threading
 import time
 import uuid
 
+import numpy as np
 import pytest
 
-from spacer_worker.messages import ClassifyFeaturesMsg, ExtractFeaturesMsg, JobMsg
+from spacer_worker.messages import (
+    ClassifyFeaturesMsg,
+    ExtractFeaturesMsg,
+    JobMsg,
+    JobReturnMsg,
+)
 from tests.builders import ROWCOLS, classify_msg, fs, make_image
 from tests.services import runs, wait_for
 
@@ -282,3 +288,169 @@ def test_a_host_dripping_its_headers_ends_at_the_download_deadline(
 def _url(url: str):
     from spacer_worker.data_classes import DataLocation
     return DataLocation('url', url)
+
+
+# --- allocation bounds through a real worker ----------------------------------------
+
+BOUNDS = {
+    'SPACER_IMAGE_MAX_DECODED_BYTES': str(64 << 20),
+    'SPACER_WEIGHTS_MAX_TENSOR_BYTES': str(32 << 20),
+    'SPACER_FEATURE_JSON_MAX_BYTES': str(1 << 20),
+    'SPACER_FEATURE_MAX_POINTS': '100',
+    'SPACER_RESULT_MAX_BYTES': '4000',
+    'SPACER_EXTRACT_BACKEND': 'onnxruntime',
+}
+
+
+@pytest.fixture
+def bounded(start_worker, tmp_path, redis_db):
+    """A worker under the bounds above, reading and writing ``tmp_path``;
+    yields it, then checks its pool process still serves, unchanged."""
+    worker = start_worker('bounded', queues='extract,train,classify',
+                          env={**BOUNDS,
+                               'SPACER_FILESYSTEM_READ_ROOTS': str(tmp_path),
+                               'SPACER_FILESYSTEM_WRITE_ROOTS': str(tmp_path)})
+    yield worker
+    pids = {r['pid'] for r in runs(redis_db)}
+    assert len(pids) == 1, pids
+
+
+def _failure(app, name: str, payload: dict, queue: str) -> str:
+    result = app.send_task(name, args=[payload], queue=queue)
+    result.get(timeout=TIMEOUT, propagate=False)
+    assert result.state == 'FAILURE'
+    return result.traceback
+
+
+def _peak_mb(redis_db) -> float:
+    """Peak RSS (VmHWM) of the worker's pool process, in MB."""
+    pid = runs(redis_db)[-1]['pid']
+    for line in open(f'/proc/{pid}/status'):
+        if line.startswith('VmHWM:'):
+            return int(line.split()[1]) / 1024
+    raise AssertionError('no VmHWM')
+
+
+def _warm_up(app, tmp_path) -> None:
+    from spacer_worker.extractors import DummyExtractor
+    make_image(tmp_path / 'image.png', seed=1)
+    app.send_task('spacer.extract_features', args=[ExtractFeaturesMsg(
+        job_token='warm', extractor=DummyExtractor(feature_dim=8),
+        rowcols=ROWCOLS, image_loc=fs(tmp_path / 'image.png'),
+        feature_loc=fs(tmp_path / 'warm.featurevector')).serialize()],
+        queue='extract').get(timeout=TIMEOUT)
+
+
+def test_a_tiff_declaring_a_huge_tile_is_refused_before_decoding(
+        app, bounded, tmp_path, redis_db):
+    from spacer_worker.extractors import DummyExtractor
+    from tests.storage.hostile_files import tiff_tile_bomb
+
+    _warm_up(app, tmp_path)
+    before = _peak_mb(redis_db)
+    (tmp_path / 'bomb.tif').write_bytes(tiff_tile_bomb())
+    text = _failure(app, 'spacer.extract_features', ExtractFeaturesMsg(
+        job_token='bomb', extractor=DummyExtractor(feature_dim=8),
+        rowcols=[(10, 10)], image_loc=fs(tmp_path / 'bomb.tif'),
+        feature_loc=fs(tmp_path / 'bomb.featurevector')).serialize(),
+        'extract')
+    assert 'IMAGE_MAX_DECODED_BYTES' in text, text
+    assert _peak_mb(redis_db) - before < 40
+
+
+def test_weights_of_zero_stride_tensors_are_refused_before_building(
+        app, bounded, tmp_path, redis_db):
+    from spacer_worker.extractors import EfficientNetExtractor
+    from tests.storage.hostile_files import pt_zero_stride_tensors
+
+    def extract(weights: bytes, name: str) -> str:
+        (tmp_path / name).write_bytes(weights)
+        return _failure(app, 'spacer.extract_features', ExtractFeaturesMsg(
+            job_token='w', rowcols=[(10, 10)],
+            extractor=EfficientNetExtractor(
+                data_locations={'weights': fs(tmp_path / name)}),
+            image_loc=fs(tmp_path / 'image.png'),
+            feature_loc=fs(tmp_path / 'w.featurevector')).serialize(),
+            'extract')
+
+    _warm_up(app, tmp_path)
+    # Weights that load but are no EfficientNet: the same code path runs,
+    # its imports are made.
+    extract(pt_zero_stride_tensors(tensors=1, elements=4), 'small.pt')
+    before = _peak_mb(redis_db)
+    text = extract(pt_zero_stride_tensors(), 'bomb.pt')
+    assert 'WeightsLoadError' in text, text
+    assert _peak_mb(redis_db) - before < 40
+
+
+def test_a_pickled_array_of_zero_size_elements_is_refused(
+        app, bounded, tmp_path):
+    from tests.storage.hostile_files import zero_size_pickle
+
+    (tmp_path / 'model.pkl').write_bytes(zero_size_pickle())
+    _features(tmp_path / 'img.featurevector', points=5)
+    text = _failure(app, 'spacer.classify_features', classify_msg(
+        tmp_path / 'img.featurevector', tmp_path / 'model.pkl').serialize(),
+        'classify')
+    assert 'PICKLE_ARRAY_MAX_BYTES' in text, text
+
+
+def _features(path, points: int, dim: int = 32) -> None:
+    from spacer_worker.data_classes import ImageFeatures
+    rng = np.random.default_rng(points)
+    ImageFeatures.from_arrays(
+        list(range(points)), list(range(points)),
+        rng.random((points, dim)).astype(np.float32)).store(fs(path))
+
+
+def _model(path) -> None:
+    from spacer_worker.storage.classifiers import dump_classifier
+    from tests.storage.test_classifiers import train
+    path.write_bytes(dump_classifier(train('sgd')))
+
+
+def test_json_features_over_their_bound_are_not_parsed(app, bounded,
+                                                       tmp_path):
+    from tests.storage.hostile_files import json_feature_bomb
+
+    (tmp_path / 'img.featurevector').write_bytes(json_feature_bomb())
+    _model(tmp_path / 'model.pkl')
+    text = _failure(app, 'spacer.classify_features', classify_msg(
+        tmp_path / 'img.featurevector', tmp_path / 'model.pkl').serialize(),
+        'classify')
+    assert 'FEATURE_JSON_MAX_BYTES' in text, text
+
+
+def test_feature_files_over_the_point_bound_fail_classification_and_training(
+        app, bounded, tmp_path):
+    from tests.builders import train_msg
+
+    _features(tmp_path / 'many.featurevector', points=101)
+    _model(tmp_path / 'model.pkl')
+    text = _failure(app, 'spacer.classify_features', classify_msg(
+        tmp_path / 'many.featurevector', tmp_path / 'model.pkl').serialize(),
+        'classify')
+    assert 'FEATURE_MAX_POINTS' in text, text
+    # a training one of whose files holds as many
+    folder = tmp_path / 'training'
+    folder.mkdir()
+    msg = train_msg(folder, epochs=1)
+    _features(folder / 'train0.featurevector', points=101)
+    text = _failure(app, 'spacer.train_classifier', msg.serialize(), 'train')
+    assert 'FEATURE_MAX_POINTS' in text, text
+
+
+def test_a_result_over_its_bound_fails_instead_of_being_written(
+        app, bounded, tmp_path, redis_db):
+    _features(tmp_path / 'img.featurevector', points=80)
+    _model(tmp_path / 'model.pkl')
+    msg = classify_msg(tmp_path / 'img.featurevector', tmp_path / 'model.pkl')
+    text = _failure(app, 'spacer.classify_features', msg.serialize(),
+                    'classify')
+    assert 'RESULT_MAX_BYTES' in text, text
+    # a job answers as PySpacer does: ok=False, its error's text
+    job = JobMsg(task_name='classify_features', tasks=[msg])
+    answer = JobReturnMsg.deserialize(app.send_task(
+        'spacer.process_job', args=[job.serialize()],
+        queue='classify').get(timeout=TIMEOUT))
+    assert not answer.ok and 'RESULT_MAX_BYTES' in answer.error_message
