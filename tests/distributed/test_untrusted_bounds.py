@@ -303,14 +303,16 @@ BOUNDS = {
 
 
 @pytest.fixture
-def bounded(start_worker, tmp_path, redis_db):
+def bounded(app, start_worker, tmp_path, redis_db):
     """A worker under the bounds above, reading and writing ``tmp_path``;
-    yields it, then checks its pool process still serves, unchanged."""
+    yields it, then checks the same pool process still extracts."""
     worker = start_worker('bounded', queues='extract,train,classify',
                           env={**BOUNDS,
                                'SPACER_FILESYSTEM_READ_ROOTS': str(tmp_path),
                                'SPACER_FILESYSTEM_WRITE_ROOTS': str(tmp_path)})
     yield worker
+    _warm_up(app, tmp_path)
+    assert (tmp_path / 'warm.featurevector').is_file()
     pids = {r['pid'] for r in runs(redis_db)}
     assert len(pids) == 1, pids
 
