@@ -195,6 +195,11 @@ def runs(client: redis.Redis) -> list[dict]:
 # Short leases so a dead worker's tasks come back in seconds, not a minute.
 LEASE_TTL = '3'
 
+# WORKER_CONTROL_COMMANDS for a test that opens a queue by remote control.
+CONTROL_WITH_ADD_CONSUMER = 'ping,stats,active_queues,registered,scheduled,' \
+    'active,reserved,revoked,conf,query_task,report,clock,hello,' \
+    'enable_events,revoke,add_consumer'
+
 
 def worker_env(redis_url: str, **settings: str) -> dict[str, str]:
     """Environment for a subprocess on the test Redis: no developer SPACER_*

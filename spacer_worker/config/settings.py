@@ -202,6 +202,38 @@ SETTINGS: dict[str, Setting] = {s.name: s for s in [
             'Largest classifier pickle a worker unpickles, in bytes '
             '(PySpacer MLPs on 1280-dim features are ~10 MB); loading '
             'needs at most about 3x this in memory.'),
+    # --- hostile input, round two (issue 28): bounds and remote control ----
+    Setting('WORKER_CONTROL_COMMANDS', str,
+            'ping,stats,active_queues,registered,scheduled,active,reserved,'
+            'revoked,conf,query_task,report,clock,hello,enable_events,revoke',
+            "Celery remote control commands a worker accepts "
+            "(comma-separated; read at worker start). The default serves "
+            "Flower's views, health checks and revoke; shutdown, "
+            "pool_restart, time_limit, rate_limit, add_consumer, autoscale "
+            "and the rest are refused. Empty refuses every command."),
+    Setting('IMAGE_MAX_DECODED_BYTES', int, 1536 * 1024 ** 2,
+            'Most memory (bytes) an image may decode to: width x height x '
+            'bands x bytes per sample, every frame counted, and its largest '
+            'tile or strip; checked from the header before decoding.'),
+    Setting('WEIGHTS_MAX_TENSOR_BYTES', int, 1024 ** 3,
+            'Most bytes the storages of one weights file may declare, and '
+            'the tensors built from them may take (each on its own; '
+            'VGG16 needs 553 MB); storages must be stored uncompressed, so '
+            'none declares more than the file holds.'),
+    Setting('PICKLE_ARRAY_MAX_BYTES', int, 256 * 1024 ** 2,
+            'Largest numpy array a classifier pickle may rebuild, in bytes '
+            '(an element counts at least one byte, so zero-size dtypes are '
+            'bounded too); checked before the array is allocated.'),
+    Setting('FEATURE_JSON_MAX_BYTES', int, 256 * 1024 ** 2,
+            'Largest legacy JSON feature file parsed, in bytes; the arrays '
+            'built from it obey FEATURE_ARRAY_MAX_BYTES as npz ones do.'),
+    Setting('FEATURE_MAX_POINTS', int, 10_000,
+            'Most points a stored feature file may hold, for every task '
+            'reading one (training, classification); checked from its '
+            'header before its vectors are inflated.'),
+    Setting('RESULT_MAX_BYTES', int, 64 * 1024 ** 2,
+            'Largest task result (its JSON) a worker writes to the result '
+            'backend; a larger one fails the task with a typed error.'),
     # --- Celery -------------------------------------------------------------
     Setting('BROKER_URL', str, _DEFAULT_BROKER, 'Celery broker URL.', True),
     Setting('RESULT_BACKEND', str, None,

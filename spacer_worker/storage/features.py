@@ -102,6 +102,12 @@ def decode_features(data: bytes, where: str = 'feature file'
         return _decode_npz(data, where)
     stripped = data.lstrip()[:1]
     if stripped in (b'[', b'{'):
+        limit = config.get('FEATURE_JSON_MAX_BYTES')
+        if len(data) > limit:
+            # Parsing costs up to ~20x the text in Python objects.
+            raise ReadLimitError(
+                f"{where} is a {len(data)}-byte JSON feature file, over the "
+                f"FEATURE_JSON_MAX_BYTES limit of {limit}; it is not parsed.")
         return _decode_json(data, where)
     raise FeatureFileError(
         f"{where} is not a feature file: expected an npz (zip) archive or "
@@ -269,6 +275,7 @@ def _check_shapes(headers: dict[str, tuple], meta: Any, where: str) -> None:
     npoints, feature_dim = int(meta[1]), int(meta[2])
     if npoints == 0:
         raise FeatureFileError(f"{where} holds no points.")
+    check_point_count(npoints, where)
     shape = headers['feat'][0]
     if shape != (npoints, feature_dim):
         raise FeatureFileError(
@@ -293,6 +300,7 @@ def _decode_json(data: bytes, where: str) -> FeatureArrays:
             f"{e.colno}.") from e
     if isinstance(content, list):
         # The oldest format: vectors only, no positions.
+        check_point_count(len(content), where)
         return _build(None, None, _vectors(content, where), False,
                       len(content), where)
     points = content.get('point_features')
@@ -301,6 +309,7 @@ def _decode_json(data: bytes, where: str) -> FeatureArrays:
         raise FeatureFileError(
             f"{where}: a JSON feature dict needs 'point_features', a list of "
             f"{{'row', 'col', 'data'}} objects.")
+    check_point_count(len(points), where)
     valid_rowcol = bool(content.get('valid_rowcol', True))
     feat = _vectors([p['data'] for p in points], where)
     rows = cols = None
@@ -319,6 +328,16 @@ def _decode_json(data: bytes, where: str) -> FeatureArrays:
             f"{where}: npoints={npoints!r}, feature_dim={dim!r} do not match "
             f"the {feat.shape[0]} x {feat.shape[1]} vectors.")
     return _build(rows, cols, feat, valid_rowcol, len(points), where)
+
+
+def check_point_count(npoints: int, where: str) -> None:
+    """Refuse a feature file holding more points than FEATURE_MAX_POINTS,
+    before its vectors are built (every task reading features comes here)."""
+    limit = config.get('FEATURE_MAX_POINTS')
+    if npoints > limit:
+        raise ReadLimitError(
+            f"{where} holds {npoints} points, over the FEATURE_MAX_POINTS "
+            f"limit of {limit}.")
 
 
 def _check_finite(feat: Any, where: str) -> None:
@@ -354,6 +373,14 @@ def _vectors(vectors: list, where: str) -> Any:
 
     if not vectors:
         raise FeatureFileError(f"{where} holds no feature vectors.")
+    first = vectors[0]
+    size = len(vectors) * (len(first) if isinstance(first, list) else 1) * 4
+    limit = config.get('FEATURE_ARRAY_MAX_BYTES')
+    if size > limit:
+        raise ReadLimitError(
+            f"{where}: its {len(vectors)} JSON feature vectors would make a "
+            f"{size}-byte array, over the FEATURE_ARRAY_MAX_BYTES limit of "
+            f"{limit}.")
     try:
         feat = np.array(vectors, dtype=np.float64)
     except (TypeError, ValueError) as e:

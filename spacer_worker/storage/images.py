@@ -2,7 +2,9 @@
 
 The pixel count is read from the header and checked against the
 MAX_IMAGE_PIXELS setting before any pixel is decoded, so a decompression
-bomb costs a header read, not gigabytes of memory. Pixel modes are kept as
+bomb costs a header read, not gigabytes of memory; so is the memory the
+decoders will take (IMAGE_MAX_DECODED_BYTES: bit depth, tiles, strips,
+progressive scans; see :mod:`spacer_worker.storage.image_memory`). Pixel modes are kept as
 stored; extraction converts to RGB itself.
 """
 
@@ -17,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from spacer_worker import config
 from spacer_worker.exceptions import DataLimitError, ImageDecodeError
 from spacer_worker.storage.blobs import describe, load_bytes, store_bytes
+from spacer_worker.storage.image_memory import check_decoded_size
 from spacer_worker.storage.pixel_arrays import decode_rows_on_demand, load_into_array
 
 if TYPE_CHECKING:
@@ -71,6 +74,11 @@ def decode_image(data: bytes, where: str = 'image',
             f"Image {name or where} has {width} x {height} = "
             f"{width * height} total pixels, which is larger than the max "
             f"allowed of {limit}.")
+    try:
+        check_decoded_size(image, where)
+    except DataLimitError:
+        image.close()
+        raise
     described = f"{where} ({image.format} {width} x {height})"
 
     def corrupt(e: Exception) -> Exception:

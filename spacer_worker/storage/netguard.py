@@ -17,7 +17,7 @@ import http.client
 import ipaddress
 import socket
 import urllib.request
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -140,19 +140,30 @@ def is_public_address(text: str) -> bool:
     return _is_public(ipaddress.ip_address(text))
 
 
-def guarded_handlers(guard: HostGuard) -> Iterable[Any]:
+def guarded_handlers(guard: HostGuard,
+                     connector: Callable[..., Any] | None = None
+                     ) -> Iterable[Any]:
     """urllib handlers that connect through ``guard`` and ignore proxies
-    (a proxy would connect on our behalf, past the guard)."""
+    (a proxy would connect on our behalf, past the guard). ``connector``
+    wraps the guard's connect (a download deadline does)."""
+    connect = guard.create_connection
+    return (urllib.request.ProxyHandler({}),
+            *connection_handlers(connector(connect) if connector else connect))
+
+
+def connection_handlers(connect: Callable[..., Any]) -> Iterable[Any]:
+    """urllib HTTP and HTTPS handlers whose connections are made by
+    ``connect`` (a socket.create_connection lookalike)."""
 
     class _HTTPConnection(http.client.HTTPConnection):
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
-            self._create_connection = guard.create_connection
+            self._create_connection = connect
 
     class _HTTPSConnection(http.client.HTTPSConnection):
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
-            self._create_connection = guard.create_connection
+            self._create_connection = connect
 
     class _HTTPHandler(urllib.request.HTTPHandler):
         def http_open(self, req: Any) -> Any:
@@ -163,4 +174,4 @@ def guarded_handlers(guard: HostGuard) -> Iterable[Any]:
             return self.do_open(_HTTPSConnection, req,
                                 context=self._context)
 
-    return (urllib.request.ProxyHandler({}), _HTTPHandler(), _HTTPSHandler())
+    return (_HTTPHandler(), _HTTPSHandler())

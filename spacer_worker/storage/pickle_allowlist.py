@@ -130,6 +130,21 @@ def _product(shape: tuple) -> int:
     return total
 
 
+def check_array_size(shape: tuple[int, ...], dtype: Any) -> None:
+    """Refuse an array over PICKLE_ARRAY_MAX_BYTES before it is made. An
+    element counts at least one byte: a zero-size dtype ('S0') would let a
+    few bytes of pickle declare 10^12 elements, which cost nothing until
+    anything walks them."""
+    from spacer_worker import config
+
+    limit = config.get('PICKLE_ARRAY_MAX_BYTES')
+    size = _product(shape) * max(1, dtype.itemsize)
+    if size > limit:
+        raise refuse(f'an array of shape {shape} and dtype {dtype.str} '
+                     f'counts {size} bytes (an element at least one), over '
+                     f'the PICKLE_ARRAY_MAX_BYTES limit of {limit}')
+
+
 def check_shape(shape: Any) -> tuple[int, ...]:
     if type(shape) is not tuple or len(shape) > MAX_NDIM or not all(
             type(d) is int and d >= 0 for d in shape):
@@ -214,6 +229,7 @@ def _frombuffer(args: tuple, loader: Any) -> Any:
         raise refuse('numpy _frombuffer takes (bytes, dtype, shape, order)')
     dtype = loader.ready_dtype(args[1])
     shape = check_shape(args[2])
+    check_array_size(shape, dtype)
     if dtype.hasobject or len(args[0]) != _product(shape) * dtype.itemsize:
         raise refuse('numpy _frombuffer data does not match its shape')
     return np._core.numeric._frombuffer(args[0], dtype, shape, args[3])

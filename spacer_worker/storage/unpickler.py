@@ -458,6 +458,7 @@ def _build_array(loader: ClassifierUnpickler, array: Any, state: Any
         raise refuse('an array state with an unknown version or order')
     shape = allow.check_shape(shape)
     dtype = loader.ready_dtype(dtype)
+    allow.check_array_size(shape, dtype)
     count = allow._product(shape)
     if dtype.hasobject:
         if type(data) is not list or len(data) != count:

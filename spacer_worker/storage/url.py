@@ -2,7 +2,8 @@
 
 Bounded in every direction so a bad URL cannot hang or flood a worker:
 URL_TIMEOUT for connecting and for each read, URL_DOWNLOAD_TIMEOUT for the
-whole body, URL_MAX_BYTES checked against Content-Length before reading and
+whole download (connect, status line, headers and body: see
+:mod:`spacer_worker.storage.deadline`), URL_MAX_BYTES checked against Content-Length before reading and
 again while streaming. Failures are URLDownloadError subclasses, split into
 permanent (404, 403, too large, bad URL) and transient (timeouts, resets,
 5xx, 429).
@@ -12,7 +13,6 @@ from __future__ import annotations
 
 import http.client
 import ssl
-import time
 import urllib.error
 import urllib.request
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -27,11 +27,12 @@ from spacer_worker.exceptions import (
     URLUnavailableError,
     URLUnusableError,
 )
+from spacer_worker.storage.deadline import Deadline
 from spacer_worker.storage.errors import (
     http_status_is_transient,
     is_permanent_dns_error,
 )
-from spacer_worker.storage.netguard import guarded_handlers
+from spacer_worker.storage.netguard import connection_handlers, guarded_handlers
 from spacer_worker.storage.remote import RemoteStorage
 
 if TYPE_CHECKING:
@@ -55,9 +56,20 @@ class URLStorage(RemoteStorage):
         return f"URL {key!r}"
 
     def _load_remote(self, key: str) -> bytes:
+        with Deadline(config.get('URL_DOWNLOAD_TIMEOUT')) as deadline:
+            try:
+                data = self._download(key, deadline)
+            except Exception as e:
+                if deadline.expired:
+                    raise _too_slow(key) from e
+                raise
+            if deadline.expired:    # cut short: what came may be partial
+                raise _too_slow(key)
+            return data
+
+    def _download(self, key: str, deadline: Deadline) -> bytes:
         limit = config.get('URL_MAX_BYTES')
-        deadline = time.monotonic() + config.get('URL_DOWNLOAD_TIMEOUT')
-        with self._open(key, 'GET') as response:
+        with self._open(key, 'GET', deadline) as response:
             declared = response.headers.get('Content-Length')
             expected = _parse_length(declared)
             if expected is not None and expected > limit:
@@ -86,12 +98,8 @@ class URLStorage(RemoteStorage):
                     raise URLTooLargeError(
                         f"Download from {key!r} stopped: over the "
                         f"URL_MAX_BYTES limit of {limit} bytes.")
-                if time.monotonic() > deadline:
-                    raise URLUnavailableError(
-                        f"Download from {key!r} took longer than "
-                        f"URL_DOWNLOAD_TIMEOUT "
-                        f"({config.get('URL_DOWNLOAD_TIMEOUT')} s) "
-                        f"after {total} bytes. Retry later.")
+                if deadline.expired:
+                    raise _too_slow(key)
                 chunks.append(chunk)
         if expected is not None and total != expected:
             raise URLUnavailableError(
@@ -102,9 +110,18 @@ class URLStorage(RemoteStorage):
     def exists(self, url: str) -> bool:
         if not _is_http(url):
             return False    # PySpacer's answer for what it cannot open
+        with Deadline(config.get('URL_DOWNLOAD_TIMEOUT')) as deadline:
+            try:
+                return self._exists(url, deadline)
+            except Exception as e:
+                if deadline.expired:
+                    raise _too_slow(url) from e
+                raise
+
+    def _exists(self, url: str, deadline: Deadline) -> bool:
         try:
-            with self._open(url, 'HEAD'):
-                return True
+            with self._open(url, 'HEAD', deadline):
+                return not deadline.expired or _raise(_too_slow(url))
         except URLNotFoundError:
             return False
         except URLUnusableError as e:
@@ -112,8 +129,8 @@ class URLStorage(RemoteStorage):
                 raise
         # The server does not do HEAD: start a GET and drop the body.
         try:
-            with self._open(url, 'GET'):
-                return True
+            with self._open(url, 'GET', deadline):
+                return not deadline.expired or _raise(_too_slow(url))
         except URLNotFoundError:
             return False
 
@@ -126,7 +143,8 @@ class URLStorage(RemoteStorage):
         raise StorageReadOnlyError(
             f"Cannot delete {url!r}: url storage is read-only.")
 
-    def _open(self, url: str, method: str) -> http.client.HTTPResponse:
+    def _open(self, url: str, method: str, deadline: Deadline
+              ) -> http.client.HTTPResponse:
         if not urlsplit(url).scheme:
             # What PySpacer (urllib) says of a key that is no URL at all.
             raise URLUnusableError(
@@ -139,7 +157,8 @@ class URLStorage(RemoteStorage):
         request = urllib.request.Request(
             url, method=method, headers={'User-Agent': _USER_AGENT})
         try:
-            return _opener(self.guard).open(request, timeout=config.get('URL_TIMEOUT'))
+            return _opener(self.guard, deadline).open(
+                request, timeout=config.get('URL_TIMEOUT'))
         except urllib.error.HTTPError as e:
             e.close()
             _raise_status(e.code, e.reason, url)
@@ -174,11 +193,25 @@ def _is_http(url: str) -> bool:
     return parts.scheme in ('http', 'https') and bool(parts.netloc)
 
 
-def _opener(guard: HostGuard | None = None) -> urllib.request.OpenerDirector:
+def _opener(guard: HostGuard | None, deadline: Deadline
+            ) -> urllib.request.OpenerDirector:
+    # Every connection, redirects and proxies included, under the deadline.
     if guard is None:
-        return urllib.request.build_opener(_HTTPOnlyRedirects)
-    return urllib.request.build_opener(_HTTPOnlyRedirects,
-                                       *guarded_handlers(guard))
+        return urllib.request.build_opener(
+            _HTTPOnlyRedirects, *connection_handlers(deadline.connector()))
+    return urllib.request.build_opener(
+        _HTTPOnlyRedirects, *guarded_handlers(guard, deadline.connector))
+
+
+def _too_slow(url: str) -> URLUnavailableError:
+    return URLUnavailableError(
+        f"Download from {url!r} took longer than URL_DOWNLOAD_TIMEOUT "
+        f"({config.get('URL_DOWNLOAD_TIMEOUT')} s), counted from the "
+        f"connect through the status line, headers and body. Retry later.")
+
+
+def _raise(error: Exception) -> NoReturn:
+    raise error
 
 
 def _parse_length(value: str | None) -> int | None:

@@ -40,6 +40,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from spacer_worker import config
+from spacer_worker.config import telemetry
 from spacer_worker.exceptions import ConfigError
 from spacer_worker.training.threads import numpy_blas_architecture
 
@@ -78,7 +79,7 @@ class NumpyProducts:
 
 def onnxruntime_available() -> bool:
     try:  # a probe: is the optional ONNX Runtime installed?
-        import onnxruntime  # noqa: F401
+        telemetry.onnxruntime()
     except ImportError:
         return False
     return True
@@ -119,7 +120,7 @@ def _gemm_sessions() -> dict[bool, Any]:
     global _sessions_pid
     with _sessions_lock:
         if _sessions_pid != os.getpid():  # none yet, or forked
-            import onnxruntime as ort
+            ort = telemetry.onnxruntime()
             options = ort.SessionOptions()
             options.intra_op_num_threads = 1
             options.inter_op_num_threads = 1

@@ -47,7 +47,12 @@ from kombu.exceptions import SerializationError
 from spacer_worker import tasks
 from spacer_worker.celery import books, payloads
 from spacer_worker.data_classes.codec import show
-from spacer_worker.exceptions import MessageError, SpacerError, TransientError
+from spacer_worker.exceptions import (
+    DataLimitError,
+    MessageError,
+    SpacerError,
+    TransientError,
+)
 from spacer_worker.exceptions.failures import (
     failure_text,
     fold_chain,
@@ -60,6 +65,7 @@ from spacer_worker.metrics import recording
 from spacer_worker.storage.sandbox import hide_causes, untrusted
 from spacer_worker.worker import delivery
 from spacer_worker.worker.admission import admit, check_payload_size
+from spacer_worker.worker.result_size import check_result
 
 logger = logging.getLogger(__name__)
 
@@ -240,7 +246,7 @@ def _run(task: SpacerTask, payload: Any, message_class: type,
         if limit is None:
             raise
         raise task.time_limit_error(limit) from limit
-    return result.serialize()
+    return check_result(task.name, result.serialize())
 
 
 def _adapter(row: ContractTask) -> SpacerTask:
@@ -312,4 +318,10 @@ def process_job(self: SpacerTask, payload: Any) -> dict:
         result = JobReturnMsg(original_job=job, ok=False, results=None,
                               error_message=failure_text(error))
     result.original_job = answer_job
-    return result.serialize()
+    try:
+        return check_result(self.name, result.serialize())
+    except DataLimitError as e:
+        # PySpacer's answer to a failed job; it is small (else: FAILURE).
+        return check_result(self.name, JobReturnMsg(
+            original_job=answer_job, ok=False, results=None,
+            error_message=failure_text(e)).serialize())

@@ -4,7 +4,10 @@ Celery drops a message whose body cannot be decoded (not JSON, pickle
 where only JSON is accepted) after logging it: its sender would wait for a
 result that never comes. This consumer also records FAILURE for the
 message's task id, with an error that says what was wrong, so the client
-gets an answer. Selected by the app's ``worker_consumer`` setting.
+gets an answer. It also installs :mod:`spacer_worker.worker.consumed_queue`
+before consuming, and closes remote control to the commands
+WORKER_CONTROL_COMMANDS allows (:mod:`spacer_worker.worker.remote_control`).
+Selected by the app's ``worker_consumer`` setting.
 """
 
 from __future__ import annotations
@@ -15,11 +18,20 @@ from typing import Any
 from celery.worker.consumer import Consumer as CeleryConsumer
 
 from spacer_worker.exceptions import MessageError
+from spacer_worker.worker import consumed_queue, remote_control
 
 logger = logging.getLogger(__name__)
 
 
 class Consumer(CeleryConsumer):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        # Before any channel consumes: delivery_info then names the queue
+        # a message was popped from, not the one its sender claims.
+        consumed_queue.install()
+        super().__init__(*args, **kwargs)
+        # Only the allowed remote control commands (Flower's, revoke).
+        remote_control.close(self)
+
     def on_decode_error(self, message: Any, exc: Exception) -> None:
         super().on_decode_error(message, exc)
         self._fail(message, f'its body could not be decoded as '

@@ -6,7 +6,13 @@ far past what the operator allowed (and past the broker's visibility
 timeout, so Redis would hand it to a second worker). This request clamps
 both limits to the task's configured ones (``<KIND>_TIME_LIMIT``; on a
 high-spec queue ``<KIND>_HIGH_TIME_LIMIT``), and logs what it changed.
-Lower limits in a message are kept.
+Lower limits in a message are kept; a message without limits gets the
+ceilings themselves.
+
+The queue that picks the ceiling is the one the worker consumed the message
+from: ``delivery_info`` is rewritten on receipt by
+:mod:`spacer_worker.worker.consumed_queue`, since a sender can write any
+queue name into its own message.
 """
 
 from __future__ import annotations
@@ -47,9 +53,12 @@ class Request(CeleryRequest):
     def __init__(self, message: Any, **kwargs: Any) -> None:
         super().__init__(message, **kwargs)
         asked = self._request_dict.get('timelimit')
-        if not asked:
-            return
         hard_max, soft_max = _ceilings(self)
+        if not isinstance(asked, (list, tuple)) or not any(asked):
+            # No limits in the message: the worker's own for this queue.
+            self.time_limits = (hard_max, soft_max)
+            self._request_dict['timelimit'] = [hard_max, soft_max]
+            return
         limits = clamp_time_limits(asked, hard_max, soft_max)
         if any(isinstance(a, (int, float)) and b is not None and a > b
                for a, b in zip(asked, limits, strict=False)):
@@ -62,15 +71,19 @@ class Request(CeleryRequest):
 
 
 def _ceilings(request: Any) -> tuple[float | None, float | None]:
-    """The task's configured (hard, soft) limits; on a high-spec queue
-    (extract_high, train_high) that queue's, which are longer."""
+    """(hard, soft) limits of the queue the message was consumed from: that
+    queue's kind's; on a high-spec queue (extract_high, train_high) at
+    least the task's, as they are the longer ones. A queue that is none of
+    ours: the task's configured limits."""
     from spacer_worker.celery import queue_name, time_limits
-    from spacer_worker.constants import HIGH_SPEC_KINDS
+    from spacer_worker.constants import HIGH_SPEC_KINDS, QueueKind
 
     hard_max, soft_max = request.task.time_limit, request.task.soft_time_limit
     queue = (getattr(request, 'delivery_info', None) or {}).get('routing_key')
-    for kind in HIGH_SPEC_KINDS.values():
+    for kind in QueueKind:
         if queue and queue == queue_name(kind):
             soft, hard = time_limits(kind)
-            return max(hard, hard_max or 0), max(soft, soft_max or 0)
+            if kind in HIGH_SPEC_KINDS.values():
+                return max(hard, hard_max or 0), max(soft, soft_max or 0)
+            return hard, soft
     return hard_max, soft_max

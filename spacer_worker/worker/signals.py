@@ -98,6 +98,13 @@ def _preload_in_child(**_: Any) -> None:
 
 
 @worker_init.connect
+def _telemetry_off(**_: Any) -> None:
+    # Before any pool process or network server starts: they inherit it.
+    from spacer_worker.config import telemetry
+    telemetry.turn_off()
+
+
+@worker_init.connect
 def _check_parent_has_no_cuda(**_: Any) -> None:
     # The parent must stay CUDA-free (see module docstring).
     torch = sys.modules.get('torch')

@@ -10,7 +10,12 @@ import time
 
 from spacer_worker.client.jobs import Client
 from tests.compat.test_failure_classes import http_root  # noqa: F401
-from tests.services import django_env, run_django, wait_for
+from tests.services import (
+    CONTROL_WITH_ADD_CONSUMER,
+    django_env,
+    run_django,
+    wait_for,
+)
 
 EXPECTED = {
     # scenario: (class path on the last line, how CoralNet sorts it)
@@ -32,7 +37,9 @@ def test_coralnet_sorts_every_failure_by_its_class(
     data.mkdir()
     sandbox = {'SPACER_FILESYSTEM_READ_ROOTS': str(tmp_path),
                'SPACER_FILESYSTEM_WRITE_ROOTS': str(tmp_path),
-               'SPACER_URL_ALLOWED_HOSTS': '127.0.0.1'}
+               'SPACER_URL_ALLOWED_HOSTS': '127.0.0.1',
+               # The test opens train_high later by remote control.
+               'SPACER_WORKER_CONTROL_COMMANDS': CONTROL_WITH_ADD_CONSUMER}
     start_worker('coralnet', queues='extract,train,classify,extract_high',
                  concurrency=2, env=sandbox)
     env = django_env(broker_url, tmp_path)   # settings.SPACER, as CoralNet

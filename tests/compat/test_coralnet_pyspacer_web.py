@@ -21,7 +21,13 @@ import pytest
 from spacer_worker.client.jobs import Client
 from tests.compat.test_coralnet_loop import EXPECTED
 from tests.compat.test_failure_classes import http_root  # noqa: F401
-from tests.services import REPO, django_env, run_django, wait_for
+from tests.services import (
+    CONTROL_WITH_ADD_CONSUMER,
+    REPO,
+    django_env,
+    run_django,
+    wait_for,
+)
 
 # Each failure with the class path CoralNet sorts it by, as for our own
 # messages.
@@ -69,7 +75,10 @@ def test_coralnet_keeping_pyspacer_changes_one_setting(
                  concurrency=2, env={
                      'SPACER_FILESYSTEM_READ_ROOTS': str(tmp_path),
                      'SPACER_FILESYSTEM_WRITE_ROOTS': str(tmp_path),
-                     'SPACER_URL_ALLOWED_HOSTS': '127.0.0.1'})
+                     'SPACER_URL_ALLOWED_HOSTS': '127.0.0.1',
+                     # The test opens train_high later by remote control.
+                     'SPACER_WORKER_CONTROL_COMMANDS':
+                         CONTROL_WITH_ADD_CONSUMER})
     env = django_env(broker_url, tmp_path)   # settings.SPACER, as CoralNet
     version = subprocess.run(
         [python, '-c', 'import importlib.metadata as m, spacer.messages; '

@@ -87,6 +87,18 @@ class FileServerHandler(BaseHTTPRequestHandler):
                     time.sleep(0.2)
             except OSError:
                 pass
+        elif path in ('/drip-status', '/drip-headers'):
+            # The status line (or the headers after it) a byte every 0.2 s:
+            # every single read succeeds, only a whole-download deadline
+            # ends it.
+            head_text = b'HTTP/1.1 200 OK\r\n'
+            rest = b'X-Filler: ' + b'a' * 400 + b'\r\n' * 2
+            if path == '/drip-headers':
+                self.wfile.write(head_text)
+                self.wfile.flush()
+                head_text = b''
+            drip_bytes(self.wfile, head_text + rest)
+            self.close_connection = True
         elif path == '/big-declared':
             self._send(200, b'x' * 100, length=10 ** 9, head=head)
             self.close_connection = True
@@ -106,6 +118,17 @@ class FileServerHandler(BaseHTTPRequestHandler):
             self.close_connection = True
         else:
             self._send(404, b'unknown route', head=head)
+
+
+def drip_bytes(stream, data: bytes, pause: float = 0.2) -> None:
+    """Write ``data`` a byte at a time, until done or the client leaves."""
+    try:
+        for i in range(len(data)):
+            stream.write(data[i:i + 1])
+            stream.flush()
+            time.sleep(pause)
+    except OSError:
+        pass
 
 
 def _serve(handler: type[BaseHTTPRequestHandler]) -> Iterator[_Server]:

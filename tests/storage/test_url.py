@@ -85,6 +85,19 @@ def test_trickling_download_hits_the_whole_download_timeout(base_url,
     assert time.monotonic() - start < 3
 
 
+@pytest.mark.parametrize('route', ['drip-status', 'drip-headers'])
+@pytest.mark.parametrize('method', ['load', 'exists'])
+def test_dripped_status_line_or_headers_hit_the_download_deadline(
+        base_url, monkeypatch, route, method):
+    # Each byte comes well within URL_TIMEOUT, so only a deadline over
+    # the status line and headers stops it.
+    monkeypatch.setenv('SPACER_URL_DOWNLOAD_TIMEOUT', '1')
+    start = time.monotonic()
+    with pytest.raises(URLUnavailableError, match='URL_DOWNLOAD_TIMEOUT'):
+        getattr(URLStorage(), method)(f'{base_url}/{route}')
+    assert time.monotonic() - start < 4
+
+
 def test_declared_size_over_limit_is_refused_before_reading(base_url,
                                                            monkeypatch):
     monkeypatch.setenv('SPACER_URL_MAX_BYTES', str(1 << 20))

@@ -37,6 +37,7 @@ import numpy as np
 from PIL import Image
 
 from spacer_worker import config
+from spacer_worker.config import telemetry
 from spacer_worker.exceptions import ConfigError
 from spacer_worker.extractors.runtime import weights as weights_mod
 from spacer_worker.extractors.runtime.architecture import FEATURE_DIM
@@ -77,7 +78,7 @@ class RuntimeSettings:
 def _onnxruntime_available() -> bool:
     try:  # a probe: are the optional ONNX packages installed?
         import onnx  # noqa: F401
-        import onnxruntime  # noqa: F401
+        telemetry.onnxruntime()
     except ImportError:
         return False
     return True

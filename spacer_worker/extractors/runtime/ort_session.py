@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from spacer_worker.config import telemetry
+
 if TYPE_CHECKING:
     import onnxruntime
 
@@ -20,8 +22,7 @@ def ort_session(model: bytes, optimize: bool = True,
     batch at a time (streams run sessions side by side); ``optimize=False``
     for a graph ONNX Runtime has optimized already, ``save_optimized_to``
     a path to write the optimized graph to."""
-    import onnxruntime as ort
-
+    ort = telemetry.onnxruntime()
     options = ort.SessionOptions()
     options.graph_optimization_level = (
         ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimize

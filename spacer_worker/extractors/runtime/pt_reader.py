@@ -15,7 +15,13 @@ This module reads that format with the refusals of
   every storage's byte count must be exactly its element count times its
   item size;
 * element counts are bounded (:data:`MAX_ELEMENTS`), so a tensor that
-  repeats one value through zero strides cannot claim terabytes.
+  repeats one value through zero strides cannot claim terabytes;
+* every storage is stored uncompressed (as torch writes it), so it holds
+  no more bytes than the file itself, and the storages of one file and the
+  tensors built from them each stay within WEIGHTS_MAX_TENSOR_BYTES (a
+  file of many zero-stride tensors could otherwise build gigabytes from a
+  few stored bytes). ``load(..., materialize=False)`` applies all of this
+  without building anything: the check before ``torch.load``.
 
 Every failure is a :class:`PtFormatError` saying what is wrong. The legacy
 (pre-1.6) non-zip format is refused: re-save such a file with torch.
@@ -23,6 +29,7 @@ Every failure is a :class:`PtFormatError` saying what is wrong. The legacy
 
 from __future__ import annotations
 
+import functools
 import io
 import pickle
 import pickletools
@@ -166,8 +173,25 @@ def _ints(value: Any, what: str) -> tuple[int, ...]:
     return value
 
 
-def _rebuild_tensor(storage: Any, offset: Any, size: Any, stride: Any,
-                    requires_grad: Any = False, hooks: Any = None,
+class _Budget:
+    """Bytes the tensors of one file may still build
+    (WEIGHTS_MAX_TENSOR_BYTES): zero strides let each tensor repeat one
+    stored value, so the storages' size alone bounds nothing."""
+
+    def __init__(self, limit: int, materialize: bool = True) -> None:
+        self.limit = self.left = limit
+        self.materialize = materialize
+
+    def charge(self, nbytes: int, what: str) -> None:
+        self.left -= nbytes
+        if self.left < 0:
+            raise PtFormatError(
+                f'{what} takes the tensors of this file over the '
+                f'WEIGHTS_MAX_TENSOR_BYTES limit of {self.limit} bytes')
+
+
+def _rebuild_tensor(budget: _Budget, storage: Any, offset: Any, size: Any,
+                    stride: Any, requires_grad: Any = False, hooks: Any = None,
                     metadata: Any = None) -> Tensor:
     if not isinstance(storage, Storage):
         raise PtFormatError('a tensor without a storage')
@@ -187,6 +211,10 @@ def _rebuild_tensor(storage: Any, offset: Any, size: Any, stride: Any,
                 f'offset {offset} reaches element {last} of a storage of '
                 f'{available}')
     itemsize = storage.array.itemsize
+    budget.charge(count * (4 if storage.bfloat16 else itemsize),
+                  f'a tensor of size {list(size)}')
+    if not budget.materialize:
+        return Tensor(storage.array[:0])
     view = np.lib.stride_tricks.as_strided(
         storage.array[offset:] if count else storage.array[:0],
         shape=size, strides=[s * itemsize for s in stride], writeable=False)
@@ -231,9 +259,10 @@ class _Callable(_Sealed):
 
 
 class _Unpickler(pickle.Unpickler):
-    def __init__(self, data: bytes, archive: _Archive):
+    def __init__(self, data: bytes, archive: _Archive, budget: _Budget):
         super().__init__(io.BytesIO(data))
         self._archive = archive
+        self._budget = budget
         self._storages: dict[str, tuple[StorageType, Storage]] = {}
 
     def find_class(self, module: str, name: str) -> Any:
@@ -242,6 +271,8 @@ class _Unpickler(pickle.Unpickler):
             raise PtFormatError(
                 f'the pickle names {module}.{name}, which weights_only '
                 f'loading does not allow (it could run code)')
+        if found is _rebuild_tensor:
+            return _Callable(functools.partial(found, self._budget))
         return found if isinstance(found, StorageType) else _Callable(found)
 
     def persistent_load(self, pid: Any) -> Storage:
@@ -262,7 +293,9 @@ class _Unpickler(pickle.Unpickler):
 
 
 class _Archive:
-    def __init__(self, data: bytes):
+    def __init__(self, data: bytes, max_bytes: int = MAX_STORAGE_BYTES):
+        self.data = data
+        self.max_bytes = max_bytes
         try:
             self._zip = zipfile.ZipFile(io.BytesIO(data))
             infos = self._zip.infolist()
@@ -304,8 +337,20 @@ class _Archive:
     def storage(self, kind: StorageType, key: str, numel: int) -> Storage:
         dtype = STORAGE_DTYPES[kind.name]
         nbytes = numel * dtype.itemsize
-        if self._storage_bytes + nbytes > MAX_STORAGE_BYTES:
-            raise PtFormatError(f'storages over {MAX_STORAGE_BYTES} bytes')
+        limit = min(MAX_STORAGE_BYTES, self.max_bytes)
+        if self._storage_bytes + nbytes > limit:
+            raise PtFormatError(
+                f'storage {key!r} of {numel} elements takes the storages of '
+                f'this file over {limit} bytes (WEIGHTS_MAX_TENSOR_BYTES)')
+        info = self._records.get(self.prefix + f'data/{key}')
+        if info is not None and (info.compress_type != zipfile.ZIP_STORED
+                                 or info.file_size > len(self.data)):
+            # torch.save stores storages as they are: a compressed one
+            # could inflate far past the file's own size.
+            raise PtFormatError(
+                f'storage {key!r} is compressed in the archive; torch '
+                f'stores storages uncompressed, so it holds no more bytes '
+                f'than the file')
         data = self.record(f'data/{key}', nbytes)
         if len(data) != nbytes:
             raise PtFormatError(
@@ -351,12 +396,20 @@ def _check_opcodes(pickled: bytes) -> None:
         raise PtFormatError(f'the pickle is malformed: {e}'[:200]) from e
 
 
-def load(data: bytes, pickle_limit: int = PICKLE_LIMIT) -> Any:
-    """The object tree of a ``.pt`` file, its tensors as numpy arrays."""
-    archive = _Archive(data)
+def load(data: bytes, pickle_limit: int = PICKLE_LIMIT,
+         materialize: bool = True) -> Any:
+    """The object tree of a ``.pt`` file, its tensors as numpy arrays.
+
+    With ``materialize=False``, only checks: every refusal and bound is
+    applied, but tensors are left empty (a check before torch.load).
+    """
+    from spacer_worker import config
+
+    limit = config.get('WEIGHTS_MAX_TENSOR_BYTES')
+    archive = _Archive(data, limit)
     pickled = archive.record('data.pkl', pickle_limit)
     _check_opcodes(pickled)
-    unpickler = _Unpickler(pickled, archive)
+    unpickler = _Unpickler(pickled, archive, _Budget(limit, materialize))
     try:
         tree = unpickler.load()
     except PtFormatError:

@@ -299,6 +299,12 @@ def load_state_dict(weights: Weights, where: str) -> dict[str, torch.Tensor]:
     import torch
 
     try:
+        # Our bounds first, building nothing: torch.load allocates what
+        # the file declares.
+        pt_reader.load(weights.data, materialize=False)
+    except PtFormatError as e:
+        raise _unsafe(where, e) from e
+    try:
         with torch.serialization.safe_globals(_safe_globals()):
             content = torch.load(io.BytesIO(weights.data), map_location='cpu',
                                  weights_only=True)
