@@ -72,7 +72,7 @@ return #ARGV - 1
 
 # KEYS: handed, info, msgs, order, handed_at, done, returned; ARGV: result
 # key prefix, 'pop' (up to ARGV[3] returned jobs) or 'ids' (ARGV[4...]).
-# -> {returned jobs left, stored msg of each job dropped...}
+# -> {returned jobs left, (id, stored msg) of each job dropped...}
 CONFIRM = """
 local ids
 if ARGV[2] == 'pop' then
@@ -83,6 +83,7 @@ else
 end
 local out = {0}
 for _, id in ipairs(ids) do
+    table.insert(out, id)
     table.insert(out, redis.call('hget', KEYS[3], id) or '')
     redis.call('hdel', KEYS[1], id)
     redis.call('hdel', KEYS[2], id)
