@@ -44,7 +44,8 @@ class Outgoing:
     options: dict              # celery send options: queue, limits, priority
     idempotency_key: str | None = None
     headers: dict = field(default_factory=dict)
-    books: str | None = None   # a dedupe hit counts only on these books
+    # A queue's books (submission.Books): a dedupe hit counts only there.
+    books: submission.Books | None = None
 
 
 def claim_all(client: Client, jobs: Sequence[Outgoing]

@@ -255,9 +255,10 @@ class CeleryQueue:
                 idempotency_key=self.idempotency_key(job_id),
                 spec_level=_known_level(spec_level),
                 headers={books.HEADER: self.prefix},
-                books=self._key('info'))
+                books=self._books_entry(handle_id, info))
         except Exception:
-            self._unregister(registered)
+            # The claim may have entered it in info (submission.Books).
+            self._unregister(registered or [handle_id])
             payloads.discard(payload)
             raise
         if handle.id != handle_id:
@@ -310,9 +311,11 @@ class CeleryQueue:
                     options=options,
                     idempotency_key=self.idempotency_key(job_id),
                     headers={books.HEADER: self.prefix},
-                    books=self._key('info')))
+                    books=self._books_entry(task_id, infos[task_id])))
             claims = bulk.claim_all(self.client, outgoing)
         except BaseException:
+            # Claims may have entered jobs in info (submission.Books).
+            self._unregister(list(infos))
             for payload in stored.values():
                 payloads.discard(payload)
             raise
@@ -623,6 +626,12 @@ class CeleryQueue:
                             self._key('handed_at'), self._key('returned'),
                             '1' if self.confirm_on_next_call else '0',
                             *chunk)
+
+    def _books_entry(self, task_id: str, info: dict) -> Any:
+        """What a dedupe claim checks an earlier job against (this
+        queue's ``info``), and enters a new job there with."""
+        from spacer_worker.client.submission import Books
+        return Books(key=self._key('info'), entry=json.dumps(info))
 
     def _text_ids(self, raws: list[Any]) -> list[str]:
         """Ids read from the books, as text; any other (not UTF-8, empty,

@@ -313,7 +313,7 @@ class Client:
              before_send: Callable[[JobHandle], None] | None = None,
              spec_level: Any = None,
              headers: dict[str, Any] | None = None,
-             books: str | None = None,
+             books: Any = None,
              ) -> JobHandle:
         """Send an already serialized payload by contract task name.
 
@@ -325,9 +325,10 @@ class Client:
         ``before_send(handle)`` runs once the job is claimed and before its
         message goes out (only for a new job); if it raises, nothing is
         sent and the claim is undone. ``headers`` go into the message's
-        headers (the worker sees them on its request). ``books``: the
-        Redis hash of a queue's books (CeleryQueue's ``info``); an
-        earlier job is then returned only while it is on them.
+        headers (the worker sees them on its request). ``books``
+        (:class:`submission.Books`): a queue's books; an earlier job is
+        then returned only while it is on them, and a new one is entered
+        there with its claim.
         """
         # Queue, time limits of the task's kind and default priority
         # (MessageError for an unknown task).
@@ -370,7 +371,7 @@ class Client:
 
     def _claim(self, task: str, payload: Any, task_id: str, queue: str,
                idempotency_key: str | None, pending_ttl: int,
-               books: str | None = None) -> Any:
+               books: Any = None) -> Any:
         from spacer_worker.client import submission
 
         key = submission.dedupe_key(task, payload, idempotency_key)

@@ -43,9 +43,10 @@ class DedupeMode(StrEnum):
 
 
 # KEYS: dedupe key, new job's record key[, books hash: an earlier job is
-# honoured only while it is on these books]. ARGV: new value (id + queue),
-# window (s), mode, record value, record key prefix, record TTL (s, 0:
-# none). A key whose value is not {"id": text, "queue": text} (forged,
+# honoured only while it is on these books, and a new one is put there,
+# in this script]. ARGV: new value (id + queue), window (s), mode, record
+# value, record key prefix, record TTL (s, 0: none)[, new task id, its
+# books entry]. A key whose value is not {"id": text, "queue": text} (forged,
 # another version) is taken over, never returned.
 _CLAIM = """
 local earlier = redis.call('get', KEYS[1])
@@ -76,6 +77,9 @@ if tonumber(ARGV[6] or '0') > 0 then
 else
     redis.call('set', KEYS[2], ARGV[4])
 end
+if KEYS[3] then
+    redis.call('hset', KEYS[3], ARGV[7], ARGV[8])
+end
 return false
 """
 
@@ -85,6 +89,15 @@ if redis.call('get', KEYS[1]) == ARGV[1] then
 end
 return redis.call('del', KEYS[2])
 """
+
+
+@dataclass(frozen=True)
+class Books:
+    """A queue's books a claim checks an earlier job against: the hash of
+    its jobs (CeleryQueue's ``info``) and this job's entry there."""
+
+    key: str
+    entry: str
 
 
 @dataclass(frozen=True)
@@ -158,15 +171,16 @@ CLAIM_SCRIPT = _CLAIM
 
 def _claim_args(backend: Any, key: str, task_id: str, queue: str,
                 record: str | bytes, mode: DedupeMode, window: int,
-                record_ttl: int, books: str | None = None
+                record_ttl: int, books: Books | None = None
                 ) -> tuple[list, list]:
     record_key = backend.get_key_for_task(task_id)
     # The record keys' prefix (celery-task-meta-, with any global prefix).
     prefix = record_key[:len(record_key) - len(task_id)]
     value = json.dumps({'id': task_id, 'queue': queue})
-    keys = [key, record_key] + ([books] if books else [])
-    return keys, [value, str(window), str(mode), record, prefix,
-                  str(record_ttl)]
+    args = [value, str(window), str(mode), record, prefix, str(record_ttl)]
+    if books is None:
+        return [key, record_key], args
+    return [key, record_key, books.key], [*args, task_id, books.entry]
 
 
 def claimed(earlier: Any, key: str, task_id: str, queue: str) -> Claim:
@@ -185,10 +199,12 @@ def claimed(earlier: Any, key: str, task_id: str, queue: str) -> Claim:
 
 def claim(backend: Any, key: str, task_id: str, queue: str,
           record: str | bytes, mode: DedupeMode, window: int,
-          record_ttl: int = 0, books: str | None = None) -> Claim:
+          record_ttl: int = 0, books: Books | None = None) -> Claim:
     """Claim ``key`` for ``task_id`` (and write its PENDING ``record``), or
-    return the job that holds it (only one on the ``books`` hash, when
-    given: a key naming a job of nobody's books is taken over)."""
+    return the job that holds it. With ``books``, only a job on that
+    hash is returned (a key naming a job of nobody's books is taken
+    over), and a new job is entered there in the same script, so a
+    concurrent submitter finds it at once."""
     keys, args = _claim_args(backend, key, task_id, queue, record, mode,
                              window, record_ttl, books)
     earlier = redis_of(backend).eval(_CLAIM, len(keys), *keys, *args)
@@ -198,7 +214,7 @@ def claim(backend: Any, key: str, task_id: str, queue: str,
 def queue_claim(script: Any, pipe: Any, backend: Any, key: str,
                 task_id: str, queue: str, record: str | bytes,
                 mode: DedupeMode, window: int, record_ttl: int = 0,
-                books: str | None = None) -> None:
+                books: Books | None = None) -> None:
     """:func:`claim`, queued on a pipeline (``script``: the registered
     CLAIM_SCRIPT); read its reply with :func:`claimed`."""
     keys, args = _claim_args(backend, key, task_id, queue, record, mode,
