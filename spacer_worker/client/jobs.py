@@ -247,6 +247,8 @@ def raise_for_status(status: JobStatus, handle: JobHandle | str) -> None:
         raise ResultLostError(f'Job {handle}: {status.error}')
     if status.state not in (JobState.FAILURE, JobState.REVOKED):
         return
+    if status.error_class == failures.BAD_RECORD and not status.traceback:
+        raise RecordError(f'Job {handle}: {status.error}')
     cls = getattr(exceptions, status.error_type or '', None)
     text = f'Job {handle} failed on the worker: {status.error_type}: ' \
            f'{status.error}'

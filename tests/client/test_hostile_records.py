@@ -30,12 +30,13 @@ import pytest
 
 from spacer_worker.client import submission
 from spacer_worker.client.coralnet import CeleryQueue
-from spacer_worker.client.records import COMPRESSED_MAGIC
 from spacer_worker.exceptions import failures
 from tests.client.helpers import extract_job, write_image
 from tests.services import wait_for
 
 BAD_RECORD = 'spacer_worker.exceptions.RecordError'
+# Celery's in-band marker of a compressed result (result_compression).
+COMPRESSED_MAGIC = b'\x00celery-compressed\x00'
 
 
 @pytest.fixture
@@ -162,8 +163,11 @@ def test_a_malformed_result_record_fails_only_its_own_job(
     assert handled['0'].ok and handled['2'].ok
     assert words[1] == 'FAILED'
     if kind == 'an exception of the wrong shape':
-        # Decodable as a failure: it stays one, named without a class
+        # Decodable as a failure: it stays one, under a class CoralNet
+        # can sort, not the record's mangled names
         assert handled['1'].ok is False
+        assert failures.error_class(handled['1'].error_message) == \
+            'RuntimeError', handled['1'].error_message
     else:
         _assert_failed_by_record(handled['1'])
     assert _coralnet_cycle(queue) == ({}, [])
