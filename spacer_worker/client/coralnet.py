@@ -955,10 +955,7 @@ def _as_job_msg(data: dict | None) -> JobMsg | None:
 
 def _family(info: Any) -> str | None:
     """The class family a job was submitted in (None: ours)."""
-    try:
-        family = json.loads(info).get('classes')
-    except (TypeError, ValueError, AttributeError):
-        return None
+    family = _json_object(info).get('classes')
     return family if isinstance(family, str) else None
 
 

@@ -18,8 +18,9 @@ client reads records here instead:
   ``task_id`` of the job it was read for.
 
 Every refusal is a :class:`RecordError` naming what is wrong; nothing here
-raises anything else. A ~1 MB record costs ~3 ms on top of ``json.loads``
-(the depth count).
+raises anything else. The depth count costs ~2% of ``json.loads``: 0.6 ms
+against 29 ms for a 0.8 MB classification result (1000 points, 60
+scores each).
 
 Client side: standard library only.
 """
