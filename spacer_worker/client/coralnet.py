@@ -64,16 +64,16 @@ from typing import TYPE_CHECKING, Any
 from spacer_worker.celery import books, payloads, send_options
 from spacer_worker.celery.queues import parse_spec_queues
 from spacer_worker.client import bulk, fences, records, scripts
-from spacer_worker.client.jobs import (
-    Client,
-    JobHandle,
-    JobState,
-    JobStatus,
-    bad_record_status,
-    record_status,
-)
+from spacer_worker.client.collected import StoredJob as _StoredJob
+from spacer_worker.client.collected import as_job_msg as _as_job_msg
+from spacer_worker.client.collected import as_job_msg_or_none as _as_job_msg_or_none
+from spacer_worker.client.collected import believed as _believed
+from spacer_worker.client.collected import family_of as _family
+from spacer_worker.client.collected import json_object as _json_object
+from spacer_worker.client.collected import number as _number
+from spacer_worker.client.jobs import Client, JobHandle, JobState, JobStatus
 from spacer_worker.client.pyspacer_objects import as_job_msg, in_callers_classes
-from spacer_worker.exceptions import ConfigError, MessageError, RecordError, failures
+from spacer_worker.exceptions import ConfigError, MessageError, failures
 
 if TYPE_CHECKING:
     from celery import Celery
@@ -785,29 +785,6 @@ def _unique(ids: list[str]) -> list[str]:
     return list(dict.fromkeys(ids))
 
 
-# A books record (info, handed, an offload reference) is a few hundred
-# bytes; a larger one is malformed and not decoded.
-_BOOKS_RECORD_MAX = 64 * 1024
-
-
-def _json_object(raw: Any) -> dict:
-    """A small JSON record of the books, {} when it is not an object
-    (records read back from Redis are untrusted)."""
-    if isinstance(raw, (bytes, str)) and len(raw) > _BOOKS_RECORD_MAX:
-        return {}
-    try:
-        value = json.loads(raw)
-    except (ValueError, TypeError, RecursionError):
-        return {}
-    return value if isinstance(value, dict) else {}
-
-
-def _number(value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return 0.0
-    return float(value)
-
-
 def _celery_job(task_id: str, raw: Any) -> CeleryJob:
     """A listed job from its info record; a malformed record is listed
     too (job_id None), so that collect_jobs fails it and it leaves the
@@ -822,141 +799,6 @@ def _celery_job(task_id: str, raw: Any) -> CeleryJob:
                      spec_level=info.get('spec_level'),
                      queue=info['queue'],
                      submitted_at=float(info['submitted_at']))
-
-
-def _believed(task_id: str, raw: Any, reg: Any, now: float,
-              limits: records.RecordLimits) -> JobStatus:
-    """A job's status as collect_jobs acts on it: its result record read
-    within bounds, failed (RecordError) when that record or its books
-    record is malformed, LOST when it says waiting or running past the
-    deadline its submit time allows."""
-    status = record_status(task_id, raw, limits)
-    if reg is None:
-        return status
-    info = fences.books_info(_json_object(reg))
-    if info is None:
-        return bad_record_status(RecordError(
-            'its books record (info) is malformed; the job is failed '
-            'rather than left uncollectable.'))
-    if not status.finished and now > fences.deadline(info, status.state):
-        return JobStatus(
-            JobState.LOST, error_type='ResultLostError',
-            error_class=failures.LOST,
-            error=f'task {task_id}: still {status.state.value} by its '
-                  f'record past its deadline (submitted at '
-                  f'{info["submitted_at"]:.0f}; JOB_MAX_QUEUE_WAIT plus its '
-                  f'time limits); the record is not believed.')
-    return status
-
-
-class _StoredJob:
-    """A job's books record, decoded only when needed, and read back only
-    from the job's own payload location."""
-
-    def __init__(self, raw: bytes | str | None, job: Any,
-                 task_id: str) -> None:
-        self.raw = raw.encode() if isinstance(raw, str) else raw
-        self.job = job
-        self.task_id = task_id
-        self._problem: str | None = None
-
-    def offloaded(self) -> bool:
-        # An offload reference is kept as JSON text (books.encode_job).
-        return bool(self.raw) and self.raw[:1] == b'{' and \
-            payloads.is_reference(self.value())
-
-    def original(self) -> dict | None:
-        """The JobMsg's JSON as submitted (an offloaded one re-read from
-        its own location), decoded once; None when it cannot be read."""
-        if not hasattr(self, '_original'):
-            self._original = self._read_original()
-        return self._original
-
-    def problem(self) -> str | None:
-        """Why the books' JobMsg cannot be believed (None: it can, or it
-        is offloaded and its storage failed)."""
-        self.original()
-        return self._problem
-
-    def mismatch(self, result: Any) -> str | None:
-        """Why a success's record does not answer this job (None: it
-        does, or the job's offloaded copy cannot be read back to check:
-        then the worker's compact original_job is kept, as before)."""
-        expected = self.original()
-        if expected is not None:
-            return fences.result_mismatch(result, expected)
-        return self.problem() or (None if self.offloaded() else
-                                  'no JobMsg is kept for it in the books')
-
-    def _read_original(self) -> dict | None:
-        stored = self.value()
-        if stored is None:
-            return None
-        if payloads.is_reference(stored):
-            if not fences.own_payload(stored, self.task_id):
-                self._problem = ('its books name a stored payload that is '
-                                 'not its own')
-                return None
-            try:
-                stored = payloads.fetch(stored)
-            except Exception as e:
-                logger.warning('%s: its stored job could not be read back '
-                               '(%s: %s); the result keeps the worker\'s '
-                               'compact original_job.', self.job,
-                               type(e).__name__, e)
-                return None
-        if fences.result_mismatch({'original_job': stored}, stored) is not \
-                None:
-            self._problem = 'its JobMsg in the books is not a JobMsg'
-            return None
-        return stored
-
-    def value(self) -> Any:
-        """The stored job's JSON, decoded once; None (logged) when it
-        cannot be read, so one bad record fails only its own job."""
-        if not hasattr(self, '_value'):
-            self._value = None
-            if self.raw:
-                try:
-                    self._value = books.decode_job(self.raw,
-                                                   _stored_job_limit())
-                except Exception as e:
-                    self._problem = (f'its JobMsg in the books cannot be '
-                                     f'read: {e}')
-                    logger.warning('%s: its stored job could not be read '
-                                   '(%s: %s).', self.job, type(e).__name__,
-                                   e)
-        return self._value
-
-
-def _stored_job_limit() -> int:
-    """How far a stored JobMsg may inflate in the web process: what a
-    worker would accept as a message (MESSAGE_MAX_BYTES), at most what it
-    reads (PAYLOAD_MAX_BYTES)."""
-    from spacer_worker import config
-    return min(int(config.get('MESSAGE_MAX_BYTES')), books.read_limit())
-
-
-def _as_job_msg_or_none(data: dict | None) -> JobMsg | None:
-    """``_as_job_msg``, None when the stored JSON is not a JobMsg."""
-    try:
-        return _as_job_msg(data)
-    except Exception as e:
-        logger.warning('A stored JobMsg could not be rebuilt: %s: %s',
-                       type(e).__name__, e)
-        return None
-
-
-def _as_job_msg(data: dict | None) -> JobMsg | None:
-    from spacer_worker.messages import JobMsg
-
-    return None if data is None else JobMsg.deserialize(data)
-
-
-def _family(info: Any) -> str | None:
-    """The class family a job was submitted in (None: ours)."""
-    family = _json_object(info).get('classes')
-    return family if isinstance(family, str) else None
 
 
 def _text(value: Any) -> str:
