@@ -228,7 +228,7 @@ class CeleryQueue:
             info['classes'] = family
         handle_id = self.client.new_task_id()
         # Its hard time limit: with the submit time, when a record that
-        # says PENDING or RUNNING stops being believed (fences.deadline).
+        # says PENDING or RUNNING stops being believed (fences.Deadlines).
         sent = books.reference(self.prefix, {'task_name': job_msg.task_name})
         info['time_limit'] = send_options('spacer.process_job', sent,
                                           _known_level(spec_level)
@@ -496,7 +496,8 @@ class CeleryQueue:
             if more:
                 self._confirm_returned()
         now = time.time()
-        statuses = [_believed(i, raw, reg, now, limits)
+        deadlines = fences.Deadlines.from_settings()
+        statuses = [_believed(i, raw, reg, now, limits, deadlines)
                     for i, raw, reg in zip(ids, raw_metas, registered,
                                            strict=True)]
         del raw_metas

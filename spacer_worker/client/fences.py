@@ -24,6 +24,7 @@ Client side: no torch, numpy or scikit-learn.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from spacer_worker.celery import payloads
@@ -76,24 +77,39 @@ def books_info(value: Any) -> dict | None:
     return value
 
 
-def deadline(info: dict, state: JobState) -> float:
-    """When a job still ``state`` (not finished) by its record can no
-    longer be so: PENDING, its queue wait plus one hard time limit after
-    submission (as its PENDING record's TTL); running or retrying, every
-    try's limit and backoff on top."""
-    from spacer_worker import config
-    from spacer_worker.celery import time_limits
-    from spacer_worker.constants import QueueKind
+@dataclass(frozen=True)
+class Deadlines:
+    """The settings a deadline is counted from, read once per collect
+    call (not per job)."""
 
-    longest = max(time_limits(kind)[1] for kind in QueueKind)
-    limit = info.get('time_limit')
-    if not _number(limit) or not 0 < limit <= longest:
-        limit = longest     # books of an earlier version, or a forged one
-    start = float(info['submitted_at']) + config.get('JOB_MAX_QUEUE_WAIT')
-    if state is JobState.PENDING:
-        return start + limit
-    tries = max(0, config.get('TASK_MAX_RETRIES')) + 1
-    return start + tries * (limit + config.get('RETRY_BACKOFF_MAX'))
+    wait: float          # JOB_MAX_QUEUE_WAIT
+    longest: float       # the longest hard time limit of any kind
+    tries: int           # TASK_MAX_RETRIES + 1
+    backoff: float       # RETRY_BACKOFF_MAX
+
+    @classmethod
+    def from_settings(cls) -> Deadlines:
+        from spacer_worker import config
+        from spacer_worker.celery import time_limits
+        from spacer_worker.constants import QueueKind
+
+        return cls(wait=config.get('JOB_MAX_QUEUE_WAIT'),
+                   longest=max(time_limits(kind)[1] for kind in QueueKind),
+                   tries=max(0, config.get('TASK_MAX_RETRIES')) + 1,
+                   backoff=config.get('RETRY_BACKOFF_MAX'))
+
+    def of(self, info: dict, state: JobState) -> float:
+        """When a job still ``state`` (not finished) by its record can no
+        longer be so: PENDING, its queue wait plus one hard time limit
+        after submission (as its PENDING record's TTL); running or
+        retrying, every try's limit and backoff on top."""
+        limit = info.get('time_limit')
+        if not _number(limit) or not 0 < limit <= self.longest:
+            limit = self.longest  # books of an earlier version, or forged
+        start = float(info['submitted_at']) + self.wait
+        if state is JobState.PENDING:
+            return start + limit
+        return start + self.tries * (limit + self.backoff)
 
 
 def _tokens(job: Any) -> tuple[Any, list[Any]] | None:
