@@ -21,7 +21,8 @@ from spacer_worker.exceptions import RecordError, failures
 from tests.client.helpers import extract_job, write_image
 
 LIMITS = records.RecordLimits(max_bytes=1 << 16, max_depth=16,
-                              compression=frozenset({'zlib'}))
+                              compression=frozenset({'zlib', 'bz2',
+                                                    'lzma'}))
 TASK = 'a6f1c2d4-0000-4000-8000-000000000000'
 
 _json = st.recursive(
@@ -40,9 +41,16 @@ _meta = st.fixed_dictionaries({}, optional={
 
 
 def _forms(value: bytes) -> list[bytes]:
-    """A record's bytes as stored, and in Celery's compressed form."""
-    return [value, records.COMPRESSED_MAGIC + b'application/x-gzip\x00' +
-            zlib.compress(value)]
+    """A record's bytes as stored, and in Celery's compressed forms (the
+    methods LIMITS allows, and one it does not)."""
+    import bz2
+    import lzma
+    magic = records.COMPRESSED_MAGIC
+    return [value,
+            magic + b'application/x-gzip\x00' + zlib.compress(value),
+            magic + b'application/x-bz2\x00' + bz2.compress(value),
+            magic + b'application/x-lzma\x00' + lzma.compress(value),
+            magic + b'application/zstd\x00' + value]
 
 
 def _check_status(status: JobStatus) -> None:
@@ -103,7 +111,7 @@ def _mutations(rng: random.Random, good: bytes) -> bytes:
         return b'{"status": "SUCCESS", "result": ' + b'[' * 3000 + \
             b']' * 3000 + b'}'
     if way == 4:       # compressed
-        return _forms(good)[1]
+        return _forms(good)[rng.randrange(1, 5)]
     return bytes(rng.randrange(256) for _ in range(rng.randrange(64)))
 
 
