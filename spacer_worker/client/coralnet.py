@@ -401,13 +401,22 @@ class CeleryQueue:
                     # of an earlier version did not list it in returned).
                     returned.append(task_id)
                     continue
-                if now - _number(hand.get('at')) < self.handoff_timeout:
-                    continue  # handed to a call moments ago
+                at = _number(hand.get('at'))
+                if now - (0.0 if at > now + 1 else at) < \
+                        self.handoff_timeout:
+                    continue  # handed to a call moments ago (a time in
+                    # the future is forged: it would hide the job forever)
             listed.append((float('inf') if seq is None else seq,
                            _celery_job(task_id, raw)))
         if gone:
+            # Not (or no longer) on the books: out of done, and out of
+            # order too (an entry there without info is no job of ours,
+            # and would take a place in every sweep).
+            pipe = redis.pipeline(transaction=False)
             for chunk in _chunks(gone):
-                redis.zrem(self._key('done'), *chunk)
+                pipe.zrem(self._key('done'), *chunk)
+                pipe.zrem(self._key('order'), *chunk)
+            pipe.execute()
         if returned:
             for chunk in _chunks(returned):
                 redis.sadd(self._key('returned'), *chunk)

@@ -409,3 +409,25 @@ def test_a_pending_record_kept_forever_ends_at_the_deadline(
     assert 'past its deadline' in handled['0'].error_message
     assert _coralnet_cycle(queue) == ({}, [])
     assert _books_empty(queue)
+
+
+def test_a_hand_out_dated_in_the_future_does_not_hide_a_job(
+        queue, image, tmp_path, nobody):
+    # Given two finished jobs (their records lost: DROPPED), one of them
+    # "handed" to a call at a time far in the future
+    handles = [queue.submit_job(extract_job([image], tmp_path, token=str(n)),
+                                n, 'medium') for n in range(2)]
+    redis = queue.redis
+    for handle in handles:
+        redis.delete(_record_key(queue, handle))
+    redis.hset(queue.prefix + 'handed', handles[0].id, json.dumps(
+        {'call': 'forged', 'at': 1e12, 'returned': False}))
+    # and an id in order that no books entry names
+    redis.zadd(queue.prefix + 'order', {'not-a-job-of-ours': 0})
+
+    # Then both are collected in one cycle, the stray id leaves the books,
+    # and the next cycle is clean
+    handled, words = _coralnet_cycle(queue)
+    assert sorted(handled) == ['0', '1'] and words == ['DROPPED', 'DROPPED']
+    assert _coralnet_cycle(queue) == ({}, [])
+    assert _books_empty(queue)
