@@ -5,7 +5,7 @@ process and records in Redis").
 * :func:`believed`: a job's status from its result record (bounded,
   :mod:`.records`), failed when that record or its books entry is
   malformed, LOST past the deadline its submit time allows
-  (:class:`.fences.Deadlines`);
+  (:class:`.deadlines.Deadlines`);
 * :class:`StoredJob`: the JobMsg kept in the books (``msgs``), decoded
   once, an offloaded one read back only from the job's own location, and
   what a success must match.
@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from spacer_worker.celery import books, payloads
 from spacer_worker.client import fences, records
+from spacer_worker.client.deadlines import Deadlines
 from spacer_worker.client.jobs import (
     JobState,
     JobStatus,
@@ -60,7 +61,7 @@ def number(value: Any) -> float:
 
 def believed(task_id: str, raw: Any, reg: Any, now: float,
              limits: records.RecordLimits,
-             deadlines: fences.Deadlines) -> JobStatus:
+             deadlines: Deadlines) -> JobStatus:
     """A job's status as collect_jobs acts on it: its result record read
     within bounds, failed (RecordError) when that record or its books
     record is malformed, LOST when it says waiting or running past the
@@ -73,7 +74,8 @@ def believed(task_id: str, raw: Any, reg: Any, now: float,
         return bad_record_status(RecordError(
             'its books record (info) is malformed; the job is failed '
             'rather than left uncollectable.'))
-    if not status.finished and now > deadlines.of(info, status.state):
+    if not status.finished and now > deadlines.of(
+            info, status.state is JobState.PENDING):
         return JobStatus(
             JobState.LOST, error_type='ResultLostError',
             error_class=failures.LOST,

@@ -71,6 +71,7 @@ from spacer_worker.client.collected import believed as _believed
 from spacer_worker.client.collected import family_of as _family
 from spacer_worker.client.collected import json_object as _json_object
 from spacer_worker.client.collected import number as _number
+from spacer_worker.client.deadlines import Deadlines
 from spacer_worker.client.jobs import Client, JobHandle, JobState, JobStatus
 from spacer_worker.client.pyspacer_objects import as_job_msg, in_callers_classes
 from spacer_worker.exceptions import ConfigError, MessageError, failures
@@ -228,7 +229,7 @@ class CeleryQueue:
             info['classes'] = family
         handle_id = self.client.new_task_id()
         # Its hard time limit: with the submit time, when a record that
-        # says PENDING or RUNNING stops being believed (fences.Deadlines).
+        # says PENDING or RUNNING stops being believed (client.deadlines).
         sent = books.reference(self.prefix, {'task_name': job_msg.task_name})
         info['time_limit'] = send_options('spacer.process_job', sent,
                                           _known_level(spec_level)
@@ -505,7 +506,7 @@ class CeleryQueue:
             if more:
                 self._confirm_returned()
         now = time.time()
-        deadlines = fences.Deadlines.from_settings()
+        deadlines = Deadlines.from_settings()
         statuses = [_believed(i, raw, reg, now, limits, deadlines)
                     for i, raw, reg in zip(ids, raw_metas, registered,
                                            strict=True)]

@@ -12,8 +12,7 @@ its own job:
   ``queue`` and a numeric ``submitted_at``;
 * a job that is still waiting or running by its record is no longer
   believed past a deadline counted from its submit time
-  (``JOB_MAX_QUEUE_WAIT`` plus its hard time limit; with retries, each
-  retry's limit and backoff too): it reads LOST;
+  (:mod:`.deadlines`): it reads LOST;
 * a success must name the job it is collected for: the task name, the
   job tokens and the number of results of the JobMsg kept in the books;
 * a payload is discarded, or read back, only at the job's own location
@@ -24,11 +23,9 @@ Client side: no torch, numpy or scikit-learn.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 from spacer_worker.celery import payloads
-from spacer_worker.client.jobs import JobState
 
 ID_MAX_BYTES = 200
 
@@ -75,41 +72,6 @@ def books_info(value: Any) -> dict | None:
     if not isinstance(value.get('spec_level'), (str, type(None))):
         return None
     return value
-
-
-@dataclass(frozen=True)
-class Deadlines:
-    """The settings a deadline is counted from, read once per collect
-    call (not per job)."""
-
-    wait: float          # JOB_MAX_QUEUE_WAIT
-    longest: float       # the longest hard time limit of any kind
-    tries: int           # TASK_MAX_RETRIES + 1
-    backoff: float       # RETRY_BACKOFF_MAX
-
-    @classmethod
-    def from_settings(cls) -> Deadlines:
-        from spacer_worker import config
-        from spacer_worker.celery import time_limits
-        from spacer_worker.constants import QueueKind
-
-        return cls(wait=config.get('JOB_MAX_QUEUE_WAIT'),
-                   longest=max(time_limits(kind)[1] for kind in QueueKind),
-                   tries=max(0, config.get('TASK_MAX_RETRIES')) + 1,
-                   backoff=config.get('RETRY_BACKOFF_MAX'))
-
-    def of(self, info: dict, state: JobState) -> float:
-        """When a job still ``state`` (not finished) by its record can no
-        longer be so: PENDING, its queue wait plus one hard time limit
-        after submission (as its PENDING record's TTL); running or
-        retrying, every try's limit and backoff on top."""
-        limit = info.get('time_limit')
-        if not _number(limit) or not 0 < limit <= self.longest:
-            limit = self.longest  # books of an earlier version, or forged
-        start = float(info['submitted_at']) + self.wait
-        if state is JobState.PENDING:
-            return start + limit
-        return start + self.tries * (limit + self.backoff)
 
 
 def _tokens(job: Any) -> tuple[Any, list[Any]] | None:

@@ -43,6 +43,7 @@ from spacer_worker import celery as celery_app
 from spacer_worker import exceptions
 from spacer_worker.celery import payloads
 from spacer_worker.client import records
+from spacer_worker.client.deadlines import Deadlines
 from spacer_worker.constants import EXPEDITE_PRIORITY, PRIORITY_STEPS, StrEnum
 from spacer_worker.exceptions import (
     ConfigError,
@@ -496,17 +497,27 @@ class Client:
         Raises the job's own error type (see :func:`raise_for_status`),
         ResultLostError for an expired result, TimeoutError after
         ``timeout`` seconds. ``on_status`` sees every status polled.
+        Without a timeout it still stops, with RecordError, once the job
+        has waited longer than any job can live (:mod:`.deadlines`): a
+        record that says PENDING for ever is not believed.
         """
         handle = handle if isinstance(handle, JobHandle) else \
             JobHandle.parse(handle)
-        deadline = None if timeout is None else time.monotonic() + timeout
+        life = Deadlines.from_settings().longest_life()
+        deadline = time.monotonic() + (life if timeout is None else timeout)
         while True:
             status = self.status(handle)
             if on_status is not None:
                 on_status(status)
             if status.finished:
                 break
-            if deadline is not None and time.monotonic() >= deadline:
+            if time.monotonic() >= deadline and timeout is None:
+                raise RecordError(
+                    f'Job {handle} is still {status.state.value} by its '
+                    f'record after {life:.0f} s, longer than any job can '
+                    f'wait and run (JOB_MAX_QUEUE_WAIT plus every try\'s '
+                    f'time limit and backoff); the record is not believed.')
+            if time.monotonic() >= deadline:
                 raise TimeoutError(
                     f'Job {handle} still {status.state} after {timeout} s; '
                     f'are workers consuming queue {handle.queue or "?"}? '

@@ -111,3 +111,23 @@ def test_submit_wait_reports_bad_records_as_an_error(msg_file, redis_url):
     assert done.returncode == 1, stderr
     assert 'Traceback' not in stderr, stderr
     assert 'RecordError' in stderr and 'not JSON' in stderr, stderr
+
+
+def test_result_without_a_timeout_stops_at_the_longest_life(msg_file,
+                                                             redis_url):
+    # Given a job whose PENDING record is made to last forever, and
+    # settings where no job can live more than 2 s
+    env = worker_env(redis_url)
+    env.update(SPACER_JOB_MAX_QUEUE_WAIT='1', SPACER_TASK_MAX_RETRIES='0',
+               SPACER_RETRY_BACKOFF_MAX='0')
+    for kind in ('EXTRACT', 'TRAIN', 'CLASSIFY', 'EXTRACT_HIGH',
+                 'TRAIN_HIGH'):
+        env[f'SPACER_{kind}_TIME_LIMIT'] = '1'
+    handle = _parked(msg_file, env)
+    redis_py.Redis.from_url(redis_url).persist(_record_key(handle))
+
+    # Then `result` with no --timeout ends, saying why, instead of hanging
+    started = time.monotonic()
+    done = _cli('result', handle, env=env, timeout=60)
+    assert time.monotonic() - started < 30
+    _assert_reported(done, 'still PENDING', 'not believed')
