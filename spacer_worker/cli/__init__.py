@@ -27,7 +27,7 @@ from typing import Any
 from spacer_worker import config
 from spacer_worker.celery.health import check
 from spacer_worker.client.jobs import Client
-from spacer_worker.exceptions import SpacerError
+from spacer_worker.exceptions import RecordError, SpacerError, failures
 from spacer_worker.messages.table import PROCESS_JOB, TASKS
 
 # --task NAME -> message class, from the contract table.
@@ -97,9 +97,10 @@ def _progress_bar(handle: Any) -> tuple[Any, Any]:
     seen = {'state': None}
 
     def update(status: Any) -> None:
+        # Progress comes from a record in Redis: numbers only are shown.
         info = status.progress or {}
-        done = info.get('done', info.get('epoch'))
-        total = info.get('total', info.get('epochs'))
+        done = _count(info.get('done', info.get('epoch')))
+        total = _count(info.get('total', info.get('epochs')))
         if total:
             bar.total = total
         if done is not None:
@@ -107,12 +108,22 @@ def _progress_bar(handle: Any) -> tuple[Any, Any]:
         if status.state != seen['state']:
             seen['state'] = status.state
         postfix = {'state': str(status.state)}
-        if info.get('ref_acc') is not None:
-            postfix['ref_acc'] = f"{info['ref_acc']:.3f}"
+        ref_acc = info.get('ref_acc')
+        if isinstance(ref_acc, (int, float)) and not isinstance(ref_acc,
+                                                                bool):
+            postfix['ref_acc'] = f'{ref_acc:.3f}'
         bar.set_postfix(postfix, refresh=False)
         bar.refresh()
 
     return update, bar.close
+
+
+def _count(value: Any) -> int | None:
+    """A step count from a progress record, None unless a sane integer."""
+    if isinstance(value, int) and not isinstance(value, bool) and \
+            0 <= value < 10 ** 12:
+        return value
+    return None
 
 
 def _print_json(data: Any) -> None:
@@ -146,6 +157,9 @@ def cmd_status(args: argparse.Namespace) -> int:
     if args.handle is None:
         raise UsageError('give a HANDLE, or --queues for the queue view.')
     status = Client().status(args.handle)
+    if status.error_class == failures.BAD_RECORD:
+        # A record that could not be read: an error, not a state.
+        raise RecordError(status.error or 'its record could not be read')
     _print_json({'state': str(status.state), 'progress': status.progress,
                  'error_type': status.error_type, 'error': status.error})
     return 0

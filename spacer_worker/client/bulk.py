@@ -44,6 +44,8 @@ class Outgoing:
     options: dict              # celery send options: queue, limits, priority
     idempotency_key: str | None = None
     headers: dict = field(default_factory=dict)
+    # A queue's books (submission.Books): a dedupe hit counts only there.
+    books: submission.Books | None = None
 
 
 def claim_all(client: Client, jobs: Sequence[Outgoing]
@@ -76,7 +78,7 @@ def claim_all(client: Client, jobs: Sequence[Outgoing]
                     script, pipe, backend, key, job.task_id,
                     job.options['queue'],
                     client._pending_record(job.task_id), mode, window,
-                    client.pending_ttl(job.options))
+                    client.pending_ttl(job.options), job.books)
             for (index, key), reply in zip(part, pipe.execute(),
                                            strict=True):
                 job = jobs[index]

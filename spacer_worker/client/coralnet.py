@@ -63,7 +63,15 @@ from typing import TYPE_CHECKING, Any
 
 from spacer_worker.celery import books, payloads, send_options
 from spacer_worker.celery.queues import parse_spec_queues
-from spacer_worker.client import bulk, scripts
+from spacer_worker.client import bulk, fences, records, scripts
+from spacer_worker.client.collected import StoredJob as _StoredJob
+from spacer_worker.client.collected import as_job_msg as _as_job_msg
+from spacer_worker.client.collected import as_job_msg_or_none as _as_job_msg_or_none
+from spacer_worker.client.collected import believed as _believed
+from spacer_worker.client.collected import family_of as _family
+from spacer_worker.client.collected import json_object as _json_object
+from spacer_worker.client.collected import number as _number
+from spacer_worker.client.deadlines import Deadlines
 from spacer_worker.client.jobs import Client, JobHandle, JobState, JobStatus
 from spacer_worker.client.pyspacer_objects import as_job_msg, in_callers_classes
 from spacer_worker.exceptions import ConfigError, MessageError, failures
@@ -220,6 +228,12 @@ class CeleryQueue:
         if family is not None:
             info['classes'] = family
         handle_id = self.client.new_task_id()
+        # Its hard time limit: with the submit time, when a record that
+        # says PENDING or RUNNING stops being believed (client.deadlines).
+        sent = books.reference(self.prefix, {'task_name': job_msg.task_name})
+        info['time_limit'] = send_options('spacer.process_job', sent,
+                                          _known_level(spec_level)
+                                          )['time_limit']
         # A large job is stored once (PAYLOAD_LOCATION); the broker and the
         # books here hold its location, and collect_jobs re-reads it.
         payload = payloads.offload(wire, handle_id, owner='caller')
@@ -241,9 +255,11 @@ class CeleryQueue:
                 queue=queue, task_id=handle_id, before_send=register,
                 idempotency_key=self.idempotency_key(job_id),
                 spec_level=_known_level(spec_level),
-                headers={books.HEADER: self.prefix})
+                headers={books.HEADER: self.prefix},
+                books=self._books_entry(handle_id, info))
         except Exception:
-            self._unregister(registered)
+            # The claim may have entered it in info (submission.Books).
+            self._unregister(registered or [handle_id])
             payloads.discard(payload)
             raise
         if handle.id != handle_id:
@@ -287,16 +303,20 @@ class CeleryQueue:
                 options = {**sends[kind], 'queue': queue}
                 infos[task_id] = {'job_id': job_id,
                                   'spec_level': _spec_value(spec_level),
-                                  'queue': queue, 'submitted_at': time.time()}
+                                  'queue': queue, 'submitted_at': time.time(),
+                                  'time_limit': options.get('time_limit')}
                 if family is not None:
                     infos[task_id]['classes'] = family
                 outgoing.append(bulk.Outgoing(
                     task='spacer.process_job', payload=sent, task_id=task_id,
                     options=options,
                     idempotency_key=self.idempotency_key(job_id),
-                    headers={books.HEADER: self.prefix}))
+                    headers={books.HEADER: self.prefix},
+                    books=self._books_entry(task_id, infos[task_id])))
             claims = bulk.claim_all(self.client, outgoing)
         except BaseException:
+            # Claims may have entered jobs in info (submission.Books).
+            self._unregister(list(infos))
             for payload in stored.values():
                 payloads.discard(payload)
             raise
@@ -333,7 +353,7 @@ class CeleryQueue:
         pipe.get(self._key('sweep'))
         (seconds, micros), finished, cursor = pipe.execute()
         now = seconds + micros / 1e6
-        ids = _unique([_text(i) for i in finished])
+        ids = _unique(self._text_ids(finished))
         ids += self._expired_and_window(now, cursor, set(ids))
         return self._listable(ids, now)
 
@@ -350,7 +370,7 @@ class CeleryQueue:
             if not page:
                 return
             seconds, micros = redis.time()
-            yield from self._listable([_text(i) for i, _ in page],
+            yield from self._listable(self._text_ids([i for i, _ in page]),
                                       seconds + micros / 1e6)
             after = f'({page[-1][1]!r}'
 
@@ -382,14 +402,22 @@ class CeleryQueue:
                     # of an earlier version did not list it in returned).
                     returned.append(task_id)
                     continue
-                if now - _number(hand.get('at')) < self.handoff_timeout:
-                    continue  # handed to a call moments ago
-            job = _celery_job(task_id, raw)
-            if job is not None:
-                listed.append((float('inf') if seq is None else seq, job))
+                at = _number(hand.get('at'))
+                if now - (0.0 if at > now + 1 else at) < \
+                        self.handoff_timeout:
+                    continue  # handed to a call moments ago (a time in
+                    # the future is forged: it would hide the job forever)
+            listed.append((float('inf') if seq is None else seq,
+                           _celery_job(task_id, raw)))
         if gone:
+            # Not (or no longer) on the books: out of done, and out of
+            # order too (an entry there without info is no job of ours,
+            # and would take a place in every sweep).
+            pipe = redis.pipeline(transaction=False)
             for chunk in _chunks(gone):
-                redis.zrem(self._key('done'), *chunk)
+                pipe.zrem(self._key('done'), *chunk)
+                pipe.zrem(self._key('order'), *chunk)
+            pipe.execute()
         if returned:
             for chunk in _chunks(returned):
                 redis.sadd(self._key('returned'), *chunk)
@@ -423,13 +451,14 @@ class CeleryQueue:
             # waiting_batch are listed anyway, for their statuses.
             pipe = redis.pipeline(transaction=False)
             pipe.set(self._key('sweep'), repr(float(window[-1][1])))
-            for chunk in _chunks([_text(i) for i, _ in window]):
+            for chunk in _chunks(self._text_ids([i for i, _ in window])):
                 pipe.eval(scripts.SWEEP, 0, self._result_prefix(), *chunk)
             _, *replies = pipe.execute()
             found = [_text(i) for reply in replies for i in reply]
+        waiting = fences.split_ids([i for i, _ in
+                                    window[:self.waiting_batch]])[0]
         out = []
-        for task_id in [_text(i) for i in expired] + \
-                [_text(i) for i, _ in window[:self.waiting_batch]] + found:
+        for task_id in self._text_ids(expired) + waiting + found:
             if task_id not in seen:
                 seen.add(task_id)
                 out.append(task_id)
@@ -461,19 +490,26 @@ class CeleryQueue:
             return [], []
         ids = [_job_task_id(j) for j in jobs]
         backend = self.client.app.backend
-        # Every state, and whether each job is still on the books, after
-        # phase 2 of the earlier calls (what they returned, the caller has).
+        limits = records.RecordLimits.from_settings()
+        keys = [backend.get_key_for_task(i) for i in ids]
+        # Every state (a record over RECORD_MAX_BYTES stays in Redis), and
+        # whether each job is still on the books, after phase 2 of the
+        # earlier calls (what they returned, the caller has).
         pipe = self.redis.pipeline(transaction=False)
         if confirm:
             self._queue_confirm(pipe)
-        pipe.mget([backend.get_key_for_task(i) for i in ids])
+        pipe.eval(records.READ, len(keys), *keys, str(limits.max_bytes))
         pipe.hmget(self._key('info'), ids)
         *confirmed, raw_metas, registered = pipe.execute()
         if confirm:
             more = self._confirmed(confirmed[0])
             if more:
                 self._confirm_returned()
-        statuses = [self.client.decode_status(raw) for raw in raw_metas]
+        now = time.time()
+        deadlines = Deadlines.from_settings()
+        statuses = [_believed(i, raw, reg, now, limits, deadlines)
+                    for i, raw, reg in zip(ids, raw_metas, registered,
+                                           strict=True)]
         del raw_metas
 
         finished = [i for i, (s, r) in enumerate(zip(statuses, registered,
@@ -495,17 +531,48 @@ class CeleryQueue:
             if task_id not in claimed:
                 words.append('COLLECTED')
                 continue
-            stored = _StoredJob(claimed[task_id], job)
-            family = _family(reg)
-            msg, word = self._return_msg(job, status, stored)
-            # PySpacer's classes are rebuilt from the JSON submitted.
-            results.append(in_callers_classes(
-                msg, stored.original() if family is not None else None,
-                family, job))
+            result, word = self._answer(job, task_id, status,
+                                        _StoredJob(claimed[task_id], job,
+                                                   task_id), reg)
+            if result is not None:
+                results.append(result)
             words.append(word)
-        # Phase 1 done: these results reached the caller.
+        # Phase 1 done: these results reached the caller (or, with no
+        # JobMsg to name them by, are left for the next call to drop).
         self._mark_returned(list(claimed))
         return results, words
+
+    def _answer(self, job: Any, task_id: str, status: JobStatus,
+                stored: _StoredJob, reg: Any) -> tuple[Any, str]:
+        """One finished job's result in the caller's classes, and its word;
+        whatever its records hold, this fails only this job. None for the
+        result when no JobMsg names the job (CoralNet finds a job by its
+        original_job): its status word says FAILED, and the next call
+        drops it from the books."""
+        family = _family(reg)
+        try:
+            msg, word = self._return_msg(job, status, stored)
+            if msg.original_job is None:
+                logger.error('%s: finished (%s), but its JobMsg in the books '
+                             'cannot be read (%s), so no result names it; it '
+                             'is dropped from the books.', job, word,
+                             stored.problem() or 'missing')
+                return None, 'FAILED'
+            # PySpacer's classes are rebuilt from the JSON submitted.
+            return in_callers_classes(
+                msg, stored.original() if family is not None else None,
+                family, job), word
+        except Exception as e:  # a record no check above foresaw
+            logger.exception('%s: its result could not be built', job)
+            original = _as_job_msg_or_none(stored.original())
+            if original is None:
+                return None, 'FAILED'
+            from spacer_worker.messages import JobReturnMsg
+            return JobReturnMsg(original_job=original, ok=False,
+                                results=None, error_message=failures.line(
+                                    failures.BAD_RECORD,
+                                    f'{job}: its records could not be read '
+                                    f'({type(e).__name__}: {e}).')), 'FAILED'
 
     def ack_jobs(self, jobs: list[Any]) -> None:
         """Confirm that the caller stored the results of ``jobs``: they
@@ -571,6 +638,32 @@ class CeleryQueue:
                             '1' if self.confirm_on_next_call else '0',
                             *chunk)
 
+    def _books_entry(self, task_id: str, info: dict) -> Any:
+        """What a dedupe claim checks an earlier job against (this
+        queue's ``info``), and enters a new job there with."""
+        from spacer_worker.client.submission import Books
+        return Books(key=self._key('info'), entry=json.dumps(info))
+
+    def _text_ids(self, raws: list[Any]) -> list[str]:
+        """Ids read from the books, as text; any other (not UTF-8, empty,
+        too long: not one this queue wrote) is fenced off the books now,
+        so it cannot fail a cycle again."""
+        good, bad = fences.split_ids(list(raws))
+        if bad:
+            logger.warning('Fencing off %d id(s) in the books %r that are '
+                           'not task ids (e.g. %r).', len(bad), self.prefix,
+                           bad[0][:80] if isinstance(bad[0], bytes)
+                           else bad[0])
+            pipe = self.redis.pipeline(transaction=False)
+            for chunk in _chunks(bad):
+                for name in ('order', 'done', 'handed_at'):
+                    pipe.zrem(self._key(name), *chunk)
+                for name in ('info', 'msgs', 'handed'):
+                    pipe.hdel(self._key(name), *chunk)
+                pipe.srem(self._key('returned'), *chunk)
+            pipe.execute()
+        return good
+
     def _book_keys(self) -> list[str]:
         return [self._key(name) for name in (
             'handed', 'info', 'msgs', 'order', 'handed_at', 'done',
@@ -595,17 +688,23 @@ class CeleryQueue:
             pass
 
     def _confirmed(self, reply: list) -> int:
-        """Discard the stored payloads a confirm dropped; how many returned
+        """Discard the stored payloads a confirm dropped (each only at its
+        own job's location, whatever its record names); how many returned
         results are left to confirm."""
-        left, *stored = reply or [0]
-        for raw in stored:
+        left, *dropped = reply or [0]
+        for raw_id, raw in zip(dropped[::2], dropped[1::2], strict=True):
             # An offloaded job's reference (kept as JSON text): handed back
             # with its full original_job, its stored copy is not needed.
-            if raw and raw[:1] in (b'{', '{'):
-                try:
-                    payloads.discard(json.loads(raw))
-                except ValueError:
-                    continue
+            task_id = fences.task_id(raw_id)
+            ref = _json_object(raw) if raw and raw[:1] in (b'{', '{') \
+                else None
+            if task_id is None or not ref:
+                continue
+            if fences.own_payload(ref, task_id):
+                payloads.discard(ref)
+            else:
+                logger.warning('Task %s: its books name a stored payload '
+                               'that is not its own; not deleted.', task_id)
         return int(left)
 
     def _unregister(self, ids: list[str]) -> None:
@@ -622,14 +721,22 @@ class CeleryQueue:
 
         # Every reason ends in a line CoralNet classifies (failures.py).
         word = _STATUS_WORDS[status.state]
-        if status.state is JobState.SUCCESS:
+        mismatch = stored_job.mismatch(status.result) \
+            if status.state is JobState.SUCCESS else None
+        if mismatch is not None:
+            # A result for another job, or one nothing can check.
+            reason = failures.line(
+                failures.BAD_RECORD,
+                f'{job}: its result record is not believed: {mismatch}.')
+            word = 'FAILED'
+        elif status.state is JobState.SUCCESS:
             try:
                 msg = JobReturnMsg.deserialize(status.result)
-                if stored_job.offloaded():
-                    # The worker answered with a compact original_job.
-                    full = _as_job_msg(stored_job.original())
-                    if full is not None:
-                        msg.original_job = full
+                # The JobMsg as submitted, kept in the books (an offloaded
+                # one re-read from storage), not the record's say-so.
+                full = _as_job_msg(stored_job.original())
+                if full is not None:
+                    msg.original_job = full
                 return msg, word
             except Exception as e:  # a result we cannot read is a failure
                 reason = failures.line(
@@ -639,9 +746,14 @@ class CeleryQueue:
                 word = 'FAILED'
         elif status.state is JobState.LOST:
             reason = failures.line(
-                failures.LOST,
+                failures.LOST, status.error
+                if status.error_type == 'ResultLostError' else
                 f'{job}: its result expired or was lost before it was '
                 f'collected (result backend has no record of it).')
+        elif status.error_class == failures.BAD_RECORD and \
+                status.error_type == 'RecordError' and not status.traceback:
+            reason = failures.line(failures.BAD_RECORD,
+                                   f'{job}: {status.error}')
         elif status.state is JobState.REVOKED:
             reason = failures.line(
                 failures.REVOKED, f'{job}: cancelled before it finished.')
@@ -656,9 +768,9 @@ class CeleryQueue:
                 failures.ensure_last_line(status.traceback,
                                           status.error_class or 'RuntimeError',
                                           message or 'failed')
-        return JobReturnMsg(original_job=_as_job_msg(stored_job.original()),
-                            ok=False, results=None,
-                            error_message=reason), word
+        return JobReturnMsg(
+            original_job=_as_job_msg_or_none(stored_job.original()),
+            ok=False, results=None, error_message=reason), word
 
 
 _calls = itertools.count()
@@ -684,99 +796,20 @@ def _unique(ids: list[str]) -> list[str]:
     return list(dict.fromkeys(ids))
 
 
-def _json_object(raw: Any) -> dict:
-    """A small JSON record of the books, {} when it is not an object
-    (records read back from Redis are untrusted)."""
-    try:
-        value = json.loads(raw)
-    except (ValueError, TypeError, RecursionError):
-        return {}
-    return value if isinstance(value, dict) else {}
-
-
-def _number(value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return 0.0
-    return float(value)
-
-
-def _celery_job(task_id: str, raw: Any) -> CeleryJob | None:
-    """A listed job from its info record; None (logged) when the record
-    is malformed."""
-    info = _json_object(raw)
-    try:
-        return CeleryJob(task_id=task_id, job_id=info['job_id'],
-                         spec_level=info.get('spec_level'),
-                         queue=str(info['queue']),
-                         submitted_at=_number(info.get('submitted_at')))
-    except KeyError as e:
-        logger.warning('Job %s: its books record lacks %s; not listed.',
-                       task_id, e)
-        return None
-
-
-class _StoredJob:
-    """A job's books record, decoded only when needed: a success carries
-    its original_job in its result, unless the job was offloaded."""
-
-    def __init__(self, raw: bytes | str | None, job: Any) -> None:
-        self.raw = raw.encode() if isinstance(raw, str) else raw
-        self.job = job
-
-    def offloaded(self) -> bool:
-        # An offload reference is kept as JSON text (books.encode_job).
-        return bool(self.raw) and self.raw[:1] == b'{' and \
-            payloads.is_reference(self.value())
-
-    def original(self) -> dict | None:
-        """The JobMsg's JSON as submitted (an offloaded one re-read from
-        storage), decoded once."""
-        if not hasattr(self, '_original'):
-            self._original = _original_data(self.job, self.value())
-        return self._original
-
-    def value(self) -> Any:
-        """The stored job's JSON; None (logged) when it cannot be read, so
-        one bad record fails only its own job (without its original_job)."""
-        if not self.raw:
-            return None
-        try:
-            return books.decode_job(self.raw, books.read_limit())
-        except Exception as e:
-            logger.warning('%s: its stored job could not be read (%s: %s).',
-                           self.job, type(e).__name__, e)
-            return None
-
-
-def _original_data(job: Any, stored: Any) -> dict | None:
-    """The JobMsg's JSON as submitted: kept here, or re-read from
-    storage."""
-    if stored is None:
-        return None
-    if payloads.is_reference(stored):
-        try:
-            stored = payloads.fetch(stored)
-        except Exception as e:
-            logger.warning('%s: its stored job could not be read back (%s: '
-                           '%s); the result keeps the worker\'s compact '
-                           'original_job.', job, type(e).__name__, e)
-            return None
-    return stored
-
-
-def _as_job_msg(data: dict | None) -> JobMsg | None:
-    from spacer_worker.messages import JobMsg
-
-    return None if data is None else JobMsg.deserialize(data)
-
-
-def _family(info: Any) -> str | None:
-    """The class family a job was submitted in (None: ours)."""
-    try:
-        family = json.loads(info).get('classes')
-    except (TypeError, ValueError, AttributeError):
-        return None
-    return family if isinstance(family, str) else None
+def _celery_job(task_id: str, raw: Any) -> CeleryJob:
+    """A listed job from its info record; a malformed record is listed
+    too (job_id None), so that collect_jobs fails it and it leaves the
+    books, rather than staying on them unlisted."""
+    info = fences.books_info(_json_object(raw))
+    if info is None:
+        logger.warning('Job %s: its books record is malformed; listed so '
+                       'that collect_jobs fails it.', task_id)
+        return CeleryJob(task_id=task_id, job_id=None, spec_level=None,
+                         queue='?', submitted_at=0.0)
+    return CeleryJob(task_id=task_id, job_id=info['job_id'],
+                     spec_level=info.get('spec_level'),
+                     queue=info['queue'],
+                     submitted_at=float(info['submitted_at']))
 
 
 def _text(value: Any) -> str:

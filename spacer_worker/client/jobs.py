@@ -26,7 +26,8 @@ from __future__ import annotations
 __all__ = [
     'EXPEDITE', 'PRIORITY_RANGE', 'Client', 'JobHandle', 'JobState',
     'JobStatus', 'cancel', 'decode_result', 'default_client', 'message_task',
-    'raise_for_status', 'result', 'status', 'status_from_meta', 'submit',
+    'raise_for_status', 'record_status', 'result', 'status',
+    'status_from_meta', 'submit',
 ]
 
 import re
@@ -41,16 +42,22 @@ from celery import Celery
 from spacer_worker import celery as celery_app
 from spacer_worker import exceptions
 from spacer_worker.celery import payloads
+from spacer_worker.client import records
+from spacer_worker.client.deadlines import Deadlines
 from spacer_worker.constants import EXPEDITE_PRIORITY, PRIORITY_STEPS, StrEnum
 from spacer_worker.exceptions import (
     ConfigError,
     JobFailedError,
     MessageError,
+    RecordError,
     ResultLostError,
     SpacerError,
     failures,
 )
 from spacer_worker.messages.table import CELERY_NAMES, by_celery_name, for_message
+
+# Result records per Redis script (records.READ), as coralnet.BATCH.
+READ_BATCH = 500
 
 # Redis priorities: 0 is served first; senders default to the middle
 # (constants.DEFAULT_PRIORITY), so 0 (EXPEDITE) jumps the queue.
@@ -143,17 +150,24 @@ def decode_result(task: str, data: Any) -> Any:
 
 
 def _error_text(info: Any) -> tuple[str | None, str | None, str | None]:
-    """(type name, class path, message) from Celery's JSON exception info."""
+    """(type name, class path, message) from Celery's JSON exception info
+    (a record read back from Redis: any field may have any type)."""
     if not isinstance(info, dict):
-        return None, None, None if info is None else str(info)
-    exc_type = info.get('exc_type')
-    module = info.get('exc_module')
+        return None, None, None if info is None else str(info)[:10_000]
+    exc_type = _short(info.get('exc_type'))
+    module = _short(info.get('exc_module'))
     path = exc_type if not module or module == 'builtins' or not exc_type \
         else f'{module}.{exc_type}'
     message = info.get('exc_message')
     if isinstance(message, (list, tuple)):
         message = ' '.join(str(m) for m in message)
     return exc_type, path, None if message is None else str(message)
+
+
+def _short(value: Any) -> str | None:
+    """A class or module name from a record: a short string, else None."""
+    return value if isinstance(value, str) and 0 < len(value) <= 200 \
+        else None
 
 
 _OUR_ERROR_LINE = re.compile(r'^spacer_worker\.exceptions\.(\w+):', re.M)
@@ -166,8 +180,31 @@ def _our_error_type(traceback: str | None) -> str | None:
     return found[-1] if found else None
 
 
+def bad_record_status(error: RecordError) -> JobStatus:
+    """The status of a job whose record could not be read: failed, by
+    :data:`failures.BAD_RECORD` (only this job; the record is untrusted)."""
+    return JobStatus(JobState.FAILURE, error_type='RecordError',
+                     error=str(error), error_class=failures.BAD_RECORD)
+
+
+def record_status(task_id: str, raw: Any,
+                  limits: records.RecordLimits | None = None) -> JobStatus:
+    """A JobStatus from ``task_id``'s raw result record (None: no record;
+    an int: its size, over the bound), read within the bounds of
+    :mod:`.records`; a record that cannot be read fails its own job."""
+    if raw is None:
+        return status_from_meta(None)
+    try:
+        return status_from_meta(records.decode_meta(raw, task_id, limits))
+    except RecordError as e:
+        return bad_record_status(e)
+
+
 def status_from_meta(meta: dict | None) -> JobStatus:
     """Turn a decoded result-backend record into a JobStatus."""
+    if meta is not None and not isinstance(meta, dict):
+        return bad_record_status(RecordError(
+            f'A result record is a {type(meta).__name__}, not an object.'))
     if meta is None:
         return JobStatus(JobState.LOST, error_class=failures.LOST,
                          error='No record in the result backend: the result '
@@ -178,7 +215,7 @@ def status_from_meta(meta: dict | None) -> JobStatus:
     raw_state = meta.get('status', 'PENDING')
     try:
         state = JobState(raw_state)
-    except ValueError:
+    except (ValueError, TypeError):
         # Custom states a task may publish count as running.
         state = JobState.PROGRESS
     info = meta.get('result')
@@ -189,6 +226,7 @@ def status_from_meta(meta: dict | None) -> JobStatus:
         if state is JobState.REVOKED:
             error_class = failures.REVOKED
         tb = meta.get('traceback')
+        tb = tb if isinstance(tb, str) else None
         return JobStatus(state, error_type=_our_error_type(tb) or error_type,
                          error=error, traceback=tb,
                          error_class=error_class or error_type)
@@ -210,6 +248,8 @@ def raise_for_status(status: JobStatus, handle: JobHandle | str) -> None:
         raise ResultLostError(f'Job {handle}: {status.error}')
     if status.state not in (JobState.FAILURE, JobState.REVOKED):
         return
+    if status.error_class == failures.BAD_RECORD and not status.traceback:
+        raise RecordError(f'Job {handle}: {status.error}')
     cls = getattr(exceptions, status.error_type or '', None)
     text = f'Job {handle} failed on the worker: {status.error_type}: ' \
            f'{status.error}'
@@ -279,6 +319,7 @@ class Client:
              before_send: Callable[[JobHandle], None] | None = None,
              spec_level: Any = None,
              headers: dict[str, Any] | None = None,
+             books: Any = None,
              ) -> JobHandle:
         """Send an already serialized payload by contract task name.
 
@@ -290,7 +331,10 @@ class Client:
         ``before_send(handle)`` runs once the job is claimed and before its
         message goes out (only for a new job); if it raises, nothing is
         sent and the claim is undone. ``headers`` go into the message's
-        headers (the worker sees them on its request).
+        headers (the worker sees them on its request). ``books``
+        (:class:`submission.Books`): a queue's books; an earlier job is
+        then returned only while it is on them, and a new one is entered
+        there with its claim.
         """
         # Queue, time limits of the task's kind and default priority
         # (MessageError for an unknown task).
@@ -308,7 +352,7 @@ class Client:
             options['priority'] = priority
         claimed = self._claim(task, payload, task_id or self.new_task_id(),
                               options['queue'], idempotency_key,
-                              self.pending_ttl(options))
+                              self.pending_ttl(options), books)
         handle = JobHandle(id=claimed.id, task=task, queue=claimed.queue)
         if not claimed.fresh:
             return handle
@@ -332,7 +376,8 @@ class Client:
         return handle
 
     def _claim(self, task: str, payload: Any, task_id: str, queue: str,
-               idempotency_key: str | None, pending_ttl: int) -> Any:
+               idempotency_key: str | None, pending_ttl: int,
+               books: Any = None) -> Any:
         from spacer_worker.client import submission
 
         key = submission.dedupe_key(task, payload, idempotency_key)
@@ -346,7 +391,8 @@ class Client:
             return submission.Claim(id=task_id, queue=queue, fresh=True)
         return submission.claim(backend, key, task_id, queue,
                                 self._pending_record(task_id), mode,
-                                submission.dedupe_window(), pending_ttl)
+                                submission.dedupe_window(), pending_ttl,
+                                books)
 
     def _unclaim(self, claimed: Any) -> None:
         from spacer_worker.client import submission
@@ -393,32 +439,51 @@ class Client:
 
     # --- reading ------------------------------------------------------------
 
-    def _metas(self, ids: Sequence[str]) -> list[dict | None]:
-        if not ids:
-            return []
+    def read_records(self, ids: Sequence[str]) -> list[Any] | None:
+        """The raw result records of ``ids`` (None: no record; an int:
+        the size of one over RECORD_MAX_BYTES, left in Redis), in round
+        trips of READ_BATCH ids; None when the backend has no raw read."""
         backend = self.app.backend
         keys = [backend.get_key_for_task(i) for i in ids]
+        redis = getattr(backend, 'client', None)
+        if redis is not None and hasattr(redis, 'pipeline'):
+            limit = str(records.RecordLimits.from_settings().max_bytes)
+            raws: list[Any] = []
+            for start in range(0, len(keys), READ_BATCH):
+                chunk = keys[start:start + READ_BATCH]
+                raws += redis.eval(records.READ, len(chunk), *chunk, limit)
+            return raws
         if hasattr(backend, 'mget'):
             try:
-                raws = backend.mget(keys)
+                found = backend.mget(keys)
             except NotImplementedError:
-                raws = None
-            if raws is not None:
-                if isinstance(raws, dict):
-                    raws = [raws.get(k) for k in keys]
-                return [None if raw is None else backend.decode(raw)
-                        for raw in raws]
-        return [backend._get_task_meta_for(i) for i in ids]
+                return None
+            if isinstance(found, dict):
+                return [found.get(k) for k in keys]
+            return None if found is None else list(found)
+        return None
 
-    def decode_status(self, raw: bytes | str | None) -> JobStatus:
-        """A JobStatus from a raw result-backend value (None: no record)."""
-        return status_from_meta(
-            None if raw is None else self.app.backend.decode(raw))
+    def decode_status(self, raw: bytes | str | int | None,
+                      task_id: str) -> JobStatus:
+        """A JobStatus from ``task_id``'s raw result-backend value (None:
+        no record), read within bounds (:mod:`.records`)."""
+        return record_status(task_id, raw)
 
     def statuses(self, handles: Iterable[JobHandle | str]) -> list[JobStatus]:
-        """States of many jobs in one round trip to the result backend."""
+        """States of many jobs in one round trip to the result backend
+        (per READ_BATCH); a record that cannot be read fails only its own
+        job (RecordError)."""
         ids = [_task_id(h) for h in handles]
-        return [status_from_meta(m) for m in self._metas(ids)]
+        if not ids:
+            return []
+        raws = self.read_records(ids)
+        if raws is None:    # a backend without raw reads (embedded mode)
+            backend = self.app.backend
+            return [status_from_meta(backend._get_task_meta_for(i))
+                    for i in ids]
+        limits = records.RecordLimits.from_settings()
+        return [record_status(i, raw, limits)
+                for i, raw in zip(ids, raws, strict=True)]
 
     def status(self, handle: JobHandle | str) -> JobStatus:
         return self.statuses([handle])[0]
@@ -435,17 +500,27 @@ class Client:
         Raises the job's own error type (see :func:`raise_for_status`),
         ResultLostError for an expired result, TimeoutError after
         ``timeout`` seconds. ``on_status`` sees every status polled.
+        Without a timeout it still stops, with RecordError, once the job
+        has waited longer than any job can live (:mod:`.deadlines`): a
+        record that says PENDING for ever is not believed.
         """
         handle = handle if isinstance(handle, JobHandle) else \
             JobHandle.parse(handle)
-        deadline = None if timeout is None else time.monotonic() + timeout
+        life = Deadlines.from_settings().longest_life()
+        deadline = time.monotonic() + (life if timeout is None else timeout)
         while True:
             status = self.status(handle)
             if on_status is not None:
                 on_status(status)
             if status.finished:
                 break
-            if deadline is not None and time.monotonic() >= deadline:
+            if time.monotonic() >= deadline and timeout is None:
+                raise RecordError(
+                    f'Job {handle} is still {status.state.value} by its '
+                    f'record after {life:.0f} s, longer than any job can '
+                    f'wait and run (JOB_MAX_QUEUE_WAIT plus every try\'s '
+                    f'time limit and backoff); the record is not believed.')
+            if time.monotonic() >= deadline:
                 raise TimeoutError(
                     f'Job {handle} still {status.state} after {timeout} s; '
                     f'are workers consuming queue {handle.queue or "?"}? '
@@ -454,7 +529,13 @@ class Client:
         raise_for_status(status, handle)
         if not handle.task:
             return status.result
-        return decode_result(handle.task, status.result)
+        try:
+            return decode_result(handle.task, status.result)
+        except Exception as e:  # a record that only looks like a result
+            raise RecordError(
+                f'Job {handle}: its result record is not a '
+                f'{by_celery_name(handle.task).returns.__name__}: '
+                f'{type(e).__name__}: {str(e)[:200]}') from e
 
     def cancel(self, handle: JobHandle | str, terminate: bool = False) -> None:
         """Revoke a job: a queued one never runs; ``terminate`` also stops

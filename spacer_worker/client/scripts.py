@@ -5,7 +5,8 @@ entries (HGET/HSET/ZADD/ZREM/SREM, SPOP with a count): no HKEYS or other
 whole-structure read, so a call stays in the low milliseconds whatever
 the backlog (issue 30: one script over every finished id blocked Redis for
 2.3 s at 10^5 outstanding jobs). Books records are untrusted: a malformed
-``handed`` entry reads as empty.
+``handed`` entry reads as empty, and a hand-out time in the future as
+long ago.
 """
 
 from __future__ import annotations
@@ -16,6 +17,13 @@ from __future__ import annotations
 HAND_OUT = """
 local now = redis.call('time')
 local t = tonumber(now[1]) + tonumber(now[2]) / 1e6
+-- A hand-out time that is not a number, or lies in the future (forged:
+-- it would hold the job forever), counts as long ago.
+local function at_or_zero(at, now_t)
+    at = tonumber(at)
+    if at == nil or at ~= at or at > now_t + 1 then return 0 end
+    return at
+end
 local out = {}
 for i = 4, #ARGV do
     local id = ARGV[i]
@@ -26,7 +34,7 @@ for i = 4, #ARGV do
         if not ok or type(h) ~= 'table' then h = {} end
         if h['returned'] and ARGV[3] == '1' then
             take = false    -- confirmed by this very call's sweep
-        elseif t - (tonumber(h['at']) or 0) < tonumber(ARGV[2]) then
+        elseif t - at_or_zero(h['at'], t) < tonumber(ARGV[2]) then
             take = false    -- another call has it
         end
     end
@@ -72,7 +80,7 @@ return #ARGV - 1
 
 # KEYS: handed, info, msgs, order, handed_at, done, returned; ARGV: result
 # key prefix, 'pop' (up to ARGV[3] returned jobs) or 'ids' (ARGV[4...]).
-# -> {returned jobs left, stored msg of each job dropped...}
+# -> {returned jobs left, (id, stored msg) of each job dropped...}
 CONFIRM = """
 local ids
 if ARGV[2] == 'pop' then
@@ -83,6 +91,7 @@ else
 end
 local out = {0}
 for _, id in ipairs(ids) do
+    table.insert(out, id)
     table.insert(out, redis.call('hget', KEYS[3], id) or '')
     redis.call('hdel', KEYS[1], id)
     redis.call('hdel', KEYS[2], id)

@@ -7,7 +7,10 @@ retried by a proxy) must get one job. ``claim`` does, in one Lua script on
 the result backend's Redis (so it is atomic against every concurrent
 submitter):
 
-* look up ``spacer:submit:<digest>``, the job that key last named;
+* look up ``spacer:submit:<digest>``, the job that key last named (a
+  value of another shape, or, for a CoralNet queue, a job not on its
+  books, is taken over: Redis is shared, a forged key must not swallow a
+  submission);
 * if that job is still pending or running (its result record says so;
   ``SUBMIT_DEDUPE=all`` also accepts a finished one), return it: the caller
   enqueues nothing;
@@ -28,7 +31,7 @@ from typing import Any
 
 from spacer_worker import config
 from spacer_worker.constants import StrEnum
-from spacer_worker.exceptions import ConfigError, MessageError
+from spacer_worker.exceptions import ConfigError, MessageError, RecordError
 
 KEY_PREFIX = 'spacer:submit:'
 
@@ -39,19 +42,32 @@ class DedupeMode(StrEnum):
     OFF = 'off'
 
 
-# KEYS: dedupe key, new job's record key. ARGV: new value (id + queue),
-# window (s), mode, record value, record key prefix, record TTL (s, 0: none).
+# KEYS: dedupe key, new job's record key[, books hash: an earlier job is
+# honoured only while it is on these books, and a new one is put there,
+# in this script]. ARGV: new value (id + queue), window (s), mode, record
+# value, record key prefix, record TTL (s, 0: none)[, new task id, its
+# books entry]. A key whose value is not {"id": text, "queue": text} (forged,
+# another version) is taken over, never returned.
 _CLAIM = """
 local earlier = redis.call('get', KEYS[1])
 if earlier then
-    if ARGV[3] == 'all' then return earlier end
-    local id = cjson.decode(earlier)['id']
-    local record = redis.call('get', ARGV[5] .. id)
-    if record then
-        local ok, meta = pcall(cjson.decode, record)
-        local state = ok and type(meta) == 'table' and meta['status'] or nil
-        if state ~= 'SUCCESS' and state ~= 'FAILURE' and state ~= 'REVOKED' then
-            return earlier
+    local ok, held = pcall(cjson.decode, earlier)
+    if not ok or type(held) ~= 'table' then held = {} end
+    local id = held['id']
+    local ours = type(id) == 'string' and type(held['queue']) == 'string'
+        and #id > 0 and #id <= 200
+    if ours and KEYS[3] then
+        ours = redis.call('hexists', KEYS[3], id) == 1
+    end
+    if ours then
+        if ARGV[3] == 'all' then return earlier end
+        local record = redis.call('get', ARGV[5] .. id)
+        if record then
+            local ok2, meta = pcall(cjson.decode, record)
+            local state = ok2 and type(meta) == 'table' and meta['status'] or nil
+            if state ~= 'SUCCESS' and state ~= 'FAILURE' and state ~= 'REVOKED' then
+                return earlier
+            end
         end
     end
 end
@@ -60,6 +76,9 @@ if tonumber(ARGV[6] or '0') > 0 then
     redis.call('set', KEYS[2], ARGV[4], 'EX', tonumber(ARGV[6]))
 else
     redis.call('set', KEYS[2], ARGV[4])
+end
+if KEYS[3] then
+    redis.call('hset', KEYS[3], ARGV[7], ARGV[8])
 end
 return false
 """
@@ -70,6 +89,15 @@ if redis.call('get', KEYS[1]) == ARGV[1] then
 end
 return redis.call('del', KEYS[2])
 """
+
+
+@dataclass(frozen=True)
+class Books:
+    """A queue's books a claim checks an earlier job against: the hash of
+    its jobs (CeleryQueue's ``info``) and this job's entry there."""
+
+    key: str
+    entry: str
 
 
 @dataclass(frozen=True)
@@ -143,41 +171,54 @@ CLAIM_SCRIPT = _CLAIM
 
 def _claim_args(backend: Any, key: str, task_id: str, queue: str,
                 record: str | bytes, mode: DedupeMode, window: int,
-                record_ttl: int) -> tuple[list, list]:
+                record_ttl: int, books: Books | None = None
+                ) -> tuple[list, list]:
     record_key = backend.get_key_for_task(task_id)
     # The record keys' prefix (celery-task-meta-, with any global prefix).
     prefix = record_key[:len(record_key) - len(task_id)]
     value = json.dumps({'id': task_id, 'queue': queue})
-    return [key, record_key], [value, str(window), str(mode), record, prefix,
-                               str(record_ttl)]
+    args = [value, str(window), str(mode), record, prefix, str(record_ttl)]
+    if books is None:
+        return [key, record_key], args
+    return [key, record_key, books.key], [*args, task_id, books.entry]
 
 
 def claimed(earlier: Any, key: str, task_id: str, queue: str) -> Claim:
-    """The Claim a reply of the claim script stands for."""
+    """The Claim a reply of the claim script stands for (the script
+    returns only a value of the shape it wrote)."""
     if earlier is None:
         return Claim(id=task_id, queue=queue, fresh=True, key=key)
-    held = json.loads(earlier)
-    return Claim(id=held['id'], queue=held['queue'], fresh=False, key=key)
+    try:
+        held = json.loads(earlier)
+        return Claim(id=str(held['id']), queue=str(held['queue']),
+                     fresh=False, key=key)
+    except (ValueError, TypeError, KeyError) as e:
+        raise RecordError(f'The dedupe key {key} holds no job: '
+                          f'{str(earlier)[:80]!r}.') from e
 
 
 def claim(backend: Any, key: str, task_id: str, queue: str,
           record: str | bytes, mode: DedupeMode, window: int,
-          record_ttl: int = 0) -> Claim:
+          record_ttl: int = 0, books: Books | None = None) -> Claim:
     """Claim ``key`` for ``task_id`` (and write its PENDING ``record``), or
-    return the job that holds it."""
+    return the job that holds it. With ``books``, only a job on that
+    hash is returned (a key naming a job of nobody's books is taken
+    over), and a new job is entered there in the same script, so a
+    concurrent submitter finds it at once."""
     keys, args = _claim_args(backend, key, task_id, queue, record, mode,
-                             window, record_ttl)
-    earlier = redis_of(backend).eval(_CLAIM, 2, *keys, *args)
+                             window, record_ttl, books)
+    earlier = redis_of(backend).eval(_CLAIM, len(keys), *keys, *args)
     return claimed(earlier, key, task_id, queue)
 
 
 def queue_claim(script: Any, pipe: Any, backend: Any, key: str,
                 task_id: str, queue: str, record: str | bytes,
-                mode: DedupeMode, window: int, record_ttl: int = 0) -> None:
+                mode: DedupeMode, window: int, record_ttl: int = 0,
+                books: Books | None = None) -> None:
     """:func:`claim`, queued on a pipeline (``script``: the registered
     CLAIM_SCRIPT); read its reply with :func:`claimed`."""
     keys, args = _claim_args(backend, key, task_id, queue, record, mode,
-                             window, record_ttl)
+                             window, record_ttl, books)
     script(keys=keys, args=args, client=pipe)
 
 

@@ -331,6 +331,19 @@ SETTINGS: dict[str, Setting] = {s.name: s for s in [
             'to their message and every move they ask for is re-checked '
             'against the write roots, but a broker user can make a message '
             'skip its run.', True),
+    # --- records the web process reads back from Redis (issue 28) -------
+    Setting('RECORD_MAX_BYTES', int, 64 * 1024 ** 2,
+            'Largest result-backend record a client reads, in bytes (after '
+            'any permitted inflation); a larger one fails its own job '
+            '(RecordError), read no further.'),
+    Setting('RECORD_MAX_DEPTH', int, 64,
+            'Deepest JSON nesting a client decodes in a result record '
+            '(PySpacer results nest ~10 deep).'),
+    Setting('RECORD_COMPRESSION', str, '',
+            "Compressed result records (Celery's result_compression) a "
+            "client inflates: comma-separated 'zlib', 'bz2', 'lzma'; unset "
+            "refuses every compressed record (this project never writes "
+            "one)."),
 ]}
 
 

@@ -6,6 +6,8 @@ the task layer retries only the second kind::
     SpacerError
     ├── JobFailedError                 (client) a job ended failed/cancelled
     ├── ResultLostError                (client) a job's result expired/lost
+    ├── RecordError                    (client) a record read back from Redis
+    │                                  is malformed, oversized or forged
     ├── URLDownloadError               any URL failure (both kinds below)
     │   ├── URLUnusableError           also a PermanentError (see below)
     │   └── URLUnavailableError        also a StorageUnavailableError
@@ -322,3 +324,11 @@ class ResultLostError(SpacerError):
     result expired before it was read, or the backend lost its data)."""
 
     wire_class = 'spacer_worker.exceptions.ResultLostError'
+
+
+class RecordError(SpacerError):
+    """Client side: a record read back from Redis (a result, the queue's
+    books, a dedupe key) is malformed, too large or deep, compressed, or
+    belongs to another job. It fails only its own job."""
+
+    wire_class = 'spacer_worker.exceptions.RecordError'

@@ -48,12 +48,15 @@ REVOKED = 'celery.exceptions.TaskRevokedError'
 SOFT_TIME_LIMIT = 'billiard.exceptions.SoftTimeLimitExceeded'
 HARD_TIME_LIMIT = 'billiard.exceptions.TimeLimitExceeded'
 WORKER_LOST = 'billiard.exceptions.WorkerLostError'
+#: A record the web process read back from Redis was malformed or forged.
+BAD_RECORD = 'spacer_worker.exceptions.RecordError'
 INFRASTRUCTURE = {
     'lost': LOST,
     'revoked': REVOKED,
     'soft_time_limit': SOFT_TIME_LIMIT,
     'hard_time_limit': HARD_TIME_LIMIT,
     'worker_lost': WORKER_LOST,
+    'bad_record': BAD_RECORD,
 }
 
 _BUILTIN = 'builtins'

@@ -22,6 +22,7 @@ CLIENT_TESTS = [
     'tests/client/test_client.py',
     'tests/client/test_coralnet_queue.py',
     'tests/client/test_collect_scale.py',
+    'tests/client/test_hostile_records.py',
     'tests/client/test_django_project.py',
     'tests/messages/test_data_classes.py',
 ]
