@@ -162,7 +162,7 @@ def stack():
 DEMO = '''
 import json, sys
 from spacer_worker.cli.demo import run_demo
-r = run_demo({out!r}, images={images}, points={points}, epochs=10,
+r = run_demo({out!r}, images={images}, points={points}, epochs=50,
              mode='broker', timeout=600)
 print(json.dumps({{'ok': r.ok, 'accuracy': r.accuracy, 'mode': r.mode}}))
 '''
@@ -172,7 +172,7 @@ print(json.dumps({{'ok': r.ok, 'accuracy': r.accuracy, 'mode': r.mode}}))
 def demo(stack):
     """The README's demo, sent from the host to the containers' queues."""
     out = stack.demo_dir / 'demo'
-    result = stack.py(DEMO.format(out=str(out), images=6, points=20))
+    result = stack.py(DEMO.format(out=str(out), images=10, points=40))
     return out, result
 
 
