@@ -292,44 +292,50 @@ def test_scale_gives_three_healthy_replicas_each_counted_once(stack, demo):
     assert after - before == 3
 
 
-STARTED_ON = '''
+RUNNING = '''
 import json, time
 from spacer_worker.client import Client
 client = Client()
 deadline = time.monotonic() + 300
+status = None
 while time.monotonic() < deadline:
-    meta = client.app.backend.get_task_meta({handle!r})
-    if meta.get('status') == 'STARTED' or (client.progress({handle!r}) or {{}}):
-        result = meta.get('result') or {{}}
-        print(json.dumps({{'hostname': (result or {{}}).get('hostname', ''),
-                          'status': meta.get('status')}}))
+    status = client.status({handle!r})
+    if status.progress or str(status.state) not in ('PENDING', 'JobState.PENDING'):
         break
     time.sleep(0.2)
-else:
-    print(json.dumps({{'hostname': '', 'status': 'never started'}}))
+print(json.dumps({{'state': str(status.state), 'progress': status.progress}}))
 '''
+
+
+def _worker_of(stack, service: str, task_id: str, timeout: float = 120) -> str:
+    """The container whose worker received the task (from its log)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for container in stack.containers(service):
+            if f'[{task_id}] received' in _logs(container):
+                return container
+        time.sleep(0.5)
+    raise AssertionError(f'no {service} container received {task_id}')
 
 
 def test_a_task_on_a_killed_container_finishes_on_another_once(stack, demo):
     out, _ = demo
     stack.compose('up', '-d', '--scale', 'train-worker=3', timeout=600)
     stack.wait_healthy('train-worker', count=3)
-    handle = _submit_training(stack, out, 'killed', copies=40, epochs=60)
-    task_id = handle.rpartition(':')[2] or handle
-    started = stack.py(STARTED_ON.format(handle=handle))
-    assert started['status'] in ('STARTED', 'PROGRESS'), started
-    node = started['hostname']
-    victim = next(c for c in stack.containers('train-worker')
-                  if node.endswith('@' + stack.inspect(c)['Config']['Hostname']))
-    time.sleep(2)
+    handle = _submit_training(stack, out, 'killed', copies=40, epochs=100)
+    task_id = handle.rpartition(':')[2]
+    victim = _worker_of(stack, 'train-worker', task_id)
+    running = stack.py(RUNNING.format(handle=handle))
+    assert running['progress'], f'the training never reported progress: {running}'
     engine.run(['docker', 'kill', victim])
 
     assert _results(stack, [handle], timeout=600) == {handle: 'ok'}
     finished = [c for c in stack.containers('train-worker', running=False)
-                if re.search(rf'{task_id}\] succeeded', _logs(c))]
-    assert len(finished) == 1, 'the training finished more than once'
+                if re.search(rf'\[{task_id}\] succeeded', _logs(c))]
+    assert len(finished) == 1, f'the training finished {len(finished)} times'
     assert finished[0] != victim
     stack.compose('up', '-d', '--scale', 'train-worker=3', timeout=600)
+    stack.wait_healthy('train-worker', count=3)
 
 
 def test_restarting_redis_loses_nothing(stack, demo):
