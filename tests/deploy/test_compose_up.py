@@ -398,3 +398,30 @@ def test_containers_run_read_only_non_root_without_capabilities(stack):
             write = subprocess.run(['docker', 'exec', container, 'touch',
                                     '/usr/local/bin/x'], capture_output=True)
             assert write.returncode != 0, f'{service} could write its image'
+
+
+def test_the_gpu_image_builds_and_refuses_to_start_without_a_gpu():
+    """Opt-in (SPACER_COMPOSE_GPU_IMAGE=1): compose.yaml's GPU base image
+    cannot be pulled here, so this builds the documented slim alternative
+    (our base, TORCH_INDEX_URL empty: PyPI's CUDA torch, several GB of
+    wheels) and runs it on a host without a GPU."""
+    if os.environ.get('SPACER_COMPOSE_GPU_IMAGE') != '1':
+        pytest.skip('the GPU image downloads several GB of CUDA wheels: set '
+                    'SPACER_COMPOSE_GPU_IMAGE=1 to build it')
+    missing = engine.engine_missing()
+    if missing:
+        pytest.skip(f'no Docker Engine: {missing}')
+    base = engine.base_image()
+    tag = 'spacer-worker:compose-test-gpu'
+    engine.run(['docker', 'build', '--network', 'host', '-q', '-t', tag,
+                '--build-arg', f'BASE_IMAGE={base}', '--build-arg',
+                'TORCH_INDEX_URL=', '--build-arg', 'EXTRAS=gpu', '-f',
+                str(REPO / 'docker' / 'Dockerfile'), str(REPO)], timeout=3600)
+    version = engine.run(['docker', 'run', '--rm', '--entrypoint', 'python',
+                          tag, '-c', 'import torch; print(torch.__version__)'])
+    assert version.startswith('2.13.0')
+    done = subprocess.run(['docker', 'run', '--rm', '--read-only',
+                           '--cap-drop', 'ALL', tag, 'gpu-workers', 'extract'],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 64
+    assert 'no GPU is visible in this container' in done.stderr
