@@ -281,6 +281,10 @@ def test_scale_gives_three_healthy_replicas_each_counted_once(stack, demo):
         last = info['State']['Health']['Log'][-1]['Output']
         assert f'train@{hostname}' in last, (hostname, last)
     assert len(hostnames) == 3
+    # Health and metrics state stays in each container's own /tmp, never on
+    # the scratch volume the replicas share.
+    shared = engine.run(['docker', 'exec', replicas[0], 'ls', '-A', '/scratch'])
+    assert 'spacer-worker' not in shared, shared
 
     before = sum(_counter(stack.metrics(c), 'spacer_tasks_total',
                           queue='train', outcome='success') for c in replicas)
