@@ -102,7 +102,10 @@ class Stack:
 
     def client_env(self) -> dict[str, str]:
         base = f'redis://:{PASSWORD}@127.0.0.1:{self.redis_port}'
-        return {**os.environ, 'SPACER_BROKER_URL': f'{base}/0',
+        # The suite's own settings (its Redis, its secrets) stay out.
+        inherited = {k: v for k, v in os.environ.items()
+                     if not k.startswith(('SPACER_', 'CELERY_'))}
+        return {**inherited, 'SPACER_BROKER_URL': f'{base}/0',
                 'SPACER_RESULT_BACKEND': f'{base}/1',
                 'SPACER_FILESYSTEM_WRITE_ROOTS': str(self.demo_dir),
                 'PYTHONPATH': str(REPO)}
