@@ -1,4 +1,5 @@
-"""``spacer-worker metrics``: the one exporter of queue lengths.
+"""``spacer-worker metrics``: the one exporter of queue lengths and of the
+broker Redis's memory.
 
 Queue lengths are the same number for every worker, so they are read by one
 process per deployment (not by each worker) at each scrape: one Redis
@@ -15,6 +16,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from spacer_worker.celery.queues import BrokerView, broker_redis, read_broker
+from spacer_worker.celery.redis_memory import RedisMemory, read_memory
 from spacer_worker.metrics import METRICS
 
 logger = logging.getLogger(__name__)
@@ -44,10 +46,10 @@ class QueueCollector:
             self._first_seen.popitem(last=False)
         return now - seen
 
-    def read(self) -> BrokerView:
+    def read(self) -> tuple[BrokerView, RedisMemory]:
         conn, redis = broker_redis(self.app)
         try:
-            return read_broker(redis, self.queues)
+            return read_broker(redis, self.queues), read_memory(redis)
         finally:
             conn.release()
 
@@ -65,7 +67,7 @@ class QueueCollector:
         errors = family('spacer_queue_exporter_errors_total',
                         CounterMetricFamily)
         try:
-            view = self.read()
+            view, memory = self.read()
         except Exception as e:
             self.errors += 1
             logger.warning('Could not read the queues from the broker: '
@@ -86,7 +88,20 @@ class QueueCollector:
         unacked.add_metric([], view.unacked)
         alive = family('spacer_workers_alive', GaugeMetricFamily)
         alive.add_metric([], view.workers_alive)
-        return [lengths, ages, unacked, alive, errors]
+        redis = []
+        for name, kind, value in (
+                ('spacer_redis_memory_used_bytes', GaugeMetricFamily,
+                 memory.used_bytes),
+                ('spacer_redis_memory_max_bytes', GaugeMetricFamily,
+                 memory.max_bytes),
+                ('spacer_redis_evicted_keys_total', CounterMetricFamily,
+                 memory.evicted_keys),
+                ('spacer_redis_oom_rejected_total', CounterMetricFamily,
+                 memory.oom_rejected)):
+            metric = family(name, kind)
+            metric.add_metric([], value)
+            redis.append(metric)
+        return [lengths, ages, unacked, alive, *redis, errors]
 
 
 def serve(app: Any, queues: Sequence[str], bind: str, port: int,

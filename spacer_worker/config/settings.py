@@ -189,7 +189,8 @@ SETTINGS: dict[str, Setting] = {s.name: s for s in [
             "none.", True),
     Setting('METRICS_DIR', str, '',
             "prometheus_client's multiprocess directory shared by a host's "
-            "workers; empty = <temp dir>/spacer-worker-metrics-<port>."),
+            "workers (one PID namespace: a machine or a container); empty = "
+            "<temp dir>/spacer-worker-metrics-<port>-<hostname>."),
     Setting('SUBMIT_DEDUPE', str, 'active',
             "Submitting a (task, job token) or idempotency key again returns "
             "the earlier job: 'active' while it is pending or running, "

@@ -12,8 +12,8 @@ Two endpoints, both off unless asked for, both bound to 127.0.0.1 unless
   (:mod:`spacer_worker.metrics.host`; the Celery signal handlers that
   record are :mod:`spacer_worker.worker.metrics`).
 * **queues** (``spacer-worker metrics``): one exporter per deployment reads
-  queue lengths per queue and priority, the oldest waiting job's age and the
-  live workers (leases) from Redis at each scrape
+  queue lengths per queue and priority, the oldest waiting job's age, the
+  live workers (leases) and Redis's memory from Redis at each scrape
   (:mod:`spacer_worker.celery.queues`).
 
 ``METRICS`` below is the one list of metric names; the Grafana dashboard and
@@ -76,6 +76,17 @@ QUEUE_METRICS: tuple[Metric, ...] = (
            'Workers holding a live lease.', ()),
     Metric('spacer_queue_exporter_errors_total', 'counter',
            'Scrapes that could not read Redis.', ()),
+    Metric('spacer_redis_memory_used_bytes', 'gauge',
+           'Memory the broker Redis uses (INFO used_memory).', ()),
+    Metric('spacer_redis_memory_max_bytes', 'gauge',
+           "The broker Redis's maxmemory (0: no limit); at it, Redis "
+           '(noeviction) refuses writes.', ()),
+    Metric('spacer_redis_evicted_keys_total', 'counter',
+           'Keys the broker Redis evicted: with noeviction none should be; '
+           'any means queued jobs or results may be gone.', ()),
+    Metric('spacer_redis_oom_rejected_total', 'counter',
+           'Commands the broker Redis refused because maxmemory was '
+           'reached (submissions, results, acks fail).', ()),
 )
 
 METRICS: dict[str, Metric] = {m.name: m for m in

@@ -1,13 +1,21 @@
 """The Prometheus endpoint of a worker host: one port, every worker's numbers.
 
 Each worker (celery node) records into its own subdirectory of the host's
-metrics directory (``<METRICS_DIR>/<node>-<pid>``), so a worker that starts
-clears nothing but its own files. Every worker tries to bind
+metrics directory (``<METRICS_DIR>/<node>-<pid namespace>-<pid>``), so a
+worker that starts clears nothing but its own files. Every worker tries to bind
 ``METRICS_BIND:METRICS_PORT``; the one that gets it serves the merged files
 of all subdirectories, the others try again every ``SERVE_RETRY`` seconds,
 so one takes over when the serving worker stops. Files of dead processes
 are left out of the "live" gauges (tasks in flight), and subdirectories of
 dead workers are removed when a worker starts.
+
+"Host" means one PID namespace: the workers of one machine, or of one
+container. Two containers that share the directory (compose replicas that
+mount one volume as /tmp, or one ``METRICS_DIR`` volume) never merge,
+count or remove each other's files: a pid means nothing in another
+namespace, and each container's endpoint must serve its own numbers only,
+or every replica would report the sum of all of them. The default
+directory carries the hostname too, so such containers do not even meet.
 """
 
 from __future__ import annotations
@@ -18,6 +26,7 @@ import hmac
 import logging
 import os
 import shutil
+import socket
 import tempfile
 import threading
 from collections.abc import Iterable
@@ -35,7 +44,32 @@ def base_directory(port: int) -> str:
     explicit = (config.get('METRICS_DIR') or '').strip()
     if explicit:
         return explicit
-    return os.path.join(tempfile.gettempdir(), f'spacer-worker-metrics-{port}')
+    host = _safe(socket.gethostname())
+    return os.path.join(tempfile.gettempdir(),
+                        f'spacer-worker-metrics-{port}-{host}')
+
+
+def _safe(name: str) -> str:
+    return ''.join(c if c.isalnum() or c in '._@' else '_' for c in name)
+
+
+def pid_namespace() -> str:
+    """This process's PID namespace (its inode), '0' where unknown: pids
+    are compared only within one."""
+    try:
+        return str(os.stat('/proc/self/ns/pid').st_ino)
+    except OSError:
+        return '0'
+
+
+def _entry_pid(name: str, namespace: str) -> int | None:
+    """The pid in a subdirectory name ``<node>-<ns>-<pid>`` when it is of
+    this namespace; None for another namespace's (or a stray) entry."""
+    rest, _, pid = name.rpartition('-')
+    ns = rest.rpartition('-')[2]
+    if ns != namespace or not pid.isdigit():
+        return None
+    return int(pid)
 
 
 def _alive(pid: int) -> bool:
@@ -51,20 +85,24 @@ def _alive(pid: int) -> bool:
 def worker_directory(base: str, node: str) -> str:
     """A fresh subdirectory for this worker; removes those of dead ones."""
     os.makedirs(base, exist_ok=True)
+    namespace = pid_namespace()
     for entry in os.scandir(base):
-        pid = entry.name.rpartition('-')[2]
-        if entry.is_dir() and pid.isdigit() and not _alive(int(pid)):
+        pid = _entry_pid(entry.name, namespace)
+        if entry.is_dir() and pid is not None and not _alive(pid):
             shutil.rmtree(entry.path, ignore_errors=True)
-    safe = ''.join(c if c.isalnum() or c in '._@' else '_' for c in node)
-    path = os.path.join(base, f'{safe}-{os.getpid()}')
+    path = os.path.join(base, f'{_safe(node)}-{namespace}-{os.getpid()}')
     shutil.rmtree(path, ignore_errors=True)
     os.makedirs(path)
     return path
 
 
 def _live_files(base: str) -> list[str]:
+    namespace = pid_namespace()
     files = []
     for path in glob.glob(os.path.join(base, '*', '*.db')):
+        if _entry_pid(os.path.basename(os.path.dirname(path)),
+                      namespace) is None:
+            continue    # another container's worker: its endpoint serves it
         parts = os.path.basename(path)[:-3].split('_')
         # gauge_livesum_<pid>.db: only while <pid> runs.
         if parts[0] == 'gauge' and parts[1].startswith('live') and \

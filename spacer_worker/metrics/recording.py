@@ -16,8 +16,11 @@ from typing import Any
 from spacer_worker.metrics import WORKER_METRICS
 
 # Task durations: classify tasks take well under a second, trainings hours.
+# Up to the longest time limit (TRAIN_HIGH_TIME_LIMIT: 7 days), so a long
+# HIGH training lands in a bucket of its own, not only in +Inf.
 DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300,
-                    600, 1800, 3600, 7200, 14400, 28800)
+                    600, 1800, 3600, 7200, 14400, 28800, 86400, 172800,
+                    345600, 604800)
 
 _lock = threading.Lock()
 _metrics: dict[str, Any] = {}

@@ -123,17 +123,45 @@ def _start(sender: Any = None, **_: Any) -> None:
         recording.disable()
 
 
+# Outcomes every worker may record, exported at zero from the start: the
+# first failure of a kind then shows in increase(), as the first success
+# does. Our error classes (the label error_class() gives), and what Celery
+# raises for time limits and dead pool processes.
+_CELERY_ERRORS = ('SoftTimeLimitExceeded', 'TimeLimitExceeded',
+                  'WorkerLostError', 'MemoryError')
+
+
+def _error_classes(base: type) -> list[str]:
+    found: dict[str, None] = {}
+    todo = [base]
+    while todo:
+        cls = todo.pop()
+        found.setdefault(cls.__name__)
+        todo.extend(cls.__subclasses__())
+    return list(found)
+
+
+def _known_outcomes() -> list[tuple[str, str]]:
+    from spacer_worker.exceptions import SpacerError, TransientError
+    failures = [*_error_classes(SpacerError), *_CELERY_ERRORS]
+    return [('success', ''), ('revoked', ''),
+            *(('failure', name) for name in failures),
+            *(('retry', name) for name in _error_classes(TransientError))]
+
+
 def _zero_known_series() -> None:
     # A counter that first appears at 1 has no earlier sample, so rate()
     # and increase() miss that first task: export the series every worker
     # will have (each contract task on its configured queue) from the start.
     from spacer_worker.celery import queue_name
+    outcomes = _known_outcomes()
     for row in [*TASKS.values(), PROCESS_JOB]:
         kinds = [row.queue] if row.queue is not None else list(QueueKind)
         for kind in kinds:
             labels = (row.celery_name, queue_name(kind))
-            recording.metric('spacer_tasks_total').labels(
-                *labels, 'success', '')
+            for outcome, error in outcomes:
+                recording.metric('spacer_tasks_total').labels(
+                    *labels, outcome, error)
             recording.metric('spacer_task_duration_seconds').labels(*labels)
             recording.metric('spacer_tasks_in_flight').labels(*labels)
         if row in _EXTRACT_ROWS or row is PROCESS_JOB:

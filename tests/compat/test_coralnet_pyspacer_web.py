@@ -155,6 +155,9 @@ def test_the_client_goes_into_coralnets_venv_without_moving_a_pin():
     """scripts/client-venv-py310.sh installs CoralNet's pins (PySpacer
     0.13.0 included) on Python 3.10, then asks pip for a dry-run report of
     spacer_worker[client]; nothing installed may change version."""
+    if os.environ.get('SPACER_SKIP_PYTHON310'):
+        # scripts/test.sh found no Python 3.10 and says how to get one.
+        pytest.skip(os.environ['SPACER_SKIP_PYTHON310'])
     done = subprocess.run(['bash', str(REPO / 'scripts' / 'client-venv-py310.sh')],
                           capture_output=True, text=True, timeout=1800)
     if done.returncode != 0 and not os.environ.get('CI') and \

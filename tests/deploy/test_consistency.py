@@ -32,6 +32,7 @@ OTHER_VARIABLES = {
     'S3_BUCKET': 'minio-init (bucket to create)',
     'WORKER_GPUS': 'docker/entrypoint.sh gpu-workers',
     'WORKER_TASKS_PER_GPU': 'docker/entrypoint.sh gpu-workers',
+    'TMPDIR': 'Python tempfile: where a training spills a matrix too big for RAM',
     'WORKER_NODES_FILE': 'docker/entrypoint.sh and docker/healthcheck.py',
     'HEALTHCHECK_TIMEOUT': 'docker/healthcheck.py',
     'CELERY_APP': 'celery -A (docker/entrypoint.sh)',

@@ -52,9 +52,38 @@ def test_read_only_containers_can_still_write_tmp(resolved):
         if service.get('read_only'):
             assert '/tmp' in _mount_targets(service) + list(
                 service.get('tmpfs') or []), name
-    # Training spills big feature matrices to /tmp: a volume, not RAM.
-    assert '/tmp' in _mount_targets(resolved['train-worker'])
-    assert not resolved['train-worker'].get('tmpfs')
+
+
+def _volume_at(service: dict, target: str) -> str | None:
+    for v in service.get('volumes', []):
+        if isinstance(v, dict) and v.get('target') == target:
+            return v.get('source') if v.get('type') == 'volume' else None
+        if isinstance(v, str) and v.split(':')[1] == target:
+            return v.split(':')[0]
+    return None
+
+
+@pytest.mark.parametrize('name', ['train-worker', 'train-worker-high'])
+def test_trainings_spill_to_a_disk_volume_and_keep_a_private_tmp(resolved,
+                                                                 name):
+    """Big feature matrices go to $TMPDIR: a named volume on disk, never the
+    tmpfs that counts against the memory limit (train-worker-high's were
+    once); /tmp stays each container's own, so `--scale train-worker=N`
+    replicas never share their healthcheck's node file or metrics files."""
+    service = resolved[name]
+    assert '/tmp' in (service.get('tmpfs') or []), f'{name}: /tmp not private'
+    assert '/tmp' not in _mount_targets(service), f'{name}: /tmp is shared'
+    scratch = (service.get('environment') or {}).get('TMPDIR')
+    assert scratch, f'{name}: no TMPDIR, so the spill lands in tmpfs /tmp'
+    assert _volume_at(service, scratch), \
+        f'{name}: TMPDIR={scratch} is not a named volume'
+    assert scratch not in (service.get('tmpfs') or [])
+
+
+def test_high_and_normal_trainings_spill_to_separate_volumes(resolved):
+    volumes = [_volume_at(resolved[n], resolved[n]['environment']['TMPDIR'])
+               for n in ('train-worker', 'train-worker-high')]
+    assert volumes[0] != volumes[1]
 
 
 def test_the_minio_worker_key_reaches_the_spacer_bucket_only(compose):

@@ -109,3 +109,53 @@ def test_torch_pin_is_the_one_the_tests_run(compose):
     gpu_base = compose['services']['extract-worker']['build']['args'][
         'BASE_IMAGE']
     assert f'pytorch/pytorch:{tested}-' in gpu_base
+
+
+def _queues_option(words: list[str]) -> set[str]:
+    found: set[str] = set()
+    for i, word in enumerate(words):
+        if word.startswith('--queues='):
+            found |= set(word.split('=', 1)[1].split(','))
+        elif word in ('-Q', '--queues') and i + 1 < len(words):
+            found |= set(words[i + 1].split(','))
+    return found
+
+
+def test_the_image_default_command_consumes_every_queue():
+    """Run without a command, the image serves HIGH spec-level jobs too:
+    CoralNet sends them to extract_high / train_high, and a queue nothing
+    consumes leaves its jobs waiting until they read LOST."""
+    import json
+
+    from tests.deploy.test_consistency import routed_queues
+    cmd = [json.loads(rest) for keyword, rest in instructions()
+           if keyword == 'CMD'][-1]
+    assert _queues_option(cmd) == routed_queues()
+
+
+def test_the_readme_worker_commands_consume_every_queue():
+    from tests.deploy.test_consistency import routed_queues
+    text = (REPO / 'README.md').read_text()
+    commands = [line.split('#')[0].split() for line in text.splitlines()
+                if line.startswith('celery -A spacer_worker worker')]
+    assert commands, 'README.md shows no `celery ... worker` command'
+    consumed = set().union(*(_queues_option(words) for words in commands))
+    missing = routed_queues() - consumed
+    assert not missing, f'README starts no worker for {sorted(missing)}'
+
+
+def test_images_install_the_pinned_constraints():
+    """Two hosts that build the image a month apart extract the same
+    features: every dependency comes from docker/constraints.txt."""
+    from packaging.requirements import Requirement
+    pins = {}
+    for line in (REPO / 'docker' / 'constraints.txt').read_text().splitlines():
+        if line.strip() and not line.startswith('#'):
+            req = Requirement(line)
+            assert str(req.specifier).startswith('=='), line
+            pins[req.name.lower().replace('_', '-')] = req.specifier
+    runs = ' '.join(rest for keyword, rest in instructions() if keyword == 'RUN')
+    assert re.search(r'pip install --constraint constraints\.txt "\.\[', runs)
+    for name in ('numpy', 'onnxruntime', 'scikit-learn', 'pillow', 'celery',
+                 'kombu', 'scipy', 'flower'):
+        assert name in pins, f'{name} is not pinned in docker/constraints.txt'

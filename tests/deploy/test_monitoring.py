@@ -66,7 +66,7 @@ def test_the_prometheus_config_and_rules_are_valid(tmp_path):
                              capture_output=True, text=True, timeout=60)
 
     assert checked.returncode == 0, checked.stdout + checked.stderr
-    assert 'SUCCESS: 5 rules found' in checked.stdout
+    assert 'SUCCESS: 10 rules found' in checked.stdout
 
 
 def test_alerts_fire_on_a_growing_queue_a_lost_worker_and_failures(tmp_path):
@@ -134,7 +134,16 @@ def test_prometheus_scrapes_the_ports_the_workers_serve(compose):
     worker_services = {name for name, svc in compose['services'].items()
                        if svc.get('command', [''])[0] in ('worker',
                                                           'gpu-workers')}
-    assert set(workers['names']) == worker_services
+    static = {t.partition(':')[0]: int(t.partition(':')[2])
+              for group in jobs['spacer-workers']['static_configs']
+              for t in group['targets']}
+    assert set(workers['names']) | set(static) == worker_services
+    assert set(static.values()) == {int(spacer['SPACER_METRICS_PORT'])}
+    # Scaled services are found by DNS (one target per replica); a static
+    # name would be answered by any one replica in turn.
+    from tests.deploy.test_consistency import SCALABLE
+    assert set(SCALABLE) <= set(workers['names'])
+    assert not set(SCALABLE) & set(static)
 
     exporter = compose['services']['metrics-exporter']
     assert exporter['command'] == ['spacer-worker', 'metrics']

@@ -16,8 +16,9 @@ from tests.services import free_port, wait_for
 
 def redis_service(compose, data_dir, port, env):
     argv = [local_paths(part.replace('$$', '$')).replace(
-        '/usr/local/etc/redis/redis.conf -',
-        f'{CONFIG_DIR / "redis.conf"} --port {port} --bind 127.0.0.1 -')
+        '/usr/local/etc/redis/redis.conf --dir /data -',
+        f'{CONFIG_DIR / "redis.conf"} --port {port} --bind 127.0.0.1 '
+        f'--dir {data_dir} -')
         for part in compose['services']['redis']['command']]
     return subprocess.Popen(argv, env=env, cwd=data_dir,
                             stdout=subprocess.DEVNULL,

@@ -53,9 +53,9 @@ def test_redis_requires_the_password_and_persists_across_restarts(
     # The service's own command, with the config file at its repo path and
     # a local port; the password still arrives through REDIS_PASSWORD.
     argv = [local_paths(part).replace(
-                '/usr/local/etc/redis/redis.conf -',
+                '/usr/local/etc/redis/redis.conf --dir /data -',
                 f'{CONFIG_DIR / "redis.conf"} --port {port} '
-                f'--bind 127.0.0.1 -')
+                f'--bind 127.0.0.1 --dir {tmp_path} -')
             for part in compose_command(service['command'])]
     env = {'PATH': os.environ['PATH'], 'REDIS_PASSWORD': password}
     healthcheck = compose_command(service['healthcheck']['test'])

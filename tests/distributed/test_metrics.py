@@ -348,6 +348,9 @@ def test_prometheus_answers_every_dashboard_query_from_real_workers(
     for title in ('Task latency p50', 'Task latency p99'):
         assert json.dumps({'task': 'spacer.extract_features'}) in values(title)
     assert sum(values('Extraction: images/s and patches/s').values()) > 0
+    # The broker's memory, from the exporter.
+    assert all(v > 0 for v in values('Redis memory').values())
+    assert values('Redis memory')
 
 
 def test_a_task_cancelled_while_running_is_counted_and_not_in_flight(
