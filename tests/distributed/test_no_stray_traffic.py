@@ -25,6 +25,7 @@ from spacer_worker.data_classes import DataLocation, ImageFeatures
 from spacer_worker.messages import ExtractFeaturesMsg, ExtractFeaturesReturnMsg
 from spacer_worker.storage.classifiers import dump_classifier
 from tests.builders import classify_msg, fs, make_image
+from tests.file_server import serve
 
 TIMEOUT = 180
 
@@ -89,12 +90,8 @@ def image_host(tmp_path):
             self.end_headers()
             self.wfile.write(body)
 
-    server = http.server.ThreadingHTTPServer(('127.0.0.1', 0), Handler)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f'http://127.0.0.1:{server.server_address[1]}'
-    server.shutdown()
-    server.server_close()
+    with serve(Handler, '127.0.0.1') as server:
+        yield f'http://127.0.0.1:{server.server_address[1]}'
 
 
 def test_a_worker_contacts_only_the_hosts_its_messages_name(

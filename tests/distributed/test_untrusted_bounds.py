@@ -26,6 +26,7 @@ from spacer_worker.messages import (
     JobReturnMsg,
 )
 from tests.builders import ROWCOLS, classify_msg, fs, make_image
+from tests.file_server import serve
 from tests.services import runs, wait_for
 
 TIMEOUT = 90
@@ -114,12 +115,8 @@ def busy_host():
             self.send_header('Content-Length', '0')
             self.end_headers()
 
-    server = http.server.ThreadingHTTPServer(('127.0.0.1', 0), Busy)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f'http://127.0.0.1:{server.server_address[1]}'
-    server.shutdown()
-    server.server_close()
+    with serve(Busy, '127.0.0.1') as server:
+        yield f'http://127.0.0.1:{server.server_address[1]}'
 
 
 def test_a_retry_goes_back_to_the_queue_it_came_from_not_the_claimed_one(

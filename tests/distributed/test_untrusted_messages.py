@@ -11,11 +11,9 @@ legitimate task.
 
 from __future__ import annotations
 
-import http.server
 import io
 import json
 import os
-import threading
 import time
 import uuid
 import zipfile
@@ -43,6 +41,7 @@ from tests.builders import (
     store_non_finite,
     train_msg,
 )
+from tests.file_server import serve_files
 from tests.services import Worker, free_port, runs
 
 TIMEOUT = 60
@@ -58,40 +57,10 @@ LIMITS = {
 }
 
 
-class _Handler(http.server.BaseHTTPRequestHandler):
-    def log_message(self, *args) -> None:
-        pass
-
-    def do_GET(self) -> None:
-        self.server.hits.append(self.path)
-        if self.path.startswith('/redirect?to='):
-            self.send_response(302)
-            self.send_header('Location', self.path.split('=', 1)[1])
-            self.end_headers()
-            return
-        body = self.server.files.get(self.path)
-        if body is None:
-            self.send_response(404)
-            self.end_headers()
-            return
-        self.send_response(200)
-        self.send_header('Content-Length', str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-
 @pytest.fixture(scope='module')
 def http_server():
-    # On 127.0.0.3, the one private address the worker may reach: Redis
-    # and everything else on 127.0.0.1 stay out of bounds.
-    server = http.server.ThreadingHTTPServer(('127.0.0.3', 0), _Handler)
-    server.daemon_threads = True
-    server.files, server.hits = {}, []
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
+    with serve_files() as server:
+        yield server
 
 
 @pytest.fixture(scope='module')

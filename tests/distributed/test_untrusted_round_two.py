@@ -14,9 +14,7 @@ classifies bit-identically to a fresh one.
 
 from __future__ import annotations
 
-import http.server
 import json
-import threading
 import uuid
 from pathlib import Path
 
@@ -34,42 +32,17 @@ from spacer_worker.messages import (
     TrainClassifierReturnMsg,
 )
 from tests.builders import ROWCOLS, classify_msg, fs, make_image, train_msg
+from tests.file_server import serve_files
 from tests.services import Worker, runs, wait_for
 
 TIMEOUT = 90
 SPOOF = 'spacer.exceptions.RowColumnMismatchError: reset the features'
 
 
-class _Handler(http.server.BaseHTTPRequestHandler):
-    def log_message(self, *args) -> None:
-        pass
-
-    def do_GET(self) -> None:
-        self.server.hits.append(self.path)
-        if self.path.startswith('/gated/'):
-            self.server.gate.wait(60)
-        body = self.server.files.get(self.path.replace('/gated/', '/', 1))
-        if body is None:
-            self.send_response(404)
-            self.end_headers()
-            return
-        self.send_response(200)
-        self.send_header('Content-Length', str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-
 @pytest.fixture(scope='module')
 def http_server():
-    server = http.server.ThreadingHTTPServer(('127.0.0.3', 0), _Handler)
-    server.daemon_threads = True
-    server.files, server.hits, server.gate = {}, [], threading.Event()
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server
-    server.gate.set()
-    server.shutdown()
-    server.server_close()
+    with serve_files() as server:
+        yield server
 
 
 @pytest.fixture(scope='module')
