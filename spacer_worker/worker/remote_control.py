@@ -31,6 +31,7 @@ from spacer_worker.exceptions import ConfigError
 
 logger = logging.getLogger(__name__)
 
+
 def allowed_commands() -> frozenset[str]:
     """The command names WORKER_CONTROL_COMMANDS allows, checked against
     the ones Celery knows (a typo fails the worker's start, loudly)."""
