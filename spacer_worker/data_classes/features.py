@@ -301,12 +301,14 @@ class ImageFeatures:
     @classmethod
     def make_random(cls, point_labels: list[LabelId],
                     feature_dim: int) -> ImageFeatures:
-        """Features whose values depend on each point's label (tests)."""
+        """Features whose values depend on each point's label (tests);
+        float32, as extracted features are."""
         import numpy as np
         n = len(point_labels)
         base = np.array([hash(label) for label in point_labels], dtype=float)
         feat = base[:, None] + np.random.randn(n, feature_dim)
-        return cls.from_arrays(list(range(n)), list(range(n)), feat)
+        return cls.from_arrays(list(range(n)), list(range(n)),
+                               feat.astype(np.float32))
 
     @classmethod
     def from_bytes(cls, data: bytes,

@@ -50,7 +50,9 @@ def score_features(clf: Any, features: ImageFeatures) -> ClassifyReturnMsg:
 
 def _score(clf: Any, features: ImageFeatures,
            t0: float | None) -> ClassifyReturnMsg:
-    x = np.asarray(features.feature_array(), dtype=np.float64)
+    # The values as stored: a float64 file (PySpacer writes them) scores
+    # exactly as PySpacer scores it.
+    x = np.asarray(features.stored_array(), dtype=np.float64)
     # One BLAS thread for an image's points (a 200 x 1280 x 100 product
     # takes ~0.5 ms): a second saves at most half of that, and costs
     # milliseconds whenever the other core is busy (median call 4.7-5.9 ms
