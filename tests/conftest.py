@@ -19,6 +19,7 @@ from tests.services import (
     REPO,
     RedisServer,
     Worker,
+    client_app,
     free_port,
     use_s3_endpoint,
     worker_env,
@@ -99,11 +100,8 @@ def redis_db(redis_server, broker_url):
 def app(broker_url):
     """The client side: spacer_worker's app configured for this test's
     Redis (the package's own app is left alone)."""
-    from spacer_worker.celery import create_app
-    app = create_app(set_as_current=False, broker_url=broker_url,
-                     result_backend=broker_url)
-    yield app
-    app.close()
+    with client_app(broker_url) as app:
+        yield app
 
 
 @pytest.fixture

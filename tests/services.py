@@ -6,6 +6,7 @@ worker (parent and pool children) the way an OOM killer or a lost host does.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -14,7 +15,9 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import redis
 
@@ -99,6 +102,19 @@ class RedisServer:
         self.stop()
         time.sleep(down_for)
         self.start()
+
+
+@contextlib.contextmanager
+def client_app(broker_url: str) -> Iterator[Any]:
+    """The client side: spacer_worker's app for this Redis, with the
+    package's own app left alone; closed after the block."""
+    from spacer_worker.celery import create_app
+    app = create_app(set_as_current=False, broker_url=broker_url,
+                     result_backend=broker_url)
+    try:
+        yield app
+    finally:
+        app.close()
 
 
 def base_env(broker_url: str, **extra: str) -> dict[str, str]:

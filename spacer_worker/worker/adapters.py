@@ -246,7 +246,7 @@ def _run(task: SpacerTask, payload: Any, message_class: type,
         if limit is None:
             raise
         raise task.time_limit_error(limit) from limit
-    return check_result(task.name, result.serialize())
+    return check_result(task.name, result)
 
 
 def _adapter(row: ContractTask) -> SpacerTask:
@@ -319,9 +319,9 @@ def process_job(self: SpacerTask, payload: Any) -> dict:
                               error_message=failure_text(error))
     result.original_job = answer_job
     try:
-        return check_result(self.name, result.serialize())
+        return check_result(self.name, result)
     except DataLimitError as e:
         # PySpacer's answer to a failed job; it is small (else: FAILURE).
         return check_result(self.name, JobReturnMsg(
             original_job=answer_job, ok=False, results=None,
-            error_message=failure_text(e)).serialize())
+            error_message=failure_text(e)))

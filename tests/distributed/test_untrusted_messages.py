@@ -42,7 +42,7 @@ from tests.builders import (
     train_msg,
 )
 from tests.file_server import serve_files
-from tests.services import Worker, free_port, runs
+from tests.services import Worker, client_app, free_port, runs
 
 TIMEOUT = 60
 LIMITS = {
@@ -161,12 +161,8 @@ def worker(redis_server, place, http_server, weights_cache):
 
 @pytest.fixture(scope='module')
 def app(redis_server, worker):
-    from spacer_worker.celery import create_app
-    broker = redis_server.url(0)
-    app = create_app(set_as_current=False, broker_url=broker,
-                     result_backend=broker)
-    yield app
-    app.close()
+    with client_app(redis_server.url(0)) as app:
+        yield app
 
 
 QUEUES = {'spacer.extract_features': 'extract',

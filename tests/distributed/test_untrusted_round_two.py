@@ -33,7 +33,7 @@ from spacer_worker.messages import (
 )
 from tests.builders import ROWCOLS, classify_msg, fs, make_image, train_msg
 from tests.file_server import serve_files
-from tests.services import Worker, runs, wait_for
+from tests.services import Worker, client_app, runs, wait_for
 
 TIMEOUT = 90
 SPOOF = 'spacer.exceptions.RowColumnMismatchError: reset the features'
@@ -103,12 +103,8 @@ def worker(redis_server, place, http_server, tmp_path_factory):
 
 @pytest.fixture(scope='module')
 def app(redis_server, worker):
-    from spacer_worker.celery import create_app
-    broker = redis_server.url(0)
-    app = create_app(set_as_current=False, broker_url=broker,
-                     result_backend=broker)
-    yield app
-    app.close()
+    with client_app(redis_server.url(0)) as app:
+        yield app
 
 
 @pytest.fixture(scope='module')
