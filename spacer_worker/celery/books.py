@@ -36,6 +36,7 @@ import zlib
 from typing import Any
 
 from spacer_worker import config
+from spacer_worker.celery.inflation import InflationError, inflate_at_most
 from spacer_worker.exceptions import MessageError, PayloadError
 
 REF_KEY = 'spacer_books'
@@ -102,23 +103,20 @@ def encode_job(payload: Any, encoded: bytes | None = None) -> bytes:
     return _COMPRESSED + zlib.compress(data, 1)
 
 
-def decode_job(raw: bytes | str, limit: int) -> Any:
+def decode_job(raw: bytes | str, limit: int,
+               setting: str = 'PAYLOAD_MAX_BYTES') -> Any:
     """A stored job back as JSON, inflating at most ``limit`` bytes (a
-    record read from Redis is untrusted); JSON text of the earlier format
-    is read as it is. PayloadError when it is neither."""
+    record read from Redis is untrusted; ``setting`` names the bound in the
+    error); JSON text of the earlier format is read as it is. PayloadError
+    when it is neither."""
     data = raw.encode() if isinstance(raw, str) else bytes(raw)
     if data.startswith(_COMPRESSED):
-        inflater = zlib.decompressobj()
         try:
-            data = inflater.decompress(data[len(_COMPRESSED):], limit + 1)
-        except zlib.error as e:
-            raise PayloadError(f'A stored job is not a valid zlib stream: '
-                               f'{e}') from e
-        if len(data) > limit or inflater.unconsumed_tail:
-            raise PayloadError(f'A stored job inflates past {limit} bytes '
-                               f'(PAYLOAD_MAX_BYTES); it was not read.')
-        if not inflater.eof:
-            raise PayloadError('A stored job is a truncated zlib stream.')
+            data = inflate_at_most(zlib.decompressobj(),
+                                   data[len(_COMPRESSED):], limit,
+                                   method='zlib', setting=setting)
+        except InflationError as e:
+            raise PayloadError(f'A stored job {e}; it was not read.') from e
     try:
         return json.loads(data)
     except (ValueError, RecursionError) as e:

@@ -155,8 +155,9 @@ class StoredJob:
             self._value = None
             if self.raw:
                 try:
-                    self._value = books.decode_job(self.raw,
-                                                   stored_job_limit())
+                    self._value = books.decode_job(
+                        self.raw, stored_job_limit(),
+                        'MESSAGE_MAX_BYTES and PAYLOAD_MAX_BYTES')
                 except Exception as e:
                     self._problem = (f'its JobMsg in the books cannot be '
                                      f'read: {e}')

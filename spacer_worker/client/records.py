@@ -36,6 +36,7 @@ from itertools import accumulate
 from typing import Any
 
 from spacer_worker import config
+from spacer_worker.celery.inflation import InflationError, inflate_at_most
 from spacer_worker.exceptions import ConfigError, RecordError
 
 #: Celery's in-band marker of a compressed result (``result_compression``,
@@ -127,16 +128,10 @@ def _inflate(data: bytes, limits: RecordLimits, what: str) -> bytes:
     else:
         inflater = zlib.decompressobj()
     try:
-        out = inflater.decompress(body, limits.max_bytes + 1)
-    except Exception as e:  # zlib.error, OSError, EOFError, LZMAError...
-        raise RecordError(f'{what} is not a valid {method} stream: '
-                          f'{e}') from e
-    if len(out) > limits.max_bytes:
-        raise RecordError(f'{what} inflates past RECORD_MAX_BYTES '
-                          f'({limits.max_bytes}); it was not read.')
-    if not inflater.eof:
-        raise RecordError(f'{what} is a truncated {method} stream.')
-    return out
+        return inflate_at_most(inflater, body, limits.max_bytes,
+                               method=method, setting='RECORD_MAX_BYTES')
+    except InflationError as e:
+        raise RecordError(f'{what} {e}; it was not read.') from e
 
 
 def json_depth(data: bytes) -> int:
