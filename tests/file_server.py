@@ -1,5 +1,6 @@
-"""A local HTTP server of in-memory files, for attack tests through a
-real worker: on 127.0.0.3, the one private address those tests let the
+"""Local HTTP servers for the tests: :func:`serve` runs any handler;
+:func:`serve_files` serves in-memory files for attack tests through a
+real worker, on 127.0.0.3, the one private address those tests let the
 worker reach (Redis and everything else on 127.0.0.1 stay out of bounds).
 
 ``server.files`` maps paths to bytes; ``server.hits`` lists the paths
@@ -40,13 +41,21 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.wfile.write(body)
 
 
+class QuietServer(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+    files: dict[str, bytes]
+
+    def handle_error(self, request, client_address) -> None:
+        # Clients giving up early (timeouts, size limits, refusals) is what
+        # the tests provoke; the broken pipes that follow are expected.
+        pass
+
+
 @contextlib.contextmanager
 def serve(handler: type[http.server.BaseHTTPRequestHandler],
-          host: str = '127.0.0.3',
-          ) -> Iterator[http.server.ThreadingHTTPServer]:
+          host: str = '127.0.0.3') -> Iterator[QuietServer]:
     """A server of ``handler``, running inside the ``with`` block."""
-    server = http.server.ThreadingHTTPServer((host, 0), handler)
-    server.daemon_threads = True
+    server = QuietServer((host, 0), handler)
     server.files, server.hits, server.gate = {}, [], threading.Event()
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -58,7 +67,6 @@ def serve(handler: type[http.server.BaseHTTPRequestHandler],
         server.server_close()
 
 
-def serve_files() -> contextlib.AbstractContextManager[
-        http.server.ThreadingHTTPServer]:
+def serve_files() -> contextlib.AbstractContextManager[QuietServer]:
     """The file server on 127.0.0.3."""
     return serve(_Handler)

@@ -3,29 +3,19 @@ an S3 endpoint (moto in server mode), and a fake S3 that only errors."""
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import pytest
 
+from tests.file_server import QuietServer, serve
 from tests.services import free_port, use_s3_endpoint
 
 
 def closed_port() -> int:
     """A port nothing listens on (connections are refused)."""
     return free_port()
-
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    files: dict[str, bytes]
-
-    def handle_error(self, request, client_address) -> None:
-        # Clients giving up early (timeouts, size limits) is what the tests
-        # provoke; the broken pipes that follow are expected.
-        pass
 
 
 class FileServerHandler(BaseHTTPRequestHandler):
@@ -131,25 +121,14 @@ def drip_bytes(stream, data: bytes, pause: float = 0.2) -> None:
         pass
 
 
-def _serve(handler: type[BaseHTTPRequestHandler]) -> Iterator[_Server]:
-    server = _Server(('127.0.0.1', 0), handler)
-    server.files = {}
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield server
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
 @pytest.fixture(scope='session')
-def http_server() -> Iterator[_Server]:
-    yield from _serve(FileServerHandler)
+def http_server() -> Iterator[QuietServer]:
+    with serve(FileServerHandler, '127.0.0.1') as server:
+        yield server
 
 
 @pytest.fixture
-def base_url(http_server: _Server) -> str:
+def base_url(http_server: QuietServer) -> str:
     http_server.files.clear()
     return f'http://127.0.0.1:{http_server.server_address[1]}'
 
@@ -183,7 +162,7 @@ def fake_s3(monkeypatch: pytest.MonkeyPatch
 
         do_GET = do_PUT = do_DELETE = do_HEAD = do_POST = _answer
 
-    for server in _serve(Handler):
+    with serve(Handler, '127.0.0.1') as server:
         use_s3_endpoint(monkeypatch,
                         f'http://127.0.0.1:{server.server_address[1]}')
 
