@@ -119,15 +119,19 @@ def send(app, name, payload, queue='extract'):
                          task_id=str(uuid.uuid4()))
 
 
-def fails_with(app, name, payload, ours, queue='extract') -> str:
-    """Send, wait for the FAILURE, return its traceback: PySpacer's class
-    on the last line, ``ours`` as its cause."""
-    result = send(app, name, payload, queue)
+def failure_of(result) -> str:
+    """The traceback of a task that fails: raised by ``get`` too."""
     with pytest.raises(Exception) as info:
         result.get(timeout=TIMEOUT)
     assert result.state == 'FAILURE'
-    text = result.traceback
-    assert str(info.value) in text
+    assert str(info.value) in result.traceback
+    return result.traceback
+
+
+def fails_with(app, name, payload, ours, queue='extract') -> str:
+    """Send, wait for the FAILURE, return its traceback: PySpacer's class
+    on the last line, ``ours`` as its cause."""
+    text = failure_of(send(app, name, payload, queue))
     assert error_class(text) == getattr(exceptions, ours).wire_class, text
     assert f'spacer_worker.exceptions.{ours}: ' in text, text
     return text
@@ -391,11 +395,7 @@ def test_a_job_whose_staged_output_is_gone_fails_and_publishes_nothing(
     finally:
         http_server.gate.set()
     # then the job fails with a typed error, under a class CoralNet sorts,
-    with pytest.raises(Exception) as info:
-        result.get(timeout=TIMEOUT)
-    assert result.state == 'FAILURE'
-    text = result.traceback
-    assert str(info.value) in text
+    text = failure_of(result)
     assert error_class(text) == 'FileNotFoundError', text
     assert 'spacer_worker.exceptions.OutputNotPublishedError: ' in text
     assert str(first) in text
